@@ -1,0 +1,3 @@
+from archnas.cli import main
+
+raise SystemExit(main())

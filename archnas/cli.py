@@ -1,0 +1,145 @@
+"""The `archnas` command (also `python scripts/main.py`): run an experiment or print model stats."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+from archnas.config import ExperimentConf, config_to_yaml, find_config_file, load_config, parse_override_tokens
+from archnas.errors import UsageError
+
+OVERRIDE_HELP = textwrap.dedent(
+    """\
+    overrides:
+      Any config key can be set after the flags, in either style:
+        --nas.search.trainer.epochs 3          nas.search.trainer.epochs=3
+      Values are YAML: 3, 0.1, true, null, cosine, [1, 2], {type: adam, lr: 0.001}.
+      A value must fit the key it replaces (an int key takes an int, a list key a list);
+      a key whose default is null takes any value. An unknown key is an error that
+      suggests the closest existing keys. A mapping merges into a mapping key by key.
+
+    examples:
+      archnas --config confs/darts.yaml
+      archnas --config confs/darts.yaml --nas.search.trainer.epochs 3 common.seed=7 --print-config
+      archnas --config confs/darts.yaml,confs/my_overrides.yaml --exp-name try2
+      archnas --config confs/darts.yaml --no-search nas.eval.final_desc=DARTS_V2
+      archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
+    """
+)
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", action="append", default=[], metavar="FILE",
+        help="config file(s), merged left to right; repeat the flag or separate with commas. "
+        "A bare name such as 'darts' means confs/darts.yaml",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archnas",
+        description="Run a neural architecture search experiment: search, finalize, then evaluate "
+        "the final architecture. Rerunning the same command resumes an interrupted run. "
+        "Use 'archnas stats --help' for parameter and multiply-add counts.",
+        epilog=OVERRIDE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    _common_flags(parser)
+    parser.add_argument("--exp-name", metavar="NAME", help="experiment folder name (overrides common.experiment_name)")
+    parser.add_argument("--no-search", action="store_true", help="skip the search phase (eval needs nas.eval.final_desc or a finished search)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the eval phase")
+    parser.add_argument("--algos", metavar="A,B", help="run several algorithms in sequence, each with confs/<algo>.yaml under "
+                        "the given configs, and write summary.md and summary.csv")
+    parser.add_argument("--force", action="store_true", help="resume even if the config changed in ways that are not safe to change")
+    return parser
+
+
+def build_stats_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archnas stats",
+        description="Print JSON with the parameter count and multiply-adds of one forward pass of the "
+        "eval model (or the search supernet) at the dataset's input size.",
+        epilog=OVERRIDE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    _common_flags(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--desc", metavar="FILE", help="a model desc YAML file (final_model_desc.yaml or full_model_desc.yaml)")
+    source.add_argument("--genotype", metavar="G", help="a named genotype (DARTS_V2, ...) or a genotype string")
+    source.add_argument("--supernet", action="store_true", help="count the search supernet instead of the eval model")
+    parser.add_argument("--detail", action="store_true", help="add a per-cell breakdown")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
+    """argparse for the flags; everything else must be a well-formed override."""
+    known = {opt for action in parser._actions for opt in action.option_strings}
+    overrides, rest = parse_override_tokens(list(argv), known)
+    args = parser.parse_args(rest)
+    args.config = [part for item in args.config for part in item.split(",") if part]
+    if not args.config:
+        parser.error("no config given; use --config FILE (for example --config confs/darts.yaml)")
+    args.overrides = overrides
+    return args
+
+
+def default_experiment_name(config_files: Sequence[str]) -> str:
+    return "-".join(Path(find_config_file(c)).stem for c in config_files)
+
+
+def resolve_conf(args) -> ExperimentConf:
+    conf = load_config(args.config, args.overrides)
+    if getattr(args, "exp_name", None):
+        conf.common.experiment_name = args.exp_name
+    if not conf.common.experiment_name:
+        conf.common.experiment_name = default_experiment_name(args.config)
+    return conf
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "stats":
+            return _stats(argv[1:])
+        if argv and argv[0] == "run":
+            argv = argv[1:]
+        return _run(argv)
+    except UsageError as exc:
+        print(f"archnas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("archnas: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str]) -> int:
+    args = parse_args(build_run_parser(), argv)
+    conf = resolve_conf(args)
+    if args.print_config:
+        sys.stdout.write(config_to_yaml(conf))
+        return 0
+    from archnas.nas.runner import run_from_cli
+
+    return run_from_cli(conf, args, argv)
+
+
+def _stats(argv: list[str]) -> int:
+    args = parse_args(build_stats_parser(), argv)
+    conf = resolve_conf(args)
+    if args.print_config:
+        sys.stdout.write(config_to_yaml(conf))
+        return 0
+    from archnas.stats import stats_from_cli
+
+    return stats_from_cli(conf, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

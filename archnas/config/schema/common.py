@@ -1,0 +1,42 @@
+"""`common`: how a run behaves, whatever it trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class CheckpointConf:
+    """When `checkpoint_last.pt` is written; a checkpoint is always written on SIGINT/SIGTERM."""
+
+    enabled: bool = True
+    every_epochs: int = 1  # at the end of every N epochs (0: never at epoch ends)
+    every_steps: int = 0  # also every N optimizer steps, mid-epoch (0: off)
+    every_minutes: float = 0.0  # also when this much time has passed since the last one (0: off)
+
+
+@dataclass
+class RayConf:
+    """Independent trials (random-search candidates, macro sweeps, seed repeats) as Ray tasks."""
+
+    enabled: bool = False
+    address: Optional[str] = None  # an existing cluster ('auto' or 'host:port'); null starts a local Ray
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass
+class CommonConf:
+    experiment_name: Optional[str] = None  # null: derived from the config file names (or --exp-name)
+    results_dir: str = "results"  # experiments go to <results_dir>/<experiment_name>/
+    seed: int = 2
+    deterministic: bool = False  # torch deterministic algorithms; needed for bit-identical resume on GPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = True  # rerunning the same command continues an interrupted run
+    log_level: str = "INFO"
+    log_every_steps: int = 50  # plain progress lines when stdout is not a terminal (0: epoch lines only)
+    tensorboard: bool = True  # event files under <phase>/tb/
+    cache_dir: str = "~/.cache/archnas"  # decoded datasets are cached here
+    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
+    ray: RayConf = field(default_factory=RayConf)

@@ -1,0 +1,104 @@
+"""`nas`: the algorithm and its two phases, search and eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import List, Optional
+
+from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
+from archnas.config.schema.training import LoaderConf, OptimizerConf, OptimizerType, TrainerConf
+
+
+class BilevelOrder(StrEnum):
+    first = "first"  # alphas step on the val loss at the current weights
+    second = "second"  # alphas step on the val loss after a virtual SGD step (DARTS unrolled)
+
+
+class FinalizerRank(StrEnum):
+    softmax = "softmax"  # rank ops and edges by softmax(alpha), as the DARTS code does
+    raw = "raw"  # rank by raw alpha, as Archai does
+
+
+def _alpha_optimizer() -> OptimizerConf:
+    return OptimizerConf(type=OptimizerType.adam, lr=3.0e-4, decay=1.0e-3, betas=[0.5, 0.999])
+
+
+@dataclass
+class ArchTrainerConf(TrainerConf):
+    alpha_optimizer: OptimizerConf = field(default_factory=_alpha_optimizer)
+    bilevel_order: BilevelOrder = BilevelOrder.second
+
+
+@dataclass
+class FinalizerConf:
+    type: str = "default"  # default | random
+    rank: FinalizerRank = FinalizerRank.softmax
+
+
+@dataclass
+class PostTrainConf:
+    """Optional training of the finalized desc inside the search phase (trainer.epochs 0: off)."""
+
+    trainer: TrainerConf = field(default_factory=lambda: TrainerConf(epochs=0))
+    loader: LoaderConf = field(default_factory=LoaderConf)
+
+
+@dataclass
+class SearchCombinationsConf:
+    """A macro sweep: search once per (n_reductions, n_cells, n_nodes), keep the best."""
+
+    enabled: bool = False
+    n_reductions: List[int] = field(default_factory=list)  # empty: model_desc.n_reductions only
+    n_cells: List[int] = field(default_factory=list)
+    n_nodes: List[int] = field(default_factory=list)
+
+
+@dataclass
+class GdasConf:
+    tau_max: float = 10.0  # Gumbel-softmax temperature at the first epoch
+    tau_min: float = 0.1  # ... annealed linearly to this at the last
+
+
+@dataclass
+class PcDartsConf:
+    k: int = 4  # 1/k of the channels go through the mixed op
+
+
+@dataclass
+class RandomSearchConf:
+    n_archs: int = 8  # architectures sampled and briefly trained with nas.search.trainer
+
+
+@dataclass
+class SearchConf:
+    model_desc: ModelDescConf = field(default_factory=ModelDescConf)
+    loader: LoaderConf = field(default_factory=lambda: LoaderConf(val_ratio=0.5))
+    trainer: ArchTrainerConf = field(default_factory=ArchTrainerConf)
+    finalizer: FinalizerConf = field(default_factory=FinalizerConf)
+    post_train: PostTrainConf = field(default_factory=PostTrainConf)
+    combinations: SearchCombinationsConf = field(default_factory=SearchCombinationsConf)
+    gdas: GdasConf = field(default_factory=GdasConf)
+    pc_darts: PcDartsConf = field(default_factory=PcDartsConf)
+    random: RandomSearchConf = field(default_factory=RandomSearchConf)
+
+
+@dataclass
+class EvalConf:
+    # What to train: null takes the search phase's final desc; otherwise a desc file path,
+    # a DARTS genotype string, or a named genotype such as DARTS_V2.
+    final_desc: Optional[str] = None
+    model_desc: ModelDescConf = field(
+        default_factory=lambda: ModelDescConf(
+            n_cells=20, aux_weight=0.4, model_stems=ModelStemsConf(init_node_ch=36)
+        )
+    )
+    loader: LoaderConf = field(default_factory=lambda: LoaderConf(train_batch=96, cutout=16))
+    trainer: TrainerConf = field(default_factory=lambda: TrainerConf(epochs=600, drop_path_prob=0.2, aux_weight=0.4))
+
+
+@dataclass
+class NasConf:
+    algo: str = "darts"  # a registered algorithm: darts, gdas, pc_darts, random, manual
+    search: SearchConf = field(default_factory=SearchConf)
+    eval: EvalConf = field(default_factory=EvalConf)

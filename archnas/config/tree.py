@@ -1,0 +1,126 @@
+"""A plain nested-dict config tree that remembers which source set each key.
+
+Every layer (schema defaults, each YAML file, each command-line override) is merged into one
+tree; the provenance map lets an error about `nas.search.trainer.epoch` say which file wrote it.
+Paths are tuples of keys; `dotted(path)` is how users spell them.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+Path = tuple[str, ...]
+
+
+def dotted(path: Path) -> str:
+    return ".".join(str(p) for p in path) if path else "<root>"
+
+
+@dataclass
+class ConfigTree:
+    """Config values as plain dicts/lists/scalars, plus the source of every node."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    sources: dict[Path, str] = field(default_factory=dict)
+
+    def merge(self, other: dict[str, Any], source: str, base: Path = ()) -> None:
+        """Merge `other` into the subtree at `base`; mappings merge key by key, anything else replaces."""
+        target = self.get(base) if base else self.data
+        _merge_into(target, other, base, self.sources, source)
+
+    def merge_tree(self, other: "ConfigTree") -> None:
+        """Merge another tree, keeping the sources it recorded."""
+        _merge_into(self.data, other.data, (), self.sources, None, other.sources)
+
+    def get(self, path: Path) -> Any:
+        node: Any = self.data
+        for key in path:
+            node = node[key]
+        return node
+
+    def has(self, path: Path) -> bool:
+        node: Any = self.data
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+        return True
+
+    def set(self, path: Path, value: Any, source: str) -> None:
+        parent = self.get(path[:-1])
+        parent[path[-1]] = copy.deepcopy(value)
+        _forget_below(self.sources, path)
+        _record(self.sources, path, value, source)
+
+    def source_of(self, path: Path) -> str | None:
+        """The source of `path`, or of its nearest ancestor that has one."""
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.sources:
+                return self.sources[path[:n]]
+        return None
+
+
+def iter_paths(node: Any, prefix: Path = ()) -> Iterator[Path]:
+    """Every key path in a nested dict, parents before children."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = prefix + (key,)
+            yield path
+            yield from iter_paths(value, path)
+
+
+def suggest(wanted: str, candidates: list[str], n: int = 3) -> list[str]:
+    """The existing dotted keys closest to a misspelt one, best first."""
+    close = difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.6)
+    if close:
+        return close
+    # A right leaf name under the wrong section is a common slip: match on the last part too.
+    leaf = wanted.rsplit(".", 1)[-1]
+    by_leaf = [c for c in candidates if difflib.SequenceMatcher(None, leaf, c.rsplit(".", 1)[-1]).ratio() >= 0.8]
+    return by_leaf[:n]
+
+
+def did_you_mean(wanted: str, candidates: list[str]) -> str:
+    close = suggest(wanted, candidates)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _merge_into(
+    target: dict[str, Any],
+    other: dict[str, Any],
+    base: Path,
+    sources: dict[Path, str],
+    source: str | None,
+    other_sources: dict[Path, str] | None = None,
+) -> None:
+    for key, value in other.items():
+        path = base + (key,)
+        # `_copy` nodes must not be deep-merged with what they replace: they stand on their own.
+        mergeable = isinstance(value, dict) and "_copy" not in value
+        if mergeable and isinstance(target.get(key), dict):
+            if other_sources is not None and path in other_sources:
+                sources[path] = other_sources[path]
+            _merge_into(target[key], value, path, sources, source, other_sources)
+            continue
+        target[key] = copy.deepcopy(value)
+        _forget_below(sources, path)
+        if other_sources is None:
+            _record(sources, path, value, source or "?")
+        else:
+            for p, s in other_sources.items():
+                if p[: len(path)] == path:
+                    sources[p] = s
+
+
+def _forget_below(sources: dict[Path, str], path: Path) -> None:
+    for p in [p for p in sources if p[: len(path)] == path]:
+        del sources[p]
+
+
+def _record(sources: dict[Path, str], path: Path, value: Any, source: str) -> None:
+    sources[path] = source
+    for sub in iter_paths(value, path):
+        sources[sub] = source

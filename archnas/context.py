@@ -1,0 +1,177 @@
+"""The run context: everything a phase needs besides its config, made once and passed explicitly.
+
+`RunContext` is one experiment (its folder, device, logger, rank); `PhaseContext` is one phase of
+it (`search`, `eval`, ...) with its own folder, config section, log file, metrics and TensorBoard.
+Nothing here is global: two experiments in one process do not share any of it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+import torch
+
+import archnas
+from archnas.config import ExperimentConf, config_to_yaml
+from archnas.utils import atomic
+from archnas.utils.device import resolve_device, set_deterministic
+
+T = TypeVar("T")
+REPO_ROOT = Path(archnas.__file__).resolve().parents[1]
+
+
+def git_commit() -> str | None:
+    """The commit of the archnas checkout that is running, with `-dirty` if it has local changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True,
+            text=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "") if sha else None
+
+
+def _make_logger(name: str, level: str, console: bool) -> logging.Logger:
+    log = logging.getLogger(name)
+    log.setLevel(level.upper())
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    if console:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    return log
+
+
+@dataclass
+class RunContext:
+    conf: ExperimentConf
+    exp_dir: Path
+    device: torch.device
+    log: logging.Logger
+    argv: list[str] = field(default_factory=list)
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def create(cls, conf: ExperimentConf, exp_dir: Path, argv: list[str], rank: int = 0, world_size: int = 1,
+               device: torch.device | None = None) -> "RunContext":
+        set_deterministic(conf.common.deterministic)
+        log = _make_logger(f"archnas.{exp_dir.resolve()}.r{rank}", conf.common.log_level, console=rank == 0)
+        return cls(conf, exp_dir, device or resolve_device(conf.common.device), log, argv, rank, world_size)
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process (rank 0) writes files."""
+        return self.rank == 0
+
+    def phase(self, name: str, section: Any) -> "PhaseContext":
+        """A context for one phase; its folder, config.yaml and run.json are written now."""
+        phase_dir = self.exp_dir / name
+        log = logging.getLogger(f"{self.log.name}.{name}")
+        log.setLevel(self.log.level)
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
+        if self.is_main:
+            phase_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(phase_dir / "config.yaml", config_to_yaml(self.conf))
+            atomic.write_json(phase_dir / "run.json", self.run_info())
+            file_handler = logging.FileHandler(phase_dir / "log.txt", encoding="utf-8")
+            file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(file_handler)
+        return PhaseContext(run=self, name=name, conf=section, dir=phase_dir, log=log)
+
+    def run_info(self) -> dict[str, Any]:
+        return {
+            "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": self.argv,
+            "git_commit": git_commit(),
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "archnas": archnas.__version__,
+            },
+            "host": socket.gethostname(),
+            "device": str(self.device),
+            "world_size": self.world_size,
+        }
+
+
+@dataclass
+class PhaseContext:
+    run: RunContext
+    name: str
+    conf: Any  # this phase's config section, e.g. conf.nas.search
+    dir: Path
+    log: logging.Logger
+    _tb: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def seed(self) -> int:
+        return self.run.conf.common.seed
+
+    @property
+    def common(self):
+        return self.run.conf.common
+
+    def open_tensorboard(self, purge_step: int | None = None) -> Any:
+        """The phase's SummaryWriter; `purge_step` drops events a resumed run is about to redo."""
+        if self._tb is None and self.run.is_main and self.common.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge_step)
+        return self._tb
+
+    def write_metrics(self, record: dict[str, Any], filename: str = "metrics.jsonl") -> None:
+        """Append one JSON line (rank 0 only)."""
+        if self.run.is_main:
+            with open(self.dir / filename, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, default=float) + "\n")
+
+    def rewrite_metrics(self, records: Iterable[dict[str, Any]], filename: str = "metrics.jsonl") -> None:
+        """Replace the metrics file with `records`, e.g. the history a resumed checkpoint holds."""
+        if self.run.is_main:
+            atomic.write_text(self.dir / filename, "".join(json.dumps(r, default=float) + "\n" for r in records))
+
+    def progress(self, items: Iterable[T], total: int, desc: str) -> Iterator[T]:
+        """Iterate with a progress bar on a terminal, or plain lines every `log_every_steps` otherwise."""
+        if self.run.is_main and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            return
+        every = self.common.log_every_steps if self.run.is_main else 0
+        start = time.perf_counter()
+        for i, item in enumerate(items, 1):
+            yield item
+            if every and i % every == 0 and i < total:
+                self.log.info(f"{desc}: {i}/{total} steps, {time.perf_counter() - start:.1f}s")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        for h in list(self.log.handlers):
+            self.log.removeHandler(h)
+            h.close()

@@ -1,0 +1,28 @@
+"""Exceptions that the command line turns into one readable message and exit code 2.
+
+Anything raised from user input (a config file, an override, a desc file, a checkpoint that
+does not match the run) derives from :class:`UsageError`, so the CLI can tell a user's
+mistake, which deserves a message and no traceback, from a bug, which deserves a traceback.
+"""
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; the message says what and where."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A config file, include, `_copy` reference or override is invalid."""
+
+
+class DescError(UsageError):
+    """A model description file or genotype is invalid."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint cannot be used to resume this run."""
+
+
+class DatasetError(UsageError):
+    """A dataset cannot be found or read."""

@@ -1,0 +1,1 @@
+"""Small helpers with no archnas dependencies: atomic files, devices, seeding."""
