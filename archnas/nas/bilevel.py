@@ -1,0 +1,160 @@
+"""The DARTS bilevel step for architecture parameters, first and second order.
+
+First order: alphas follow the gradient of the validation loss at the current weights.
+
+Second order (Liu et al., 2019, eq. 7-8): alphas follow the gradient of the validation loss
+after one virtual SGD step of the weights, w' = w - lr * (momentum * buf + dL_train/dw + wd * w).
+Its implicit term, a Hessian-vector product, is approximated by central finite differences:
+
+    grad_alpha = dL_val(w', a)/da - [dL_train(w+, a)/da - dL_train(w-, a)/da] / (2 eps)
+    w+- = w +- eps * v,  v = lr * dL_val(w', a)/dw',  eps = 0.01 / ||v||
+
+(with one lr this is the paper's formula with lr factored out; with several parameter groups
+each weight's own lr is used). The weight optimizer's state supplies momentum buffers, weight
+decay and lr per parameter group; for Adam/AdamW weight optimizers the virtual step is plain
+SGD with the group's lr and weight decay.
+
+The public DARTS code deep-copies the whole network for w'. Here every virtual forward runs the
+same module through `torch.func.functional_call` with substituted weight tensors and cloned
+buffers, so nothing is copied and BatchNorm running statistics are not touched by virtual steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from archnas.config.schema import BilevelOrder
+
+LossFn = Callable[[object, Tensor], Tensor]  # (model outputs, targets) -> scalar loss
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class ArchStepResult:
+    val_loss: float
+
+
+class BilevelOptimizer:
+    """Computes the architecture gradient and steps the alpha optimizer.
+
+    `model` must be the plain module (not a DDP wrapper): virtual steps call it functionally.
+    Under DDP the caller averages the arch-parameter gradients across ranks before `alpha_step`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        weight_optimizer: torch.optim.Optimizer,
+        alpha_optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        order: BilevelOrder,
+        finite_diff_scale: float = 0.01,  # eps = scale / ||v||, 0.01 as in the DARTS paper and code
+    ):
+        self.finite_diff_scale = finite_diff_scale
+        self.model = model
+        self.weight_optimizer = weight_optimizer
+        self.alpha_optimizer = alpha_optimizer
+        self.loss_fn = loss_fn
+        self.order = BilevelOrder(order)
+        self.arch_params = list(model.arch_params())
+        arch_ids = {id(p) for p in self.arch_params}
+        named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch_ids and p.requires_grad]
+        self.weight_names = [n for n, _ in named]
+        self.weights = [p for _, p in named]
+        groups = {id(p): g for g in weight_optimizer.param_groups for p in g["params"]}
+        missing = [n for n, p in named if id(p) not in groups]
+        if missing:
+            raise ValueError(f"weights missing from the weight optimizer: {missing[:5]}")
+        self._groups = [groups[id(p)] for p in self.weights]
+
+    def compute_grads(self, train: Batch, val: Batch) -> ArchStepResult:
+        """Set `.grad` of every arch parameter; does not step."""
+        if self.order is BilevelOrder.first:
+            loss = self.loss_fn(self.model(val[0]), val[1])
+            grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)
+            self._set_arch_grads(grads)
+            return ArchStepResult(float(loss.detach()))
+        return self._second_order(train, val)
+
+    def step(self, train: Batch, val: Batch, sync_grads: Callable[[list[Tensor]], None] | None = None) -> ArchStepResult:
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        result = self.compute_grads(train, val)
+        if sync_grads is not None:
+            sync_grads(self.arch_params)
+        self.alpha_optimizer.step()
+        return result
+
+    # -- second order ------------------------------------------------------------------------
+
+    def _second_order(self, train: Batch, val: Batch) -> ArchStepResult:
+        buffers = dict(self.model.named_buffers())
+
+        # w' = w - lr * (momentum * buf + dL_train/dw + wd * w), with each weight's own group settings.
+        train_loss = self.loss_fn(self._call({}, buffers, train[0]), train[1])
+        dw = torch.autograd.grad(train_loss, self.weights, allow_unused=True)
+        unrolled = {}
+        with torch.no_grad():
+            for name, w, g, group in zip(self.weight_names, self.weights, dw, self._groups):
+                unrolled[name] = (w - group["lr"] * self._sgd_direction(w, g, group)).requires_grad_()
+
+        # dL_val(w', a)/da and dL_val(w', a)/dw'
+        val_loss = self.loss_fn(self._call(unrolled, buffers, val[0]), val[1])
+        grads = torch.autograd.grad(val_loss, self.arch_params + list(unrolled.values()), allow_unused=True)
+        d_alpha = grads[: len(self.arch_params)]
+        vector = [
+            torch.zeros_like(w) if g is None else g * group["lr"]
+            for w, g, group in zip(self.weights, grads[len(self.arch_params):], self._groups)
+        ]
+
+        implicit = self._hessian_vector_product(vector, train, buffers)
+        final = [
+            None if da is None and hv is None else (_zero_if_none(da, a) - _zero_if_none(hv, a))
+            for da, hv, a in zip(d_alpha, implicit, self.arch_params)
+        ]
+        self._set_arch_grads(final)
+        return ArchStepResult(float(val_loss.detach()))
+
+    def _hessian_vector_product(self, vector: list[Tensor], train: Batch, buffers: dict[str, Tensor]) -> list[Tensor | None]:
+        """d^2 L_train / (da dw) . vector, by central differences around the current weights."""
+        norm = torch.sqrt(sum((v.double() ** 2).sum() for v in vector)).item()
+        eps = self.finite_diff_scale / max(norm, 1e-12)
+        plus_minus = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                shifted = {n: w + sign * eps * v for n, w, v in zip(self.weight_names, self.weights, vector)}
+            loss = self.loss_fn(self._call(shifted, buffers, train[0]), train[1])
+            plus_minus.append(torch.autograd.grad(loss, self.arch_params, allow_unused=True))
+        return [
+            None if gp is None else (gp - gm) / (2 * eps)
+            for gp, gm in zip(*plus_minus)
+        ]
+
+    @torch.no_grad()
+    def _sgd_direction(self, w: Tensor, g: Tensor | None, group: dict) -> Tensor:
+        direction = torch.zeros_like(w) if g is None else g.clone()
+        wd = group.get("weight_decay", 0.0)
+        if wd:
+            direction.add_(w, alpha=wd)
+        momentum = group.get("momentum", 0.0)
+        buf = self.weight_optimizer.state.get(w, {}).get("momentum_buffer")
+        if momentum and buf is not None:
+            direction.add_(buf, alpha=momentum)
+        return direction
+
+    def _call(self, weights: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor):
+        """A forward with substituted weights; buffers are cloned so running stats stay untouched."""
+        clones = {n: b.clone() for n, b in buffers.items()}
+        return functional_call(self.model, {**weights, **clones}, (x,), strict=False)
+
+    def _set_arch_grads(self, grads) -> None:
+        for p, g in zip(self.arch_params, grads):
+            p.grad = None if g is None else g.detach()
+
+
+def _zero_if_none(t: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if t is None else t
