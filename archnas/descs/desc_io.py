@@ -1,0 +1,90 @@
+"""Desc files: plain YAML with a schema version, and an optional `.pt` sidecar for trainables.
+
+Archai pickles its descs as Python-object YAML: loading needs the unsafe loader (a desc file
+could run code) and breaks whenever a class moves. Here a desc file is `yaml.safe_dump` of plain
+data; anything with a Python tag is refused, as are unknown versions and missing, unknown or
+ill-typed fields, each with the file and field named. Weights inherited through a desc are
+written next to it (`<name>.pt`) and read back with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from archnas.descs.fields import Fields
+from archnas.descs.model_desc import ModelDesc, TrainablesRefs
+from archnas.errors import DescError
+from archnas.utils import atomic
+
+SCHEMA_VERSION = 1
+
+
+def desc_to_yaml(desc: ModelDesc, refs: TrainablesRefs | None = None, trainables_file: str | None = None) -> str:
+    data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    if trainables_file is not None:
+        data["trainables_file"] = trainables_file
+    data["model_desc"] = desc.to_dict(refs)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120)
+
+
+def save_desc(desc: ModelDesc, path: str | Path) -> None:
+    """Write `path` (and `path` with suffix .pt when the desc carries trainables), atomically."""
+    path = Path(path)
+    refs: TrainablesRefs = {}
+    desc.to_dict(refs)
+    sidecar = path.with_suffix(".pt") if refs else None
+    if sidecar is not None:
+        atomic.torch_save(sidecar, refs)
+    atomic.write_text(path, desc_to_yaml(desc, refs, None if sidecar is None else sidecar.name))
+
+
+def load_desc(path: str | Path) -> ModelDesc:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DescError(f"desc file not found: {path}") from None
+    except OSError as exc:
+        raise DescError(f"cannot read desc file {path}: {exc.strerror}") from None
+    return desc_from_yaml(text, str(path), path.parent)
+
+
+def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None) -> ModelDesc:
+    """Parse a desc file's text; `folder` is where its trainables sidecar is looked up."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        raise DescError(f"{where}: refused: desc files are plain YAML without Python tags ({exc.problem})") from None
+    except yaml.YAMLError as exc:
+        raise DescError(f"{where}: invalid YAML: {exc}") from None
+    f = Fields(data, where)
+    version = f.get("schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise f.error("schema_version", f"unknown version {version}; this archnas reads version {SCHEMA_VERSION}")
+    trainables = None
+    sidecar = f.get("trainables_file", str, default=None, nullable=True)
+    if sidecar is not None:
+        trainables = _load_sidecar((folder or Path(".")) / sidecar, where)
+    desc = ModelDesc.from_fields(f.sub("model_desc"), trainables)
+    f.done()
+    return desc
+
+
+def _load_sidecar(path: Path, where: str) -> TrainablesRefs:
+    if not path.is_file():
+        raise DescError(f"{where}: trainables_file: {path} not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unsafe or corrupt pickles
+        raise DescError(f"{where}: trainables_file: cannot load {path} as plain tensors: {exc}") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(k, str) and isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())
+        for k, v in data.items()
+    )
+    if not ok:
+        raise DescError(f"{where}: trainables_file: {path} must map op paths to state dicts of tensors")
+    return data

@@ -1,0 +1,42 @@
+"""A cell: two stems preprocess its inputs, each node sums its edges, the post-op merges nodes.
+
+The forward is deliberately small so an alternative (a fused search cell) can override it and
+read the same modules: `stems[k]`, `dag[node][edge].op`, `post_op`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from archnas.descs.model_desc import CellDesc
+from archnas.errors import DescError
+from archnas.model.arch_params import CellWeights
+from archnas.model.dag_edge import DagEdge
+from archnas.ops.registry import Op
+
+
+class Cell(nn.Module):
+    def __init__(self, desc: CellDesc, affine: bool, droppath: bool):
+        super().__init__()
+        if len(desc.stems) != 2:
+            raise DescError(f"cell {desc.id}: expected 2 stems, got {len(desc.stems)}")
+        self.id = desc.id
+        self.cell_type = desc.cell_type
+        self.stems = nn.ModuleList(Op.create(s, affine) for s in desc.stems)
+        self.dag = nn.ModuleList()
+        index = 0
+        for j, node in enumerate(desc.nodes):
+            if not node.edges:
+                raise DescError(f"cell {desc.id} node {j}: a node needs at least one edge")
+            for edge in node.edges:
+                if any(not 0 <= i < j + 2 for i in edge.input_ids):
+                    raise DescError(f"cell {desc.id} node {j}: input ids {edge.input_ids} must be in [0, {j + 2})")
+            self.dag.append(nn.ModuleList(DagEdge(e, index + k, affine, droppath) for k, e in enumerate(node.edges)))
+            index += len(node.edges)
+        self.post_op = Op.create(desc.post_op, affine)
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: CellWeights | None = None) -> Tensor:
+        states = [self.stems[0](s0), self.stems[1](s1)]
+        for node in self.dag:
+            states.append(sum(edge(states, weights) for edge in node))
+        return self.post_op(states[2:])

@@ -1,0 +1,134 @@
+"""Parameter and multiply-add counts of a model (`archnas stats`).
+
+Multiply-adds are those of convolutions and linear layers in one eval-mode forward of one image
+at the dataset's input size (the aux tower does not run in eval mode, as in DARTS), counted with
+`torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per multiply-add; grouped convs counted per
+group). "Parameters excluding the aux tower" is the number papers report for DARTS-style networks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from archnas.config.schema import DatasetConf, ExperimentConf
+from archnas.descs.builder import ModelDescBuilder
+from archnas.descs.dataset_info import DatasetInfo
+from archnas.descs.desc_io import load_desc
+from archnas.descs.genotypes import genotype_to_desc, resolve_genotype
+from archnas.descs.model_desc import ModelDesc
+from archnas.descs.resolve import desc_from_spec
+from archnas.errors import ConfigError
+from archnas.model import Model
+
+# Shapes of the built-in datasets, so counting needs no data on disk.
+_KNOWN_DATASETS = {
+    "digits": DatasetInfo(10, 1, (8, 8)),
+    "mnist": DatasetInfo(10, 1, (28, 28)),
+    "fashion_mnist": DatasetInfo(10, 1, (28, 28)),
+    "cifar10": DatasetInfo(10, 3, (32, 32)),
+    "cifar100": DatasetInfo(100, 3, (32, 32)),
+}
+
+
+def dataset_info(conf: DatasetConf) -> DatasetInfo:
+    """The builder's view of `conf`'s dataset, without loading it."""
+    if conf.name in _KNOWN_DATASETS:
+        return _KNOWN_DATASETS[conf.name]
+    if conf.name == "synthetic":  # defaults as documented by the synthetic provider
+        p = conf.params
+        size = p.get("size", 8)
+        return DatasetInfo(p.get("n_classes", 4), p.get("channels", 1), (size, size))
+    raise ConfigError(
+        f"dataset.name: stats cannot tell the image size and classes of {conf.name!r} without loading it; "
+        f"known: {', '.join(sorted([*_KNOWN_DATASETS, 'synthetic']))}"
+    )
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _macs_by_module(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Multiply-adds per module path (the root is the model's class name), from one forward."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return {name: sum(counts.values()) // 2 for name, counts in counter.get_flop_counts().items()}
+
+
+def model_stats(model: Model, input_shape: list[int], detail: bool = False) -> dict[str, Any]:
+    """Counts for `model` at `input_shape` ([C, H, W]); `detail` adds stems, cells, aux towers, head."""
+    was_training = model.training
+    model.eval()
+    try:
+        macs = _macs_by_module(model, torch.zeros(1, *input_shape))
+        root = type(model).__name__
+        aux = sum(_params(t) for t in model.aux_towers.values())
+        weights = sum(p.numel() for p in model.weights())
+        out: dict[str, Any] = {
+            "input_shape": list(input_shape),
+            "params": weights,
+            "params_without_aux": weights - aux,
+            "arch_params": sum(p.numel() for p in model.arch_params()),
+            "macs": macs.get(root, 0),
+        }
+        if detail:
+            out["detail"] = _detail(model, macs, root)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _detail(model: Model, macs: dict[str, int], root: str) -> dict[str, Any]:
+    desc = model.desc
+    head = [("pool_op", model.pool_op), ("logits_op", model.logits_op)]
+    aux_towers = []
+    for key, tower in model.aux_towers.items():
+        cell = desc.cells[int(key)]
+        tower_macs = _macs_by_module(tower.eval(), torch.zeros(1, *cell.out_shape))
+        aux_towers.append({"after_cell": int(key), "params": _params(tower), "macs": tower_macs.get(type(tower).__name__, 0)})
+    return {
+        "model_stems": [
+            {"op": s.name, "params": _params(m), "macs": macs.get(f"{root}.model_stems.{i}", 0)}
+            for i, (s, m) in enumerate(zip(desc.model_stems, model.model_stems))
+        ],
+        "cells": [
+            {"index": i, "type": str(c.cell_type), "out_shape": c.out_shape, "params": _params(m),
+             "macs": macs.get(f"{root}.cells.{i}", 0)}
+            for i, (c, m) in enumerate(zip(desc.cells, model.cells))
+        ],
+        "aux_towers": aux_towers,
+        "head": [{"op": getattr(desc, name).name, "params": _params(m), "macs": macs.get(f"{root}.{name}", 0)}
+                 for name, m in head],
+    }
+
+
+def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str, str, ModelDesc]:
+    """(which model, where it came from, its desc) for the CLI's source flags."""
+    eval_conf = conf.nas.eval.model_desc
+    if args.desc:  # its cells, at the eval macro: the same as nas.eval.final_desc does with a desc file
+        return "eval", f"desc file {args.desc}", ModelDescBuilder().build(eval_conf, info, load_desc(args.desc))
+    if args.genotype:
+        return "eval", f"genotype {args.genotype}", genotype_to_desc(resolve_genotype(args.genotype), eval_conf, info)
+    if not args.supernet and conf.nas.eval.final_desc:
+        spec = conf.nas.eval.final_desc
+        return "eval", f"nas.eval.final_desc {spec}", desc_from_spec(spec, eval_conf, info)
+    return "supernet", "nas.search.model_desc", ModelDescBuilder().build(conf.nas.search.model_desc, info)
+
+
+def stats_from_cli(conf: ExperimentConf, args: Any) -> int:
+    """`archnas stats`: print the counts as JSON. Without --desc/--genotype/--supernet the eval
+    model of `nas.eval.final_desc` is counted, or the search supernet when that is not set."""
+    info = dataset_info(conf.dataset)
+    kind, source, desc = _stats_desc(conf, args, info)
+    model = Model(desc, droppath=False, affine=kind == "eval")  # DARTS searches with non-affine cells
+    out = {"model": kind, "source": source, "dataset": conf.dataset.name, "n_classes": info.n_classes,
+           "fingerprint": desc.fingerprint()}
+    out.update(model_stats(model, [info.channels, *info.image_size], detail=args.detail))
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return 0
