@@ -194,7 +194,8 @@ class ModelDescBuilder:
         return OpDesc(conf.cell_post_op, {"conv": ConvMacroParams(n_nodes * node_ch, ch_out)}, in_len=n_nodes)
 
     def build_aux_tower(self, conf: ModelDescConf, dataset_info: DatasetInfo, cell: CellDesc) -> AuxTowerDesc:
-        return AuxTowerDesc(cell.out_shape[0], dataset_info.n_classes, conf.aux_tower_stride, list(cell.out_shape[1:]))
+        return AuxTowerDesc(cell.out_shape[0], dataset_info.n_classes, conf.aux_tower_stride, list(cell.out_shape[1:]),
+                            conf.aux_tower_bn)
 
     def build_pool_op(self, conf: ModelDescConf, last: Shape) -> tuple[OpDesc, Shape]:
         pool = OpDesc(conf.model_post_op, {"conv": ConvMacroParams(last[0], last[0])})

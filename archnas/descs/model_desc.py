@@ -203,19 +203,25 @@ class NodeDesc:
 
 @dataclass
 class AuxTowerDesc:
-    """The auxiliary classifier after one cell; `in_size` is that cell's output (H, W)."""
+    """The auxiliary classifier after one cell; `in_size` is that cell's output (H, W).
+
+    `bn_last`: BatchNorm after its 768-channel conv (DARTS CIFAR has it, DARTS ImageNet not).
+    """
 
     ch_in: int
     n_classes: int
     stride: int
     in_size: list[int]
+    bn_last: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ch_in": self.ch_in, "n_classes": self.n_classes, "stride": self.stride, "in_size": list(self.in_size)}
+        return {"ch_in": self.ch_in, "n_classes": self.n_classes, "stride": self.stride, "in_size": list(self.in_size),
+                "bn_last": self.bn_last}
 
     @classmethod
     def from_fields(cls, f: Fields) -> "AuxTowerDesc":
-        out = cls(f.get("ch_in", int), f.get("n_classes", int), f.get("stride", int), f.ints("in_size"))
+        out = cls(f.get("ch_in", int), f.get("n_classes", int), f.get("stride", int), f.ints("in_size"),
+                  f.get("bn_last", bool))
         f.done()
         return out
 

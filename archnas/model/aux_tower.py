@@ -6,7 +6,7 @@ map. Rule for other sizes, so small inputs (8x8 digits reach the tower at 2x2) d
 the pool kernel is min(5, map side) and the second conv's kernel is min(2, pooled side), and a
 global average pool precedes the linear layer. At the DARTS sizes the rule gives exactly their
 layers (the global pool then sees 1x1 and changes nothing). DARTS's ImageNet tower lacks the
-768-channel BN (a typo they kept); this tower always has it, which only affects aux parameters.
+768-channel BN (a typo they kept for their experiments): `AuxTowerDesc.bn_last` = False.
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ class AuxTower(nn.Module):
         pool = (min(5, h), min(5, w))
         pooled = (_pooled(h, pool[0], desc.stride), _pooled(w, pool[1], desc.stride))
         conv = (min(2, pooled[0]), min(2, pooled[1]))
-        self.features = nn.Sequential(
+        layers = [
             nn.ReLU(inplace=False),
             nn.AvgPool2d(pool, stride=desc.stride, padding=0, count_include_pad=False),
             nn.Conv2d(desc.ch_in, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
             nn.Conv2d(128, 768, conv, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=False),
-            nn.AdaptiveAvgPool2d(1),
-        )
+        ]
+        if desc.bn_last:
+            layers.append(nn.BatchNorm2d(768))
+        self.features = nn.Sequential(*layers, nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1))
         self.classifier = nn.Linear(768, desc.n_classes)
 
     def forward(self, x: Tensor) -> Tensor:

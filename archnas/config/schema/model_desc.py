@@ -20,23 +20,28 @@ DARTS_PRIMITIVES = [
 @dataclass
 class ModelStemsConf:
     # One stem feeds both inputs of the first cell (DARTS CIFAR); two stems are chained,
-    # the second reading the first (DARTS ImageNet: stem0_imagenet then stem1_imagenet).
+    # the second reading the first (DARTS ImageNet: stem0_imagenet then stem1_imagenet), and the
+    # last two stem outputs feed the first cell. Built-in stems: stem_conv3x3, stem_conv3x3_relu,
+    # stem0_imagenet (stride 4), stem1_imagenet (stride 2).
     ops: List[str] = field(default_factory=lambda: ["stem_conv3x3"])
     init_node_ch: int = 16  # channels of every node in the first cell
-    stem_multiplier: int = 3  # stem output channels = stem_multiplier * init_node_ch (single stem)
+    stem_multiplier: int = 3  # a single stem outputs stem_multiplier * init_node_ch; chained stems init_node_ch each
 
 
 @dataclass
 class ModelDescConf:
     n_cells: int = 8
-    n_reductions: int = 2  # reduction cells at the DARTS positions n_cells//3, 2*n_cells//3
+    n_reductions: int = 2  # reduction cells at k*n_cells//(n_reductions+1), k = 1..n_reductions (DARTS: n//3, 2n//3)
     reduction_cells: Optional[List[int]] = None  # explicit reduction positions instead of the default
     n_nodes: int = 4
     max_final_edges: int = 2  # incoming edges each node keeps when the supernet is finalized
+    # With a template (a searched desc or a genotype) the cells' nodes come from the template, so
+    # n_nodes and primitives do not apply; n_cells, reductions, channels, stems and heads do.
     primitives: List[str] = field(default_factory=lambda: list(DARTS_PRIMITIVES))  # ops on every supernet edge
-    cell_post_op: str = "concate_channels"
+    cell_post_op: str = "concate_channels"  # concate_channels (DARTS) | proj_channels (concat, then 1x1 conv to node channels)
     model_stems: ModelStemsConf = field(default_factory=ModelStemsConf)
-    model_post_op: str = "pool_adaptive_avg2d"
+    model_post_op: str = "pool_adaptive_avg2d"  # pool_adaptive_avg2d | pool_avg2d7x7 (DARTS ImageNet) | pool_mean_tensor
     logits_op: str = "linear"
-    aux_weight: float = 0.0  # > 0 adds the aux tower (the trainer weighs its loss with trainer.aux_weight)
+    aux_weight: float = 0.0  # > 0 adds the aux tower after cell 2*n_cells//3 (the trainer weighs its loss with trainer.aux_weight)
     aux_tower_stride: int = 3  # 3 for 32x32 inputs, 2 for ImageNet
+    aux_tower_bn: bool = True  # BN after the aux tower's 768-channel conv; DARTS's ImageNet tower has none (false)
