@@ -1,0 +1,185 @@
+"""`imagefolder`: one subfolder per class (`<root>/<class>/<image>`), any format Pillow decodes.
+
+`dataset.params`:
+  train:  folder or archive (.tar.gz/.tgz/.tar) of the train split; default `<dataroot>/train`
+  test:   the same for the test split; default `<dataroot>/test`
+  size:   [H, W] (or one int) to resize every image to; default: every image must have the size
+          of the first one
+  mode:   Pillow mode, `RGB` (default) or `L` (grayscale)
+  mean, std: per-channel normalization; default: measured on the train split
+
+An archive is unpacked once into `<common.cache_dir>/unpacked/` (see `archnas.data.archive`), so
+the CIFAR-10 JPEGs of a read-only share are used as
+`params: {train: .../cifar10-train-jpeg.tar.gz, test: .../cifar10-test-jpeg.tar.gz}`.
+
+In memory (the default) every image is decoded once, with a thread per core, and the decoded
+uint8 tensors are cached in `<common.cache_dir>/imagefolder/`, keyed by the file list, sizes and
+modification times, so the next run loads them in a fraction of a second. With
+`dataset.in_memory: false` the files stay on disk and DataLoader workers decode each batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from archnas.config.schema import DatasetConf
+from archnas.data.archive import is_archive, unpack
+from archnas.data.info import DatasetInfo, FileImages, LoadedDataset, TensorImages, channel_stats
+from archnas.data.registry import register_provider
+from archnas.errors import ConfigError, DatasetError
+from archnas.utils import atomic
+
+PARAMS = ("train", "test", "size", "mode", "mean", "std")
+STATS_SAMPLE = 1000  # streamed sets measure mean/std on this many train images (seeded choice)
+
+
+def decode_image(path: str, mode: str, size: Optional[tuple[int, int]], resize: bool) -> torch.Tensor:
+    """One image as uint8 [C, H, W] of `size` (H, W): resized to it, or checked against it.
+
+    Module-level so DataLoader workers can pickle it.
+    """
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            if size is not None and (img.height, img.width) != size:
+                if not resize:
+                    raise DatasetError(
+                        f"imagefolder: {path} is {img.height}x{img.width} but the set's images are {size[0]}x{size[1]} "
+                        f"(the first image's size); set dataset.params.size: [H, W] to resize every image"
+                    )
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(f"{path}: cannot decode image: {exc}") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], list[Path], list[int]]:
+    """Class names (sorted subfolder names, unless given) and every image file with its label."""
+    if not root.is_dir():
+        raise DatasetError(f"imagefolder: {root} is not a folder (expected <root>/<class>/<image files>)")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DatasetError(f"imagefolder: {root} has class folders the train split lacks: {', '.join(unknown[:10])}")
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in extensions and path.is_file():
+                files.append(path)
+                labels.append(label)
+    if not files:
+        raise DatasetError(f"imagefolder: no image files under {root} (expected <root>/<class>/<image files>)")
+    return classes, files, labels
+
+
+def _resolve(spec: Any, default: Path, cache_dir: Path, key: str) -> Path:
+    path = Path(str(spec)).expanduser() if spec is not None else default
+    if is_archive(path):
+        return unpack(path, cache_dir)
+    if not path.exists():
+        raise DatasetError(
+            f"imagefolder: dataset.params.{key} {path} does not exist; give a folder <root>/<class>/<images> "
+            f"or a .tar.gz/.tgz/.tar archive of one (set dataset.dataroot or dataset.params.{key})"
+        )
+    return path
+
+
+def _size(spec: Any) -> Optional[tuple[int, int]]:
+    if spec is None:
+        return None
+    size = [spec, spec] if isinstance(spec, int) else list(spec)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ConfigError(f"dataset.params.size: {spec!r} is not a positive int or [H, W]")
+    return int(size[0]), int(size[1])
+
+
+def _cache_key(files: list[Path], labels: list[int], tag: str) -> str:
+    h = hashlib.sha256(tag.encode())
+    for path, label in zip(files, labels):
+        stat = path.stat()
+        h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def decode_all(files: list[Path], labels: list[int], decode: Callable[[str], torch.Tensor], cache_dir: Path,
+               root: Path, cache_tag: str) -> TensorImages:
+    """Every image decoded into one uint8 tensor, from the cache when the files have not changed."""
+    cache = cache_dir / "imagefolder" / f"{root.name}-{_cache_key(files, labels, cache_tag)}.pt"
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return TensorImages(saved["images"], saved["labels"])
+        except Exception:  # a damaged cache file is rebuilt rather than trusted
+            pass
+    # Pillow releases the GIL while decoding, so threads use every core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        images = list(pool.map(decode, [str(f) for f in files]))
+    data = TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+    atomic.torch_save(cache, {"images": data.images, "labels": data.labels})
+    return data
+
+
+def _stats(params: dict[str, Any], train: TensorImages | FileImages, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if (params.get("mean") is None) != (params.get("std") is None):
+        raise ConfigError("dataset.params: give both mean and std, or neither")
+    if params.get("mean") is not None:
+        mean, std = tuple(float(v) for v in params["mean"]), tuple(float(v) for v in params["std"])
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise ConfigError(f"dataset.params.mean/std: need {channels} values each (std > 0), got {mean} and {std}")
+        return mean, std
+    if isinstance(train, TensorImages):
+        return channel_stats(train.images)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE]
+    return channel_stats(torch.stack([train.decode(train.paths[i]) for i in pick.tolist()]))
+
+
+@register_provider("imagefolder")
+def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
+    params = dict(conf.params)
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise ConfigError(f"dataset.params: unknown key(s) {', '.join(unknown)} for imagefolder; known: {', '.join(PARAMS)}")
+    mode = str(params.get("mode", "RGB"))
+    if mode not in ("RGB", "L"):
+        raise ConfigError(f"dataset.params.mode: {mode!r} is not RGB or L")
+    size = _size(params.get("size"))
+    dataroot = Path(conf.dataroot).expanduser()
+    train_root = _resolve(params.get("train"), dataroot / "train", cache_dir, "train")
+    test_root = _resolve(params.get("test"), dataroot / "test", cache_dir, "test")
+    classes, train_files, train_labels = scan(train_root)
+    _, test_files, test_labels = scan(test_root, classes)
+    first = decode_image(str(train_files[0]), mode, size, resize=True)
+    channels, height, width = (int(n) for n in first.shape)
+    decode = partial(decode_image, mode=mode, size=(height, width), resize=size is not None)
+    train: TensorImages | FileImages
+    test: TensorImages | FileImages
+    if conf.in_memory:
+        tag = f"{mode}|{height}x{width}|resize={size is not None}"
+        train = decode_all(train_files, train_labels, decode, cache_dir, train_root, tag)
+        test = decode_all(test_files, test_labels, decode, cache_dir, test_root, tag)
+    else:
+        train = FileImages([str(f) for f in train_files], torch.tensor(train_labels, dtype=torch.int64), decode)
+        test = FileImages([str(f) for f in test_files], torch.tensor(test_labels, dtype=torch.int64), decode)
+    mean, std = _stats(params, train, channels)
+    info = DatasetInfo(
+        name="imagefolder", n_classes=len(classes), channels=channels, image_size=(height, width),
+        mean=mean, std=std, crop_padding=max(1, height // 8), hflip=True, classes=tuple(classes),
+    )
+    return LoadedDataset(info, train, test)

@@ -1,0 +1,308 @@
+"""Checkpoints that resume a run exactly, refuse to resume a different run, and survive crashes.
+
+A checkpoint holds the state of every registered object (model, optimizers, schedulers,
+GradScaler, loaders, the trainer's counters and metrics history, anything a subclass adds), every
+RNG state (python, numpy, torch CPU and CUDA), the resolved config with its hash, the model
+fingerprint and the archnas version. Everything is stored as tensors and plain Python values, so
+it loads with `torch.load(weights_only=True)`: reading a checkpoint never runs code from it.
+
+Files, in the phase folder: `checkpoint_last.pt` (what a rerun resumes from), `checkpoint_prev.pt`
+(the one before it, kept as a fallback) and `checkpoint_best.pt` (the best epoch by the
+validation metric). Each is written atomically; before it is trusted, a checkpoint's zip records
+are checked against their CRC-32s, so a truncated or corrupted file is detected and the previous
+one used instead.
+
+A checkpoint resumes a run only if the config sections that shape it (`common`, `dataset`,
+`nas.algo` and the phase's own section) are equal, apart from keys that are safe to change
+(`SAFE_KEYS`: epochs, logging, TensorBoard, checkpoint frequency, ...), and the model fingerprint
+is the same; otherwise the differing keys are listed, and `force` resumes anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import fnmatch
+import io
+import logging
+import os
+import random
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import numpy as np
+import torch
+
+import archnas
+from archnas.config import config_diff, config_hash, config_to_dict
+from archnas.errors import CheckpointError
+from archnas.utils import atomic
+
+FORMAT = "archnas-checkpoint-1"
+LAST, PREV, BEST = "checkpoint_last.pt", "checkpoint_prev.pt", "checkpoint_best.pt"
+
+# Dotted config keys (fnmatch patterns) whose change does not alter what the run computes.
+SAFE_KEYS = (
+    "common.experiment_name",
+    "common.results_dir",
+    "common.resume",
+    "common.log_level",
+    "common.log_every_steps",
+    "common.tensorboard",
+    "common.cache_dir",
+    "common.checkpoint.*",
+    "common.ray.*",
+    "*.trainer.epochs",
+    "*.loader.workers",
+)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+def is_safe_key(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_KEYS)
+
+
+def section_path(root: Any, section: Any) -> Optional[tuple[str, ...]]:
+    """Where `section` (by identity) sits in a config tree of dataclasses, e.g. ("nas", "search")."""
+    if root is section:
+        return ()
+    if dataclasses.is_dataclass(root) and not isinstance(root, type):
+        for f in dataclasses.fields(root):
+            sub = section_path(getattr(root, f.name), section)
+            if sub is not None:
+                return (f.name,) + sub
+    return None
+
+
+def phase_config(conf: Any, section: Any) -> dict[str, Any]:
+    """The parts of the experiment config that shape one phase, as plain data.
+
+    A phase does not depend on the other phases' sections; when `section` is not part of `conf`,
+    the whole config is used.
+    """
+    path = section_path(conf, section) if section is not None else None
+    full = config_to_dict(conf)
+    if not path or not hasattr(conf, "common"):
+        return full
+    out: dict[str, Any] = {"common": full["common"], "dataset": full["dataset"]}
+    if "nas" in full:
+        out["nas"] = {"algo": full["nas"]["algo"]}
+    node = out
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = config_to_dict(section)
+    return out
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global RNG state, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], log: logging.Logger) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            log.warning(f"checkpoint has CUDA RNG states of {len(cuda)} devices, this machine {torch.cuda.device_count()}: not restored")
+
+
+_PLAIN = (torch.Tensor, int, float, str, bytes, bool, type(None))
+
+
+def check_plain(obj: Any, where: str) -> None:
+    """Fail at save time, naming the entry, if something would not load with weights_only=True."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; use str or int keys")
+            check_plain(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        for i, value in enumerate(obj):
+            check_plain(value, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN) or (isinstance(obj, str) and type(obj) is not str):
+        raise TypeError(
+            f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which torch.load(weights_only=True) "
+            f"refuses; store tensors, numbers, strings, lists and dicts only"
+        )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's content, after checking that the file is whole; CheckpointError otherwise."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise CheckpointError(f"{path}: corrupt (record {bad} fails its CRC check)")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # zipfile, unpickling and torch all fail differently on a damaged file
+        raise CheckpointError(f"{path}: truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an archnas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    return ckpt
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return "<absent>"
+        tree = tree[key]
+    return tree
+
+
+class Checkpointer:
+    """Saves and restores a set of named stateful objects in a phase folder (rank 0 writes)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        config: dict[str, Any],
+        full_config: dict[str, Any],
+        fingerprint: Optional[str],
+        is_main: bool,
+        log: logging.Logger,
+    ):
+        self.folder = Path(folder)
+        self.config = config
+        self.full_config = full_config
+        self.fingerprint = fingerprint
+        self.is_main = is_main
+        self.log = log
+        self._objects: dict[str, Stateful] = {}
+
+    @property
+    def last_path(self) -> Path:
+        return self.folder / LAST
+
+    def register(self, name: str, obj: Stateful) -> None:
+        """Save and restore `obj` under `name`; restored in registration order."""
+        if name in self._objects:
+            raise ValueError(f"checkpoint state {name!r} is registered twice")
+        self._objects[name] = obj
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "archnas_version": archnas.__version__,
+            "torch_version": str(torch.__version__),
+            "saved_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "config": self.config,
+            "config_hash": config_hash(self.config),
+            "full_config": self.full_config,
+            "fingerprint": self.fingerprint,
+            "rng": capture_rng(),
+            "state": {name: obj.state_dict() for name, obj in self._objects.items()},
+        }
+
+    def save(self, *, last: bool = True, best: bool = False) -> None:
+        """Write `checkpoint_last.pt` (moving the old one to `checkpoint_prev.pt`) and/or `checkpoint_best.pt`."""
+        if not self.is_main or not (last or best):
+            return
+        payload = self.payload()
+        check_plain(payload, "checkpoint")
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        data = buffer.getvalue()
+        if best:
+            atomic.write_bytes(self.folder / BEST, data)
+        if last:
+            # Write the new file completely first; then a crash at any point leaves a whole
+            # checkpoint_last.pt or, between the two renames, a whole checkpoint_prev.pt.
+            upcoming = self.folder / f".{LAST}.next"
+            atomic.write_bytes(upcoming, data)
+            if self.last_path.exists():
+                os.replace(self.last_path, self.folder / PREV)
+            os.replace(upcoming, self.last_path)
+            _fsync_dir(self.folder)
+
+    def resume(self, *, force: bool = False) -> Optional[Path]:
+        """Restore every registered object and the RNGs from the newest good checkpoint.
+
+        Returns the file used, or None when the folder has no checkpoint (a fresh start).
+        """
+        problems = []
+        for name in (LAST, PREV):
+            path = self.folder / name
+            if not path.exists():
+                continue
+            try:
+                ckpt = read_checkpoint(path)
+            except CheckpointError as exc:
+                self.log.warning(f"{exc}; trying the previous checkpoint")
+                problems.append(str(exc))
+                continue
+            self._check(ckpt, path, force)
+            self._restore(ckpt)
+            return path
+        if problems:
+            raise CheckpointError(
+                "no usable checkpoint to resume from:\n  " + "\n  ".join(problems)
+                + f"\nMove {self.folder}/checkpoint_*.pt away to start this phase from scratch."
+            )
+        return None
+
+    def _check(self, ckpt: dict[str, Any], path: Path, force: bool) -> None:
+        diff = config_diff(ckpt["config"], self.config)
+        unsafe = [k for k in diff if not is_safe_key(k)]
+        lines = [f"{k}: {_lookup(ckpt['config'], k)!r} -> {_lookup(self.config, k)!r}" for k in unsafe]
+        if ckpt.get("fingerprint") != self.fingerprint:
+            lines.append(f"model fingerprint: {ckpt.get('fingerprint')!r} -> {self.fingerprint!r}")
+        missing = [name for name in self._objects if name not in ckpt["state"]]
+        if missing:
+            raise CheckpointError(f"{path}: has no state for {', '.join(missing)}; it was written by a different trainer")
+        if lines and not force:
+            raise CheckpointError(
+                f"{path} was written by a different run; these differ (checkpoint -> now):\n  " + "\n  ".join(lines)
+                + "\nRestore the old settings, use another experiment name, or pass --force to resume anyway."
+            )
+        if lines:
+            self.log.warning("resuming despite differences (--force):\n  " + "\n  ".join(lines))
+        safe = [k for k in diff if is_safe_key(k)]
+        if safe:
+            self.log.info(f"resuming with changed settings that are safe to change: {', '.join(safe)}")
+        if ckpt.get("archnas_version") != archnas.__version__:
+            self.log.info(f"checkpoint written by archnas {ckpt.get('archnas_version')}, this is {archnas.__version__}")
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        for name, obj in self._objects.items():
+            obj.load_state_dict(ckpt["state"][name])
+        restore_rng(ckpt["rng"], self.log)

@@ -1,0 +1,121 @@
+"""Trainer hooks (detectron2 style) and the ones every Trainer runs: drop-path ramp, periodic
+checkpoints, metrics output.
+
+A hook sees the whole trainer (`self.trainer`) at six points: before/after fit, epoch and step.
+`before_epoch` also runs when a run resumes in the middle of an epoch, so it must only set state
+that is a function of the epoch (as the drop-path ramp does), never accumulate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from archnas.config.schema import CheckpointConf
+from archnas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from archnas.training.trainer import Trainer
+
+
+class HookBase:
+    trainer: "Trainer"
+
+    def before_fit(self) -> None:
+        pass
+
+    def after_fit(self) -> None:
+        pass
+
+    def before_epoch(self) -> None:
+        pass
+
+    def after_epoch(self) -> None:
+        pass
+
+    def before_step(self) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+
+class DropPathRamp(HookBase):
+    """Drop-path probability `drop_path_prob * epoch / epochs`, as in the DARTS eval code."""
+
+    def before_epoch(self) -> None:
+        t = self.trainer
+        model = t.base_model
+        if hasattr(model, "drop_path_prob"):
+            p = t.conf.drop_path_prob * t.epoch / t.conf.epochs
+            model.drop_path_prob(p)
+            t.epoch_info["drop_path_prob"] = p
+
+
+class PeriodicCheckpoint(HookBase):
+    """`checkpoint_last.pt` every N epochs, N steps and/or N minutes (`common.checkpoint`), after
+    the last epoch, and `checkpoint_best.pt` whenever the validation metric improves."""
+
+    def __init__(self, conf: CheckpointConf):
+        for key in ("every_epochs", "every_steps", "every_minutes"):
+            if getattr(conf, key) < 0:
+                raise ConfigError(f"common.checkpoint.{key}: {getattr(conf, key)} is negative")
+        self.conf = conf
+        self._last_time = math.inf
+
+    def _minutes_due(self) -> bool:
+        return self.conf.every_minutes > 0 and time.monotonic() - self._last_time >= 60 * self.conf.every_minutes
+
+    def before_fit(self) -> None:
+        self._last_time = time.monotonic()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        steps_due = self.conf.every_steps > 0 and t.global_step % self.conf.every_steps == 0
+        if steps_due or self._minutes_due():
+            self._save()
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        finished = t.epochs_done >= t.conf.epochs
+        epochs_due = self.conf.every_epochs > 0 and t.epochs_done % self.conf.every_epochs == 0
+        last = finished or epochs_due or self._minutes_due()
+        if last or t.new_best:
+            self._save(last=last, best=t.new_best)
+
+    def _save(self, last: bool = True, best: bool = False) -> None:
+        self.trainer.save_checkpoint(last=last, best=best)
+        if last:
+            self._last_time = time.monotonic()
+
+
+class MetricsWriter(HookBase):
+    """Each epoch's record to metrics.jsonl, TensorBoard and the log. On resume the jsonl file is
+    rewritten from the checkpoint's history and TensorBoard events of redone epochs are purged,
+    so neither holds an epoch twice."""
+
+    def before_fit(self) -> None:
+        t = self.trainer
+        t.ctx.rewrite_metrics(t.history.records)
+        self.tb = t.ctx.open_tensorboard(purge_step=t.epochs_done)
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        record = t.history.last
+        t.ctx.write_metrics(record)
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tb.add_scalar(key, value, record["epoch"])
+            self.tb.flush()
+        val = f", val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2%}" if "val_loss" in record else ""
+        t.log.info(
+            f"epoch {record['epoch'] + 1}/{t.conf.epochs}: train loss {record['train_loss']:.4f} "
+            f"top1 {record['train_top1']:.2%}{val}, lr {record['lr']:.3g}, "
+            f"{record['epoch_time']:.1f}s ({record['images_per_s']:.0f} img/s)"
+        )
+
+    def after_fit(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()

@@ -1,0 +1,52 @@
+"""Optimizers from config: sgd, adam, adamw, with weight decay optionally lifted from BN and biases.
+
+Only the weights a model trains by gradient descent reach the optimizer: `model.weights()` when
+the model has it (NAS supernets keep architecture parameters out of it), else all parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from archnas.config.schema import OptimizerConf, OptimizerType
+from archnas.errors import ConfigError
+
+
+def trainable_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters a weight optimizer may see: never architecture parameters."""
+    source: Iterable[nn.Parameter] = model.weights() if hasattr(model, "weights") else model.parameters()
+    return [p for p in source if p.requires_grad]
+
+
+def param_groups(params: Iterable[nn.Parameter], decay: float, decay_bn: float | None) -> list[dict]:
+    """Two groups when BN/bias decay differs: 1-d tensors are exactly the norm scales/shifts and biases."""
+    params = list(params)
+    if decay_bn is None or decay_bn == decay:
+        return [{"params": params, "weight_decay": decay}]
+    groups = [
+        {"params": [p for p in params if p.dim() > 1], "weight_decay": decay},
+        {"params": [p for p in params if p.dim() <= 1], "weight_decay": decay_bn},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(conf: OptimizerConf, params: Iterable[nn.Parameter], key: str = "trainer.optimizer") -> torch.optim.Optimizer:
+    """`key` is where `conf` sits in the config, for error messages (the alpha optimizer reuses this)."""
+    if conf.lr <= 0:
+        raise ConfigError(f"{key}.lr: {conf.lr} is not positive")
+    if conf.decay < 0 or (conf.decay_bn is not None and conf.decay_bn < 0):
+        raise ConfigError(f"{key}.decay/decay_bn: weight decay cannot be negative ({conf.decay}, {conf.decay_bn})")
+    groups = param_groups(params, conf.decay, conf.decay_bn)
+    if not any(g["params"] for g in groups):
+        raise ValueError("the optimizer got no parameters to train")
+    if conf.type == OptimizerType.sgd:
+        if conf.nesterov and conf.momentum <= 0:
+            raise ConfigError(f"{key}.nesterov: Nesterov momentum needs {key}.momentum > 0")
+        return torch.optim.SGD(groups, lr=conf.lr, momentum=conf.momentum, nesterov=conf.nesterov)
+    if len(conf.betas) != 2 or not all(0 <= b < 1 for b in conf.betas):
+        raise ConfigError(f"{key}.betas: {conf.betas} is not two numbers in [0, 1)")
+    cls = torch.optim.Adam if conf.type == OptimizerType.adam else torch.optim.AdamW
+    return cls(groups, lr=conf.lr, betas=(conf.betas[0], conf.betas[1]))

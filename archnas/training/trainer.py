@@ -1,0 +1,313 @@
+"""The training loop: epochs of optimizer steps with hooks, validation, metrics and exact resume.
+
+    trainer = Trainer(conf.nas.eval.trainer, model, ctx, fingerprint=desc.fingerprint(), force=args.force)
+    history = trainer.fit(data.loader("train", training=True), data.loader("test", training=False))
+
+What a subclass (the search phase's ArchTrainer) overrides or uses:
+- `run_step(batch)`: one step; call `super().run_step(batch)` for the weight step after your own
+  work (DARTS: an architecture step on `val_stream.next()` first).
+- `register_state(name, obj)`: anything with state_dict/load_state_dict (the alpha optimizer,
+  the val stream) goes into every checkpoint and is restored on resume.
+- `epoch_metrics()`: extra fields for the epoch's record (metrics.jsonl and TensorBoard); fields
+  that depend only on the epoch can also be put into `epoch_info` from `before_epoch`.
+- `register_hooks([...])`: HookBase objects, run after the built-in ones.
+- `loss_fn(outputs, targets)`, `optimizer` (which only ever holds `model.weights()` when the model
+  has that method), `scheduler`, `precision` (autocast, GradScaler, channels_last).
+
+Counters: `epoch` (0-based, the one running), `epochs_done`, `epoch_step` (steps done in the
+running epoch) and `global_step` (optimizer steps since the start). Everything the loop does
+after a resume is what it would have done without the interruption: the checkpoint holds every
+counter, the half-finished epoch's running sums, the loader position and every RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
+
+from archnas.config import config_to_dict
+from archnas.config.schema import TrainerConf
+from archnas.context import PhaseContext
+from archnas.data.loader import Batch, BatchLoader
+from archnas.errors import ConfigError
+from archnas.training.checkpoint import Checkpointer, Stateful, phase_config
+from archnas.training.hooks import DropPathRamp, HookBase, MetricsWriter, PeriodicCheckpoint
+from archnas.training.losses import TrainLoss, split_outputs
+from archnas.training.metrics import EpochMeter, MetricsHistory
+from archnas.training.optim import build_optimizer, trainable_weights
+from archnas.training.precision import Precision
+from archnas.training.schedules import build_scheduler
+from archnas.training.signals import RunInterrupted, StopSignals
+from archnas.training.tester import Tester
+
+
+class ArchParamsState:
+    """Architecture parameters as their own checkpoint entry, readable without building the model
+    and restored even when a model keeps them outside its state_dict."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().clone() for name, p in self.model.named_arch_params()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.model.named_arch_params():
+                p.copy_(state[name])
+
+
+class Trainer:
+    def __init__(
+        self,
+        conf: TrainerConf,
+        model: nn.Module,
+        ctx: PhaseContext,
+        *,
+        fingerprint: Optional[str] = None,
+        force: bool = False,
+        hooks: Sequence[HookBase] = (),
+    ):
+        """`model` may be wrapped in DistributedDataParallel; `fingerprint` identifies the model
+        (e.g. `ModelDesc.fingerprint()`) so a checkpoint of another model is refused; `force`
+        resumes despite config or fingerprint differences."""
+        if conf.epochs < 0 or conf.batch_chunks < 1 or conf.grad_clip < 0 or conf.validation.freq < 1:
+            raise ConfigError(
+                f"trainer: epochs ({conf.epochs}) >= 0, batch_chunks ({conf.batch_chunks}) >= 1, grad_clip "
+                f"({conf.grad_clip}) >= 0 and validation.freq ({conf.validation.freq}) >= 1 are required"
+            )
+        self.conf = conf
+        self.ctx = ctx
+        self.log = ctx.log
+        self.device = ctx.device
+        self.force = force
+        self.precision = Precision(conf.amp, conf.channels_last, ctx.device)
+        self.model = self.precision.prepare_model(model)
+        self.base_model = model.module if isinstance(model, DistributedDataParallel) else model
+        self.weights = trainable_weights(self.base_model)
+        self.loss_fn = TrainLoss(conf.lossfn, conf.aux_weight)
+        self.optimizer = build_optimizer(conf.optimizer, self.weights)
+        self.scheduler: Optional[LRScheduler] = None  # built by fit(), which knows the steps per epoch
+        self.tester = Tester(self.model, self.precision)
+        self.meter = EpochMeter(ctx.device)
+        self.history = MetricsHistory()
+        self.epoch = 0
+        self.epochs_done = 0
+        self.epoch_step = 0
+        self.global_step = 0
+        self.steps_per_epoch = 0
+        self.epoch_lr = 0.0
+        self.epoch_info: dict[str, Any] = {}
+        self.new_best = False
+        self.train_loader: Optional[BatchLoader] = None
+        self.val_loader: Optional[Iterable[Batch]] = None
+        self.stop_signals = StopSignals()
+        self._saved_at: Optional[tuple[int, int]] = None  # (epochs_done, global_step) of the last save
+        self._checkpoint_shape = (0, 0)  # (epochs, steps per epoch) of the run a checkpoint came from
+        self.checkpointer = Checkpointer(
+            ctx.dir, config=phase_config(ctx.run.conf, ctx.conf), full_config=config_to_dict(ctx.run.conf),
+            fingerprint=fingerprint, is_main=ctx.run.is_main, log=ctx.log,
+        )
+        self._hooks: list[HookBase] = []
+        self.register_hooks([DropPathRamp(), PeriodicCheckpoint(ctx.common.checkpoint), MetricsWriter()])
+        self.register_hooks(hooks)
+        self.register_state("model", self.base_model)
+        if hasattr(self.base_model, "named_arch_params"):
+            self.register_state("arch_params", ArchParamsState(self.base_model))
+        self.register_state("optimizer", self.optimizer)
+        if self.precision.scaler.is_enabled():
+            self.register_state("grad_scaler", self.precision.scaler)
+        self.register_state("meter", self.meter)
+        self.register_state("history", self.history)
+        self.register_state("trainer", self)
+
+    # -- extension points -------------------------------------------------------------------
+
+    def register_hooks(self, hooks: Iterable[HookBase]) -> None:
+        for hook in hooks:
+            hook.trainer = self
+            self._hooks.append(hook)
+
+    def register_state(self, name: str, obj: Stateful) -> None:
+        self.checkpointer.register(name, obj)
+
+    def run_step(self, batch: Batch) -> None:
+        """One optimizer step of the weights on `batch`, as `batch_chunks` chunks whose gradients
+        add up to exactly the mean-loss gradient of the whole batch."""
+        x, y = batch
+        self.optimizer.zero_grad(set_to_none=True)
+        chunks = [(xc, yc) for xc, yc in zip(x.tensor_split(self.conf.batch_chunks), y.tensor_split(self.conf.batch_chunks)) if len(yc)]
+        for i, (xc, yc) in enumerate(chunks):
+            # Under DDP, gradients are all-reduced once, on the last chunk.
+            sync = contextlib.nullcontext() if i == len(chunks) - 1 or not isinstance(self.model, DistributedDataParallel) else self.model.no_sync()
+            with sync:
+                with self.precision.autocast():
+                    outputs = self.model(self.precision.prepare_input(xc))
+                    loss = self.loss_fn(outputs, yc)
+                self.precision.scaler.scale(loss * (yc.shape[0] / y.shape[0])).backward()
+            self.meter.update(split_outputs(outputs)[0], yc, loss)
+        self.step_optimizer()
+
+    def step_optimizer(self) -> None:
+        """Unscale, clip the weights' gradient norm, step, and advance the lr schedule."""
+        scaler = self.precision.scaler
+        scaler.unscale_(self.optimizer)
+        if self.conf.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.conf.grad_clip)
+        scaler.step(self.optimizer)
+        scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Extra fields for the finished epoch's record; override to add some."""
+        return {}
+
+    def evaluate(self, loader: Iterable[Batch], prefix: str = "test") -> dict[str, float]:
+        return self.tester.evaluate(loader, prefix)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, train_loader: BatchLoader, val_loader: Optional[Iterable[Batch]] = None) -> MetricsHistory:
+        """Train until `conf.epochs` epochs are done, resuming from the phase's checkpoint if any.
+
+        Raises RunInterrupted (after saving a checkpoint) on SIGINT/SIGTERM.
+        """
+        if self.train_loader is not None:
+            raise RuntimeError("Trainer.fit() runs once per Trainer")
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.steps_per_epoch = len(train_loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError("the training split has fewer images than ranks: no batch to train on")
+        self.scheduler = self._new_scheduler()
+        self.register_state("scheduler", self.scheduler)
+        self.register_state("train_loader", train_loader)
+        if self.ctx.common.resume:
+            self._resume()
+        with self.stop_signals:
+            for hook in self._hooks:
+                hook.before_fit()
+            while self.epochs_done < self.conf.epochs:
+                self._run_epoch()
+            for hook in self._hooks:
+                hook.after_fit()
+        return self.history
+
+    def _run_epoch(self) -> None:
+        self.epoch = self.epochs_done
+        if self.epoch_step == 0:
+            self.meter.reset()
+            self.epoch_lr = self.optimizer.param_groups[0]["lr"]
+        self.epoch_info = {}
+        for hook in self._hooks:
+            hook.before_epoch()
+        self.model.train()
+        batches = self.train_loader.epoch(self.epoch)
+        desc = f"{self.ctx.name} epoch {self.epoch + 1}/{self.conf.epochs}"
+        start = time.perf_counter()
+        for batch in self.ctx.progress(batches, self.steps_per_epoch - self.epoch_step, desc):
+            for hook in self._hooks:
+                hook.before_step()
+            self.run_step(batch)
+            self.global_step += 1
+            self.epoch_step += 1
+            self.meter.add_time(time.perf_counter() - start)  # includes fetching and augmenting the batch
+            for hook in self._hooks:
+                hook.after_step()
+            self._stop_if_requested()
+            start = time.perf_counter()
+        self._finish_epoch()
+        for hook in self._hooks:
+            hook.after_epoch()
+        self._stop_if_requested()
+
+    def _finish_epoch(self) -> None:
+        self.meter.all_reduce()
+        seconds = max(self.meter.seconds, 1e-9)
+        record: dict[str, Any] = {
+            "epoch": self.epoch, "global_step": self.global_step, "lr": self.epoch_lr, **self.meter.result("train"),
+            "k": self.meter.k, "step_time": seconds / max(self.meter.steps, 1), "images_per_s": self.meter.images / seconds,
+        }
+        last = self.epoch + 1 == self.conf.epochs
+        if self.val_loader is not None and ((self.epoch + 1) % self.conf.validation.freq == 0 or last):
+            record.update(self.evaluate(self.val_loader, "val"))
+        record["epoch_time"] = self.meter.seconds + record.get("val_time", 0.0)
+        record.update(self.epoch_info)
+        record.update(self.epoch_metrics())
+        self.new_best = self.history.add(record)
+        self.epochs_done += 1
+        self.epoch_step = 0
+
+    # -- checkpoints and stopping -----------------------------------------------------------
+
+    def save_checkpoint(self, last: bool = True, best: bool = False) -> None:
+        if not self.ctx.common.checkpoint.enabled:
+            return
+        if last and self._saved_at == (self.epochs_done, self.global_step) and not best:
+            return
+        self.checkpointer.save(last=last, best=best)
+        if last:
+            self._saved_at = (self.epochs_done, self.global_step)
+
+    def _stop_if_requested(self) -> None:
+        signum = self.stop_signals.requested
+        if signum is None:
+            return
+        where = f"epoch {self.epoch + 1}/{self.conf.epochs}, step {self.epoch_step}/{self.steps_per_epoch}"
+        if self.ctx.common.checkpoint.enabled:
+            self.save_checkpoint(last=True)
+            saved = f"checkpoint saved to {self.checkpointer.last_path}; rerun the same command to resume"
+        else:
+            saved = "nothing saved (common.checkpoint.enabled is false): a rerun starts this phase over"
+        raise RunInterrupted(signum, f"stopped by {self.stop_signals.name} after {where}; {saved}")
+
+    def _new_scheduler(self) -> LRScheduler:
+        return build_scheduler(self.conf.lr_schedule, self.optimizer, max(self.conf.epochs, 1), self.steps_per_epoch)
+
+    def _resume(self) -> None:
+        path = self.checkpointer.resume(force=self.force)
+        if path is None:
+            return
+        self._saved_at = (self.epochs_done, self.global_step)
+        self.log.info(
+            f"resumed from {path} at epoch {self.epochs_done + 1}, step {self.epoch_step} "
+            f"(global step {self.global_step})"
+        )
+        saved_epochs, saved_steps = self._checkpoint_shape
+        if (saved_epochs, saved_steps) != (self.conf.epochs, self.steps_per_epoch):
+            self._replay_schedule(saved_epochs)
+
+    def _replay_schedule(self, saved_epochs: int) -> None:
+        """A new training length changes the schedule: rebuild it and step it to the current step."""
+        self.log.info(f"trainer.epochs changed from {saved_epochs} to {self.conf.epochs}: lr schedule recomputed")
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.conf.optimizer.lr
+            group.pop("initial_lr", None)
+        scheduler = self._new_scheduler()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(self.global_step):
+                scheduler.step()
+        self.scheduler.load_state_dict(scheduler.state_dict())
+
+    # -- the trainer's own checkpoint state ---------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epochs_done": self.epochs_done, "epoch_step": self.epoch_step, "global_step": self.global_step,
+            "epoch_lr": self.epoch_lr, "epochs": self.conf.epochs, "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs_done = int(state["epochs_done"])
+        self.epoch_step = int(state["epoch_step"])
+        self.global_step = int(state["global_step"])
+        self.epoch_lr = float(state["epoch_lr"])
+        self._checkpoint_shape = (int(state["epochs"]), int(state["steps_per_epoch"]))
