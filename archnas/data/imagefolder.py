@@ -128,12 +128,16 @@ def decode_all(files: list[Path], labels: list[int], decode: Callable[[str], tor
             return TensorImages(saved["images"], saved["labels"])
         except Exception:  # a damaged cache file is rebuilt rather than trusted
             pass
+    data = decode_all_uncached(files, labels, decode)
+    atomic.torch_save(cache, {"images": data.images, "labels": data.labels})
+    return data
+
+
+def decode_all_uncached(files: list[Path], labels: list[int], decode: Callable[[str], torch.Tensor]) -> TensorImages:
     # Pillow releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         images = list(pool.map(decode, [str(f) for f in files]))
-    data = TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
-    atomic.torch_save(cache, {"images": data.images, "labels": data.labels})
-    return data
+    return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
 
 
 def _stats(params: dict[str, Any], train: TensorImages | FileImages, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
