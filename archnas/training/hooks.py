@@ -9,7 +9,7 @@ that is a function of the epoch (as the drop-path ramp does), never accumulate.
 from __future__ import annotations
 
 import math
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from archnas.config.schema import CheckpointConf
@@ -65,10 +65,10 @@ class PeriodicCheckpoint(HookBase):
         self._last_time = math.inf
 
     def _minutes_due(self) -> bool:
-        return self.conf.every_minutes > 0 and time.monotonic() - self._last_time >= 60 * self.conf.every_minutes
+        return self.conf.every_minutes > 0 and monotonic() - self._last_time >= 60 * self.conf.every_minutes
 
     def before_fit(self) -> None:
-        self._last_time = time.monotonic()
+        self._last_time = monotonic()
 
     def after_step(self) -> None:
         t = self.trainer
@@ -87,7 +87,7 @@ class PeriodicCheckpoint(HookBase):
     def _save(self, last: bool = True, best: bool = False) -> None:
         self.trainer.save_checkpoint(last=last, best=best)
         if last:
-            self._last_time = time.monotonic()
+            self._last_time = monotonic()
 
 
 class MetricsWriter(HookBase):
