@@ -10,9 +10,11 @@ The model has dropout and a drop-path branch, so exact resume also depends on th
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,6 +60,9 @@ def main(argv: list[str]) -> int:
     try:
         conf = load_config([], overrides)
         run = RunContext.create(conf, exp_dir, argv)
+        # Every global RNG starts from the seed, so two runs of this command draw the same numbers.
+        random.seed(conf.common.seed)
+        np.random.seed(conf.common.seed)
         torch.manual_seed(conf.common.seed)
         ctx = run.phase("eval", conf.nas.eval)
         data = build_data(conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=run.device,

@@ -21,6 +21,7 @@ is the same; otherwise the differing keys are listed, and `force` resumes anyway
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import datetime as _dt
 import fnmatch
 import io
@@ -188,6 +189,12 @@ def _lookup(tree: Any, dotted: str) -> Any:
     return tree
 
 
+@dataclass(frozen=True)
+class Resumed:
+    path: Path
+    rng: dict[str, Any]  # the global RNG states when the checkpoint was written
+
+
 class Checkpointer:
     """Saves and restores a set of named stateful objects in a phase folder (rank 0 writes)."""
 
@@ -254,10 +261,13 @@ class Checkpointer:
             os.replace(upcoming, self.last_path)
             _fsync_dir(self.folder)
 
-    def resume(self, *, force: bool = False) -> Optional[Path]:
-        """Restore every registered object and the RNGs from the newest good checkpoint.
+    def resume(self, *, force: bool = False) -> Optional[Resumed]:
+        """Restore every registered object from the newest good checkpoint.
 
-        Returns the file used, or None when the folder has no checkpoint (a fresh start).
+        Returns the file used and its RNG states, or None when the folder has no checkpoint (a
+        fresh start). The caller restores the RNG states (`restore_rng`) as the last thing before
+        training goes on, so that whatever runs at every start draws nothing from the restored
+        streams.
         """
         problems = []
         for name in (LAST, PREV):
@@ -271,8 +281,9 @@ class Checkpointer:
                 problems.append(str(exc))
                 continue
             self._check(ckpt, path, force)
-            self._restore(ckpt)
-            return path
+            for name, obj in self._objects.items():
+                obj.load_state_dict(ckpt["state"][name])
+            return Resumed(path, ckpt["rng"])
         if problems:
             raise CheckpointError(
                 "no usable checkpoint to resume from:\n  " + "\n  ".join(problems)
@@ -301,8 +312,3 @@ class Checkpointer:
             self.log.info(f"resuming with changed settings that are safe to change: {', '.join(safe)}")
         if ckpt.get("archnas_version") != archnas.__version__:
             self.log.info(f"checkpoint written by archnas {ckpt.get('archnas_version')}, this is {archnas.__version__}")
-
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        for name, obj in self._objects.items():
-            obj.load_state_dict(ckpt["state"][name])
-        restore_rng(ckpt["rng"], self.log)

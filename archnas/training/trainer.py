@@ -37,7 +37,7 @@ from archnas.config.schema import TrainerConf
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
 from archnas.errors import ConfigError
-from archnas.training.checkpoint import Checkpointer, Stateful, phase_config
+from archnas.training.checkpoint import Checkpointer, Resumed, Stateful, phase_config, restore_rng
 from archnas.training.hooks import DropPathRamp, HookBase, MetricsWriter, PeriodicCheckpoint
 from archnas.training.losses import TrainLoss, split_outputs
 from archnas.training.metrics import EpochMeter, MetricsHistory
@@ -189,11 +189,12 @@ class Trainer:
         self.scheduler = self._new_scheduler()
         self.register_state("scheduler", self.scheduler)
         self.register_state("train_loader", train_loader)
-        if self.ctx.common.resume:
-            self._resume()
+        resumed = self._resume() if self.ctx.common.resume else None
         with self.stop_signals:
             for hook in self._hooks:
                 hook.before_fit()
+            if resumed is not None:
+                restore_rng(resumed.rng, self.log)
             while self.epochs_done < self.conf.epochs:
                 self._run_epoch()
             for hook in self._hooks:
@@ -271,18 +272,19 @@ class Trainer:
     def _new_scheduler(self) -> LRScheduler:
         return build_scheduler(self.conf.lr_schedule, self.optimizer, max(self.conf.epochs, 1), self.steps_per_epoch)
 
-    def _resume(self) -> None:
-        path = self.checkpointer.resume(force=self.force)
-        if path is None:
-            return
+    def _resume(self) -> Optional[Resumed]:
+        resumed = self.checkpointer.resume(force=self.force)
+        if resumed is None:
+            return None
         self._saved_at = (self.epochs_done, self.global_step)
         self.log.info(
-            f"resumed from {path} at epoch {self.epochs_done + 1}, step {self.epoch_step} "
+            f"resumed from {resumed.path} at epoch {self.epochs_done + 1}, step {self.epoch_step} "
             f"(global step {self.global_step})"
         )
         saved_epochs, saved_steps = self._checkpoint_shape
         if (saved_epochs, saved_steps) != (self.conf.epochs, self.steps_per_epoch):
             self._replay_schedule(saved_epochs)
+        return resumed
 
     def _replay_schedule(self, saved_epochs: int) -> None:
         """A new training length changes the schedule: rebuild it and step it to the current step."""
