@@ -23,10 +23,9 @@ from archnas.descs.desc_io import load_desc
 from archnas.descs.genotypes import genotype_to_desc, resolve_genotype
 from archnas.descs.model_desc import ModelDesc
 from archnas.descs.resolve import desc_from_spec
-from archnas.errors import ConfigError
 from archnas.model import Model
 
-# Shapes of the built-in datasets, so counting needs no data on disk.
+# Shapes of the built-in datasets whose files may not be here, so counting needs no data.
 _KNOWN_DATASETS = {
     "digits": DatasetInfo(10, 1, (8, 8)),
     "mnist": DatasetInfo(10, 1, (28, 28)),
@@ -36,18 +35,15 @@ _KNOWN_DATASETS = {
 }
 
 
-def dataset_info(conf: DatasetConf) -> DatasetInfo:
-    """The builder's view of `conf`'s dataset, without loading it."""
+def dataset_info(conf: DatasetConf, cache_dir: str) -> DatasetInfo:
+    """The builder's view of `conf`'s dataset: from the table above, else from its provider
+    (`imagefolder`, `synthetic` and user providers know their shapes only once loaded)."""
     if conf.name in _KNOWN_DATASETS:
         return _KNOWN_DATASETS[conf.name]
-    if conf.name == "synthetic":  # defaults as documented by the synthetic provider
-        p = conf.params
-        size = p.get("size", 8)
-        return DatasetInfo(p.get("n_classes", 4), p.get("channels", 1), (size, size))
-    raise ConfigError(
-        f"dataset.name: stats cannot tell the image size and classes of {conf.name!r} without loading it; "
-        f"known: {', '.join(sorted([*_KNOWN_DATASETS, 'synthetic']))}"
-    )
+    from archnas.data import load_dataset  # only needed for these sets; it imports the providers
+
+    info = load_dataset(conf, cache_dir).info
+    return DatasetInfo(info.n_classes, info.channels, tuple(info.image_size))
 
 
 def _params(module: nn.Module) -> int:
@@ -124,7 +120,7 @@ def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str
 def stats_from_cli(conf: ExperimentConf, args: Any) -> int:
     """`archnas stats`: print the counts as JSON. Without --desc/--genotype/--supernet the eval
     model of `nas.eval.final_desc` is counted, or the search supernet when that is not set."""
-    info = dataset_info(conf.dataset)
+    info = dataset_info(conf.dataset, conf.common.cache_dir)
     kind, source, desc = _stats_desc(conf, args, info)
     model = Model(desc, droppath=False, affine=kind == "eval")  # DARTS searches with non-affine cells
     out = {"model": kind, "source": source, "dataset": conf.dataset.name, "n_classes": info.n_classes,

@@ -53,9 +53,9 @@ class ArchParams(nn.Module):
 
     def __init__(self, layouts: Mapping[CellType, CellLayout]):
         super().__init__()
-        self.layouts = dict(layouts)
+        self.layouts = {t: layouts[t] for t in CellType if t in layouts}  # regular first, as DARTS
         self.alphas = nn.ParameterDict(
-            {str(t): nn.Parameter(1e-3 * torch.randn(lay.n_edges, lay.n_candidates)) for t, lay in self.layouts.items()}
+            [(str(t), nn.Parameter(1e-3 * torch.randn(lay.n_edges, lay.n_candidates))) for t, lay in self.layouts.items()]
         )
 
     def cell_weights(self, cell_type: CellType) -> CellWeights:
