@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Sequence
 
 from archnas.config import ExperimentConf, config_to_yaml, find_config_file, load_config, parse_override_tokens
 from archnas.errors import UsageError
+from archnas.training.signals import RunInterrupted
 
 OVERRIDE_HELP = textwrap.dedent(
     """\
@@ -113,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(argv)
     except UsageError as exc:
         print(f"archnas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except RunInterrupted as exc:  # SIGINT/SIGTERM: the trainer saved a checkpoint first
+        print(f"archnas: {exc}\narchnas: resume with: {shlex.join(sys.orig_argv)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("archnas: interrupted", file=sys.stderr)

@@ -356,3 +356,15 @@ def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path):
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed.global_step == straight.global_step == 8
+
+
+def test_cli_prints_how_to_resume_and_exits_with_the_signal_code(monkeypatch, capsys):
+    import archnas.cli as cli
+
+    def interrupted(argv):
+        raise RunInterrupted(signal.SIGTERM, "stopped by SIGTERM after epoch 1/3, step 7/45; checkpoint saved to x")
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["--config", "darts"]) == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM" in err and "resume with: " in err
