@@ -150,10 +150,26 @@ def test_bad_desc_files_name_the_file_and_field(tmp_path, edit, message):
 
 
 def test_unknown_op_in_a_desc_names_it_and_lists_the_registered_ones(tmp_path):
-    path = _edited(tmp_path, lambda d: d["model_desc"]["cells"][0]["nodes"][0]["edges"][0]["op_desc"].update(name="sep_conv_9x9"))
-    desc = load_desc(path)
+    def rename(d):
+        d["model_desc"]["cells"][0]["nodes"][0]["edges"][1]["op_desc"]["name"] = "sep_conv_9x9"
+
+    path = _edited(tmp_path, rename)
+    with pytest.raises(DescError, match=r"edited.yaml: model_desc.cells.0.nodes.0.edges.1.op_desc.name: "
+                                        r"unknown op 'sep_conv_9x9'; registered ops: .*dil_conv_3x3.*sep_conv_3x3"):
+        load_desc(path)
+    desc = eval_desc()
+    desc.cells[0].nodes[0].edges[0].op_desc.name = "sep_conv_9x9"  # a desc built in code fails when built
     with pytest.raises(DescError, match=r"unknown op 'sep_conv_9x9'; registered ops: .*dil_conv_3x3.*sep_conv_3x3"):
         Model(desc, droppath=False, affine=True)
+
+
+def test_named_ops_walks_every_op_with_its_path():
+    desc = supernet()
+    named = dict(desc.named_ops())
+    assert named["cells.1.nodes.0.edges.1.op_desc.children.4"] is desc.cells[1].nodes[0].edges[1].op_desc.children[4]
+    assert named["model_stems.0"].name == "stem_conv3x3" and named["logits_op"].name == "linear"
+    n_edges = 3 * 14
+    assert len(named) == 1 + 3 * (2 + 1) + n_edges * (1 + 8) + 2
 
 
 def test_every_desc_class_deep_copies():

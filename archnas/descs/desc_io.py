@@ -18,6 +18,7 @@ import yaml
 from archnas.descs.fields import Fields
 from archnas.descs.model_desc import ModelDesc, TrainablesRefs
 from archnas.errors import DescError
+from archnas.ops.registry import check_op_name
 from archnas.utils import atomic
 
 SCHEMA_VERSION = 1
@@ -71,6 +72,8 @@ def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None)
         trainables = _load_sidecar((folder or Path(".")) / sidecar, where)
     desc = ModelDesc.from_fields(f.sub("model_desc"), trainables)
     f.done()
+    for path, op in desc.named_ops():
+        check_op_name(op.name, f"{where}: model_desc.{path}.name")
     return desc
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from torch import Tensor
 
@@ -226,6 +226,12 @@ class AuxTowerDesc:
         return out
 
 
+def _named(path: str, op: OpDesc) -> Iterator[tuple[str, OpDesc]]:
+    yield path, op
+    for i, child in enumerate(op.children):
+        yield from _named(f"{path}.children.{i}", child)
+
+
 def _check_shape(value: Any, f: Fields, name: str) -> list[int]:
     ok = isinstance(value, list) and len(value) == 3
     ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
@@ -362,6 +368,18 @@ class ModelDesc:
         )
         f.done()
         return out
+
+    def named_ops(self) -> Iterator[tuple[str, OpDesc]]:
+        """Every op desc with its dotted path (the paths `to_dict` uses for trainables)."""
+        groups: list[tuple[str, OpDesc]] = [(f"model_stems.{i}", s) for i, s in enumerate(self.model_stems)]
+        for i, cell in enumerate(self.cells):
+            groups += [(f"cells.{i}.stems.{j}", s) for j, s in enumerate(cell.stems)]
+            groups += [(f"cells.{i}.nodes.{j}.edges.{k}.op_desc", e.op_desc)
+                       for j, node in enumerate(cell.nodes) for k, e in enumerate(node.edges)]
+            groups.append((f"cells.{i}.post_op", cell.post_op))
+        groups += [("pool_op", self.pool_op), ("logits_op", self.logits_op)]
+        for path, op in groups:
+            yield from _named(path, op)
 
     def fingerprint(self) -> str:
         """A stable hash of the architecture (trainables excluded), for checkpoints to compare."""
