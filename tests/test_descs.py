@@ -259,6 +259,8 @@ def test_explicit_reduction_cells_and_their_errors():
     assert [c.out_shape[1] for c in desc.cells] == [4, 4, 4]
     with pytest.raises(ConfigError, match=r"model_desc.reduction_cells: \[1, 3\] must be distinct cell indices in \[0, 3\)"):
         supernet(tiny_conf(reduction_cells=[1, 3]))
+    with pytest.raises(ConfigError, match="model_desc.n_reductions: 4 reductions need more than 3 cells"):
+        supernet(tiny_conf(n_reductions=4))
 
 
 def test_imagenet_stems_make_the_first_cell_reduce_its_first_input():

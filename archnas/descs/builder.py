@@ -113,7 +113,11 @@ class ModelDescBuilder:
     def reduction_positions(self, conf: ModelDescConf) -> list[int]:
         """DARTS: with r reductions, cells (k * n_cells) // (r + 1) for k = 1..r (n//3, 2n//3 for 2)."""
         if conf.reduction_cells is None:
-            return [(k * conf.n_cells) // (conf.n_reductions + 1) for k in range(1, conf.n_reductions + 1)]
+            positions = [(k * conf.n_cells) // (conf.n_reductions + 1) for k in range(1, conf.n_reductions + 1)]
+            if len(set(positions)) != len(positions):
+                raise ConfigError(f"model_desc.n_reductions: {conf.n_reductions} reductions need more than "
+                                  f"{conf.n_cells} cells (or list the cells in model_desc.reduction_cells)")
+            return positions
         bad = [i for i in conf.reduction_cells if not 0 <= i < conf.n_cells]
         if bad or len(set(conf.reduction_cells)) != len(conf.reduction_cells):
             raise ConfigError(

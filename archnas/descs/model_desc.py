@@ -90,7 +90,7 @@ class OpDesc:
                 op.trainables = None
         return out
 
-    def walk(self):
+    def walk(self) -> Iterator["OpDesc"]:
         """This op and all its descendants, depth first."""
         yield self
         for child in self.children:
