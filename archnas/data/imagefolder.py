@@ -64,8 +64,12 @@ def decode_image(path: str, mode: str, size: Optional[tuple[int, int]], resize: 
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], list[Path], list[int]]:
-    """Class names (sorted subfolder names, unless given) and every image file with its label."""
+def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], list[str], list[int]]:
+    """Class names (sorted subfolder names, unless given) and every image file with its label.
+
+    Files are found recursively inside each class folder and sorted by path, so the order (and
+    with it the seeded splits) does not depend on the file system.
+    """
     if not root.is_dir():
         raise DatasetError(f"imagefolder: {root} is not a folder (expected <root>/<class>/<image files>)")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -75,15 +79,15 @@ def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], li
     if unknown:
         raise DatasetError(f"imagefolder: {root} has class folders the train split lacks: {', '.join(unknown[:10])}")
     extensions = {ext.lower() for ext in Image.registered_extensions()}
-    files, labels = [], []
+    files: list[str] = []
+    labels: list[int] = []
     for label, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in extensions and path.is_file():
-                files.append(path)
-                labels.append(label)
+        in_class = []
+        for folder, _, names in os.walk(root / name):
+            in_class += [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in extensions]
+        in_class.sort()
+        files += in_class
+        labels += [label] * len(in_class)
     if not files:
         raise DatasetError(f"imagefolder: no image files under {root} (expected <root>/<class>/<image files>)")
     return classes, files, labels
@@ -110,18 +114,19 @@ def _size(spec: Any) -> Optional[tuple[int, int]]:
     return int(size[0]), int(size[1])
 
 
-def _cache_key(files: list[Path], labels: list[int], tag: str) -> str:
-    h = hashlib.sha256(tag.encode())
+def _cache_key(root: Path, files: list[str], labels: list[int], tag: str) -> str:
+    h = hashlib.sha256(f"{tag}|{root.resolve()}".encode())
+    skip = len(str(root)) + 1
     for path, label in zip(files, labels):
-        stat = path.stat()
-        h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+        stat = os.stat(path)
+        h.update(f"{path[skip:]}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
     return h.hexdigest()[:16]
 
 
-def decode_all(files: list[Path], labels: list[int], decode: Callable[[str], torch.Tensor], cache_dir: Path,
+def decode_all(files: list[str], labels: list[int], decode: Callable[[str], torch.Tensor], cache_dir: Path,
                root: Path, cache_tag: str) -> TensorImages:
     """Every image decoded into one uint8 tensor, from the cache when the files have not changed."""
-    cache = cache_dir / "imagefolder" / f"{root.name}-{_cache_key(files, labels, cache_tag)}.pt"
+    cache = cache_dir / "imagefolder" / f"{root.name}-{_cache_key(root, files, labels, cache_tag)}.pt"
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
@@ -133,10 +138,10 @@ def decode_all(files: list[Path], labels: list[int], decode: Callable[[str], tor
     return data
 
 
-def decode_all_uncached(files: list[Path], labels: list[int], decode: Callable[[str], torch.Tensor]) -> TensorImages:
+def decode_all_uncached(files: list[str], labels: list[int], decode: Callable[[str], torch.Tensor]) -> TensorImages:
     # Pillow releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        images = list(pool.map(decode, [str(f) for f in files]))
+        images = list(pool.map(decode, files))
     return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
 
 
@@ -169,7 +174,7 @@ def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     test_root = _resolve(params.get("test"), dataroot / "test", cache_dir, "test")
     classes, train_files, train_labels = scan(train_root)
     _, test_files, test_labels = scan(test_root, classes)
-    first = decode_image(str(train_files[0]), mode, size, resize=True)
+    first = decode_image(train_files[0], mode, size, resize=True)
     channels, height, width = (int(n) for n in first.shape)
     decode = partial(decode_image, mode=mode, size=(height, width), resize=size is not None)
     train: TensorImages | FileImages
@@ -179,8 +184,8 @@ def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
         train = decode_all(train_files, train_labels, decode, cache_dir, train_root, tag)
         test = decode_all(test_files, test_labels, decode, cache_dir, test_root, tag)
     else:
-        train = FileImages([str(f) for f in train_files], torch.tensor(train_labels, dtype=torch.int64), decode)
-        test = FileImages([str(f) for f in test_files], torch.tensor(test_labels, dtype=torch.int64), decode)
+        train = FileImages(train_files, torch.tensor(train_labels, dtype=torch.int64), decode)
+        test = FileImages(test_files, torch.tensor(test_labels, dtype=torch.int64), decode)
     mean, std = _stats(params, train, channels)
     info = DatasetInfo(
         name="imagefolder", n_classes=len(classes), channels=channels, image_size=(height, width),
