@@ -1,0 +1,13 @@
+"""DARTS (Liu, Simonyan, Yang: "DARTS: Differentiable Architecture Search", ICLR 2019).
+
+The base machinery is DARTS already: a supernet of mixed ops weighted by softmax(alpha), the
+bilevel ArchTrainer (first or second order, `nas.search.trainer.bilevel_order`), and the
+finalizer that keeps each node's two strongest edges. So the algorithm is just its name.
+"""
+
+from archnas.nas.runner import ExperimentRunner, register_algorithm
+
+
+@register_algorithm("darts")
+class DartsRunner(ExperimentRunner):
+    pass
