@@ -8,9 +8,14 @@ from typing import Optional
 
 @dataclass
 class CheckpointConf:
-    """When `checkpoint_last.pt` is written; a checkpoint is always written on SIGINT/SIGTERM."""
+    """When `checkpoint_last.pt` is written (the previous one is kept as `checkpoint_prev.pt`).
 
-    enabled: bool = True
+    A checkpoint is also written after the last epoch and on SIGINT/SIGTERM, and
+    `checkpoint_best.pt` whenever the validation metric improves. All of these keys are safe to
+    change when resuming.
+    """
+
+    enabled: bool = True  # false: no checkpoints at all, so an interrupted phase starts over
     every_epochs: int = 1  # at the end of every N epochs (0: never at epoch ends)
     every_steps: int = 0  # also every N optimizer steps, mid-epoch (0: off)
     every_minutes: float = 0.0  # also when this much time has passed since the last one (0: off)
