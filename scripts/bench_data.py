@@ -65,7 +65,9 @@ class SmallCNN(nn.Module):
         def block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
-        self.features = nn.Sequential(block(channels, width, 1), block(width, 2 * width, 2), block(2 * width, 2 * width, 2))
+        self.features = nn.Sequential(
+            block(channels, width, 1), block(width, 2 * width, 2), block(2 * width, 2 * width, 2)
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,8 +107,9 @@ class PerImage(Dataset):
 
 
 def per_image_stream(dataset: PerImage, batch: int, workers: int) -> Iterator[Batch]:
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-                        drop_last=True)
+    loader = DataLoader(
+        dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0, drop_last=True
+    )
     while True:
         yield from loader
 
@@ -145,8 +148,16 @@ def bench_set(name: str, data: DataBundle, per_image_items: list, args: argparse
         opt.step()
 
     train = data.parts["train"]
-    dataset = PerImage(per_image_items, train.labels, info.mean, info.std, aug.crop_padding, aug.hflip, aug.cutout,
-                       "RGB" if info.channels == 3 else "L")
+    dataset = PerImage(
+        per_image_items,
+        train.labels,
+        info.mean,
+        info.std,
+        aug.crop_padding,
+        aug.hflip,
+        aug.cutout,
+        "RGB" if info.channels == 3 else "L",
+    )
     pipelines = {"in-memory": lambda: in_memory_stream(data)}
     for w in args.workers:
         pipelines[f"per-image/w{w}"] = lambda w=w: per_image_stream(dataset, args.batch, w)
@@ -157,13 +168,21 @@ def bench_set(name: str, data: DataBundle, per_image_items: list, args: argparse
         for key, stream in streams.items():
             train_ips[key].append(timed_steps(stream, args.steps, train_step))
             data_ips[key].append(timed_steps(stream, args.steps, None))
-        print(f"  {name} round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in train_ips.items()), flush=True)
+        print(
+            f"  {name} round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in train_ips.items()),
+            flush=True,
+        )
     rows = []
     for key in pipelines:
-        rows.append({
-            "dataset": name, "pipeline": key, "train_images_per_s": statistics.median(train_ips[key]),
-            "data_only_images_per_s": statistics.median(data_ips[key]), "rounds_train": train_ips[key],
-        })
+        rows.append(
+            {
+                "dataset": name,
+                "pipeline": key,
+                "train_images_per_s": statistics.median(train_ips[key]),
+                "data_only_images_per_s": statistics.median(data_ips[key]),
+                "rounds_train": train_ips[key],
+            }
+        )
     return rows
 
 
@@ -174,9 +193,15 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=int, default=16, help="channels of the CNN's first block")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the main process")
-    parser.add_argument("--workers", type=lambda s: [int(w) for w in s.split(",")], default=[0, 2],
-                        help="DataLoader worker counts for the per-image pipeline (default 0,2)")
-    parser.add_argument("--cifar", type=Path, default=CIFAR_TRAIN, help="CIFAR-10 JPEG train tarball (skipped if absent)")
+    parser.add_argument(
+        "--workers",
+        type=lambda s: [int(w) for w in s.split(",")],
+        default=[0, 2],
+        help="DataLoader worker counts for the per-image pipeline (default 0,2)",
+    )
+    parser.add_argument(
+        "--cifar", type=Path, default=CIFAR_TRAIN, help="CIFAR-10 JPEG train tarball (skipped if absent)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/archnas").expanduser())
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "out" / "bench_data.json")
     args = parser.parse_args()
@@ -194,7 +219,9 @@ def main() -> int:
     if args.cifar.is_file():
         conf = DatasetConf(name="imagefolder", params={"train": str(args.cifar), "test": str(args.cifar)})
         start = time.perf_counter()
-        cifar = build_data(conf, LoaderConf(train_batch=args.batch, cutout=16), seed=0, device=CPU, cache_dir=args.cache_dir)
+        cifar = build_data(
+            conf, LoaderConf(train_batch=args.batch, cutout=16), seed=0, device=CPU, cache_dir=args.cache_dir
+        )
         prepare["cifar10_jpeg (unpack+decode, or cache)"] = time.perf_counter() - start
         _, files, _ = scan(unpack(args.cifar, args.cache_dir))
         results += bench_set("cifar10_jpeg", cifar, files, args)
@@ -204,21 +231,38 @@ def main() -> int:
     ratios = {}
     print(f"\n{'dataset':<14}{'pipeline':<16}{'train img/s':>14}{'data-only img/s':>18}")
     for row in results:
-        print(f"{row['dataset']:<14}{row['pipeline']:<16}{row['train_images_per_s']:>14.0f}{row['data_only_images_per_s']:>18.0f}")
+        print(
+            f"{row['dataset']:<14}{row['pipeline']:<16}"
+            f"{row['train_images_per_s']:>14.0f}{row['data_only_images_per_s']:>18.0f}"
+        )
     for name in dict.fromkeys(r["dataset"] for r in results):
         rows = [r for r in results if r["dataset"] == name]
         memory = next(r for r in rows if r["pipeline"] == "in-memory")
         best = max((r for r in rows if r["pipeline"] != "in-memory"), key=lambda r: r["train_images_per_s"])
         ratios[name] = memory["train_images_per_s"] / best["train_images_per_s"]
-        print(f"{name}: in-memory trains {ratios[name]:.2f}x faster than the best per-image pipeline ({best['pipeline']})")
+        print(
+            f"{name}: in-memory trains {ratios[name]:.2f}x faster than the best per-image pipeline ({best['pipeline']})"
+        )
     for what, seconds in prepare.items():
         print(f"prepare {what}: {seconds:.1f}s")
     report = {
-        "results": results, "in_memory_over_best_per_image": ratios, "prepare_seconds": prepare,
-        "settings": {"rounds": args.rounds, "steps": args.steps, "batch": args.batch, "workers": args.workers,
-                     "width": args.width, "threads": args.threads},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()},
+        "results": results,
+        "in_memory_over_best_per_image": ratios,
+        "prepare_seconds": prepare,
+        "settings": {
+            "rounds": args.rounds,
+            "steps": args.steps,
+            "batch": args.batch,
+            "workers": args.workers,
+            "width": args.width,
+            "threads": args.threads,
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     atomic.write_json(args.json, report)
     print(f"wrote {args.json}")

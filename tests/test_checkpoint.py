@@ -34,11 +34,19 @@ class Net(nn.Module):
 
 
 def run(tmp_path: Path, *overrides: str, fingerprint: str = "net-a", force: bool = False, epochs: int = 2) -> Trainer:
-    tokens = ["common.tensorboard=false", f"nas.eval.trainer.epochs={epochs}", "nas.eval.loader.cutout=0",
-              "nas.eval.loader.train_batch=64", "dataset.limit_train=320", *overrides]
+    tokens = [
+        "common.tensorboard=false",
+        f"nas.eval.trainer.epochs={epochs}",
+        "nas.eval.loader.cutout=0",
+        "nas.eval.loader.train_batch=64",
+        "dataset.limit_train=320",
+        *overrides,
+    ]
     conf = load_config([], parse_override_tokens(tokens, set())[0])
     ctx = RunContext.create(conf, tmp_path / "exp", []).phase("eval", conf.nas.eval)
-    data = build_data(conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=CPU, cache_dir=tmp_path / "cache")
+    data = build_data(
+        conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=CPU, cache_dir=tmp_path / "cache"
+    )
     trainer = Trainer(conf.nas.eval.trainer, Net(), ctx, fingerprint=fingerprint, force=force)
     trainer.fit(data.loader("train", True))
     return trainer
@@ -51,10 +59,15 @@ def folder(tmp_path: Path) -> Path:
 def test_contents_load_with_weights_only(tmp_path):
     trainer = run(tmp_path, "common.checkpoint.every_steps=3")
     ckpt = torch.load(folder(tmp_path) / "checkpoint_last.pt", weights_only=True)
-    assert ckpt["format"].startswith("archnas-checkpoint") and ckpt["archnas_version"] and ckpt["fingerprint"] == "net-a"
+    assert (
+        ckpt["format"].startswith("archnas-checkpoint") and ckpt["archnas_version"] and ckpt["fingerprint"] == "net-a"
+    )
     assert set(ckpt["state"]) == {"model", "optimizer", "meter", "history", "trainer", "scheduler", "train_loader"}
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
-    assert ckpt["state"]["trainer"]["global_step"] == 10 and ckpt["state"]["train_loader"] == {"epoch": 1, "position": 5}
+    assert ckpt["state"]["trainer"]["global_step"] == 10 and ckpt["state"]["train_loader"] == {
+        "epoch": 1,
+        "position": 5,
+    }
     assert ckpt["config"]["nas"] == {"algo": "darts", "eval": ckpt["full_config"]["nas"]["eval"]}  # only this phase
     assert "search" in ckpt["full_config"]["nas"] and len(ckpt["config_hash"]) == 16
     for name, tensor in trainer.model.state_dict().items():
@@ -86,7 +99,9 @@ def test_flipped_byte_is_caught_by_the_crc_check(tmp_path):
     with zipfile.ZipFile(last) as z:
         info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64)
     data = bytearray(last.read_bytes())
-    name_len, extra_len = (int.from_bytes(data[info.header_offset + k : info.header_offset + k + 2], "little") for k in (26, 28))
+    name_len, extra_len = (
+        int.from_bytes(data[info.header_offset + k : info.header_offset + k + 2], "little") for k in (26, 28)
+    )
     start = info.header_offset + 30 + name_len + extra_len  # the tensor's bytes follow its local zip header
     data[start + info.file_size // 2] ^= 0xFF
     last.write_bytes(bytes(data))
@@ -98,7 +113,9 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
     run(tmp_path)
     for name in ("checkpoint_last.pt", PREV):
         (folder(tmp_path) / name).write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"(?s)no usable checkpoint.*checkpoint_last\.pt.*checkpoint_prev\.pt.*from scratch"):
+    with pytest.raises(
+        CheckpointError, match=r"(?s)no usable checkpoint.*checkpoint_last\.pt.*checkpoint_prev\.pt.*from scratch"
+    ):
         run(tmp_path)
 
 
@@ -122,8 +139,14 @@ def test_other_fingerprint_is_refused(tmp_path):
 
 def test_safe_keys_and_other_phases_do_not_block_resume(tmp_path):
     run(tmp_path, epochs=1)
-    resumed = run(tmp_path, "common.log_level=DEBUG", "common.checkpoint.every_steps=2", "nas.eval.loader.workers=2",
-                  "nas.search.trainer.optimizer.lr=0.5", epochs=2)
+    resumed = run(
+        tmp_path,
+        "common.log_level=DEBUG",
+        "common.checkpoint.every_steps=2",
+        "nas.eval.loader.workers=2",
+        "nas.search.trainer.optimizer.lr=0.5",
+        epochs=2,
+    )
     assert resumed.epochs_done == 2 and len(resumed.history.records) == 2
     assert is_safe_key("nas.search.post_train.trainer.epochs") and not is_safe_key("nas.eval.lr_schedule.warmup.epochs")
 
@@ -134,7 +157,9 @@ def test_more_epochs_recompute_the_schedule_for_the_new_length(tmp_path):
     fresh = run(tmp_path / "fresh", epochs=4)
     assert extended.optimizer.param_groups[0]["lr"] == pytest.approx(fresh.optimizer.param_groups[0]["lr"])
     assert extended.scheduler.state_dict()["T_max"] == fresh.scheduler.state_dict()["T_max"] == 20
-    assert [r["lr"] for r in extended.history.records[2:]] == pytest.approx([r["lr"] for r in fresh.history.records[2:]])
+    assert [r["lr"] for r in extended.history.records[2:]] == pytest.approx(
+        [r["lr"] for r in fresh.history.records[2:]]
+    )
 
 
 def test_phase_config_falls_back_to_the_whole_config_for_foreign_sections(tmp_path):

@@ -39,7 +39,10 @@ def test_same_seed_same_batch_other_seed_other_batch():
 def test_no_generator_means_no_augmentation():
     images = batch()
     spec = AugmentSpec(crop_padding=2, hflip=True, cutout=4)
-    assert torch.equal(BatchTransform((0.5,) * 3, (0.5,) * 3, spec, CPU)(images), BatchTransform((0.5,) * 3, (0.5,) * 3, AugmentSpec(), CPU)(images))
+    assert torch.equal(
+        BatchTransform((0.5,) * 3, (0.5,) * 3, spec, CPU)(images),
+        BatchTransform((0.5,) * 3, (0.5,) * 3, AugmentSpec(), CPU)(images),
+    )
 
 
 def test_random_crop_is_a_zero_filled_shift_within_padding():
@@ -81,6 +84,9 @@ def test_cutout_zeroes_a_clipped_square_of_the_given_side(size):
         assert int(zero[i].sum()) == rows * cols
         ys, xs = zero[i].nonzero(as_tuple=True)
         assert int(ys.min()) == max(y0, 0) and int(xs.min()) == max(x0, 0)
-    inside = [(size // 2 <= int(cy[i]) <= h - size + size // 2) and (size // 2 <= int(cx[i]) <= w - size + size // 2) for i in range(n)]
+    inside = [
+        (size // 2 <= int(cy[i]) <= h - size + size // 2) and (size // 2 <= int(cx[i]) <= w - size + size // 2)
+        for i in range(n)
+    ]
     assert any(inside)
     assert all(int(zero[i].sum()) == size * size for i in range(n) if inside[i])

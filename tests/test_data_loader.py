@@ -19,13 +19,25 @@ CPU = torch.device("cpu")
 
 def image_set(n: int = 50, n_classes: int = 5) -> TensorImages:
     g = torch.Generator().manual_seed(0)
-    return TensorImages(torch.randint(0, 256, (n, 1, 6, 6), generator=g, dtype=torch.uint8), torch.arange(n) % n_classes)
+    return TensorImages(
+        torch.randint(0, 256, (n, 1, 6, 6), generator=g, dtype=torch.uint8), torch.arange(n) % n_classes
+    )
 
 
-def loader(images=None, batch: int = 8, augment: bool = True, rank: int = 0, world_size: int = 1, seed: int = 3) -> BatchLoader:
+def loader(
+    images=None, batch: int = 8, augment: bool = True, rank: int = 0, world_size: int = 1, seed: int = 3
+) -> BatchLoader:
     transform = BatchTransform((0.5,), (0.25,), AugmentSpec(crop_padding=1, hflip=True, cutout=2), CPU)
-    return BatchLoader(images or image_set(), batch, transform, shuffle=True, augment=augment, seed=seed, rank=rank,
-                       world_size=world_size)
+    return BatchLoader(
+        images or image_set(),
+        batch,
+        transform,
+        shuffle=True,
+        augment=augment,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def test_batches_cover_the_set_once_per_epoch_in_a_seeded_order():
@@ -114,8 +126,13 @@ def test_split_is_stratified_seeded_and_recorded(tmp_path):
 
 
 def test_bundle_parts_batches_and_checks(tmp_path):
-    data = build_data(DatasetConf(name="digits", limit_test=100), LoaderConf(train_batch=32, test_batch=64, val_ratio=0.25),
-                      seed=1, device=CPU, cache_dir=tmp_path)
+    data = build_data(
+        DatasetConf(name="digits", limit_test=100),
+        LoaderConf(train_batch=32, test_batch=64, val_ratio=0.25),
+        seed=1,
+        device=CPU,
+        cache_dir=tmp_path,
+    )
     assert len(data.parts["train"]) + len(data.parts["val"]) == 1437 and len(data.parts["test"]) == 100
     x, y = next(iter(data.loader("train", training=True).epoch(0)))
     assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -125,7 +142,9 @@ def test_bundle_parts_batches_and_checks(tmp_path):
     no_val = build_data(DatasetConf(name="digits"), LoaderConf(), seed=1, device=CPU, cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="val_ratio"):
         no_val.loader("val", training=True)
-    ddp = build_data(DatasetConf(name="digits"), LoaderConf(train_batch=30), seed=1, device=CPU, cache_dir=tmp_path, world_size=4)
+    ddp = build_data(
+        DatasetConf(name="digits"), LoaderConf(train_batch=30), seed=1, device=CPU, cache_dir=tmp_path, world_size=4
+    )
     with pytest.raises(ConfigError, match="train_batch.*4 ranks"):
         ddp.loader("train", training=True)
     with pytest.raises(ConfigError, match="cutout.*8x8"):
@@ -138,11 +157,20 @@ def test_streaming_loader_yields_what_the_in_memory_loader_yields(tmp_path):
         for cls in ("a", "b", "c"):
             (tmp_path / part / cls).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / part / cls / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                    tmp_path / part / cls / f"{i}.png"
+                )
     conf = LoaderConf(train_batch=4, cutout=3, workers=2)  # workers only matter when streaming
-    memory = build_data(DatasetConf(name="imagefolder", dataroot=str(tmp_path)), conf, seed=2, device=CPU, cache_dir=tmp_path / "c")
-    stream = build_data(DatasetConf(name="imagefolder", dataroot=str(tmp_path), in_memory=False), conf, seed=2, device=CPU,
-                        cache_dir=tmp_path / "c")
+    memory = build_data(
+        DatasetConf(name="imagefolder", dataroot=str(tmp_path)), conf, seed=2, device=CPU, cache_dir=tmp_path / "c"
+    )
+    stream = build_data(
+        DatasetConf(name="imagefolder", dataroot=str(tmp_path), in_memory=False),
+        conf,
+        seed=2,
+        device=CPU,
+        cache_dir=tmp_path / "c",
+    )
     a, b = memory.loader("train", training=True), stream.loader("train", training=True)
     for (x1, y1), (x2, y2) in zip(list(a.epoch(1)), list(b.epoch(1)), strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)

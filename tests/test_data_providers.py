@@ -29,14 +29,24 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-needs_mnist = pytest.mark.skipif(not (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file(), reason="no ../shared/data/mnist")
+needs_mnist = pytest.mark.skipif(
+    not (SHARED / "mnist" / "train-images-idx3-ubyte.gz").is_file(), reason="no ../shared/data/mnist"
+)
 needs_cifar_jpeg = pytest.mark.skipif(
     not (SHARED / "cifar10" / "cifar10-test-jpeg.tar.gz").is_file(), reason="no ../shared/data/cifar10 JPEG tarballs"
 )
 
 
 def test_all_providers_are_registered():
-    assert set(provider_names()) >= {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"}
+    assert set(provider_names()) >= {
+        "digits",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "imagefolder",
+        "synthetic",
+    }
 
 
 def test_unknown_dataset_names_the_registered_ones(tmp_path):
@@ -108,9 +118,13 @@ def test_idx_header_that_disagrees_with_the_data_is_an_error(tmp_path):
         load_dataset(DatasetConf(name="mnist", dataroot=str(tmp_path)), tmp_path)
 
 
-@pytest.mark.skipif(not (FASHION_SYSTEM / "train-images-idx3-ubyte.gz").is_file(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not (FASHION_SYSTEM / "train-images-idx3-ubyte.gz").is_file(), reason="dataset-fashion-mnist not installed"
+)
 def test_fashion_mnist_from_the_debian_package(tmp_path):
-    data = load_dataset(DatasetConf(name="fashion_mnist", dataroot=str(tmp_path)), tmp_path)  # nothing there: system dir
+    data = load_dataset(
+        DatasetConf(name="fashion_mnist", dataroot=str(tmp_path)), tmp_path
+    )  # nothing there: system dir
     assert data.train.images.shape == (60000, 1, 28, 28) and data.test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(data.train.labels).tolist() == [6000] * 10
     assert abs(float(data.train.images.double().mean() / 255) - 0.2860) < 1e-3
@@ -141,7 +155,9 @@ def test_cifar10_reads_the_downloaded_tarball_without_unpacking(tmp_path):
         tar.add(FIXTURES / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     from_tar = load_dataset(DatasetConf(name="cifar10", dataroot=str(tmp_path)), tmp_path / "cache")
     from_dir = load_dataset(DatasetConf(name="cifar10", dataroot=str(FIXTURES)), tmp_path / "cache")
-    assert torch.equal(from_tar.train.images, from_dir.train.images) and torch.equal(from_tar.test.labels, from_dir.test.labels)
+    assert torch.equal(from_tar.train.images, from_dir.train.images) and torch.equal(
+        from_tar.test.labels, from_dir.test.labels
+    )
     assert not (tmp_path / "cifar-10-batches-py").exists()
 
 
@@ -185,7 +201,9 @@ def test_imagefolder_loads_sorted_classes_and_exact_pixels(tmp_path):
         assert torch.equal(data.train.images[i], torch.from_numpy(arr).permute(2, 0, 1)), path
         assert int(data.train.labels[i]) == data.info.classes.index(name)
     pixels = np.stack([a for a, _ in train.values()]).astype(np.float64) / 255
-    assert np.allclose(data.info.mean, pixels.mean(axis=(0, 1, 2))) and np.allclose(data.info.std, pixels.std(axis=(0, 1, 2)))
+    assert np.allclose(data.info.mean, pixels.mean(axis=(0, 1, 2))) and np.allclose(
+        data.info.std, pixels.std(axis=(0, 1, 2))
+    )
 
 
 def test_imagefolder_second_load_comes_from_the_decoded_cache(tmp_path, monkeypatch):
@@ -214,7 +232,9 @@ def test_imagefolder_size_mismatch_names_the_file_and_size_param_resizes(tmp_pat
     Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(odd)
     with pytest.raises(DatasetError, match=r"zz_odd\.png is 7x7 .* 6x5.*params\.size"):
         load_dataset(DatasetConf(name="imagefolder", dataroot=str(tmp_path)), tmp_path / "cache")
-    data = load_dataset(DatasetConf(name="imagefolder", dataroot=str(tmp_path), params={"size": [4, 4]}), tmp_path / "cache")
+    data = load_dataset(
+        DatasetConf(name="imagefolder", dataroot=str(tmp_path), params={"size": [4, 4]}), tmp_path / "cache"
+    )
     assert data.train.images.shape == (7, 3, 4, 4) and data.info.image_size == (4, 4)
 
 
@@ -236,7 +256,9 @@ def test_imagefolder_reads_archives_through_the_cache(tmp_path):
         with tarfile.open(tmp_path / f"{part}.tar.gz", "w:gz") as tar:
             tar.add(tmp_path / "src" / part, arcname=part)
     cache = tmp_path / "cache"
-    conf = DatasetConf(name="imagefolder", params={"train": str(tmp_path / "train.tar.gz"), "test": str(tmp_path / "test.tar.gz")})
+    conf = DatasetConf(
+        name="imagefolder", params={"train": str(tmp_path / "train.tar.gz"), "test": str(tmp_path / "test.tar.gz")}
+    )
     data = load_dataset(conf, cache)
     plain = load_dataset(DatasetConf(name="imagefolder", dataroot=str(tmp_path / "src")), tmp_path / "cache2")
     assert torch.equal(data.train.images, plain.train.images) and torch.equal(data.test.labels, plain.test.labels)

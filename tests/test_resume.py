@@ -36,10 +36,17 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def command(exp: Path, cache: Path) -> list[str]:
     return [
-        sys.executable, str(DRIVER), str(exp),
-        "common.deterministic=true", f"common.cache_dir={cache}", "common.checkpoint.every_steps=7",
-        "nas.eval.trainer.epochs=3", "nas.eval.trainer.drop_path_prob=0.2", "nas.eval.trainer.optimizer.lr=0.05",
-        "nas.eval.loader.train_batch=32", "nas.eval.loader.cutout=0",
+        sys.executable,
+        str(DRIVER),
+        str(exp),
+        "common.deterministic=true",
+        f"common.cache_dir={cache}",
+        "common.checkpoint.every_steps=7",
+        "nas.eval.trainer.epochs=3",
+        "nas.eval.trainer.drop_path_prob=0.2",
+        "nas.eval.trainer.optimizer.lr=0.05",
+        "nas.eval.loader.train_batch=32",
+        "nas.eval.loader.cutout=0",
     ]
 
 
@@ -66,7 +73,9 @@ def assert_same(a: Any, b: Any, where: str) -> None:
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
     elif isinstance(a, dict):
         keys = {k for k in a if not (isinstance(k, str) and (is_timing(k) or k in ("seconds", "saved_at")))}
-        assert keys == {k for k in b if k in keys or not (isinstance(k, str) and (is_timing(k) or k in ("seconds", "saved_at")))}, where
+        assert keys == {
+            k for k in b if k in keys or not (isinstance(k, str) and (is_timing(k) or k in ("seconds", "saved_at")))
+        }, where
         for k in keys:
             assert_same(a[k], b[k], f"{where}.{k}")
     elif isinstance(a, (list, tuple)):

@@ -158,7 +158,12 @@ def test_weight_decay_exemption_for_bn_and_biases():
     decayed = {id(p) for p in groups[0]["params"]}
     assert groups[0]["weight_decay"] == 3e-4 and groups[1]["weight_decay"] == 0.0
     assert decayed == {id(model.conv.weight), id(model.fc.weight)}
-    assert {id(p) for p in groups[1]["params"]} == {id(model.conv.bias), id(model.bn.weight), id(model.bn.bias), id(model.fc.bias)}
+    assert {id(p) for p in groups[1]["params"]} == {
+        id(model.conv.bias),
+        id(model.bn.weight),
+        id(model.bn.bias),
+        id(model.fc.bias),
+    }
     assert len(param_groups(trainable_weights(model), 3e-4, None)) == 1
 
 
@@ -215,8 +220,13 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, chunks, batch):
     x, y = torch.randn(batch, 1, 8, 8), torch.randint(0, 10, (batch,))
     results = []
     for n in (1, chunks):
-        conf = TrainerConf(batch_chunks=n, grad_clip=0.5, aux_weight=0.4, lossfn=LossConf(label_smoothing=0.1),
-                           optimizer=OptimizerConf(lr=0.1, decay_bn=0.0))
+        conf = TrainerConf(
+            batch_chunks=n,
+            grad_clip=0.5,
+            aux_weight=0.4,
+            lossfn=LossConf(label_smoothing=0.1),
+            optimizer=OptimizerConf(lr=0.1, decay_bn=0.0),
+        )
         trainer = Trainer(conf, Linear64(), ctx)
         trainer.run_step((x, y))
         trainer.run_step((x.flip(0), y.flip(0)))  # a second step exercises momentum on accumulated grads
@@ -263,25 +273,54 @@ class DropPathNet(nn.Module):
 
 
 def digits(tmp_path, **loader):
-    return build_data(DatasetConf(name="digits", limit_train=256, limit_test=64), LoaderConf(cutout=0, **loader),
-                      seed=0, device=CPU, cache_dir=tmp_path / "cache")
+    return build_data(
+        DatasetConf(name="digits", limit_train=256, limit_test=64),
+        LoaderConf(cutout=0, **loader),
+        seed=0,
+        device=CPU,
+        cache_dir=tmp_path / "cache",
+    )
 
 
 def test_fit_runs_hooks_ramps_drop_path_and_writes_metrics(tmp_path):
     _, ctx = make_ctx(tmp_path, "common.tensorboard=true")
     data = digits(tmp_path, train_batch=64)
     model, rec = DropPathNet(), Recorder()
-    conf = TrainerConf(epochs=3, drop_path_prob=0.3, optimizer=OptimizerConf(lr=0.05), validation=ValidationConf(freq=2))
+    conf = TrainerConf(
+        epochs=3, drop_path_prob=0.3, optimizer=OptimizerConf(lr=0.05), validation=ValidationConf(freq=2)
+    )
     history = Trainer(conf, model, ctx, hooks=[rec]).fit(data.loader("train", True), data.loader("test", False))
     assert model.probs == pytest.approx([0.0, 0.1, 0.2])
     steps = ["step"] * 4
-    assert rec.events == ["before_fit", "before_epoch 0", *steps, "after_epoch 1", "before_epoch 1", *steps,
-                          "after_epoch 2", "before_epoch 2", *steps, "after_epoch 3", "after_fit"]
+    assert rec.events == [
+        "before_fit",
+        "before_epoch 0",
+        *steps,
+        "after_epoch 1",
+        "before_epoch 1",
+        *steps,
+        "after_epoch 2",
+        "before_epoch 2",
+        *steps,
+        "after_epoch 3",
+        "after_fit",
+    ]
     lines = [json.loads(line) for line in (ctx.dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1, 2] and lines == history.records
     first = lines[0]
-    assert {"train_loss", "train_top1", "train_topk", "k", "lr", "step_time", "epoch_time", "images_per_s",
-            "drop_path_prob", "best_epoch", "global_step"} <= set(first)
+    assert {
+        "train_loss",
+        "train_top1",
+        "train_topk",
+        "k",
+        "lr",
+        "step_time",
+        "epoch_time",
+        "images_per_s",
+        "drop_path_prob",
+        "best_epoch",
+        "global_step",
+    } <= set(first)
     assert "val_top1" not in first and "val_top1" in lines[1] and "val_top1" in lines[2]  # freq 2, and the last
     assert first["k"] == 5 and first["global_step"] == 4 and first["lr"] == pytest.approx(0.05)
     assert history.best_epoch in (1, 2) and lines[2]["train_loss"] < lines[0]["train_loss"]
@@ -321,8 +360,12 @@ def test_subclass_extends_step_state_and_metrics(tmp_path):
     trainer.fit(data.loader("train", True))
     assert trainer.arch_steps == 2 and float(model.alpha.detach().norm()) > 0
     ckpt = read_checkpoint(ctx.dir / "checkpoint_last.pt")
-    assert "alpha_optimizer" in ckpt["state"] and torch.equal(ckpt["state"]["arch_params"]["alpha"], model.alpha.detach())
-    assert json.loads((ctx.dir / "metrics.jsonl").read_text())["alpha_norm"] == pytest.approx(float(model.alpha.detach().norm()))
+    assert "alpha_optimizer" in ckpt["state"] and torch.equal(
+        ckpt["state"]["arch_params"]["alpha"], model.alpha.detach()
+    )
+    assert json.loads((ctx.dir / "metrics.jsonl").read_text())["alpha_norm"] == pytest.approx(
+        float(model.alpha.detach().norm())
+    )
 
 
 class SignalAt(HookBase):

@@ -32,7 +32,9 @@ class TinyNet(nn.Module):
 
     def __init__(self, channels: int, n_classes: int, width: int = 8):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.branch = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(width, n_classes))
         self.p = 0.0
@@ -65,12 +67,18 @@ def main(argv: list[str]) -> int:
         np.random.seed(conf.common.seed)
         torch.manual_seed(conf.common.seed)
         ctx = run.phase("eval", conf.nas.eval)
-        data = build_data(conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=run.device,
-                          cache_dir=conf.common.cache_dir)
+        data = build_data(
+            conf.dataset,
+            conf.nas.eval.loader,
+            seed=conf.common.seed,
+            device=run.device,
+            cache_dir=conf.common.cache_dir,
+        )
         data.split.save(ctx.dir / "split.json")
         model = TinyNet(data.info.channels, data.info.n_classes)
-        trainer = Trainer(conf.nas.eval.trainer, model, ctx, fingerprint="tinynet-8", force="--force" in rest,
-                          hooks=[PrintSteps()])
+        trainer = Trainer(
+            conf.nas.eval.trainer, model, ctx, fingerprint="tinynet-8", force="--force" in rest, hooks=[PrintSteps()]
+        )
         history = trainer.fit(data.loader("train", training=True), data.loader("test", training=False))
     except RunInterrupted as exc:
         print(f"driver: {exc}", file=sys.stderr)

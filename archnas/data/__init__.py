@@ -14,6 +14,18 @@ from archnas.data.registry import load_dataset, provider_names, register_provide
 from archnas.data.split import DataSplit
 
 __all__ = [
-    "AugmentSpec", "Batch", "BatchLoader", "BatchTransform", "DataBundle", "DataSplit", "DatasetInfo", "FileImages",
-    "LoadedDataset", "TensorImages", "build_data", "load_dataset", "provider_names", "register_provider",
+    "AugmentSpec",
+    "Batch",
+    "BatchLoader",
+    "BatchTransform",
+    "DataBundle",
+    "DataSplit",
+    "DatasetInfo",
+    "FileImages",
+    "LoadedDataset",
+    "TensorImages",
+    "build_data",
+    "load_dataset",
+    "provider_names",
+    "register_provider",
 ]

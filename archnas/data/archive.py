@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Unpack an image archive into the archnas cache (once) and print the folder for dataset.params.",
     )
     parser.add_argument("archive", type=Path)
-    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/archnas"), help="common.cache_dir (default %(default)s)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path("~/.cache/archnas"), help="common.cache_dir (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     try:
         print(unpack(args.archive, args.cache_dir.expanduser()))

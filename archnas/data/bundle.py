@@ -55,10 +55,18 @@ class DataBundle:
             raise ConfigError(f"{key}: {batch} is not a positive batch size")
         if training and batch % self.world_size:
             raise ConfigError(f"{key}: the global batch {batch} does not split evenly over {self.world_size} ranks")
-        transform = BatchTransform(self.info.mean, self.info.std, self.augment if training else AugmentSpec(), self.device)
+        transform = BatchTransform(
+            self.info.mean, self.info.std, self.augment if training else AugmentSpec(), self.device
+        )
         return BatchLoader(
-            self.parts[part], batch, transform, shuffle=training, augment=training and self.augment.enabled,
-            seed=derive_seed(self.seed, _PART_TAGS[part]), rank=self.rank, world_size=self.world_size,
+            self.parts[part],
+            batch,
+            transform,
+            shuffle=training,
+            augment=training and self.augment.enabled,
+            seed=derive_seed(self.seed, _PART_TAGS[part]),
+            rank=self.rank,
+            world_size=self.world_size,
             workers=self.loader_conf.workers,
         )
 
@@ -89,7 +97,9 @@ def build_data(
     # In-memory sets move to the device once; loaders then only index them.
     parts = {k: v.to(device) if isinstance(v, TensorImages) else v for k, v in parts.items()}
     if loader.cutout < 0 or (loader.crop_padding is not None and loader.crop_padding < 0):
-        raise ConfigError(f"loader.cutout ({loader.cutout}) and loader.crop_padding ({loader.crop_padding}) must be >= 0")
+        raise ConfigError(
+            f"loader.cutout ({loader.cutout}) and loader.crop_padding ({loader.crop_padding}) must be >= 0"
+        )
     if loader.cutout > max(data.info.image_size):
         raise ConfigError(
             f"loader.cutout: {loader.cutout} is larger than the {data.info.image_size[0]}x{data.info.image_size[1]} "

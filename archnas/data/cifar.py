@@ -55,15 +55,30 @@ class CifarSet:
 
 
 CIFAR10 = CifarSet(
-    "cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
-    tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta", b"labels", b"label_names",
-    (0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768),
+    "cifar10",
+    "cifar-10-batches-py",
+    "cifar-10-python.tar.gz",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test_batch",
+    "batches.meta",
+    b"labels",
+    b"label_names",
+    (0.49139968, 0.48215827, 0.44653124),
+    (0.24703233, 0.24348505, 0.26158768),
 )
 CIFAR100 = CifarSet(
-    "cifar100", "cifar-100-python", "cifar-100-python.tar.gz", ("train",), "test", "meta", b"fine_labels",
-    b"fine_label_names", (0.50707516, 0.48654887, 0.44091784), (0.26733429, 0.25643846, 0.27615047),
+    "cifar100",
+    "cifar-100-python",
+    "cifar-100-python.tar.gz",
+    ("train",),
+    "test",
+    "meta",
+    b"fine_labels",
+    b"fine_label_names",
+    (0.50707516, 0.48654887, 0.44091784),
+    (0.26733429, 0.25643846, 0.27615047),
 )
-URL = "https://www.cs.toronto.edu/~kriz/cifar.html (the \"CIFAR python version\" tarball)"
+URL = 'https://www.cs.toronto.edu/~kriz/cifar.html (the "CIFAR python version" tarball)'
 
 
 def unpickle(data: bytes, source: str, key: bytes) -> dict[bytes, Any]:
@@ -87,7 +102,9 @@ def read_batches(spec: CifarSet, dataroot: Path, names: tuple[str, ...]) -> list
     if folder.is_dir():
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise DatasetError(f"dataset {spec.name!r}: {folder} lacks {', '.join(missing)}; re-extract {spec.archive} from {URL}")
+            raise DatasetError(
+                f"dataset {spec.name!r}: {folder} lacks {', '.join(missing)}; re-extract {spec.archive} from {URL}"
+            )
         return [(str(folder / n), (folder / n).read_bytes()) for n in names]
     if archive.is_file():
         with tarfile.open(archive, "r:*") as tar:
@@ -113,11 +130,19 @@ def to_images(spec: CifarSet, batches: list[tuple[str, bytes]], n_classes: int) 
         batch = unpickle(raw, source, b"data")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or spec.label_key not in batch:
-            raise DatasetError(f"{source}: expected b'data' of shape [N, 3072] and {spec.label_key!r}, got {data.shape}")
+            raise DatasetError(
+                f"{source}: expected b'data' of shape [N, 3072] and {spec.label_key!r}, got {data.shape}"
+            )
         batch_labels = np.asarray(batch[spec.label_key], dtype=np.int64)
-        if batch_labels.shape != (data.shape[0],) or batch_labels.min(initial=0) < 0 or batch_labels.max(initial=0) >= n_classes:
-            raise DatasetError(f"{source}: {data.shape[0]} labels in 0..{n_classes - 1} expected, got {len(batch_labels)} in "
-                              f"{batch_labels.min(initial=0)}..{batch_labels.max(initial=0)}")
+        if (
+            batch_labels.shape != (data.shape[0],)
+            or batch_labels.min(initial=0) < 0
+            or batch_labels.max(initial=0) >= n_classes
+        ):
+            raise DatasetError(
+                f"{source}: {data.shape[0]} labels in 0..{n_classes - 1} expected, got {len(batch_labels)} in "
+                f"{batch_labels.min(initial=0)}..{batch_labels.max(initial=0)}"
+            )
         # Each row is the red plane, then green, then blue, each 32 rows of 32 pixels: CHW already.
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
         labels.append(torch.from_numpy(batch_labels))
@@ -131,8 +156,15 @@ def load_cifar(spec: CifarSet, conf: DatasetConf) -> LoadedDataset:
     train = to_images(spec, train_batches, len(classes))
     test = to_images(spec, [test_batch], len(classes))
     info = DatasetInfo(
-        name=spec.name, n_classes=len(classes), channels=3, image_size=(32, 32), mean=spec.mean, std=spec.std,
-        crop_padding=4, hflip=True, classes=classes,
+        name=spec.name,
+        n_classes=len(classes),
+        channels=3,
+        image_size=(32, 32),
+        mean=spec.mean,
+        std=spec.std,
+        crop_padding=4,
+        hflip=True,
+        classes=classes,
     )
     return LoadedDataset(info, train, test)
 

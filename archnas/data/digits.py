@@ -33,7 +33,14 @@ def load_digits(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     train, test = full.subset(train_idx), full.subset(test_idx)
     mean, std = channel_stats(train.images)
     info = DatasetInfo(
-        name="digits", n_classes=10, channels=1, image_size=(8, 8), mean=mean, std=std,
-        crop_padding=1, hflip=False, classes=tuple(str(d) for d in range(10)),
+        name="digits",
+        n_classes=10,
+        channels=1,
+        image_size=(8, 8),
+        mean=mean,
+        std=std,
+        crop_padding=1,
+        hflip=False,
+        classes=tuple(str(d) for d in range(10)),
     )
     return LoadedDataset(info, train, test)

@@ -41,14 +41,25 @@ class IdxSet:
 
 
 MNIST = IdxSet(
-    "mnist", ("mnist", "MNIST/raw", "."), (), 0.1307, 0.3081, False, tuple(str(d) for d in range(10)),
+    "mnist",
+    ("mnist", "MNIST/raw", "."),
+    (),
+    0.1307,
+    0.3081,
+    False,
+    tuple(str(d) for d in range(10)),
     "https://yann.lecun.com/exdb/mnist/ (or any mirror of the four IDX .gz files)",
 )
 FASHION_MNIST = IdxSet(
-    "fashion_mnist", ("fashion_mnist", "fashion-mnist", "FashionMNIST/raw"), ("/usr/share/datasets/fashion-mnist",),
-    0.2860, 0.3530, True,
+    "fashion_mnist",
+    ("fashion_mnist", "fashion-mnist", "FashionMNIST/raw"),
+    ("/usr/share/datasets/fashion-mnist",),
+    0.2860,
+    0.3530,
+    True,
     ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"),
-    "https://github.com/zalandoresearch/fashion-mnist (data/fashion), or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu",
+    "https://github.com/zalandoresearch/fashion-mnist (data/fashion), "
+    "or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu",
 )
 
 
@@ -105,12 +116,23 @@ def load_idx_set(spec: IdxSet, conf: DatasetConf) -> LoadedDataset:
                 f"{images.shape} and {labels.shape}"
             )
         if labels.max(initial=0) >= len(spec.classes):
-            raise DatasetError(f"{files[f'{part}_labels']}: label {labels.max()} but the set has {len(spec.classes)} classes")
-        parts[part] = TensorImages(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+            raise DatasetError(
+                f"{files[f'{part}_labels']}: label {labels.max()} but the set has {len(spec.classes)} classes"
+            )
+        parts[part] = TensorImages(
+            torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+        )
     height, width = parts["train"].images.shape[2:]
     info = DatasetInfo(
-        name=spec.name, n_classes=len(spec.classes), channels=1, image_size=(height, width),
-        mean=(spec.mean,), std=(spec.std,), crop_padding=2, hflip=spec.hflip, classes=spec.classes,
+        name=spec.name,
+        n_classes=len(spec.classes),
+        channels=1,
+        image_size=(height, width),
+        mean=(spec.mean,),
+        std=(spec.std,),
+        crop_padding=2,
+        hflip=spec.hflip,
+        classes=spec.classes,
     )
     return LoadedDataset(info, parts["train"], parts["test"])
 

@@ -123,8 +123,14 @@ def _cache_key(root: Path, files: list[str], labels: list[int], tag: str) -> str
     return h.hexdigest()[:16]
 
 
-def decode_all(files: list[str], labels: list[int], decode: Callable[[str], torch.Tensor], cache_dir: Path,
-               root: Path, cache_tag: str) -> TensorImages:
+def decode_all(
+    files: list[str],
+    labels: list[int],
+    decode: Callable[[str], torch.Tensor],
+    cache_dir: Path,
+    root: Path,
+    cache_tag: str,
+) -> TensorImages:
     """Every image decoded into one uint8 tensor, from the cache when the files have not changed."""
     cache = cache_dir / "imagefolder" / f"{root.name}-{_cache_key(root, files, labels, cache_tag)}.pt"
     if cache.is_file():
@@ -145,7 +151,9 @@ def decode_all_uncached(files: list[str], labels: list[int], decode: Callable[[s
     return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
 
 
-def _stats(params: dict[str, Any], train: TensorImages | FileImages, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _stats(
+    params: dict[str, Any], train: TensorImages | FileImages, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if (params.get("mean") is None) != (params.get("std") is None):
         raise ConfigError("dataset.params: give both mean and std, or neither")
     if params.get("mean") is not None:
@@ -164,7 +172,9 @@ def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     params = dict(conf.params)
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
-        raise ConfigError(f"dataset.params: unknown key(s) {', '.join(unknown)} for imagefolder; known: {', '.join(PARAMS)}")
+        raise ConfigError(
+            f"dataset.params: unknown key(s) {', '.join(unknown)} for imagefolder; known: {', '.join(PARAMS)}"
+        )
     mode = str(params.get("mode", "RGB"))
     if mode not in ("RGB", "L"):
         raise ConfigError(f"dataset.params.mode: {mode!r} is not RGB or L")
@@ -188,7 +198,14 @@ def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
         test = FileImages(test_files, torch.tensor(test_labels, dtype=torch.int64), decode)
     mean, std = _stats(params, train, channels)
     info = DatasetInfo(
-        name="imagefolder", n_classes=len(classes), channels=channels, image_size=(height, width),
-        mean=mean, std=std, crop_padding=max(1, height // 8), hflip=True, classes=tuple(classes),
+        name="imagefolder",
+        n_classes=len(classes),
+        channels=channels,
+        image_size=(height, width),
+        mean=mean,
+        std=std,
+        crop_padding=max(1, height // 8),
+        hflip=True,
+        classes=tuple(classes),
     )
     return LoadedDataset(info, train, test)

@@ -162,7 +162,9 @@ class BatchLoader:
             data = self.images
             return ((data.images[idx], data.labels[idx]) for idx in (b.to(data.images.device) for b in batches))
         loader = DataLoader(
-            _Files(self.images), batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
+            _Files(self.images),
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             # Its own generator: creating the iterator must not draw from the global torch RNG,
             # or a mid-epoch resume would shift every later dropout and drop-path mask.

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from archnas.config.schema import DatasetConf
-from archnas.errors import ConfigError, DatasetError
 from archnas.data.info import FileImages, LoadedDataset
+from archnas.errors import ConfigError, DatasetError
 
 Provider = Callable[[DatasetConf, Path], LoadedDataset]  # (dataset section, cache dir) -> the set
 

@@ -20,7 +20,9 @@ from archnas.errors import ConfigError
 from archnas.utils import atomic
 
 
-def stratified_split(labels: Tensor, second_fraction: float | int, seed: int, what: str = "split") -> tuple[Tensor, Tensor]:
+def stratified_split(
+    labels: Tensor, second_fraction: float | int, seed: int, what: str = "split"
+) -> tuple[Tensor, Tensor]:
     """Two disjoint sorted index tensors; the second holds `second_fraction` of every class.
 
     `second_fraction` is a fraction in (0, 1) or, as an int, a number of images.
@@ -65,9 +67,14 @@ class DataSplit:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "val_ratio": self.val_ratio, "limit_train": self.limit_train,
-            "digest": self.digest(), "n_train": len(self.train_idx), "n_val": len(self.val_idx),
-            "limited_idx": self.limited_idx.tolist(), "train_idx": self.train_idx.tolist(),
+            "seed": self.seed,
+            "val_ratio": self.val_ratio,
+            "limit_train": self.limit_train,
+            "digest": self.digest(),
+            "n_train": len(self.train_idx),
+            "n_val": len(self.val_idx),
+            "limited_idx": self.limited_idx.tolist(),
+            "train_idx": self.train_idx.tolist(),
             "val_idx": self.val_idx.tolist(),
         }
 

@@ -24,7 +24,9 @@ DEFAULTS = {"n_train": 512, "n_test": 128, "n_classes": 4, "channels": 1, "size"
 def _params(conf: DatasetConf) -> dict[str, float | int]:
     unknown = sorted(set(conf.params) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"dataset.params: unknown key(s) {', '.join(unknown)} for synthetic; known: {', '.join(DEFAULTS)}")
+        raise ConfigError(
+            f"dataset.params: unknown key(s) {', '.join(unknown)} for synthetic; known: {', '.join(DEFAULTS)}"
+        )
     params = {**DEFAULTS, **conf.params}
     for key, default in DEFAULTS.items():
         value = params[key]
@@ -58,7 +60,14 @@ def load_synthetic(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     train, test = make(int(p["n_train"])), make(int(p["n_test"]))
     mean, std = channel_stats(train.images)
     info = DatasetInfo(
-        name="synthetic", n_classes=int(p["n_classes"]), channels=shape[0], image_size=shape[1:], mean=mean, std=std,
-        crop_padding=0, hflip=False, classes=tuple(f"class_{i}" for i in range(int(p["n_classes"]))),
+        name="synthetic",
+        n_classes=int(p["n_classes"]),
+        channels=shape[0],
+        image_size=shape[1:],
+        mean=mean,
+        std=std,
+        crop_padding=0,
+        hflip=False,
+        classes=tuple(f"class_{i}" for i in range(int(p["n_classes"]))),
     )
     return LoadedDataset(info, train, test)

@@ -21,7 +21,6 @@ is the same; otherwise the differing keys are listed, and `force` resumes anyway
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import datetime as _dt
 import fnmatch
 import io
@@ -29,6 +28,7 @@ import logging
 import os
 import random
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
@@ -107,8 +107,11 @@ def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
-            "kind": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4]),
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
         },
         "torch": torch.get_rng_state(),
     }
@@ -121,14 +124,19 @@ def restore_rng(state: dict[str, Any], log: logging.Logger) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
         else:
-            log.warning(f"checkpoint has CUDA RNG states of {len(cuda)} devices, this machine {torch.cuda.device_count()}: not restored")
+            log.warning(
+                f"checkpoint has CUDA RNG states of {len(cuda)} devices, this machine "
+                f"{torch.cuda.device_count()}: not restored"
+            )
 
 
 _PLAIN = (torch.Tensor, int, float, str, bytes, bool, type(None))
@@ -163,9 +171,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except CheckpointError:
         raise
     except Exception as exc:  # zipfile, unpickling and torch all fail differently on a damaged file
-        raise CheckpointError(f"{path}: truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an archnas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+        raise CheckpointError(
+            f"{path}: not an archnas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})"
+        )
     return ckpt
 
 
@@ -286,7 +298,8 @@ class Checkpointer:
             return Resumed(path, ckpt["rng"])
         if problems:
             raise CheckpointError(
-                "no usable checkpoint to resume from:\n  " + "\n  ".join(problems)
+                "no usable checkpoint to resume from:\n  "
+                + "\n  ".join(problems)
                 + f"\nMove {self.folder}/checkpoint_*.pt away to start this phase from scratch."
             )
         return None
@@ -299,10 +312,13 @@ class Checkpointer:
             lines.append(f"model fingerprint: {ckpt.get('fingerprint')!r} -> {self.fingerprint!r}")
         missing = [name for name in self._objects if name not in ckpt["state"]]
         if missing:
-            raise CheckpointError(f"{path}: has no state for {', '.join(missing)}; it was written by a different trainer")
+            raise CheckpointError(
+                f"{path}: has no state for {', '.join(missing)}; it was written by a different trainer"
+            )
         if lines and not force:
             raise CheckpointError(
-                f"{path} was written by a different run; these differ (checkpoint -> now):\n  " + "\n  ".join(lines)
+                f"{path} was written by a different run; these differ (checkpoint -> now):\n  "
+                + "\n  ".join(lines)
                 + "\nRestore the old settings, use another experiment name, or pass --force to resume anyway."
             )
         if lines:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from archnas.config.schema import CheckpointConf
 from archnas.errors import ConfigError
@@ -94,6 +94,9 @@ class MetricsWriter(HookBase):
     """Each epoch's record to metrics.jsonl, TensorBoard and the log. On resume the jsonl file is
     rewritten from the checkpoint's history and TensorBoard events of redone epochs are purged,
     so neither holds an epoch twice."""
+
+    def __init__(self) -> None:
+        self.tb: Any = None  # the phase's SummaryWriter, None when TensorBoard is off or on other ranks
 
     def before_fit(self) -> None:
         t = self.trainer

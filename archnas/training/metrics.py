@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 TOPK = 5  # top-k accuracy reports k = min(TOPK, n_classes)
@@ -58,8 +59,6 @@ class EpochMeter:
 
     def all_reduce(self) -> None:
         """Sum the counts over DDP ranks (a no-op in a single process)."""
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             packed = torch.cat([self.sums, self.sums.new_tensor([float(self.images)])])
             dist.all_reduce(packed)
@@ -71,7 +70,13 @@ class EpochMeter:
         return {f"{prefix}_loss": loss_sum / n, f"{prefix}_top1": top1 / n, f"{prefix}_topk": topk / n}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": self.sums.cpu(), "images": self.images, "k": self.k, "steps": self.steps, "seconds": self.seconds}
+        return {
+            "sums": self.sums.cpu(),
+            "images": self.images,
+            "k": self.k,
+            "steps": self.steps,
+            "seconds": self.seconds,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums = state["sums"].to(self.device, torch.float64)
@@ -105,7 +110,11 @@ class MetricsHistory:
         return self.records[-1] if self.records else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": [dict(r) for r in self.records], "best_epoch": self.best_epoch, "best_value": self.best_value}
+        return {
+            "records": [dict(r) for r in self.records],
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = [dict(r) for r in state["records"]]

@@ -33,7 +33,9 @@ def param_groups(params: Iterable[nn.Parameter], decay: float, decay_bn: float |
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(conf: OptimizerConf, params: Iterable[nn.Parameter], key: str = "trainer.optimizer") -> torch.optim.Optimizer:
+def build_optimizer(
+    conf: OptimizerConf, params: Iterable[nn.Parameter], key: str = "trainer.optimizer"
+) -> torch.optim.Optimizer:
     """`key` is where `conf` sits in the config, for error messages (the alpha optimizer reuses this)."""
     if conf.lr <= 0:
         raise ConfigError(f"{key}.lr: {conf.lr} is not positive")

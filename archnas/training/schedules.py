@@ -35,7 +35,9 @@ def build_scheduler(
 ) -> LRScheduler:
     """A schedule for an optimizer whose groups still hold their base lr (no scheduler attached yet)."""
     if epochs < 1 or steps_per_epoch < 1:
-        raise ValueError(f"a schedule needs at least one epoch and one step per epoch, got {epochs} and {steps_per_epoch}")
+        raise ValueError(
+            f"a schedule needs at least one epoch and one step per epoch, got {epochs} and {steps_per_epoch}"
+        )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     warmup_epochs = conf.warmup.epochs if conf.warmup is not None else 0
     if not 0 <= warmup_epochs < epochs:
@@ -54,8 +56,13 @@ def build_scheduler(
 
 
 def _main_schedule(
-    conf: LrScheduleConf, optimizer: Optimizer, base_lrs: list[float], steps: int, warmup_epochs: int,
-    steps_per_epoch: int, key: str,
+    conf: LrScheduleConf,
+    optimizer: Optimizer,
+    base_lrs: list[float],
+    steps: int,
+    warmup_epochs: int,
+    steps_per_epoch: int,
+    key: str,
 ) -> LRScheduler:
     if conf.type == LrScheduleType.constant:
         return LambdaLR(optimizer, _constant)
@@ -66,11 +73,18 @@ def _main_schedule(
             raise ConfigError(f"{key}.step_size: {conf.step_size} is not a positive number of epochs")
         return StepLR(optimizer, step_size=conf.step_size * steps_per_epoch, gamma=conf.gamma)
     if conf.type == LrScheduleType.multistep:
-        if not conf.milestones or sorted(conf.milestones) != list(conf.milestones) or conf.milestones[0] <= warmup_epochs:
+        if (
+            not conf.milestones
+            or sorted(conf.milestones) != list(conf.milestones)
+            or conf.milestones[0] <= warmup_epochs
+        ):
             raise ConfigError(
-                f"{key}.milestones: {conf.milestones} must be increasing epochs after the warmup ({warmup_epochs} epochs)"
+                f"{key}.milestones: {conf.milestones} must be increasing epochs after the warmup "
+                f"({warmup_epochs} epochs)"
             )
-        return MultiStepLR(optimizer, [(m - warmup_epochs) * steps_per_epoch for m in conf.milestones], gamma=conf.gamma)
+        return MultiStepLR(
+            optimizer, [(m - warmup_epochs) * steps_per_epoch for m in conf.milestones], gamma=conf.gamma
+        )
     if conf.type == LrScheduleType.one_cycle:
         if not 0.0 < conf.pct_start < 1.0:
             raise ConfigError(f"{key}.pct_start: {conf.pct_start} is not in (0, 1)")

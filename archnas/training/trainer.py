@@ -112,8 +112,12 @@ class Trainer:
         self._saved_at: Optional[tuple[int, int]] = None  # (epochs_done, global_step) of the last save
         self._checkpoint_shape = (0, 0)  # (epochs, steps per epoch) of the run a checkpoint came from
         self.checkpointer = Checkpointer(
-            ctx.dir, config=phase_config(ctx.run.conf, ctx.conf), full_config=config_to_dict(ctx.run.conf),
-            fingerprint=fingerprint, is_main=ctx.run.is_main, log=ctx.log,
+            ctx.dir,
+            config=phase_config(ctx.run.conf, ctx.conf),
+            full_config=config_to_dict(ctx.run.conf),
+            fingerprint=fingerprint,
+            is_main=ctx.run.is_main,
+            log=ctx.log,
         )
         self._hooks: list[HookBase] = []
         self.register_hooks([DropPathRamp(), PeriodicCheckpoint(ctx.common.checkpoint), MetricsWriter()])
@@ -143,10 +147,18 @@ class Trainer:
         add up to exactly the mean-loss gradient of the whole batch."""
         x, y = batch
         self.optimizer.zero_grad(set_to_none=True)
-        chunks = [(xc, yc) for xc, yc in zip(x.tensor_split(self.conf.batch_chunks), y.tensor_split(self.conf.batch_chunks)) if len(yc)]
+        chunks = [
+            (xc, yc)
+            for xc, yc in zip(x.tensor_split(self.conf.batch_chunks), y.tensor_split(self.conf.batch_chunks))
+            if len(yc)
+        ]
         for i, (xc, yc) in enumerate(chunks):
             # Under DDP, gradients are all-reduced once, on the last chunk.
-            sync = contextlib.nullcontext() if i == len(chunks) - 1 or not isinstance(self.model, DistributedDataParallel) else self.model.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if i == len(chunks) - 1 or not isinstance(self.model, DistributedDataParallel)
+                else self.model.no_sync()
+            )
             with sync:
                 with self.precision.autocast():
                     outputs = self.model(self.precision.prepare_input(xc))
@@ -233,8 +245,13 @@ class Trainer:
         self.meter.all_reduce()
         seconds = max(self.meter.seconds, 1e-9)
         record: dict[str, Any] = {
-            "epoch": self.epoch, "global_step": self.global_step, "lr": self.epoch_lr, **self.meter.result("train"),
-            "k": self.meter.k, "step_time": seconds / max(self.meter.steps, 1), "images_per_s": self.meter.images / seconds,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "lr": self.epoch_lr,
+            **self.meter.result("train"),
+            "k": self.meter.k,
+            "step_time": seconds / max(self.meter.steps, 1),
+            "images_per_s": self.meter.images / seconds,
         }
         last = self.epoch + 1 == self.conf.epochs
         if self.val_loader is not None and ((self.epoch + 1) % self.conf.validation.freq == 0 or last):
@@ -282,7 +299,8 @@ class Trainer:
             f"(global step {self.global_step})"
         )
         saved_epochs, saved_steps = self._checkpoint_shape
-        if (saved_epochs, saved_steps) != (self.conf.epochs, self.steps_per_epoch):
+        shape_changed = (saved_epochs, saved_steps) != (self.conf.epochs, self.steps_per_epoch)
+        if shape_changed and self.epochs_done < self.conf.epochs:
             self._replay_schedule(saved_epochs)
         return resumed
 
@@ -303,8 +321,12 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "epochs_done": self.epochs_done, "epoch_step": self.epoch_step, "global_step": self.global_step,
-            "epoch_lr": self.epoch_lr, "epochs": self.conf.epochs, "steps_per_epoch": self.steps_per_epoch,
+            "epochs_done": self.epochs_done,
+            "epoch_step": self.epoch_step,
+            "global_step": self.global_step,
+            "epoch_lr": self.epoch_lr,
+            "epochs": self.conf.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
