@@ -39,10 +39,6 @@ class StopSignals:
         self.requested: Optional[int] = None
         self._previous: dict[int, Any] = {}
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.requested).name if self.requested is not None else ""
-
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.requested is not None:
             self._restore()

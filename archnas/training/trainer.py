@@ -23,11 +23,13 @@ counter, the half-finished epoch's running sums, the loader position and every R
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
@@ -274,8 +276,18 @@ class Trainer:
         if last:
             self._saved_at = (self.epochs_done, self.global_step)
 
-    def _stop_if_requested(self) -> None:
+    def _agreed_stop_signal(self) -> Optional[int]:
+        """The signal to stop on, if any; under DDP every rank stops at the same step or none does,
+        since a rank that stopped alone would leave the others waiting in a collective."""
         signum = self.stop_signals.requested
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = torch.tensor([signum or 0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item()) or None
+        return signum
+
+    def _stop_if_requested(self) -> None:
+        signum = self._agreed_stop_signal()
         if signum is None:
             return
         where = f"epoch {self.epoch + 1}/{self.conf.epochs}, step {self.epoch_step}/{self.steps_per_epoch}"
@@ -284,7 +296,7 @@ class Trainer:
             saved = f"checkpoint saved to {self.checkpointer.last_path}; rerun the same command to resume"
         else:
             saved = "nothing saved (common.checkpoint.enabled is false): a rerun starts this phase over"
-        raise RunInterrupted(signum, f"stopped by {self.stop_signals.name} after {where}; {saved}")
+        raise RunInterrupted(signum, f"stopped by {signal.Signals(signum).name} after {where}; {saved}")
 
     def _new_scheduler(self) -> LRScheduler:
         return build_scheduler(self.conf.lr_schedule, self.optimizer, max(self.conf.epochs, 1), self.steps_per_epoch)
