@@ -20,6 +20,7 @@ from PIL import Image
 from archnas.config.schema import DatasetConf
 from archnas.data import FileImages, load_dataset, provider_names
 from archnas.data import imagefolder as imagefolder_module
+from archnas.data.archive import main as archive_main
 from archnas.data.archive import unpack
 from archnas.errors import ConfigError, DatasetError
 
@@ -249,7 +250,7 @@ def test_imagefolder_errors_for_missing_folder_unknown_class_and_param(tmp_path)
         load_dataset(DatasetConf(name="imagefolder", dataroot=str(tmp_path), params={"sise": 4}), tmp_path / "cache")
 
 
-def test_imagefolder_reads_archives_through_the_cache(tmp_path):
+def test_imagefolder_reads_archives_through_the_cache(tmp_path, capsys):
     write_folder(tmp_path / "src" / "train")
     write_folder(tmp_path / "src" / "test", n_per_class=1)
     for part in ("train", "test"):
@@ -265,6 +266,8 @@ def test_imagefolder_reads_archives_through_the_cache(tmp_path):
     unpacked = unpack(tmp_path / "train.tar.gz", cache)
     assert unpacked.parent.parent == cache / "unpacked" and unpacked.name == "train"
     assert len(list((cache / "unpacked").iterdir())) == 2  # unpacked once each, reused
+    assert archive_main([str(tmp_path / "train.tar.gz"), "--cache-dir", str(cache)]) == 0  # the command-line way
+    assert capsys.readouterr().out.strip() == str(unpacked)
 
 
 def test_unpack_refuses_paths_outside_the_target(tmp_path):
