@@ -25,6 +25,7 @@ import archnas
 from archnas.config import ExperimentConf, config_to_yaml
 from archnas.utils import atomic
 from archnas.utils.device import resolve_device, set_deterministic
+from archnas.utils.seeding import phase_seed, seed_everything
 
 T = TypeVar("T")
 REPO_ROOT = Path(archnas.__file__).resolve().parents[1]
@@ -82,7 +83,9 @@ class RunContext:
         return self.rank == 0
 
     def phase(self, name: str, section: Any) -> "PhaseContext":
-        """A context for one phase; its folder, config.yaml and run.json are written now."""
+        """A context for one phase; its folder, config.yaml and run.json are written now, and the
+        global RNGs are seeded for it."""
+        seed_everything(phase_seed(self.conf.common.seed, name))
         phase_dir = self.exp_dir / name
         log = logging.getLogger(f"{self.log.name}.{name}")
         log.setLevel(self.log.level)

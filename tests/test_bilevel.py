@@ -104,3 +104,18 @@ def test_step_moves_only_alphas():
     BilevelOptimizer(model, wopt, aopt, lambda out, y: F.cross_entropy(out, y), BilevelOrder.second).step(train, val)
     assert not torch.equal(model.alphas.detach(), alphas_before)
     assert all(torch.equal(a, b) for a, b in zip(weights_before, model.weights()))
+
+
+def test_uses_the_optimizer_state_after_a_resume():
+    """Optimizer.load_state_dict replaces the param-group dicts; the virtual step must read the new
+    ones (their lr), not the ones it saw when it was built."""
+    model, wopt, aopt, train, val = _setup(momentum_steps=2)
+    loss = lambda out, y: F.cross_entropy(out, y)  # noqa: E731
+    bilevel = BilevelOptimizer(model, wopt, aopt, loss, BilevelOrder.second)
+    state = wopt.state_dict()
+    state["param_groups"][0]["lr"] = 0.5
+    wopt.load_state_dict(state)
+    bilevel.compute_grads(train, val)
+    resumed = model.alphas.grad.clone()
+    BilevelOptimizer(model, wopt, aopt, loss, BilevelOrder.second).compute_grads(train, val)
+    assert torch.equal(resumed, model.alphas.grad)

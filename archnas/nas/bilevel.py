@@ -66,11 +66,16 @@ class BilevelOptimizer:
         named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch_ids and p.requires_grad]
         self.weight_names = [n for n, _ in named]
         self.weights = [p for _, p in named]
-        groups = {id(p): g for g in weight_optimizer.param_groups for p in g["params"]}
-        missing = [n for n, p in named if id(p) not in groups]
+        # Group indices, not the group dicts: Optimizer.load_state_dict (a resume) replaces the dicts.
+        group_of = {id(p): i for i, g in enumerate(weight_optimizer.param_groups) for p in g["params"]}
+        missing = [n for n, p in named if id(p) not in group_of]
         if missing:
             raise ValueError(f"weights missing from the weight optimizer: {missing[:5]}")
-        self._groups = [groups[id(p)] for p in self.weights]
+        self._group_index = [group_of[id(p)] for p in self.weights]
+
+    def _groups(self) -> list[dict]:
+        groups = self.weight_optimizer.param_groups
+        return [groups[i] for i in self._group_index]
 
     def compute_grads(self, train: Batch, val: Batch) -> ArchStepResult:
         """Set `.grad` of every arch parameter; does not step."""
@@ -99,7 +104,7 @@ class BilevelOptimizer:
         dw = torch.autograd.grad(train_loss, self.weights, allow_unused=True)
         unrolled = {}
         with torch.no_grad():
-            for name, w, g, group in zip(self.weight_names, self.weights, dw, self._groups):
+            for name, w, g, group in zip(self.weight_names, self.weights, dw, self._groups()):
                 unrolled[name] = (w - group["lr"] * self._sgd_direction(w, g, group)).requires_grad_()
 
         # dL_val(w', a)/da and dL_val(w', a)/dw'
@@ -108,7 +113,7 @@ class BilevelOptimizer:
         d_alpha = grads[: len(self.arch_params)]
         vector = [
             torch.zeros_like(w) if g is None else g * group["lr"]
-            for w, g, group in zip(self.weights, grads[len(self.arch_params):], self._groups)
+            for w, g, group in zip(self.weights, grads[len(self.arch_params):], self._groups())
         ]
 
         implicit = self._hessian_vector_product(vector, train, buffers)
