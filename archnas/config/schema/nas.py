@@ -56,18 +56,31 @@ class SearchCombinationsConf:
 
 @dataclass
 class GdasConf:
-    tau_max: float = 10.0  # Gumbel-softmax temperature at the first epoch
-    tau_min: float = 0.1  # ... annealed linearly to this at the last
+    """GDAS (archnas/algos/gdas.py): hard Gumbel-softmax samples, one op per edge."""
+
+    # Gumbel-softmax temperature, annealed linearly over the search epochs:
+    # tau_max - (tau_max - tau_min) * epoch / (epochs - 1), as the GDAS code does.
+    tau_max: float = 10.0  # at the first epoch
+    tau_min: float = 0.1  # at the last epoch
 
 
 @dataclass
 class PcDartsConf:
-    k: int = 4  # 1/k of the channels go through the mixed op
+    """PC-DARTS (archnas/algos/pc_darts.py): partial channels and edge normalization."""
+
+    k: int = 4  # 1/k of each edge's channels go through the mixed op, the rest bypass it; must divide the node channels
+    # No architecture steps in the first N epochs, only weight steps (the PC-DARTS code: 15 of 50).
+    arch_warmup_epochs: int = 15
 
 
 @dataclass
 class RandomSearchConf:
-    n_archs: int = 8  # architectures sampled and briefly trained with nas.search.trainer
+    """Random search (archnas/algos/random_search.py) over the cells the supernet finalizes to."""
+
+    # Architectures sampled (candidate 0 is the one `finalizer.type: random` picks for common.seed),
+    # each trained from scratch at the search macro with nas.search.trainer and ranked by its final
+    # val top-1. 1: the random-finalizer baseline, one random architecture and nothing trained.
+    n_archs: int = 8
 
 
 @dataclass

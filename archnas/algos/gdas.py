@@ -1,0 +1,205 @@
+"""GDAS (Dong, Yang: "Searching for A Robust Neural Architecture in Four GPU Hours", CVPR 2019).
+
+DARTS runs every candidate op of every edge and mixes them with softmax(alpha). GDAS samples one
+op per edge and forward from the Gumbel-softmax of alpha and runs only that op, which is where
+its saving in time and memory comes from. How it maps onto the shared machinery:
+
+- Edge weights (`GdasArchParams`, edge-weights strategy `gdas`): per edge, with Gumbel noise g,
+  p = softmax((log_softmax(alpha) + g) / tau); the forward value is one_hot(argmax p) and the
+  gradient is that of p (straight-through: one_hot - p.detach() + p), as in the GDAS code. In
+  eval mode (the search phase's validation) the weights are one_hot(argmax alpha): validation
+  then measures the architecture GDAS currently prefers instead of a random draw.
+- Only the sampled op runs (`GdasMixedOp`, op `gdas_mixed_op`, put on every edge by
+  `GdasBuilder`): the edge outputs candidate(k) * w[k] for the sampled k, so alpha still gets its
+  gradient through w[k] (w[k] is 1 in value; the other candidates' terms are omitted, as in the
+  GDAS code's `forward_gdas`). An edge that samples `none` outputs zeros and so passes no
+  gradient to its alphas in that step; that is GDAS's estimator, not a detached graph.
+- Temperature (`GumbelTemperature` hook): tau_max - (tau_max - tau_min) * epoch / (epochs - 1),
+  set before every epoch; a function of the epoch only, so a resumed run uses the same tau.
+- Architecture step: first order. The GDAS loop takes a weight step on a train batch, then an
+  alpha step on a val batch, each forward drawing its own sample; the ArchTrainer takes the
+  alpha step first, then the weight step. Over a run that is the same alternation shifted by
+  half a step. A second-order (unrolled) step is refused: its several forwards would each draw
+  a different architecture, so the finite differences would compare different networks.
+- Finalizer (`GdasFinalizers`): GDAS's genotype code ranks, per node, every (input, op) pair
+  other than `none` by softmax(alpha) and keeps the top two pairs, so both kept ops may read the
+  same input; the DARTS rule keeps one op on each of the two strongest inputs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Mapping
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archnas.config.schema import BilevelOrder, GdasConf
+from archnas.config.schema.model_desc import ModelDescConf
+from archnas.context import PhaseContext
+from archnas.descs.builder import CellNodes, ModelDescBuilder
+from archnas.descs.dataset_info import DatasetInfo
+from archnas.descs.model_desc import CellDesc, CellType, ConvMacroParams, ModelDesc, NodeDesc, OpDesc
+from archnas.errors import ConfigError, DescError
+from archnas.model.arch_params import ArchParams, CellLayout, CellWeights, register_edge_weights
+from archnas.nas.arch_trainer import ArchTrainer
+from archnas.nas.bilevel import BilevelOptimizer
+from archnas.nas.finalizers import NONE_OP, Finalizers
+from archnas.nas.runner import ExperimentRunner, register_algorithm
+from archnas.nas.searcher import Searcher
+from archnas.ops.mixed_op import MixedOp
+from archnas.ops.registry import register_op
+from archnas.training.hooks import HookBase
+
+EDGE_WEIGHTS = "gdas"
+MIXED_OP = "gdas_mixed_op"
+
+
+def hard_gumbel_softmax(alphas: Tensor, tau: float) -> Tensor:
+    """One-hot samples of each row's categorical softmax(alpha), with the gradient of the
+    tempered Gumbel-softmax (straight-through).
+
+    The argmax of log_softmax(alpha) + Gumbel noise is an exact sample of softmax(alpha) at any
+    tau; tau only shapes the gradient. Noise of +inf (an exponential draw of exactly 0) is
+    redrawn, as the GDAS code does.
+    """
+    while True:
+        gumbels = -torch.empty_like(alphas).exponential_().log()
+        if bool(torch.isfinite(gumbels).all()):
+            break
+    probs = F.softmax((F.log_softmax(alphas, dim=-1) + gumbels) / tau, dim=-1)
+    one_hot = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
+    return one_hot - probs.detach() + probs
+
+
+class GdasArchParams(ArchParams):
+    """DARTS's alphas, turned into one hard sample per edge and forward (argmax in eval mode).
+
+    `tau` is set by the `GumbelTemperature` hook before every epoch; until then it is tau_max.
+    """
+
+    def __init__(self, layouts: Mapping[CellType, CellLayout]):
+        super().__init__(layouts)
+        self.tau = GdasConf().tau_max
+
+    def cell_weights(self, cell_type: CellType) -> CellWeights:
+        alphas = self.alphas[str(cell_type)]
+        if not self.training:
+            return CellWeights(F.one_hot(alphas.detach().argmax(-1), alphas.shape[-1]).to(alphas.dtype))
+        return CellWeights(hard_gumbel_softmax(alphas, self.tau))
+
+
+class GdasMixedOp(MixedOp):
+    """A mixed op that runs only the candidate its (one-hot) weights select, scaled by that weight."""
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        index = int(weights.detach().argmax())
+        return self.candidate(index, x) * weights[index]
+
+
+register_op(MIXED_OP, GdasMixedOp)
+register_edge_weights(EDGE_WEIGHTS, GdasArchParams)
+
+
+class GdasBuilder(ModelDescBuilder):
+    """The DARTS supernet with `gdas_mixed_op` edges and GDAS edge weights; final and eval
+    networks (built from a template) are unchanged."""
+
+    def mixed_op(self, conf: ModelDescConf, conv: ConvMacroParams, stride: int) -> OpDesc:
+        op = super().mixed_op(conf, conv, stride)
+        op.name = MIXED_OP
+        return op
+
+    def build_with_nodes(self, conf: ModelDescConf, dataset_info: DatasetInfo, cell_nodes: CellNodes | None) -> ModelDesc:
+        desc = super().build_with_nodes(conf, dataset_info, cell_nodes)
+        if cell_nodes is None:
+            desc.edge_weights = EDGE_WEIGHTS
+        return desc
+
+
+def gdas_tau(conf: GdasConf, epoch: int, epochs: int) -> float:
+    """The temperature of `epoch` (0-based) out of `epochs`: tau_max at the first, tau_min at the last."""
+    return conf.tau_max - (conf.tau_max - conf.tau_min) * epoch / max(epochs - 1, 1)
+
+
+def check_gdas_conf(conf: GdasConf) -> None:
+    if not 0 < conf.tau_min <= conf.tau_max:
+        raise ConfigError(f"nas.search.gdas: need 0 < tau_min <= tau_max, got tau_min={conf.tau_min}, "
+                          f"tau_max={conf.tau_max}")
+
+
+class GumbelTemperature(HookBase):
+    """Sets the model's Gumbel-softmax temperature for the epoch and records it as `gdas_tau`."""
+
+    def __init__(self, conf: GdasConf):
+        check_gdas_conf(conf)
+        self.conf = conf
+
+    def before_epoch(self) -> None:
+        t = self.trainer
+        tau = gdas_tau(self.conf, t.epoch, t.conf.epochs)
+        t.base_model.arch.tau = tau
+        t.epoch_info["gdas_tau"] = tau
+
+
+class GdasTrainer(ArchTrainer):
+    """The ArchTrainer with first-order alpha steps and the annealed temperature."""
+
+    def __init__(self, conf, model: nn.Module, ctx: PhaseContext, *, gdas: GdasConf, **kwargs):
+        if conf.bilevel_order != BilevelOrder.first:
+            raise ConfigError(
+                f"nas.search.trainer.bilevel_order: gdas trains its architecture weights first order, got "
+                f"{conf.bilevel_order!r}; every forward draws another architecture, so an unrolled step would "
+                "compare different networks. Set it to first"
+            )
+        super().__init__(conf, model, ctx, **kwargs)
+        self.register_hooks([GumbelTemperature(gdas)])
+
+    def make_bilevel(self) -> BilevelOptimizer:
+        return BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn, BilevelOrder.first)
+
+
+class GdasFinalizers(Finalizers):
+    """Per node, the `max_final_edges` strongest (input, op) pairs other than `none`, strongest
+    first; ties go to the lower input, then the earlier op (the order GDAS's stable sort keeps)."""
+
+    def finalize_node(self, cell: CellDesc, index: int, node: NodeDesc, weights: Tensor) -> NodeDesc:
+        pairs: list[tuple[float, int, str]] = []
+        for i, (edge, row) in enumerate(zip(node.edges, weights)):
+            names = [c.name for c in edge.op_desc.children]
+            if len(names) != row.numel():
+                raise DescError(f"edge from {edge.input_ids}: {len(names)} candidates but {row.numel()} weights")
+            pairs += [(float(row[k]), i, name) for k, name in enumerate(names) if name != NONE_OP]
+        if not pairs:
+            raise DescError(f"cell {cell.id} node {index}: every candidate is {NONE_OP!r}; nothing to keep")
+        kept = sorted(pairs, key=lambda pair: -pair[0])[: self.max_final_edges]
+        return NodeDesc([self.finalize_edge(node.edges[i], name) for _, i, name in kept], node.conv_params)
+
+
+class GdasSearcher(Searcher):
+    def wrap_model(self, ctx: PhaseContext, model: nn.Module) -> nn.Module:
+        """Under DDP the candidates not sampled in a step have no gradient: DDP must be told."""
+        if ctx.run.world_size <= 1 or not dist.is_initialized():
+            return model
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+@register_algorithm("gdas")
+class GdasRunner(ExperimentRunner):
+    def model_desc_builder(self) -> ModelDescBuilder:
+        return GdasBuilder()
+
+    def trainer_class(self) -> Callable[..., ArchTrainer]:
+        return partial(GdasTrainer, gdas=self.conf.nas.search.gdas)
+
+    def finalizers(self) -> Finalizers:
+        search = self.conf.nas.search
+        if search.finalizer.type == "default":
+            return GdasFinalizers(search.finalizer, search.model_desc.max_final_edges)
+        return super().finalizers()
+
+    def searcher(self) -> Searcher:
+        return GdasSearcher(self.model_desc_builder(), self.trainer_class(), self.finalizers(), force=self.force)
