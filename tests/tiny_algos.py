@@ -1,0 +1,60 @@
+"""Shared by the algorithm tests: the bundled confs/<algo>.yaml shrunk to test size, and a search
+phase's parts (data, supernet, trainer) built through the algorithm's own runner hooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from archnas.config import ExperimentConf, find_config_file, load_config, parse_override_tokens
+from archnas.context import PhaseContext, RunContext
+from archnas.data import DataBundle
+from archnas.descs.model_desc import ModelDesc
+from archnas.model import Model
+from archnas.nas.arch_trainer import ArchTrainer
+from archnas.nas.runner import ExperimentRunner, runner_class
+from archnas.nas.searcher import load_data
+
+# 3 cells of 4 channels (8 for PC-DARTS, so that k=4 leaves 2 channels per candidate), 2 nodes,
+# a few hundred digits, one epoch per phase.
+TINY = [
+    "common.device=cpu", "common.tensorboard=false", "common.log_every_steps=0",
+    "dataset.limit_train=160", "dataset.limit_test=80",
+    "nas.search.model_desc.n_cells=3", "nas.search.model_desc.n_nodes=2",
+    "nas.search.model_desc.model_stems.init_node_ch=4", "nas.search.loader.train_batch=40",
+    "nas.search.trainer.epochs=1",
+    "nas.eval.model_desc.n_cells=3", "nas.eval.model_desc.model_stems.init_node_ch=4",
+    "nas.eval.loader.train_batch=40", "nas.eval.trainer.epochs=1",
+    "nas.search.random.n_archs=2", "nas.search.pc_darts.arch_warmup_epochs=0",
+]
+
+
+def tiny_conf(algo: str, *overrides: str) -> ExperimentConf:
+    parsed, rest = parse_override_tokens([*TINY, *overrides], set())
+    assert not rest, rest
+    return load_config([find_config_file(algo)], parsed)
+
+
+@dataclass
+class SearchParts:
+    conf: ExperimentConf
+    runner: ExperimentRunner
+    ctx: PhaseContext
+    data: DataBundle
+    desc: ModelDesc
+    model: Model
+    trainer: ArchTrainer
+
+
+def search_parts(algo: str, folder: Path, *overrides: str) -> SearchParts:
+    """What the algorithm's Searcher would build for its search phase, before `fit`."""
+    conf = tiny_conf(algo, f"common.results_dir={folder}", *overrides)
+    run = RunContext.create(conf, folder / "exp", [])
+    runner = runner_class(algo)(run)
+    ctx = run.phase("search", conf.nas.search)
+    data = load_data(ctx, conf.nas.search.loader)
+    desc = runner.model_desc_builder().build(conf.nas.search.model_desc, data.info)
+    model = Model(desc, droppath=False, affine=False)
+    trainer = runner.trainer_class()(conf.nas.search.trainer, model, ctx, val_stream=data.loader("val", training=True),
+                                     fingerprint=desc.fingerprint())
+    return SearchParts(conf, runner, ctx, data, desc, model, trainer)
