@@ -86,7 +86,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
     overrides, rest = parse_override_tokens(list(argv), known)
     args = parser.parse_args(rest)
     args.config = [part for item in args.config for part in item.split(",") if part]
-    if not args.config:
+    if not args.config and not getattr(args, "algos", None):  # --algos brings confs/<algo>.yaml
         parser.error("no config given; use --config FILE (for example --config confs/darts.yaml)")
     args.overrides = overrides
     return args

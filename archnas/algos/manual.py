@@ -10,6 +10,8 @@ from archnas.nas.runner import ExperimentResult, ExperimentRunner, register_algo
 
 @register_algorithm("manual")
 class ManualRunner(ExperimentRunner):
+    searches = False
+
     def run(self, search: bool = True, eval: bool = True) -> ExperimentResult:
         if not self.conf.nas.eval.final_desc:
             raise ConfigError("manual: set nas.eval.final_desc to a desc file, a genotype string or a named "

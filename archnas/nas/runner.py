@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import signal
+import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from archnas.config import ExperimentConf, load_config
 from archnas.context import PhaseContext, RunContext
@@ -27,13 +31,16 @@ from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError
 from archnas.nas.arch_trainer import ArchTrainer
-from archnas.nas.evaluater import Evaluater
+from archnas.nas.evaluater import METRICS_FILE, Evaluater
 from archnas.nas.finalizers import Finalizers, build_finalizers
 from archnas.nas.searcher import RESULT_FILE, Searcher, SearchResult, check_completed
+from archnas.training.signals import RunInterrupted
 from archnas.utils import atomic
 from archnas.utils.memory import PeakMemory
 
 _ALGORITHMS: dict[str, type["ExperimentRunner"]] = {}
+PEAK_MEMORY_FILE = "peak_memory.json"
+T = TypeVar("T")
 
 
 def register_algorithm(name: str) -> Callable[[type["ExperimentRunner"]], type["ExperimentRunner"]]:
@@ -70,6 +77,7 @@ class ExperimentResult:
 
 class ExperimentRunner:
     algorithm = "base"
+    searches = True  # False: the algorithm has no search phase (manual)
 
     def __init__(self, ctx: RunContext, force: bool = False):
         self.ctx = ctx
@@ -118,21 +126,19 @@ class ExperimentRunner:
     def run_search(self) -> tuple[SearchResult, dict[str, Any]]:
         ctx = self.phase("search", self.conf.nas.search)
         try:
-            with PeakMemory(ctx.device) as mem:
-                found = self.searcher().search(ctx, self.phase)
+            found, peak = measure_phase(ctx, ctx.dir / RESULT_FILE, lambda: self.searcher().search(ctx, self.phase))
         finally:
             ctx.close()
         return found, {**found.metrics, "genotype": found.genotype, "final_desc": str(found.final_desc_path),
-                       "peak_memory": mem.peak_bytes}
+                       "peak_memory": peak}
 
     def run_eval(self, searched: Optional[ModelDesc]) -> dict[str, Any]:
         ctx = self.phase("eval", self.conf.nas.eval)
         try:
-            with PeakMemory(ctx.device) as mem:
-                metrics = self.evaluater().evaluate(ctx, searched).metrics
+            result, peak = measure_phase(ctx, ctx.dir / METRICS_FILE, lambda: self.evaluater().evaluate(ctx, searched))
         finally:
             ctx.close()
-        return {**{k: v for k, v in metrics.items() if k != "config"}, "peak_memory": mem.peak_bytes}
+        return {**{k: v for k, v in result.metrics.items() if k != "config"}, "peak_memory": peak}
 
     def finished_search(self) -> ModelDesc:
         """With --no-search and no nas.eval.final_desc: the result of an earlier search here."""
@@ -146,6 +152,34 @@ class ExperimentRunner:
         ctx = PhaseContext(run=self.ctx, name="search", conf=self.conf.nas.search, dir=folder, log=self.ctx.log)
         done = check_completed(ctx, marker, self.force)
         return Searcher.load_result(folder, done).final_desc
+
+
+def measure_phase(ctx: PhaseContext, marker: Path, work: Callable[[], T]) -> tuple[T, Optional[int]]:
+    """`work()` and the peak memory of the phase that did it.
+
+    A rerun skips a finished phase; its peak is then that of the run that did the work, kept in
+    the phase folder's peak_memory.json. The phase did work exactly when its completion marker
+    changed (every finished phase writes its marker last, with its own timings).
+    """
+    before = _read_bytes(marker)
+    with PeakMemory(ctx.device) as mem:
+        out = work()
+    record = ctx.dir / PEAK_MEMORY_FILE
+    if _read_bytes(marker) != before:
+        if ctx.run.is_main:
+            atomic.write_json(record, {"peak_memory": mem.peak_bytes, "device": str(ctx.device)})
+        return out, mem.peak_bytes
+    try:
+        return out, json.loads(record.read_text())["peak_memory"]
+    except (OSError, ValueError, KeyError):
+        return out, None  # finished by a version that did not record it
+
+
+def _read_bytes(path: Path) -> Optional[bytes]:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -189,9 +223,8 @@ def report(ctx: RunContext, result: ExperimentResult) -> None:
 
 def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
     if args.algos:
-        run_algorithms(args, argv)
-    else:
-        run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force)
+        return run_algorithms(args)
+    run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force)
     return 0
 
 
@@ -204,28 +237,68 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def run_algorithms(args, argv: Sequence[str]) -> list[ExperimentResult]:
-    """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs, into
-    results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv."""
+def run_algorithms(args) -> int:
+    """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs and overrides,
+    into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv.
+
+    Every phase runs in a process of its own (`archnas --config confs/<algo>.yaml ... --exp-name
+    <exp>/<algo> --no-eval`, then `--no-search`): memory a process has freed stays in its resident
+    set, so only a fresh process measures one phase's peak memory on CPU. Signals are passed on
+    to the running phase, which checkpoints; the sequence stops at the first phase that fails or
+    is interrupted, and rerunning the command skips what finished and resumes the rest. Returns
+    the exit code.
+    """
     from archnas.cli import default_experiment_name
     from archnas.config import find_config_file
 
     names = [a.strip() for a in args.algos.split(",") if a.strip()]
-    for name in names:
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"--algos {args.algos!r}: give distinct algorithm names separated by commas")
+    confs = {}
+    for name in names:  # refuse a bad name, file or override before anything runs
         runner_class(name)
-    base = args.exp_name or (default_experiment_name(args.config) if args.config else "compare")
+        confs[name] = load_config([find_config_file(name), *args.config], args.overrides)
+    first = confs[names[0]]
+    root = args.exp_name or first.common.experiment_name or (default_experiment_name(args.config) if args.config else "compare")
     results = []
     for name in names:
-        files = [str(find_config_file(name)), *args.config]
-        conf = load_config(files, args.overrides)
-        conf.nas.algo = name
-        root = conf.common.experiment_name or base
-        conf.common.experiment_name = f"{root}/{name}"
-        results.append(run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force))
-    summary_dir = Path(conf.common.results_dir).expanduser() / root
+        exp_dir = Path(confs[name].common.results_dir).expanduser() / root / name
+        result = ExperimentResult(name, exp_dir)
+        phases = [("search", "--no-eval")] if runner_class(name).searches and not args.no_search else []
+        phases += [] if args.no_eval else [("eval", "--no-search")]
+        for phase, flag in phases:
+            command = [sys.executable, "-m", "archnas", *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
+                       "--exp-name", f"{root}/{name}", flag, *(["--force"] if args.force else []),
+                       *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]
+            code = _run_child(command)
+            if code > 128:
+                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal after saving its "
+                                                 f"checkpoint; the algorithms before it are finished")
+            if code:
+                sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
+                return code
+            setattr(result, phase, json.loads((exp_dir / "result.json").read_text())[phase])
+        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval})
+        results.append(result)
+    summary_dir = Path(first.common.results_dir).expanduser() / root
     write_summary(summary_dir, results)
     sys.stdout.write((summary_dir / "summary.md").read_text())
-    return results
+    return 0
+
+
+def _run_child(command: list[str]) -> int:
+    """Run `command` in its own process group, passing SIGINT/SIGTERM to it exactly once each
+    (a Ctrl-C from the terminal reaches this process only), and return its exit code."""
+    child = subprocess.Popen(command, process_group=0)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda signum, frame: child.send_signal(signum))
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def summary_rows(results: Sequence[ExperimentResult]) -> list[dict[str, Any]]:

@@ -1,0 +1,174 @@
+"""Every algorithm end to end on tiny settings, manual evaluation, and `--algos` with its summary:
+one process per phase, peak memory kept across reruns, signals passed on, bad lists refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from archnas.cli import main
+from archnas.config import find_config_file
+from archnas.descs.desc_io import load_desc
+from archnas.descs.genotypes import parse_genotype
+from archnas.nas.runner import PEAK_MEMORY_FILE, ExperimentResult, write_summary
+from tiny_algos import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run(tmp: Path, algo: str, exp: str, *extra: str) -> int:
+    return main(["--config", str(find_config_file(algo)), "--exp-name", exp, f"common.results_dir={tmp}", *TINY, *extra])
+
+
+@pytest.mark.parametrize("algo", ["gdas", "pc_darts", "random"])
+def test_search_then_eval(tmp_path, algo):
+    assert run(tmp_path, algo, algo) == 0
+    exp = tmp_path / algo
+    result = json.loads((exp / "result.json").read_text())
+    assert result["algorithm"] == algo
+    assert 0.0 <= result["eval"]["test_top1"] <= 1.0 and result["eval"]["params"] > 0
+    assert result["search"]["peak_memory"] > 0 and result["eval"]["peak_memory"] > 0
+    # the final desc is an ordinary cell at full channels, whatever the supernet looked like
+    final = load_desc(exp / "search" / "final_model_desc.yaml")
+    for cell in final.cells:
+        ch = cell.nodes[0].conv_params.ch_out
+        assert all(not e.op_desc.children and e.op_desc.params["conv"].ch_out == ch for e in cell.edges())
+    parse_genotype((exp / "search" / "genotype.txt").read_text())
+    if algo != "random":
+        supernet = load_desc(exp / "search" / "full_model_desc.yaml")
+        assert supernet.edge_weights == algo
+        record = json.loads((exp / "search" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert "arch_val_loss" in record
+        assert ("gdas_tau" if algo == "gdas" else "edge_weights") in record
+    else:
+        assert len(result["search"]["candidates"]) == 2
+
+
+def test_manual_evaluates_a_named_genotype_a_genotype_string_or_a_desc_file(tmp_path, capsys):
+    assert run(tmp_path, "manual", "named") == 0
+    result = json.loads((tmp_path / "named" / "result.json").read_text())
+    assert result["search"] == {} and 0.0 <= result["eval"]["test_top1"] <= 1.0
+    assert not (tmp_path / "named" / "search").exists()
+    cells = load_desc(tmp_path / "named" / "eval" / "full_model_desc.yaml").cells
+    assert [(e.op_desc.name, e.input_ids[0]) for e in cells[0].edges()][:2] == [("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]
+
+    genotype = "Genotype(normal=[('skip_connect', 0), ('sep_conv_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0)], " \
+               "normal_concat=[2, 3], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), " \
+               "('avg_pool_3x3', 0)], reduce_concat=[2, 3])"
+    assert run(tmp_path, "manual", "string", f"nas.eval.final_desc={genotype}") == 0
+    desc_file = tmp_path / "string" / "eval" / "full_model_desc.yaml"
+    assert run(tmp_path, "manual", "file", f"nas.eval.final_desc={desc_file}") == 0
+    for exp in ("string", "file"):
+        cells = load_desc(tmp_path / exp / "eval" / "full_model_desc.yaml").cells
+        assert [(e.op_desc.name, e.input_ids[0]) for e in cells[0].edges()] == list(parse_genotype(genotype).normal)
+
+    assert run(tmp_path, "manual", "none", "nas.eval.final_desc=null") == 2
+    assert "nas.eval.final_desc" in capsys.readouterr().err
+
+
+def test_a_rerun_reports_the_peak_memory_of_the_run_that_did_the_work(tmp_path):
+    assert run(tmp_path, "gdas", "g") == 0
+    first = json.loads((tmp_path / "g" / "result.json").read_text())
+    recorded = json.loads((tmp_path / "g" / "search" / PEAK_MEMORY_FILE).read_text())["peak_memory"]
+    assert recorded == first["search"]["peak_memory"]
+    # fake a larger recorded peak: a rerun that skips both phases must report it, not measure the skip
+    (tmp_path / "g" / "search" / PEAK_MEMORY_FILE).write_text(json.dumps({"peak_memory": 123 << 30}))
+    assert run(tmp_path, "gdas", "g") == 0
+    second = json.loads((tmp_path / "g" / "result.json").read_text())
+    assert second["search"]["peak_memory"] == 123 << 30
+    assert second["eval"]["peak_memory"] == first["eval"]["peak_memory"]
+    assert second["eval"]["test_top1"] == first["eval"]["test_top1"]
+
+
+def test_summary_table_and_csv(tmp_path):
+    results = [
+        ExperimentResult("darts", tmp_path, {"search_time": 61.4, "peak_memory": 700 << 20, "genotype": "G1"},
+                         {"test_top1": 0.9512, "params_without_aux": 12345, "macs": 678901, "train_time": 30.2,
+                          "peak_memory": 300 << 20}),
+        ExperimentResult("manual", tmp_path, {}, {"test_top1": 0.5, "params_without_aux": 10, "macs": 20, "train_time": 1.0,
+                                                  "peak_memory": None}),
+    ]
+    write_summary(tmp_path, results)
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    assert lines[0] == "| algorithm | test top-1 | params | MACs | search s | eval s | search peak MB | eval peak MB |"
+    assert lines[2] == "| darts | 95.12% | 12,345 | 678,901 | 61 | 30 | 700 | 300 |"
+    assert lines[3] == "| manual | 50.00% | 10 | 20 | - | 1 | - | - |"
+    assert "- darts: `G1`" in lines
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert rows[0]["algorithm"] == "darts" and float(rows[0]["test_top1"]) == 0.9512 and rows[0]["search_peak_mb"] == "700"
+    assert rows[1]["search_time"] == "" and rows[1]["genotype"] == ""
+
+
+def test_algos_refuses_unknown_or_repeated_names_before_running(tmp_path, capsys):
+    for algos in ("gdas,nope", "gdas,gdas", ","):
+        assert main(["--algos", algos, f"common.results_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown algorithm 'nope'" in err and "distinct algorithm names" in err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def algos_command(tmp: Path, algos: str, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / "main.py"), "--algos", algos, "--exp-name", "cmp",
+            f"common.results_dir={tmp}", *TINY, *extra]
+
+
+def test_algos_runs_each_phase_in_its_own_process_and_writes_the_summary(tmp_path):
+    out = subprocess.run(algos_command(tmp_path, "pc_darts,manual"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = tmp_path / "cmp"
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
+    assert [r["algorithm"] for r in rows] == ["pc_darts", "manual"]
+    for row in rows:
+        result = json.loads((folder / row["algorithm"] / "result.json").read_text())
+        assert float(row["test_top1"]) == result["eval"]["test_top1"]
+        assert int(row["params"]) == result["eval"]["params_without_aux"] and int(row["macs"]) == result["eval"]["macs"]
+        assert int(row["eval_peak_mb"]) == round(result["eval"]["peak_memory"] / 2**20)
+    pc = json.loads((folder / "pc_darts" / "result.json").read_text())
+    assert float(rows[0]["search_time"]) == pc["search"]["search_time"] and rows[0]["genotype"] == pc["search"]["genotype"]
+    assert rows[1]["search_time"] == "" and not (folder / "manual" / "search").exists()
+    # one process per phase: each phase folder records its own command
+    for phase, flag in (("search", "--no-eval"), ("eval", "--no-search")):
+        command = json.loads((folder / "pc_darts" / phase / "run.json").read_text())["command"]
+        assert flag in command and "cmp/pc_darts" in command
+    assert "| pc_darts |" in out.stdout and "| manual |" in out.stdout
+
+
+@pytest.mark.slow
+def test_algos_all_four_and_darts_then_a_rerun_skips_everything(tmp_path):
+    command = algos_command(tmp_path, "darts,gdas,pc_darts,random,manual")
+    first = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = (tmp_path / "cmp" / "summary.md").read_text()
+    assert all(f"| {a} |" in summary for a in ("darts", "gdas", "pc_darts", "random", "manual"))
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("already finished") >= 9  # 4 searches and 5 evals skipped
+    assert (tmp_path / "cmp" / "summary.md").read_text() == summary
+
+
+@pytest.mark.slow
+def test_algos_passes_a_signal_to_the_running_phase_which_checkpoints(tmp_path):
+    command = algos_command(tmp_path, "gdas", "nas.search.trainer.epochs=40", "common.checkpoint.every_steps=1")
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    search = tmp_path / "cmp" / "gdas" / "search"
+    deadline = time.monotonic() + 300
+    while not (search / "checkpoint_last.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "resume with" in err and "gdas search was stopped" in err
+    done = subprocess.run(command[:-2] + ["nas.search.trainer.epochs=2", "common.checkpoint.every_steps=1"], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stdout and (tmp_path / "cmp" / "summary.md").is_file()
