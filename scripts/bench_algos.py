@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""Peak memory and step time of the search step of DARTS, PC-DARTS and GDAS at the DARTS search shape.
+
+Each variant builds its supernet and trainer through its algorithm's own runner hooks (builder,
+trainer class) from confs/<algo>.yaml, at the shape of the DARTS CIFAR-10 search: batch 64 of
+3x32x32 images, 8 cells, 16 initial channels, 4 nodes, the 8 DARTS primitives. It then takes
+`--steps` full search steps (`ArchTrainer.run_step`: the architecture step on a val batch, then
+the weight step on a train batch) on random images. PC-DARTS uses batch 256 in its paper; here
+every variant uses the same batch so the comparison is of the algorithms, not the batch.
+
+    darts          DARTS as confs/darts.yaml searches: second-order (unrolled) architecture step
+    darts_first    DARTS with a first-order architecture step, the step the other two take
+    pc_darts       partial channels (k from confs/pc_darts.yaml, 4) and edge normalization
+    gdas           one Gumbel-sampled op per edge
+
+Every variant runs in a fresh process, because memory a process frees stays in its resident set:
+only a new process measures one variant's peak. Reported per variant: the resident set after
+building everything (idle), the process's peak resident set (`ru_maxrss`, which includes spikes
+too short for a sampler), their difference (what the search steps need), and the median step
+time; then ratios against darts and darts_first, all from the same run. Variants run in
+interleaved rounds (`--rounds`), so a machine shared with other work slows all of them alike.
+
+    python scripts/bench_algos.py                       # a few minutes on 2 cores
+    python scripts/bench_algos.py --rounds 2 --json benchmarks/out/bench_algos.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from archnas.config import find_config_file, load_config, parse_override_tokens  # noqa: E402
+from archnas.context import RunContext  # noqa: E402
+from archnas.descs.dataset_info import DatasetInfo  # noqa: E402
+from archnas.model import Model  # noqa: E402
+from archnas.nas.runner import runner_class  # noqa: E402
+from archnas.utils import atomic  # noqa: E402
+from archnas.utils.memory import current_rss  # noqa: E402
+
+VARIANTS = {
+    "darts": ("darts", []),
+    "darts_first": ("darts", ["nas.search.trainer.bilevel_order=first"]),
+    "pc_darts": ("pc_darts", ["nas.search.pc_darts.arch_warmup_epochs=0"]),
+    "gdas": ("gdas", []),
+}
+MB = 2**20
+
+
+class RandomBatches:
+    """A val stream of fixed random batches: what ArchTrainer reads from, without a dataset."""
+
+    def __init__(self, batch: int, shape: tuple[int, int, int], n_classes: int):
+        self.batch = (torch.randn(batch, *shape), torch.randint(0, n_classes, (batch,)))
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def worker(variant: str, args: argparse.Namespace) -> dict:
+    """One variant in this (fresh) process: build, step, measure."""
+    torch.set_num_threads(args.threads)
+    algo, extra = VARIANTS[variant]
+    tokens = [
+        "common.device=cpu", "common.tensorboard=false", "common.log_level=WARNING", "common.checkpoint.enabled=false",
+        f"nas.search.model_desc.n_cells={args.cells}", f"nas.search.model_desc.n_nodes={args.nodes}",
+        f"nas.search.model_desc.model_stems.init_node_ch={args.channels}", *extra,
+    ]
+    overrides, _ = parse_override_tokens(tokens, set())
+    conf = load_config([find_config_file(algo)], overrides)
+    info = DatasetInfo(10, 3, (args.size, args.size))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunContext.create(conf, Path(tmp), [])
+        runner = runner_class(algo)(run)
+        ctx = run.phase("search", conf.nas.search)
+        desc = runner.model_desc_builder().build(conf.nas.search.model_desc, info)
+        model = Model(desc, droppath=False, affine=False)
+        val = RandomBatches(args.batch, (3, args.size, args.size), 10)
+        trainer = runner.trainer_class()(conf.nas.search.trainer, model, ctx, val_stream=val, fingerprint=desc.fingerprint())
+        train = RandomBatches(args.batch, (3, args.size, args.size), 10).next()
+        idle = current_rss()
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            trainer.run_step(train)
+            times.append(time.perf_counter() - start)
+        ctx.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    return {
+        "variant": variant, "weights": sum(p.numel() for p in model.weights()),
+        "arch_params": sum(p.numel() for p in model.arch_params()),
+        "idle_rss": idle, "peak_rss": peak, "step_rss": peak - idle, "step_times": times,
+    }
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps), "--batch", str(args.batch),
+               "--size", str(args.size), "--cells", str(args.cells), "--nodes", str(args.nodes),
+               "--channels", str(args.channels), "--threads", str(args.threads)]
+    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    if out.returncode:
+        raise SystemExit(f"{variant} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are reported")
+    parser.add_argument("--steps", type=int, default=2, help="search steps per variant and round (the first allocates)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32, help="image side")
+    parser.add_argument("--cells", type=int, default=8)
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=16, help="initial node channels")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (one: a busy 2-core box measures contention otherwise)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument("--worker", metavar="VARIANT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args)))
+        return
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    print(f"search step at batch {args.batch}, {args.size}x{args.size}x3, {args.cells} cells, C={args.channels}, "
+          f"{args.nodes} nodes; {args.steps} steps per variant, {args.rounds} round(s), {args.threads} thread(s)")
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for r in range(args.rounds):
+        for v in variants:
+            res = run_variant(v, args)
+            runs[v].append(res)
+            print(f"  round {r + 1} {v}: peak {res['peak_rss'] / MB:.0f} MB, steps {[round(t, 2) for t in res['step_times']]} s",
+                  flush=True)
+
+    summary = {}
+    for v, results in runs.items():
+        summary[v] = {
+            "weights": results[0]["weights"], "arch_params": results[0]["arch_params"],
+            "idle_mb": statistics.median(r["idle_rss"] for r in results) / MB,
+            "peak_mb": statistics.median(r["peak_rss"] for r in results) / MB,
+            "step_mb": statistics.median(r["step_rss"] for r in results) / MB,
+            # the first step allocates; the steady step time is the median of the later ones
+            "step_s": statistics.median(t for r in results for t in (r["step_times"][1:] or r["step_times"])),
+        }
+    print(f"\n{'variant':<12} {'weights':>10} {'idle MB':>8} {'peak MB':>8} {'step MB':>8} {'step s':>8}")
+    for v, s in summary.items():
+        print(f"{v:<12} {s['weights']:>10,} {s['idle_mb']:>8.0f} {s['peak_mb']:>8.0f} {s['step_mb']:>8.0f} {s['step_s']:>8.2f}")
+    for base in ("darts", "darts_first"):
+        if base not in summary:
+            continue
+        print(f"\nratios to {base} (peak RSS, step memory above idle, step time):")
+        for v, s in summary.items():
+            if v != base:
+                b = summary[base]
+                print(f"  {v:<12} peak {s['peak_mb'] / b['peak_mb']:.2f}x, step memory {s['step_mb'] / b['step_mb']:.2f}x, "
+                      f"time {s['step_s'] / b['step_s']:.2f}x")
+    if args.json:
+        atomic.write_json(args.json, {
+            "args": {k: v for k, v in vars(args).items() if k not in ("json", "worker")},
+            "host": platform.node(), "torch": torch.__version__, "runs": runs, "summary": summary,
+        })
+
+
+if __name__ == "__main__":
+    main()
