@@ -23,6 +23,7 @@ import torch
 
 import archnas
 from archnas.config import ExperimentConf, config_to_yaml
+from archnas.errors import ConfigError
 from archnas.utils import atomic
 from archnas.utils.device import resolve_device, set_deterministic
 from archnas.utils.seeding import phase_seed, seed_everything
@@ -74,6 +75,10 @@ class RunContext:
     def create(cls, conf: ExperimentConf, exp_dir: Path, argv: list[str], rank: int = 0, world_size: int = 1,
                device: torch.device | None = None) -> "RunContext":
         set_deterministic(conf.common.deterministic)
+        if conf.common.num_threads < 0:
+            raise ConfigError(f"common.num_threads: {conf.common.num_threads} is negative (0 means torch's default)")
+        if conf.common.num_threads:
+            torch.set_num_threads(conf.common.num_threads)
         log = _make_logger(f"archnas.{exp_dir.resolve()}.r{rank}", conf.common.log_level, console=rank == 0)
         return cls(conf, exp_dir, device or resolve_device(conf.common.device), log, argv, rank, world_size)
 
