@@ -173,3 +173,25 @@ def test_killed_main_job_resumes_bit_identical(tmp_path, phase):
     assert run["metrics"] == ref["metrics"], where
     assert ref["weights"].keys() == run["weights"].keys()
     assert all(torch.equal(ref["weights"][k], run["weights"][k]) for k in ref["weights"]), where
+
+
+def test_search_combinations_keep_the_best_and_resume(tmp_path, capsys):
+    sweep = ["nas.search.combinations.enabled=true", "nas.search.combinations.n_nodes=[1, 2]",
+             "nas.search.trainer.epochs=1", "nas.eval.trainer.epochs=1"]
+    assert run_main(tmp_path, "--no-eval", *sweep) == 0
+    search = tmp_path / "tiny" / "search"
+    rows = json.loads((search / "combinations.json").read_text())
+    assert [(r["n_cells"], r["n_nodes"]) for r in rows] == [(3, 1), (3, 2)]
+    best = max(rows, key=lambda r: r["best_val_top1"])
+    final = load_desc(search / "final_model_desc.yaml")
+    assert len(final.cells[0].nodes) == best["n_nodes"]
+    # an interrupted sweep resumes: a finished combination is not searched again
+    (search / "search_result.json").unlink()
+    (search / "combos" / "r2_c3_n2" / "search_result.json").unlink()
+    stamp = (search / "combos" / "r2_c3_n1" / "final_model_desc.yaml").stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_main(tmp_path, "--no-eval", *sweep) == 0
+    out = capsys.readouterr().out
+    assert out.count("search already finished") == 1
+    assert (search / "combos" / "r2_c3_n1" / "final_model_desc.yaml").stat().st_mtime_ns == stamp
+    assert json.loads((search / "combinations.json").read_text()) == rows

@@ -33,6 +33,7 @@ from archnas.errors import ConfigError
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.evaluater import METRICS_FILE, Evaluater
 from archnas.nas.finalizers import Finalizers, build_finalizers
+from archnas.nas.search_combinations import SearchCombinations
 from archnas.nas.searcher import RESULT_FILE, Searcher, SearchResult, check_completed
 from archnas.training.signals import RunInterrupted
 from archnas.utils import atomic
@@ -126,11 +127,17 @@ class ExperimentRunner:
     def run_search(self) -> tuple[SearchResult, dict[str, Any]]:
         ctx = self.phase("search", self.conf.nas.search)
         try:
-            found, peak = measure_phase(ctx, ctx.dir / RESULT_FILE, lambda: self.searcher().search(ctx, self.phase))
+            found, peak = measure_phase(ctx, ctx.dir / RESULT_FILE, lambda: self.search(ctx))
         finally:
             ctx.close()
         return found, {**found.metrics, "genotype": found.genotype, "final_desc": str(found.final_desc_path),
                        "peak_memory": peak}
+
+    def search(self, ctx: PhaseContext) -> SearchResult:
+        """One search, or one per macro combination when `nas.search.combinations.enabled`."""
+        if self.conf.nas.search.combinations.enabled:
+            return SearchCombinations(self.searcher()).search(ctx)
+        return self.searcher().search(ctx, self.phase)
 
     def run_eval(self, searched: Optional[ModelDesc]) -> dict[str, Any]:
         ctx = self.phase("eval", self.conf.nas.eval)
