@@ -4,13 +4,17 @@ gradients reaching the alphas through the real trainer, and GDAS's genotype rule
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from archnas.algos.gdas import GdasFinalizers, GdasMixedOp, gdas_tau, hard_gumbel_softmax
+from archnas.algos.gdas import GdasFinalizers, GdasMixedOp, GdasRunner, gdas_tau, hard_gumbel_softmax
 from archnas.config.schema import FinalizerConf, GdasConf, ModelDescConf, ModelStemsConf
+from archnas.context import RunContext
 from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.genotypes import desc_to_genotype
@@ -18,7 +22,8 @@ from archnas.descs.model_desc import CellType
 from archnas.errors import ConfigError
 from archnas.model import Model
 from archnas.ops.mixed_op import MixedOp
-from tiny_algos import search_parts
+from archnas.training.checkpoint import read_checkpoint
+from tiny_algos import search_parts, tiny_conf
 
 
 def test_sample_is_one_hot_and_its_gradient_is_the_tempered_softmax():
@@ -159,3 +164,23 @@ def test_finalizer_ranks_input_op_pairs_as_gdas_does():
     genotype = desc_to_genotype(GdasFinalizers(FinalizerConf(), 2).finalize_desc(desc, weights))
     assert genotype.normal == (("sep_conv_3x3", 1), ("skip_connect", 1), ("skip_connect", 2), ("max_pool_3x3", 1))
     assert genotype.reduce == genotype.normal
+
+
+def ddp_worker(rank: int, root: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    conf = tiny_conf("gdas", f"common.results_dir={root}", "nas.search.trainer.epochs=2")
+    run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
+    ctx = run.phase("search", conf.nas.search)
+    found = GdasRunner(run).searcher().search(ctx, run.phase)
+    torch.save({"genotype": found.genotype, "epochs": found.metrics["epochs"]}, f"{root}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_search_with_unsampled_candidates(tmp_path):
+    """Most candidates get no gradient in a GDAS step; DDP must be told, or its next step fails."""
+    mp.spawn(ddp_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert r0 == r1 and r0["epochs"] == 2 and r0["genotype"]
+    ckpt = read_checkpoint(tmp_path / "exp" / "search" / "checkpoint_last.pt")
+    assert ckpt["state"]["trainer"]["global_step"] == 4  # 2 epochs of 2 steps (80 train images, 20 per rank and step)

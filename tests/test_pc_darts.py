@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archnas.algos.pc_darts import PcDartsBuilder, PcDartsFinalizers, PcMixedOp, channel_shuffle
+from archnas.algos.pc_darts import PcDartsBuilder, PcDartsFinalizers, PcDartsRandomFinalizers, PcMixedOp, channel_shuffle
 from archnas.config.schema import FinalizerConf, FinalizerRank, ModelDescConf, ModelStemsConf
 from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.dataset_info import DatasetInfo
@@ -138,6 +138,16 @@ def test_finalizer_ranks_by_op_weight_times_edge_weight():
     assert genotype.normal == (("sep_conv_3x3", 0), ("skip_connect", 1), ("max_pool_3x3", 0), ("skip_connect", 2))
     with pytest.raises(ConfigError, match="rank"):
         PcDartsFinalizers(FinalizerConf(rank=FinalizerRank.raw), 2)
+
+
+def test_the_random_baseline_on_a_pc_darts_supernet_gives_full_channel_cells():
+    desc = PcDartsBuilder(4).build(macro(), INFO)
+    final = PcDartsRandomFinalizers(FinalizerConf(type="random"), 2, seed=3).finalize_desc(desc)
+    plain = ModelDescBuilder().build(macro(), INFO)
+    assert final == PcDartsRandomFinalizers(FinalizerConf(type="random"), 2, seed=3).finalize_desc(plain)
+    for cell in final.cells:
+        ch = cell.nodes[0].conv_params.ch_out
+        assert all(e.op_desc.conv == ConvMacroParams(ch, ch) and not e.op_desc.children for e in cell.edges())
 
 
 def test_alphas_and_betas_get_gradients_after_one_trainer_step(tmp_path):
