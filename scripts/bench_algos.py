@@ -77,10 +77,9 @@ class RandomBatches:
 
 def worker(variant: str, args: argparse.Namespace) -> dict:
     """One variant in this (fresh) process: build, step, measure."""
-    torch.set_num_threads(args.threads)
     algo, extra = VARIANTS[variant]
     tokens = [
-        "common.device=cpu", "common.tensorboard=false", "common.log_level=WARNING", "common.checkpoint.enabled=false",
+        f"common.num_threads={args.threads}", "common.device=cpu", "common.tensorboard=false", "common.log_level=WARNING", "common.checkpoint.enabled=false",
         f"nas.search.model_desc.n_cells={args.cells}", f"nas.search.model_desc.n_nodes={args.nodes}",
         f"nas.search.model_desc.model_stems.init_node_ch={args.channels}", *extra,
     ]
