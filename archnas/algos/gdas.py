@@ -6,9 +6,10 @@ its saving in time and memory comes from. How it maps onto the shared machinery:
 
 - Edge weights (`GdasArchParams`, edge-weights strategy `gdas`): per edge, with Gumbel noise g,
   p = softmax((log_softmax(alpha) + g) / tau); the forward value is one_hot(argmax p) and the
-  gradient is that of p (straight-through: one_hot - p.detach() + p), as in the GDAS code. In
-  eval mode (the search phase's validation) the weights are one_hot(argmax alpha): validation
-  then measures the architecture GDAS currently prefers instead of a random draw.
+  gradient is that of p (straight-through: one_hot - p.detach() + p), as in the GDAS code. Eval
+  mode samples too, as the GDAS code does: the search phase's val accuracy is that of networks
+  drawn from the current distribution. (Its mode would be no better a measure: before the alphas
+  settle, the argmax of many edges is `none`, which no final cell keeps.)
 - Only the sampled op runs (`GdasMixedOp`, op `gdas_mixed_op`, put on every edge by
   `GdasBuilder`): the edge outputs candidate(k) * w[k] for the sampled k, so alpha still gets its
   gradient through w[k] (w[k] is 1 in value; the other candidates' terms are omitted, as in the
@@ -75,7 +76,7 @@ def hard_gumbel_softmax(alphas: Tensor, tau: float) -> Tensor:
 
 
 class GdasArchParams(ArchParams):
-    """DARTS's alphas, turned into one hard sample per edge and forward (argmax in eval mode).
+    """DARTS's alphas, turned into one hard sample per edge and forward.
 
     `tau` is set by the `GumbelTemperature` hook before every epoch; until then it is tau_max.
     """
@@ -85,10 +86,7 @@ class GdasArchParams(ArchParams):
         self.tau = GdasConf().tau_max
 
     def cell_weights(self, cell_type: CellType) -> CellWeights:
-        alphas = self.alphas[str(cell_type)]
-        if not self.training:
-            return CellWeights(F.one_hot(alphas.detach().argmax(-1), alphas.shape[-1]).to(alphas.dtype))
-        return CellWeights(hard_gumbel_softmax(alphas, self.tau))
+        return CellWeights(hard_gumbel_softmax(self.alphas[str(cell_type)], self.tau))
 
 
 class GdasMixedOp(MixedOp):
