@@ -1,7 +1,9 @@
 """A cell: two stems preprocess its inputs, each node sums its edges, the post-op merges nodes.
 
-The forward is deliberately small so an alternative (a fused search cell) can override it and
-read the same modules: `stems[k]`, `dag[node][edge].op`, `post_op`.
+The forward is deliberately small so an alternative can override it and read the same modules:
+`stems[k]`, `dag[node][edge].op`, `post_op`. A DARTS search cell (plain mixed ops on every edge)
+runs the fused forward of `archnas.model.fused_cell`, which computes the same function faster
+and in less memory; `fused = None` turns it off for that cell.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from archnas.descs.model_desc import CellDesc
 from archnas.errors import DescError
 from archnas.model.arch_params import CellWeights
 from archnas.model.dag_edge import DagEdge
+from archnas.model.fused_cell import FusedCellPlan
 from archnas.ops.registry import Op
 
 
@@ -34,8 +37,11 @@ class Cell(nn.Module):
             self.dag.append(nn.ModuleList(DagEdge(e, index + k, affine, droppath) for k, e in enumerate(node.edges)))
             index += len(node.edges)
         self.post_op = Op.create(desc.post_op, affine)
+        self.fused: FusedCellPlan | None = FusedCellPlan.for_cell(self)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: CellWeights | None = None) -> Tensor:
+        if self.fused is not None and weights is not None:
+            return self.fused.forward(self, s0, s1, weights)
         states = [self.stems[0](s0), self.stems[1](s1)]
         for node in self.dag:
             states.append(sum(edge(states, weights) for edge in node))
