@@ -45,7 +45,7 @@ from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import CellDesc, CellType, ConvMacroParams, ModelDesc, NodeDesc, OpDesc
 from archnas.errors import ConfigError, DescError
 from archnas.model.arch_params import ArchParams, CellLayout, CellWeights, register_edge_weights
-from archnas.nas.arch_trainer import ArchTrainer
+from archnas.nas.arch_trainer import ArchTrainer, require_first_order
 from archnas.nas.bilevel import BilevelOptimizer
 from archnas.nas.finalizers import NONE_OP, Finalizers
 from archnas.nas.runner import ExperimentRunner, register_algorithm
@@ -146,12 +146,8 @@ class GdasTrainer(ArchTrainer):
     """The ArchTrainer with first-order alpha steps and the annealed temperature."""
 
     def __init__(self, conf, model: nn.Module, ctx: PhaseContext, *, gdas: GdasConf, **kwargs):
-        if conf.bilevel_order != BilevelOrder.first:
-            raise ConfigError(
-                f"nas.search.trainer.bilevel_order: gdas trains its architecture weights first order, got "
-                f"{conf.bilevel_order!r}; every forward draws another architecture, so an unrolled step would "
-                "compare different networks. Set it to first"
-            )
+        require_first_order(conf, "gdas", "every forward draws another architecture, so an unrolled step would "
+                            "compare different networks")
         super().__init__(conf, model, ctx, **kwargs)
         self.register_hooks([GumbelTemperature(gdas)])
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archnas.config.schema import BilevelOrder, FinalizerConf, FinalizerRank, PcDartsConf
+from archnas.config.schema import FinalizerConf, FinalizerRank, PcDartsConf
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch
@@ -38,7 +38,7 @@ from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import CellType, ConvMacroParams, EdgeDesc, ModelDesc, OpDesc
 from archnas.errors import ConfigError, DescError
 from archnas.model.arch_params import ArchParams, CellLayout, CellWeights, register_edge_weights
-from archnas.nas.arch_trainer import ArchTrainer
+from archnas.nas.arch_trainer import ArchTrainer, require_first_order
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
 from archnas.nas.runner import ExperimentRunner, register_algorithm
 from archnas.ops.mixed_op import MixedOp
@@ -168,11 +168,7 @@ class PcDartsTrainer(ArchTrainer):
     """First-order alpha steps, none in the warm-up epochs; each epoch records the edge weights."""
 
     def __init__(self, conf, model: nn.Module, ctx: PhaseContext, *, pc_darts: PcDartsConf, **kwargs):
-        if conf.bilevel_order != BilevelOrder.first:
-            raise ConfigError(
-                f"nas.search.trainer.bilevel_order: pc_darts searches first order as its code does, got "
-                f"{conf.bilevel_order!r}; set it to first"
-            )
+        require_first_order(conf, "pc_darts", "its code searches first order")
         if pc_darts.arch_warmup_epochs < 0:
             raise ConfigError(f"nas.search.pc_darts.arch_warmup_epochs: {pc_darts.arch_warmup_epochs} is negative")
         super().__init__(conf, model, ctx, **kwargs)

@@ -21,9 +21,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archnas.config.schema import ArchTrainerConf
+from archnas.config.schema import ArchTrainerConf, BilevelOrder
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
+from archnas.errors import ConfigError
 from archnas.descs.model_desc import CellType
 from archnas.nas.bilevel import BilevelOptimizer
 from archnas.training.hooks import HookBase
@@ -53,6 +54,16 @@ class RunningMean:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.total, self.count = float(state["total"]), int(state["count"])
+
+
+def require_first_order(conf: ArchTrainerConf, algo: str, why: str) -> None:
+    """Refuse a second-order config for an algorithm whose alpha step is first order by design,
+    rather than quietly running something other than what the config says."""
+    if conf.bilevel_order != BilevelOrder.first:
+        raise ConfigError(
+            f"nas.search.trainer.bilevel_order: {algo} trains its architecture weights first order, got "
+            f"{conf.bilevel_order!r}; {why}. Set it to first"
+        )
 
 
 class ArchTrainer(Trainer):
