@@ -29,6 +29,12 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml,confs/my_overrides.yaml --exp-name try2
       archnas --config confs/darts.yaml --no-search nas.eval.final_desc=DARTS_V2
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
+
+    many processes, GPUs and machines:
+      torchrun --nproc_per_node 2 scripts/main.py --config confs/darts.yaml
+          one run on 2 ranks (DDP; gloo on CPU, nccl on CUDA); loader batches are global
+      archnas --config confs/darts.yaml --seeds 0,1,2 [common.ray.enabled=true]
+          the whole experiment once per seed, in <experiment>/seed_<s>/ (on Ray when enabled)
     """
 )
 
@@ -58,6 +64,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-eval", action="store_true", help="skip the eval phase")
     parser.add_argument("--algos", metavar="A,B", help="run several algorithms in sequence, each with confs/<algo>.yaml under "
                         "the given configs, and write summary.md and summary.csv")
+    parser.add_argument("--seeds", metavar="S,S", help="repeat the whole experiment once per seed (common.seed), each in "
+                        "its own subfolder seed_<s>/; finished seeds are skipped; runs them as Ray tasks when "
+                        "common.ray.enabled is true")
     parser.add_argument("--force", action="store_true", help="resume even if the config changed in ways that are not safe to change")
     return parser
 

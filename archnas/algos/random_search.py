@@ -12,9 +12,11 @@ phase folder `search/candidate_<i>/` (desc, split, checkpoints, metrics, `trial.
 seeded from (common.seed, its folder name), trained from scratch at the search macro with a plain
 Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
 top-1 on the search val split. It depends on nothing but the config and i, so trials can run in
-any order or on other machines; `trial.json`, written last, marks it finished, and a rerun
-reuses finished trials and resumes an interrupted one from its checkpoint. The best candidate
-(ties: the lower index) is the search result, retrained from scratch by the eval phase.
+any order or on other machines: they go through `archnas.trials.run_trials`, one after another
+in this process, or as Ray tasks when `common.ray.enabled`. `trial.json`, written last, marks it
+finished, and a rerun reuses finished trials and resumes an interrupted one from its checkpoint.
+The best candidate (ties: the lower index) is the search result, retrained from scratch by the
+eval phase.
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from archnas.config.schema import SearchConf
-from archnas.context import PhaseContext
+from archnas.context import PhaseContext, RunContext
+from archnas.distributed import barrier
 from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.desc_io import load_desc, save_desc
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError, DescError
 from archnas.model import Model
 from archnas.nas.finalizers import RandomFinalizers
-from archnas.nas.runner import ExperimentRunner, register_algorithm
+from archnas.nas.runner import ExperimentRunner, register_algorithm, runner_class
 from archnas.nas.searcher import (
     FINAL_DESC_FILE, RESULT_FILE, Searcher, SearchResult, _genotype_or_none, check_completed, load_data,
 )
 from archnas.training.checkpoint import phase_config
 from archnas.training.trainer import Trainer
+from archnas.trials import Trial, run_trials
 from archnas.utils import atomic
 from archnas.utils.seeding import phase_seed
 
@@ -91,12 +95,13 @@ class RandomSearcher(Searcher):
             ctx.log.info(f"search already finished ({marker}); skipping it")
             return self.load_result(ctx.dir, done)
 
-        results = []
-        for i in range(n_archs):
-            result = self.trial(make_phase, conf, i, train=n_archs > 1)
-            results.append(result)
+        def report(i: int, result: TrialResult) -> None:
             score = "not trained" if result.val_top1 is None else f"val top-1 {result.val_top1:.2%}"
             ctx.log.info(f"candidate {i + 1}/{n_archs}: {score}, {result.params:,} parameters")
+
+        trials = [Trial(f"candidate_{i:03d}", ctx.run, run_candidate, (i, n_archs > 1, self.force), finished_candidate)
+                  for i in range(n_archs)]
+        results = run_trials(trials, ctx.common.ray, on_result=report)
         best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.index))
         final = self.candidate_desc(ctx, best)
         ctx.log.info(f"best: candidate {best.index}" + ("" if best.val_top1 is None else f", val top-1 {best.val_top1:.2%}"))
@@ -138,6 +143,7 @@ class RandomSearcher(Searcher):
                 result.train_time = sum(r.get("epoch_time", 0.0) for r in history.records)
             if ctx.run.is_main:
                 atomic.write_json(marker, {"result": result.to_dict(), "config": phase_config(ctx.run.conf, ctx.conf)})
+            barrier()  # DDP: the candidate's files are complete before any rank reads them
             return result
         finally:
             ctx.close()
@@ -154,6 +160,24 @@ class RandomSearcher(Searcher):
             raise DescError(f"{path} does not match the candidate recorded beside it in {TRIAL_FILE}; "
                             "it was changed after the candidate finished")
         return desc
+
+
+def run_candidate(run: RunContext, index: int, train: bool, force: bool) -> TrialResult:
+    """Candidate `index` as a trial (`archnas.trials`): the searcher of the run's algorithm, built
+    here from the config alone, so the same call runs in this process or in a Ray worker."""
+    searcher = runner_class(run.conf.nas.algo)(run, force=force).searcher()
+    return searcher.trial(run.phase, run.conf.nas.search, index, train)
+
+
+def finished_candidate(run: RunContext, index: int, train: bool, force: bool) -> Optional[TrialResult]:
+    """Candidate `index`'s recorded result if it finished under this config, else None."""
+    name = trial_name(index)
+    ctx = PhaseContext(run=run, name=name, conf=run.conf.nas.search, dir=run.exp_dir / name, log=run.log)
+    done = check_completed(ctx, ctx.dir / TRIAL_FILE, force)
+    if done is None:
+        return None
+    run.log.info(f"candidate {index} already finished ({ctx.dir / TRIAL_FILE}); skipping it")
+    return TrialResult.from_dict(done["result"])
 
 
 @register_algorithm("random")

@@ -17,6 +17,14 @@ SGD with the group's lr and weight decay.
 The public DARTS code deep-copies the whole network for w'. Here every virtual forward runs the
 same module through `torch.func.functional_call` with substituted weight tensors and cloned
 buffers, so nothing is copied and BatchNorm running statistics are not touched by virtual steps.
+
+Under DDP the bilevel step runs on the plain module, never on the DDP wrapper (whose forward
+would all-reduce weight gradients it does not need and expects a backward through it). Each rank
+sees its shard of the train and val batches, so every weight-space quantity is averaged over the
+ranks before it is used: dL_train/dw before the virtual step (w' must be the same on every rank)
+and v = lr * dL_val/dw' before the finite differences (eps depends on ||v||). The alpha gradient
+itself is averaged by the caller (`sync_grads`). With equal shards this is the gradient of the
+global batch's mean loss, up to BatchNorm, which normalizes each shard with its own statistics.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from archnas.config.schema import BilevelOrder
+from archnas.distributed import all_reduce_mean
 
 LossFn = Callable[[object, Tensor], Tensor]  # (model outputs, targets) -> scalar loss
 Batch = tuple[Tensor, Tensor]
@@ -43,7 +52,8 @@ class BilevelOptimizer:
     """Computes the architecture gradient and steps the alpha optimizer.
 
     `model` must be the plain module (not a DDP wrapper): virtual steps call it functionally.
-    Under DDP the caller averages the arch-parameter gradients across ranks before `alpha_step`.
+    Under DDP the caller averages the arch-parameter gradients across ranks (`sync_grads` of
+    `step`); the second-order step averages its weight-space gradients itself.
     """
 
     def __init__(
@@ -101,7 +111,9 @@ class BilevelOptimizer:
 
         # w' = w - lr * (momentum * buf + dL_train/dw + wd * w), with each weight's own group settings.
         train_loss = self.loss_fn(self._call({}, buffers, train[0]), train[1])
-        dw = torch.autograd.grad(train_loss, self.weights, allow_unused=True)
+        dw = [torch.zeros_like(w) if g is None else g
+              for w, g in zip(self.weights, torch.autograd.grad(train_loss, self.weights, allow_unused=True))]
+        all_reduce_mean(dw)  # DDP: every rank takes the same virtual step, that of the global batch
         unrolled = {}
         with torch.no_grad():
             for name, w, g, group in zip(self.weight_names, self.weights, dw, self._groups()):
@@ -115,6 +127,7 @@ class BilevelOptimizer:
             torch.zeros_like(w) if g is None else g * group["lr"]
             for w, g, group in zip(self.weights, grads[len(self.arch_params):], self._groups())
         ]
+        all_reduce_mean(vector)  # DDP: the same finite-difference direction (and eps) on every rank
 
         implicit = self._hessian_vector_product(vector, train, buffers)
         final = [
@@ -140,8 +153,8 @@ class BilevelOptimizer:
         ]
 
     @torch.no_grad()
-    def _sgd_direction(self, w: Tensor, g: Tensor | None, group: dict) -> Tensor:
-        direction = torch.zeros_like(w) if g is None else g.clone()
+    def _sgd_direction(self, w: Tensor, g: Tensor, group: dict) -> Tensor:
+        direction = g.clone()
         wd = group.get("weight_decay", 0.0)
         if wd:
             direction.add_(w, alpha=wd)

@@ -10,13 +10,21 @@ itself:
 
 `run()` writes `results/<experiment>/search/`, `eval/` and `result.json`. Each phase resumes
 from its checkpoint when interrupted and is skipped when its completion marker says it finished.
+
+Under torchrun every rank runs the same experiment (`archnas.distributed`): rank 0 writes, the
+others wait at a barrier after each phase. `--seeds 0,1,2` repeats the whole experiment once per
+seed in `seed_<s>/` subfolders, as independent trials (`archnas.trials`, on Ray when
+`common.ray.enabled`).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
+import math
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +37,7 @@ from archnas.config import ExperimentConf, load_config
 from archnas.context import PhaseContext, RunContext
 from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.model_desc import ModelDesc
+from archnas.distributed import DistSession, barrier, distributed_session, ranks_from_env
 from archnas.errors import ConfigError
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.evaluater import METRICS_FILE, Evaluater
@@ -36,6 +45,7 @@ from archnas.nas.finalizers import Finalizers, build_finalizers
 from archnas.nas.search_combinations import SearchCombinations
 from archnas.nas.searcher import RESULT_FILE, Searcher, SearchResult, check_completed
 from archnas.training.signals import RunInterrupted
+from archnas.trials import Trial, check_ray_conf, run_trials
 from archnas.utils import atomic
 from archnas.utils.memory import PeakMemory
 
@@ -136,7 +146,7 @@ class ExperimentRunner:
     def search(self, ctx: PhaseContext) -> SearchResult:
         """One search, or one per macro combination when `nas.search.combinations.enabled`."""
         if self.conf.nas.search.combinations.enabled:
-            return SearchCombinations(self.searcher()).search(ctx)
+            return SearchCombinations(self).search(ctx)
         return self.searcher().search(ctx, self.phase)
 
     def run_eval(self, searched: Optional[ModelDesc]) -> dict[str, Any]:
@@ -171,6 +181,7 @@ def measure_phase(ctx: PhaseContext, marker: Path, work: Callable[[], T]) -> tup
     before = _read_bytes(marker)
     with PeakMemory(ctx.device) as mem:
         out = work()
+    barrier()  # DDP: rank 0 has written the phase's files (its marker last) before anyone reads them
     record = ctx.dir / PEAK_MEMORY_FILE
     if _read_bytes(marker) != before:
         if ctx.run.is_main:
@@ -196,20 +207,36 @@ def experiment_dir(conf: ExperimentConf) -> Path:
     return Path(conf.common.results_dir).expanduser() / conf.common.experiment_name
 
 
-def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = True, eval: bool = True,
-                   force: bool = False) -> ExperimentResult:
-    runner_cls = runner_class(conf.nas.algo)
-    exp_dir = experiment_dir(conf)
+def open_experiment_dir(exp_dir: Path, conf: ExperimentConf, is_main: bool) -> None:
+    """Create the experiment folder (rank 0), refusing one that holds results when
+    `common.resume` is false; every rank leaves with the folder there."""
     if exp_dir.exists() and any(exp_dir.iterdir()) and not conf.common.resume:
         raise ConfigError(
             f"{exp_dir} already holds results and common.resume is false; choose another --exp-name "
             "or remove the folder (nothing is overwritten)"
         )
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext.create(conf, exp_dir, list(argv))
+    barrier()  # every rank has looked at the folder before rank 0 writes into it
+    if is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+
+
+def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = True, eval: bool = True,
+                   force: bool = False, session: Optional[DistSession] = None) -> ExperimentResult:
+    """One experiment in `experiment_dir(conf)`; `session` is this process's rank under torchrun
+    (None: a single process on `common.device`)."""
+    runner_cls = runner_class(conf.nas.algo)
+    exp_dir = experiment_dir(conf)
+    rank, world_size = (session.rank, session.world_size) if session else (0, 1)
+    check_ray_conf(conf.common.ray, world_size)
+    open_experiment_dir(exp_dir, conf, rank == 0)
+    ctx = RunContext.create(conf, exp_dir, list(argv), rank=rank, world_size=world_size,
+                            device=session.device if session else None)
+    ranks = f", {world_size} ranks" if world_size > 1 else ""
     ctx.log.info(f"experiment {conf.common.experiment_name}: {conf.nas.algo} on {conf.dataset.name}, "
-                 f"device {ctx.device}, results in {exp_dir}")
+                 f"device {ctx.device}{ranks}, results in {exp_dir}")
     result = runner_cls(ctx, force=force).run(search=search, eval=eval)
+    barrier()  # result.json is written
     report(ctx, result)
     return result
 
@@ -229,10 +256,91 @@ def report(ctx: RunContext, result: ExperimentResult) -> None:
 
 
 def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.algos:
+        if seeds is not None:
+            raise ConfigError("--seeds with --algos: repeat one algorithm per command (--seeds runs a whole "
+                              "experiment once per seed)")
+        if ranks_from_env(os.environ)[1] > 1:
+            raise ConfigError("--algos under torchrun: --algos starts one process per phase itself; run each "
+                              "algorithm with its own torchrun command (--config confs/<algo>.yaml) instead")
         return run_algorithms(args)
-    run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force)
+    with distributed_session(conf.common.device) as session:
+        if seeds is None:
+            run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force,
+                           session=session)
+        else:
+            run_seeds(conf, argv, seeds, search=not args.no_search, eval=not args.no_eval, force=args.force,
+                      session=session)
     return 0
+
+
+# -- one experiment per seed ------------------------------------------------------------------------
+
+SEEDS_FILE = "seeds.json"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2]: distinct integers separated by commas."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: give distinct integers separated by commas, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def seed_conf(conf: ExperimentConf, seed: int) -> ExperimentConf:
+    """The experiment repeated with `common.seed: seed`, in the subfolder `seed_<seed>/`."""
+    out = copy.deepcopy(conf)
+    out.common.seed = seed
+    out.common.experiment_name = f"{conf.common.experiment_name}/seed_{seed}"
+    return out
+
+
+def run_seed(run: RunContext, search: bool, eval: bool, force: bool) -> ExperimentResult:
+    """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped."""
+    open_experiment_dir(run.exp_dir, run.conf, run.is_main)
+    result = runner_class(run.conf.nas.algo)(run, force=force).run(search=search, eval=eval)
+    barrier()
+    return result
+
+
+def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], search: bool = True, eval: bool = True,
+              force: bool = False, session: Optional[DistSession] = None) -> list[ExperimentResult]:
+    """The experiment once per seed, in `<experiment>/seed_<s>/`, then `<experiment>/seeds.json`
+    with each seed's results and the mean and standard deviation of the test accuracy."""
+    runner_class(conf.nas.algo)  # a bad name fails before anything runs
+    root = experiment_dir(conf)
+    rank, world_size = (session.rank, session.world_size) if session else (0, 1)
+    check_ray_conf(conf.common.ray, world_size)
+    device = session.device if session else None
+    log = RunContext.create(conf, root, list(argv), rank=rank, world_size=world_size, device=device).log
+    trials = []
+    for seed in seeds:
+        sconf = seed_conf(conf, seed)
+        run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device)
+        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force)))
+
+    def reported(i: int, result: ExperimentResult) -> None:
+        log.info(f"seed {seeds[i]} ({i + 1}/{len(seeds)}):")
+        report(trials[i].run, result)
+
+    results = run_trials(trials, conf.common.ray, on_result=reported)
+    accuracies = [r.eval["test_top1"] for r in results if r.eval.get("test_top1") is not None]
+    summary: dict[str, Any] = {
+        "seeds": {str(s): {"search": r.search, "eval": r.eval} for s, r in zip(seeds, results)},
+        "test_top1": accuracies,
+    }
+    if accuracies:
+        mean = sum(accuracies) / len(accuracies)
+        std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / max(len(accuracies) - 1, 1))
+        summary.update(test_top1_mean=mean, test_top1_std=std)
+        log.info(f"{len(accuracies)} seeds: test accuracy {mean:.2%} +- {std:.2%}; summary in {root / SEEDS_FILE}")
+    if rank == 0:
+        atomic.write_json(root / SEEDS_FILE, summary)
+    return results
 
 
 # -- several algorithms in sequence ----------------------------------------------------------------

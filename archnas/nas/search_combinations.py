@@ -2,10 +2,11 @@
 
 Each combination is a complete search phase of its own under `search/combos/r<R>_c<C>_n<N>/`,
 with its own checkpoint and completion marker, so a sweep that is interrupted resumes inside the
-combination it stopped in and never redoes a finished one. After each combination the table of
-results so far is written to `search/combinations.json` and `combinations.tsv`. The combination
-with the best validation accuracy of its supernet becomes the search result
-(`search/final_model_desc.yaml`).
+combination it stopped in and never redoes a finished one. Combinations are independent trials
+(`archnas.trials`): one after another in this process, or as Ray tasks when `common.ray.enabled`.
+After each combination the table of results so far is written to `search/combinations.json` and
+`combinations.tsv`. The combination with the best validation accuracy of its supernet becomes the
+search result (`search/final_model_desc.yaml`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ import csv
 import io
 import itertools
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from archnas.config.schema import SearchConf
-from archnas.context import PhaseContext
+from archnas.context import PhaseContext, RunContext
 from archnas.descs.desc_io import load_desc
+from archnas.distributed import barrier
 from archnas.errors import ConfigError
 from archnas.nas.searcher import RESULT_FILE, Searcher, SearchResult, check_completed
+from archnas.trials import Trial, run_trials
 from archnas.utils import atomic
+
+if TYPE_CHECKING:
+    from archnas.nas.runner import ExperimentRunner
 
 COLUMNS = ["n_reductions", "n_cells", "n_nodes", "best_val_top1", "search_time", "genotype", "final_desc"]
 
 
 class SearchCombinations:
-    def __init__(self, searcher: Searcher):
-        self.searcher = searcher
+    def __init__(self, runner: "ExperimentRunner"):
+        """Each combination is searched by `runner`'s algorithm (its searcher, built anew for
+        each trial from the runner's class, so a trial can run in another process)."""
+        self.runner_class = type(runner)
+        self.searcher = runner.searcher()
 
     def combinations(self, conf: SearchConf) -> list[tuple[int, int, int]]:
         c, md = conf.combinations, conf.model_desc
@@ -44,22 +53,29 @@ class SearchCombinations:
         if done is not None:
             ctx.log.info(f"search combinations already finished ({ctx.dir / RESULT_FILE}); skipping them")
             return Searcher.load_result(ctx.dir, done)
-        rows: list[dict[str, Any]] = []
         grid = self.combinations(ctx.conf)
-        for i, (reductions, cells, nodes) in enumerate(grid, 1):
-            name = f"r{reductions}_c{cells}_n{nodes}"
-            ctx.log.info(f"combination {i}/{len(grid)}: {reductions} reductions, {cells} cells, {nodes} nodes")
-            sub = self._sub_phase(ctx, name, reductions, cells, nodes)
-            try:
-                result = self.searcher.search(sub, sub.run.phase)
-            finally:
-                sub.close()
-            rows.append({
+        finished: dict[int, dict[str, Any]] = {}
+
+        def record(i: int, result: SearchResult) -> None:
+            reductions, cells, nodes = grid[i]
+            ctx.log.info(f"combination {i + 1}/{len(grid)} ({reductions} reductions, {cells} cells, {nodes} nodes) "
+                         f"finished")
+            finished[i] = {
                 "n_reductions": reductions, "n_cells": cells, "n_nodes": nodes,
                 "best_val_top1": result.metrics.get("best_val_top1"), "search_time": result.metrics.get("search_time"),
-                "genotype": result.genotype or "", "final_desc": str(result.final_desc_path.relative_to(ctx.dir)),
-            })
-            self._write_table(ctx, rows)
+                "genotype": result.genotype or "",
+                "final_desc": str(result.final_desc_path.resolve().relative_to(ctx.dir.resolve())),
+            }
+            self._write_table(ctx, [finished[k] for k in sorted(finished)])
+
+        trials = []
+        for reductions, cells, nodes in grid:
+            name = f"r{reductions}_c{cells}_n{nodes}"
+            run = self._combination_run(ctx.run, reductions, cells, nodes)
+            args = (self.runner_class, f"{ctx.name}/combos/{name}", self.searcher.force)
+            trials.append(Trial(name, run, run_combination, args, finished_combination))
+        run_trials(trials, ctx.common.ray, on_result=record)
+        rows = [finished[i] for i in range(len(grid))]
         best = max(rows, key=lambda r: -1.0 if r["best_val_top1"] is None else r["best_val_top1"])
         ctx.log.info(f"best combination: {best['n_reductions']} reductions, {best['n_cells']} cells, "
                      f"{best['n_nodes']} nodes (val top-1 {best['best_val_top1']:.2%})")
@@ -68,15 +84,14 @@ class SearchCombinations:
         return self.searcher.save_result(ctx, load_desc(ctx.dir / best["final_desc"]), metrics)
 
     @staticmethod
-    def _sub_phase(ctx: PhaseContext, name: str, reductions: int, cells: int, nodes: int) -> PhaseContext:
-        """A search phase whose config is this combination's: its checkpoints and completion marker
-        are checked against exactly that, so the other combinations do not invalidate it."""
-        conf = copy.deepcopy(ctx.run.conf)
+    def _combination_run(run: RunContext, reductions: int, cells: int, nodes: int) -> RunContext:
+        """The run with this combination's config: its checkpoints and completion marker are
+        checked against exactly that, so the other combinations do not invalidate it."""
+        conf = copy.deepcopy(run.conf)
         model_desc = conf.nas.search.model_desc
         model_desc.n_reductions, model_desc.n_cells, model_desc.n_nodes = reductions, cells, nodes
         conf.nas.search.combinations = type(conf.nas.search.combinations)()  # the sweep itself is not part of it
-        run = replace(ctx.run, conf=conf)
-        return run.phase(f"{ctx.name}/combos/{name}", conf.nas.search)
+        return replace(run, conf=conf)
 
     @staticmethod
     def _write_table(ctx: PhaseContext, rows: list[dict[str, Any]]) -> None:
@@ -88,3 +103,26 @@ class SearchCombinations:
         writer.writeheader()
         writer.writerows(rows)
         atomic.write_text(ctx.dir / "combinations.tsv", buf.getvalue())
+
+
+def run_combination(run: RunContext, runner_class: type["ExperimentRunner"], phase: str, force: bool) -> SearchResult:
+    """One combination as a trial (`archnas.trials`): a complete search phase in its own folder,
+    skipped when finished, resumed when interrupted."""
+    ctx = run.phase(phase, run.conf.nas.search)
+    try:
+        result = runner_class(run, force=force).searcher().search(ctx, run.phase)
+    finally:
+        ctx.close()
+    barrier()  # DDP: the combination's files are complete before any rank reads them
+    return result
+
+
+def finished_combination(run: RunContext, runner_class: type["ExperimentRunner"], phase: str,
+                         force: bool) -> Optional[SearchResult]:
+    """The combination's search result if it finished under this config, else None."""
+    ctx = PhaseContext(run=run, name=phase, conf=run.conf.nas.search, dir=run.exp_dir / phase, log=run.log)
+    done = check_completed(ctx, ctx.dir / RESULT_FILE, force)
+    if done is None:
+        return None
+    run.log.info(f"search already finished ({ctx.dir / RESULT_FILE}); skipping it")
+    return Searcher.load_result(ctx.dir, done)

@@ -23,12 +23,19 @@ class CheckpointConf:
 
 @dataclass
 class RayConf:
-    """Independent trials (random-search candidates, macro sweeps, seed repeats) as Ray tasks."""
+    """Independent trials (random-search candidates, SearchCombinations combinations, `--seeds`
+    repeats) as Ray tasks (`pip install -e ".[ray]"`); off, the same trials run one after another
+    in this process. Each trial writes its own subfolder; finished trials are never rerun. All of
+    these keys are safe to change when resuming. Not with torchrun: a run uses one or the other.
+    """
 
     enabled: bool = False
-    address: Optional[str] = None  # an existing cluster ('auto' or 'host:port'); null starts a local Ray
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    # null: start a local Ray for the run and stop it afterwards; 'auto' or 'host:port' joins a
+    # running cluster (`ray start --head` / `ray start --address ...`), whose nodes need archnas
+    # installed and the results folder on a shared file system.
+    address: Optional[str] = None
+    cpus_per_trial: float = 1.0  # CPUs Ray reserves per trial: how many trials share a machine
+    gpus_per_trial: float = 0.0  # GPUs per trial (fractions share a GPU); a trial uses cuda when given one
 
 
 @dataclass
