@@ -76,7 +76,7 @@ def test_supernet_forward_equals_the_softmax_weighted_sum():
     for node in cell.dag:
         states.append(sum(edge.op(states[edge.input_ids[0]], w[k + i]) for i, edge in enumerate(node)))
         k += len(node)
-    assert torch.allclose(cell(s, s, model.arch.cell_weights(CellType.regular)), torch.cat(states[2:], 1))
+    assert torch.allclose(cell(s, s, model.arch.cell_weights(CellType.regular)), torch.cat(states[2:], 1), atol=1e-6)  # the fused cell runs channels_last: float32 rounding differs
 
 
 def test_a_one_hot_strategy_turns_the_supernet_into_its_finalized_network():

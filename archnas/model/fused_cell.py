@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archnas.model.arch_params import CellWeights
-from archnas.ops.batchnorm_fns import can_share_statistics, normalize_shared, scaled_batch_norm
-from archnas.ops.layout import dense_grad
+from archnas.ops.batchnorm_fns import can_share_statistics, count_batch, normalize_shared, scaled_affine, scaled_batch_norm
+from archnas.ops.conv_bn import DepthwiseSpec, conv_bn
+from archnas.ops.layout import cpu_channels_last, dense_grad
 from archnas.ops.mixed_op import MixedOp
 from archnas.ops.phases import add_from_phases, even_pixels, phases_apply, to_phases
 from archnas.ops.pointwise import is_plain_1x1, pointwise
@@ -96,7 +97,7 @@ class FusedCellPlan:
         return cls(tuple(tuple(edges) for edges in by_state), len(cell.dag))
 
     def forward(self, cell: Cell, s0: Tensor, s1: Tensor, weights: CellWeights) -> Tensor:
-        states = [_stem(cell.stems[0], s0), _stem(cell.stems[1], s1)]
+        states = [_stem(cell.stems[0], cpu_channels_last(s0)), _stem(cell.stems[1], cpu_channels_last(s1))]
         w = weights.ops if weights.edges is None else weights.ops * weights.edges.unsqueeze(-1)
         sums: list[Tensor | None] = [None] * self.n_nodes
         for i in range(self.n_nodes + 1):
@@ -114,6 +115,25 @@ def _stem(op: nn.Module, x: Tensor) -> Tensor:
     if type(op) is ReLUConvBN and is_plain_1x1(op.op[1]):
         return op.op[2](pointwise(F.relu(x), op.op[1]))
     return op(x)
+
+
+def _spec(dw: nn.Conv2d) -> DepthwiseSpec | None:
+    """The module's own settings, if they are square (else None: the stage runs the module)."""
+    if dw.stride[0] != dw.stride[1] or dw.padding[0] != dw.padding[1] or dw.dilation[0] != dw.dilation[1] \
+            or not isinstance(dw.padding[0], int) or dw.padding_mode != "zeros":
+        return None
+    return DepthwiseSpec(dw.stride[0], dw.padding[0], dw.dilation[0], dw.groups)
+
+
+def _stage(x: Tensor, dw: nn.Conv2d, spec: DepthwiseSpec | None, pw: nn.Conv2d, bn: nn.BatchNorm2d,
+           scale: Tensor | None) -> Tensor:
+    """`bn(pw(dw(x))) * scale`; in training mode one autograd node that recomputes the convs in
+    backward instead of keeping their outputs (`archnas.ops.conv_bn`)."""
+    if bn.training and spec is not None and dw.bias is None and pw.bias is None:
+        weight, bias = scaled_affine(bn, scale, pw.out_channels)
+        return conv_bn(x, dw, spec, pw, bn, weight, bias, count_batch(bn))
+    y = dw(x) if spec is None else F.conv2d(x, dw.weight, dw.bias, spec.stride, spec.padding, spec.dilation, spec.groups)
+    return scaled_batch_norm(pointwise(y, pw), bn, scale)
 
 
 def _pools_alike(mixed: MixedOp, kinds: tuple[str, ...]) -> bool:
@@ -172,9 +192,8 @@ class _StateEdges:
             self.add_term(e.node, scaled_batch_norm(y, op.bn, weight))
         elif kind == SEP:
             layers = op.op
-            y = layers[3](pointwise(layers[1](self.relu), layers[2]))
-            y = pointwise(layers[5](F.relu(y)), layers[6])
-            self.add_term(e.node, scaled_batch_norm(y, layers[7], weight))
+            y = _stage(self.relu, layers[1], _spec(layers[1]), layers[2], layers[3], None)
+            self.add_term(e.node, _stage(F.relu(y), layers[5], _spec(layers[5]), layers[6], layers[7], weight))
         elif kind == DIL:
             self.add_dil(e, op, weight)
         else:
@@ -195,17 +214,15 @@ class _StateEdges:
         h, w = self.x.shape[-2:]
         if not phases_apply(h, w, dw.dilation[0], dw.padding[0]) or dw.dilation[0] != dw.dilation[1] \
                 or dw.padding[0] != dw.padding[1] or dw.stride[0] != dw.stride[1] or self.x.device.type != "cpu":
-            self.add_term(e.node, scaled_batch_norm(pointwise(dw(self.relu), pw), bn, weight))
+            self.add_term(e.node, _stage(self.relu, dw, _spec(dw), pw, bn, weight))
             return
-        pad = dw.padding[0] // 2
+        spec = DepthwiseSpec(1, dw.padding[0] // 2, 1, dw.groups)
         if dw.stride[0] == 2:
             even = self.shared(("even",), lambda: even_pixels(self.relu))
-            y = F.conv2d(even, dw.weight, dw.bias, 1, pad, 1, dw.groups)
-            self.add_term(e.node, scaled_batch_norm(pointwise(y, pw), bn, weight))
+            self.add_term(e.node, _stage(even, dw, spec, pw, bn, weight))
             return
         phases = self.shared(("phases",), lambda: to_phases(self.relu))
-        y = scaled_batch_norm(pointwise(F.conv2d(phases, dw.weight, dw.bias, 1, pad, 1, dw.groups), pw), bn, weight)
-        self.sums[e.node] = add_from_phases(self.sums[e.node], y)
+        self.sums[e.node] = add_from_phases(self.sums[e.node], _stage(phases, dw, spec, pw, bn, weight))
 
     def add_term(self, node: int, term: Tensor) -> None:
         acc = self.sums[node]

@@ -23,25 +23,35 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _factor(bn: nn.BatchNorm2d) -> float:
-    """Count this batch and return the running-stats update factor, as the module does."""
-    bn.num_batches_tracked.add_(1)
-    if bn.momentum is None:
-        return 1.0 / float(bn.num_batches_tracked)
-    return bn.momentum
+def count_batch(bn: nn.BatchNorm2d) -> float:
+    """The running-stats update factor of this forward, counting the batch when the module
+    would (training mode, tracking statistics), as `nn.BatchNorm2d.forward` does."""
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            return 1.0 / float(bn.num_batches_tracked)
+    return 0.0 if bn.momentum is None else bn.momentum
+
+
+def scaled_affine(bn: nn.BatchNorm2d, scale: Tensor | None, channels: int) -> tuple[Tensor | None, Tensor | None]:
+    """BatchNorm's affine weight and bias for `bn(x) * scale` (`scale` 0-dim, or None for 1)."""
+    weight, bias = bn.weight, bn.bias
+    if scale is not None:
+        # contiguous: CPU BatchNorm's backward reads a stride-0 weight wrongly on 1x1 maps (torch 2.13)
+        scale = scale.reshape(1).expand(channels).contiguous()
+        weight = scale if weight is None else weight * scale
+        bias = None if bias is None else bias * scale
+    return weight, bias
+
+
+def uses_batch_stats(bn: nn.BatchNorm2d) -> bool:
+    return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
 def scaled_batch_norm(x: Tensor, bn: nn.BatchNorm2d, scale: Tensor | None = None) -> Tensor:
     """`bn(x) * scale` (`scale` a 0-dim tensor, or None for 1) as one BatchNorm call."""
-    weight, bias = bn.weight, bn.bias
-    if scale is not None:
-        # contiguous: CPU BatchNorm's backward reads a stride-0 weight wrongly on 1x1 maps (torch 2.13)
-        scale = scale.reshape(1).expand(x.shape[1]).contiguous()
-        weight = scale if weight is None else weight * scale
-        bias = None if bias is None else bias * scale
-    tracking = bn.training and bn.track_running_stats
-    factor = _factor(bn) if tracking else (0.0 if bn.momentum is None else bn.momentum)
-    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    weight, bias = scaled_affine(bn, scale, x.shape[1])
+    factor = count_batch(bn)
     keep_buffers = not bn.training or bn.track_running_stats
     return F.batch_norm(
         x,
@@ -49,7 +59,7 @@ def scaled_batch_norm(x: Tensor, bn: nn.BatchNorm2d, scale: Tensor | None = None
         bn.running_var if keep_buffers else None,
         weight,
         bias,
-        use_batch_stats,
+        uses_batch_stats(bn),
         factor,
         bn.eps,
     )
@@ -68,7 +78,7 @@ def normalize_shared(x: Tensor, bns: Sequence[nn.BatchNorm2d]) -> Tensor:
     with torch.no_grad():
         var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=1)
         for bn in bns:
-            factor = _factor(bn)
+            factor = count_batch(bn)
             bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
             bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
     return F.batch_norm(x, None, None, None, None, True, 0.0, bns[0].eps)

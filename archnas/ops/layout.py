@@ -36,6 +36,19 @@ class _DenseGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.fmt)
 
 
+def cpu_channels_last(x: Tensor) -> Tensor:
+    """`x` in channels_last on CPU, as it is elsewhere.
+
+    On CPU a search cell's depthwise convolutions and pools run 3-4x faster on channels_last
+    tensors and its 1x1 convolutions become plain matrix products (`archnas.ops.pointwise`);
+    the fused cell is slower than the plain one on NCHW (8x8 digits: 1.2 s vs 1.0 s per weight
+    step) and 1.7x faster on channels_last. On CUDA the layout is the trainer's choice
+    (`trainer.channels_last`)."""
+    if x.device.type != "cpu" or x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def dense_grad(x: Tensor) -> Tensor:
     """`x`, with its gradient made contiguous in `x`'s memory format."""
     return _DenseGrad.apply(x) if x.requires_grad else x

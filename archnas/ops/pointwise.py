@@ -19,10 +19,39 @@ def is_plain_1x1(conv: nn.Conv2d) -> bool:
         and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
 
 
-def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """`conv(x)` for a 1x1 stride-1 conv, as a matrix product when `x` is channels_last on CPU."""
+def pointwise(x: Tensor, conv: nn.Conv2d, weight: Tensor | None = None) -> Tensor:
+    """`conv(x)` for a 1x1 stride-1 conv, as a matrix product when `x` is channels_last on CPU.
+
+    `weight` replaces `conv.weight` (a recomputation differentiates with respect to a copy).
+    """
+    weight = conv.weight if weight is None else weight
     if x.device.type != "cpu" or x.dim() != 4 or not is_plain_1x1(conv) or x.is_contiguous() \
             or not x.is_contiguous(memory_format=torch.channels_last):
-        return conv(x)
-    weight = conv.weight.reshape(conv.out_channels, conv.in_channels)
-    return F.linear(x.permute(0, 2, 3, 1), weight, conv.bias).permute(0, 3, 1, 2)
+        return conv._conv_forward(x, weight, conv.bias)
+    return F.linear(x.permute(0, 2, 3, 1), weight.reshape(conv.out_channels, conv.in_channels), conv.bias) \
+        .permute(0, 3, 1, 2)
+
+
+def _as_matrix(x: Tensor) -> Tensor | None:
+    """A channels_last CPU tensor as its [N*H*W, C] matrix (a view), else None."""
+    if x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return None
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def pointwise_backward(grad: Tensor, x: Tensor, conv: nn.Conv2d, weight: Tensor, need_input: bool,
+                       need_weight: bool) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of `pointwise(x, conv, weight)` (bias-free) for the input and the weight."""
+    g, m = _as_matrix(grad), _as_matrix(x)
+    if g is None or m is None or not is_plain_1x1(conv):
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, conv.stride, conv.padding, conv.dilation, False, [0, 0], conv.groups,
+            [need_input, need_weight, False])
+        return grad_x, grad_w
+    grad_x = grad_w = None
+    if need_input:
+        n, _, h, w = x.shape
+        grad_x = (g @ weight.reshape(conv.out_channels, conv.in_channels)).view(n, h, w, -1).permute(0, 3, 1, 2)
+    if need_weight:
+        grad_w = (g.t() @ m).view_as(weight)
+    return grad_x, grad_w
