@@ -197,3 +197,27 @@ def test_fused_supernet_equals_the_benchmark_baseline(channels_last: bool):
              (model.logits_op.linear.weight, baseline.classifier.weight)]
     for a, b in pairs:
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-7, atol=1e-9)
+
+
+def test_eval_cells_run_channels_last_on_cpu_with_the_same_results():
+    """Cells of the DARTS primitives (here DARTS_V2 with drop-path off) compute the same outputs
+    and gradients channels_last (1x1 convs as matrix products) as NCHW."""
+    from archnas.descs import genotype_to_desc, named_genotype
+
+    conf = ModelDescConf(n_cells=3, model_stems=ModelStemsConf(init_node_ch=4))
+    torch.manual_seed(0)
+    fast = Model(genotype_to_desc(named_genotype("DARTS_V2"), conf, DatasetInfo(10, 3, (8, 8))), droppath=True,
+                 affine=True).double()
+    assert all(c.cpu_channels_last and c.fused is None for c in fast.cells)
+    nchw = copy.deepcopy(fast)
+    for cell in nchw.cells:
+        cell.cpu_channels_last = False
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    s = fast.model_stems[0](x)
+    assert fast.cells[0](s, s).is_contiguous(memory_format=torch.channels_last)
+    assert nchw.cells[0](s, s).is_contiguous()
+    outs = [m(x)[0] for m in (fast, nchw)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-10)
+    for out in outs:
+        F.cross_entropy(out, torch.arange(4)).backward()
+    assert_same_grads(fast, nchw)

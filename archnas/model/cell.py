@@ -3,7 +3,8 @@
 The forward is deliberately small so an alternative can override it and read the same modules:
 `stems[k]`, `dag[node][edge].op`, `post_op`. A DARTS search cell (plain mixed ops on every edge)
 runs the fused forward of `archnas.model.fused_cell`, which computes the same function faster
-and in less memory; `fused = None` turns it off for that cell.
+and in less memory; `fused = None` turns it off for that cell. On CPU, cells of the DARTS
+primitives run channels_last (`cpu_channels_last`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from archnas.errors import DescError
 from archnas.model.arch_params import CellWeights
 from archnas.model.dag_edge import DagEdge
 from archnas.model.fused_cell import FusedCellPlan
+from archnas.ops.layout import cpu_channels_last
+from archnas.ops.primitives import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero
 from archnas.ops.registry import Op
+
+# Ops measured faster on channels_last CPU tensors (depthwise convs, pools, 1x1 convs as GEMMs);
+# cells made only of these run channels_last on CPU (the DARTS_V2 eval step: see
+# scripts/bench_supernet.py). Other ops (PC-DARTS's channel shuffle, user ops) keep the layout
+# they are given.
+_CHANNELS_LAST_OPS = (Zero, Identity, Pool, FactorizedReduce, SepConv, DilConv, ReLUConvBN)
 
 
 class Cell(nn.Module):
@@ -38,10 +47,14 @@ class Cell(nn.Module):
             index += len(node.edges)
         self.post_op = Op.create(desc.post_op, affine)
         self.fused: FusedCellPlan | None = FusedCellPlan.for_cell(self)
+        ops = [*self.stems, *(edge.op for node in self.dag for edge in node)]
+        self.cpu_channels_last = all(type(op) in _CHANNELS_LAST_OPS for op in ops)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: CellWeights | None = None) -> Tensor:
         if self.fused is not None and weights is not None:
             return self.fused.forward(self, s0, s1, weights)
+        if self.cpu_channels_last:
+            s0, s1 = cpu_channels_last(s0), cpu_channels_last(s1)
         states = [self.stems[0](s0), self.stems[1](s1)]
         for node in self.dag:
             states.append(sum(edge(states, weights) for edge in node))

@@ -23,7 +23,11 @@ def pointwise(x: Tensor, conv: nn.Conv2d, weight: Tensor | None = None) -> Tenso
     """`conv(x)` for a 1x1 stride-1 conv, as a matrix product when `x` is channels_last on CPU.
 
     `weight` replaces `conv.weight` (a recomputation differentiates with respect to a copy).
+    A conv with forward hooks (feature extraction, counting tools) is called as the module, so
+    its hooks see the call.
     """
+    if weight is None and (conv._forward_hooks or conv._forward_pre_hooks):
+        return conv(x)
     weight = conv.weight if weight is None else weight
     if x.device.type != "cpu" or x.dim() != 4 or not is_plain_1x1(conv) or x.is_contiguous() \
             or not x.is_contiguous(memory_format=torch.channels_last):

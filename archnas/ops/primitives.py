@@ -4,7 +4,9 @@ Each op is defined exactly as in the DARTS code (operations.py of quark0/darts),
 counts and multiply-adds are only comparable with published numbers if the layers are identical:
 no conv bias, ReLU first, BatchNorm last, depthwise separable convs stacked twice.
 Every op keeps its layers in an `nn.Sequential` named `op` (or named convs for FactorizedReduce),
-so alternative forwards (a fused search cell) can read the same parameters by name.
+so alternative forwards (a fused search cell) can read the same parameters by name. The forwards
+run those layers in order, with 1x1 convolutions through `archnas.ops.pointwise` (a matrix
+product on channels_last CPU tensors, the conv itself otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor, nn
 
 from archnas.descs.model_desc import OpDesc
 from archnas.errors import DescError
+from archnas.ops.pointwise import pointwise
 from archnas.ops.registry import Op, op_conv, op_param, op_stride, register_op
 
 
@@ -84,7 +87,7 @@ class ReLUConvBN(Op):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.op(x)
+        return self.op[2](pointwise(self.op[0](x), self.op[1]))
 
 
 class ConvBNReLU(Op):
@@ -119,7 +122,7 @@ class DilConv(Op):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.op(x)
+        return self.op[3](pointwise(self.op[1](self.op[0](x)), self.op[2]))
 
 
 class SepConv(Op):
@@ -142,7 +145,9 @@ class SepConv(Op):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.op(x)
+        op = self.op
+        y = op[3](pointwise(op[1](op[0](x)), op[2]))
+        return op[7](pointwise(op[5](op[4](y)), op[6]))
 
 
 class Conv7x1_1x7(Op):
