@@ -10,6 +10,8 @@ every variant uses the same batch so the comparison is of the algorithms, not th
 
     darts          DARTS as confs/darts.yaml searches: second-order (unrolled) architecture step
     darts_first    DARTS with a first-order architecture step, the step the other two take
+    darts_first_unfused  the same with every candidate computed on its own (no fused cell): the
+                   DARTS the PC-DARTS and GDAS papers measured themselves against
     pc_darts       partial channels (k from confs/pc_darts.yaml, 4) and edge normalization
     gdas           one Gumbel-sampled op per edge
 
@@ -17,7 +19,7 @@ Every variant runs in a fresh process, because memory a process frees stays in i
 only a new process measures one variant's peak. Reported per variant: the resident set after
 building everything (idle), the process's peak resident set (`ru_maxrss`, which includes spikes
 too short for a sampler), their difference (what the search steps need), and the median step
-time; then ratios against darts and darts_first, all from the same run. Variants run in
+time; then ratios against darts, darts_first and darts_first_unfused, all from the same run. Variants run in
 interleaved rounds (`--rounds`), so a machine shared with other work slows all of them alike.
 
     python scripts/bench_algos.py                       # a few minutes on 2 cores
@@ -50,11 +52,15 @@ from archnas.nas.runner import runner_class  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
 from archnas.utils.memory import current_rss  # noqa: E402
 
+# name: (algorithm, overrides, fused). fused=False runs DARTS cells the straightforward way (every
+# candidate on its own, `Cell.fused = None`), which is the DARTS that the PC-DARTS and GDAS papers
+# compare against; archnas's default DARTS cell is the fused one (archnas/model/fused_cell.py).
 VARIANTS = {
-    "darts": ("darts", []),
-    "darts_first": ("darts", ["nas.search.trainer.bilevel_order=first"]),
-    "pc_darts": ("pc_darts", ["nas.search.pc_darts.arch_warmup_epochs=0"]),
-    "gdas": ("gdas", []),
+    "darts": ("darts", [], True),
+    "darts_first": ("darts", ["nas.search.trainer.bilevel_order=first"], True),
+    "darts_first_unfused": ("darts", ["nas.search.trainer.bilevel_order=first"], False),
+    "pc_darts": ("pc_darts", ["nas.search.pc_darts.arch_warmup_epochs=0"], True),
+    "gdas": ("gdas", [], True),
 }
 MB = 2**20
 
@@ -77,7 +83,7 @@ class RandomBatches:
 
 def worker(variant: str, args: argparse.Namespace) -> dict:
     """One variant in this (fresh) process: build, step, measure."""
-    algo, extra = VARIANTS[variant]
+    algo, extra, fused = VARIANTS[variant]
     tokens = [
         f"common.num_threads={args.threads}", "common.device=cpu", "common.tensorboard=false", "common.log_level=WARNING", "common.checkpoint.enabled=false",
         f"nas.search.model_desc.n_cells={args.cells}", f"nas.search.model_desc.n_nodes={args.nodes}",
@@ -92,6 +98,9 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         ctx = run.phase("search", conf.nas.search)
         desc = runner.model_desc_builder().build(conf.nas.search.model_desc, info)
         model = Model(desc, droppath=False, affine=False)
+        if not fused:
+            for cell in model.cells:
+                cell.fused = None
         val = RandomBatches(args.batch, (3, args.size, args.size), 10)
         trainer = runner.trainer_class()(conf.nas.search.trainer, model, ctx, val_stream=val, fingerprint=desc.fingerprint())
         train = RandomBatches(args.batch, (3, args.size, args.size), 10).next()
@@ -162,17 +171,17 @@ def main() -> None:
             # the first step allocates; the steady step time is the median of the later ones
             "step_s": statistics.median(t for r in results for t in (r["step_times"][1:] or r["step_times"])),
         }
-    print(f"\n{'variant':<12} {'weights':>10} {'idle MB':>8} {'peak MB':>8} {'step MB':>8} {'step s':>8}")
+    print(f"\n{'variant':<20} {'weights':>10} {'idle MB':>8} {'peak MB':>8} {'step MB':>8} {'step s':>8}")
     for v, s in summary.items():
-        print(f"{v:<12} {s['weights']:>10,} {s['idle_mb']:>8.0f} {s['peak_mb']:>8.0f} {s['step_mb']:>8.0f} {s['step_s']:>8.2f}")
-    for base in ("darts", "darts_first"):
+        print(f"{v:<20} {s['weights']:>10,} {s['idle_mb']:>8.0f} {s['peak_mb']:>8.0f} {s['step_mb']:>8.0f} {s['step_s']:>8.2f}")
+    for base in ("darts", "darts_first", "darts_first_unfused"):
         if base not in summary:
             continue
         print(f"\nratios to {base} (peak RSS, step memory above idle, step time):")
         for v, s in summary.items():
             if v != base:
                 b = summary[base]
-                print(f"  {v:<12} peak {s['peak_mb'] / b['peak_mb']:.2f}x, step memory {s['step_mb'] / b['step_mb']:.2f}x, "
+                print(f"  {v:<20} peak {s['peak_mb'] / b['peak_mb']:.2f}x, step memory {s['step_mb'] / b['step_mb']:.2f}x, "
                       f"time {s['step_s'] / b['step_s']:.2f}x")
     if args.json:
         atomic.write_json(args.json, {
