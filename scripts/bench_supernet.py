@@ -20,7 +20,7 @@ so drift of a machine shared with other work hits all variants alike; reported a
 and max per variant, and ratios of medians to the baseline. This CPU's (or GPU's) float32
 matrix-multiply rate is measured in the same rounds, as the reference for achieved GFLOP/s.
 
-Peak memory: on CPU the peak resident set of a fresh process that builds one variant and runs
+Peak memory: on CPU the peak resident set (VmHWM) of a fresh process that builds one variant and runs
 `--memory-steps` steps (freed memory stays in a process's resident set, so only a new process
 measures one variant); on CUDA max allocated over the same steps. Reported as the peak and as
 the increase over the process after building (what the steps need).
@@ -32,7 +32,7 @@ the counter's own backward count is not used, as it over-counts grouped convolut
 The baseline's forward at the paper shape is asserted to be DARTS's 38.4 GFLOP at batch 64, and
 archnas's forward to have the same count and outputs (same math).
 
-    python scripts/bench_supernet.py                         # about 5-8 minutes on 2 cores
+    python scripts/bench_supernet.py                         # about 10 minutes on 2 cores, 1 thread
     python scripts/bench_supernet.py --cases weight_step --rounds 2
     python scripts/bench_supernet.py --device cuda --amp bf16 --channels-last
 """
@@ -107,12 +107,13 @@ class Settings:
 
 @dataclass
 class Variant:
-    """One timed thing: `step()` runs it once; `forward()` is one forward for FLOP counting and
-    the equality check; `flop_factor` turns forward FLOPs into the step's."""
+    """One timed thing: `step()` runs it once; `model(x)` is its forward, whose FLOPs times
+    `flop_factor` are the step's."""
 
     name: str
     step: Callable[[], None]
-    forward: Callable[[], Tensor]
+    model: nn.Module
+    x: Tensor
     flop_factor: int
     threads: int
     times: list[float] = field(default_factory=list)
@@ -233,15 +234,16 @@ def base_arch_step(model, order: BilevelOrder, train, val, s: Settings) -> Calla
     return step
 
 
-def build_case(case: str, s: Settings, check: bool = True) -> list[Variant]:
-    """The baseline first, then archnas's variants; `check` asserts equal outputs."""
+def build_case(case: str, s: Settings, check: bool = True, shared: dict | None = None) -> list[Variant]:
+    """The baseline first, then archnas's variants; `check` asserts equal outputs. The search
+    cases use one pair of supernets, built and checked once, from `shared` when given."""
     if case == "digits_step":
         x, y = batch(64, (1, 8, 8), s, 1)
         out = []
         for name, fused in (("plain", False), ("fused", True)):
             ours, _ = search_models(s, 8, 8, 5, 1, fused=fused)
             ours, xo = ours_layout(ours, x, s)
-            out.append(Variant(name, weight_step(ours, ours.weights(), xo, y, s), _forward(ours, xo, s), 3, 1))
+            out.append(Variant(name, weight_step(ours, ours.weights(), xo, y, s), ours, xo, 3, 1))
         return out
     if case == "eval_step":
         ours, base = eval_models(s)
@@ -251,16 +253,20 @@ def build_case(case: str, s: Settings, check: bool = True) -> list[Variant]:
         ours.drop_path_prob(0.2)
         base.drop_path_prob = 0.2
         ours, xo = ours_layout(ours, x, s)
-        return [Variant("baseline", weight_step(base, base.parameters(), x, y, s, 0.4, 5.0), _forward(base, x, s), 3,
+        return [Variant("baseline", weight_step(base, base.parameters(), x, y, s, 0.4, 5.0), base, x, 3,
                         s.threads),
-                Variant("archnas", weight_step(ours, ours.parameters(), xo, y, s, 0.4, 5.0), _forward(ours, xo, s), 3,
+                Variant("archnas", weight_step(ours, ours.parameters(), xo, y, s, 0.4, 5.0), ours, xo, 3,
                         s.threads)]
-    ours, base = search_models(s, 32, 16, 8, 3)
-    train, val = batch(64, (3, 32, 32), s, 3), batch(64, (3, 32, 32), s, 4)
-    if check:
-        check_equal(ours, base, train[0], "search supernet")
-    ours, xo = ours_layout(ours, train[0], s)
-    train_o, val_o = (xo, train[1]), (ours_layout(ours, val[0], s)[1], val[1])
+    shared = {} if shared is None else shared
+    if "search" not in shared:
+        ours, base = search_models(s, 32, 16, 8, 3)
+        train, val = batch(64, (3, 32, 32), s, 3), batch(64, (3, 32, 32), s, 4)
+        if check:
+            check_equal(ours, base, train[0], "search supernet")
+        ours, xo = ours_layout(ours, train[0], s)
+        shared["search"] = ours, base, train, val, (xo, train[1]), (ours_layout(ours, val[0], s)[1], val[1])
+    ours, base, train, val, train_o, val_o = shared["search"]
+    xo = train_o[0]
     if case == "weight_step":
         steps = (weight_step(base, base.weights(), *train, s), weight_step(ours, ours.weights(), *train_o, s))
         factor = 3
@@ -270,17 +276,8 @@ def build_case(case: str, s: Settings, check: bool = True) -> list[Variant]:
         # first order: forward + full backward (as DARTS); second: 2 passes with weight gradients,
         # 2 to the alphas only
         factor = 3 if order is BilevelOrder.first else 10
-    return [Variant("baseline", steps[0], _forward(base, train[0], s), factor, s.threads),
-            Variant("archnas", steps[1], _forward(ours, xo, s), factor, s.threads)]
-
-
-def _forward(model: nn.Module, x: Tensor, s: Settings) -> Callable[[], Tensor]:
-    def forward() -> Tensor:
-        with s.autocast():
-            out = model(x)
-        return out[0] if isinstance(out, tuple) else out
-
-    return forward
+    return [Variant("baseline", steps[0], base, train[0], factor, s.threads),
+            Variant("archnas", steps[1], ours, xo, factor, s.threads)]
 
 
 @torch.no_grad()
@@ -296,9 +293,9 @@ def check_equal(ours: nn.Module, base: nn.Module, x: Tensor, what: str) -> None:
     assert torch.allclose(out_a, out_b, rtol=1e-9, atol=1e-10), f"{what}: archnas and baseline differ by {err}"
 
 
-def forward_flops(v: Variant) -> int:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        v.forward()
+def forward_flops(v: Variant, s: Settings) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), s.autocast():
+        v.model(v.x)
     return counter.get_total_flops()
 
 
@@ -331,8 +328,18 @@ def memory_worker(case: str, variant: str, s: Settings, steps: int) -> dict:
     if s.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(s.device)
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+        peak = peak_rss()
     return {"idle": idle, "peak": peak}
+
+
+def peak_rss() -> int:
+    """This process's peak resident set since its exec (VmHWM). Not `ru_maxrss`: Linux carries
+    the parent's peak over fork and exec into it, and the parent holds every model."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: an upper bound
 
 
 def measure_memory(case: str, variant: str, args: argparse.Namespace) -> dict:
@@ -405,10 +412,17 @@ def main() -> None:
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast, CUDA only")
     parser.add_argument("--channels-last", action="store_true",
                         help="archnas's models and inputs in channels_last (CUDA; on CPU the fused cells use it anyway)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (digits_step uses 1, as its config)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--memory-steps", type=int, default=2, help="steps per fresh memory process; 0: no memory")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads (digits_step uses 1, as its config); 1 by default because two "
+                             "threads on a 2-core machine that also runs other work wait on each other, "
+                             "several times slower than one")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds (2 keep the default run near 10 minutes)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (each model once)")
+    parser.add_argument("--memory-cases", default="weight_step,arch_second,eval_step,digits_step",
+                        help="cases whose peak memory is measured, or 'all' (arch_first adds about a minute)")
+    parser.add_argument("--memory-steps", type=int, default=1,
+                        help="steps per fresh memory process (the first one allocates everything later ones do); "
+                             "0: no memory")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "out" / "bench_supernet.json"), metavar="FILE")
     parser.add_argument("--memory-worker", metavar="CASE:VARIANT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -428,8 +442,15 @@ def main() -> None:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
 
     start = time.perf_counter()
-    variants = {case: build_case(case, s) for case in cases}
-    flops = {case: {v.name: forward_flops(v) for v in vs} for case, vs in variants.items()}
+    shared: dict = {}
+    variants = {case: build_case(case, s, shared=shared) for case in cases}
+    counted: dict[tuple[int, int], int] = {}  # the search cases share models and batches: count once
+    for vs in variants.values():
+        for v in vs:
+            key = (id(v.model), id(v.x))
+            if key not in counted:
+                counted[key] = forward_flops(v, s)
+    flops = {case: {v.name: counted[(id(v.model), id(v.x))] for v in vs} for case, vs in variants.items()}
     if "weight_step" in flops:
         gflop = flops["weight_step"]["baseline"] / 1e9
         assert round(gflop, 1) == DARTS_SEARCH_GFLOP, f"baseline forward is {gflop:.2f} GFLOP, DARTS's is 38.4"
@@ -443,8 +464,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         if timed:
             matmul.append(matmul_gflops(s))
+        warmed: set[int] = set()
         for case, vs in variants.items():
             for v in vs:
+                if not timed and id(v.model) in warmed:
+                    continue  # the architecture steps run the weight step's models, warm already
+                warmed.add(id(v.model))
                 torch.set_num_threads(v.threads)
                 s.sync()
                 t = time.perf_counter()
@@ -455,8 +480,11 @@ def main() -> None:
         print(f"  round {r + 1}: " + (", ".join(f"{c}/{v.name} {v.times[-1]:.2f}s" for c, vs in variants.items()
                                                  for v in vs) if timed else "warm-up"), flush=True)
     memory: dict[str, dict[str, dict]] = {}
+    memory_cases = CASES if args.memory_cases == "all" else [c.strip() for c in args.memory_cases.split(",")]
     if args.memory_steps > 0:
         for case, vs in variants.items():
+            if case not in memory_cases:
+                continue
             for v in vs:
                 memory.setdefault(case, {})[v.name] = measure_memory(case, v.name, args)
                 print(f"  memory {case}/{v.name}: peak {memory[case][v.name]['peak'] / MB:.0f} MB", flush=True)
