@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -418,8 +419,11 @@ def main() -> None:
                              "several times slower than one")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds (2 keep the default run near 10 minutes)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (each model once)")
-    parser.add_argument("--memory-cases", default="weight_step,arch_second,eval_step,digits_step",
-                        help="cases whose peak memory is measured, or 'all' (arch_first adds about a minute)")
+    parser.add_argument("--memory-cases", default="weight_step,eval_step,digits_step",
+                        help="cases whose peak memory is measured, or 'all' (the architecture steps add about "
+                             "three minutes, most of it the baseline's second-order step)")
+    parser.add_argument("--memory-jobs", type=int, default=2,
+                        help="memory processes at once (one thread each with --threads 1)")
     parser.add_argument("--memory-steps", type=int, default=1,
                         help="steps per fresh memory process (the first one allocates everything later ones do); "
                              "0: no memory")
@@ -482,12 +486,13 @@ def main() -> None:
     memory: dict[str, dict[str, dict]] = {}
     memory_cases = CASES if args.memory_cases == "all" else [c.strip() for c in args.memory_cases.split(",")]
     if args.memory_steps > 0:
-        for case, vs in variants.items():
-            if case not in memory_cases:
-                continue
-            for v in vs:
-                memory.setdefault(case, {})[v.name] = measure_memory(case, v.name, args)
-                print(f"  memory {case}/{v.name}: peak {memory[case][v.name]['peak'] / MB:.0f} MB", flush=True)
+        # after the timing, so no timed step shares the cores; a peak is per process, so several
+        # one-thread processes at once measure the same peaks sooner
+        jobs = [(case, v.name) for case, vs in variants.items() if case in memory_cases for v in vs]
+        with ThreadPoolExecutor(max(1, args.memory_jobs)) as pool:
+            for (case, name), mem in zip(jobs, pool.map(lambda job: measure_memory(*job, args), jobs)):
+                memory.setdefault(case, {})[name] = mem
+                print(f"  memory {case}/{name}: peak {mem['peak'] / MB:.0f} MB", flush=True)
     summary = summarize(variants, flops, memory, matmul)
     print_table(summary)
     elapsed = time.perf_counter() - start

@@ -221,3 +221,13 @@ def test_eval_cells_run_channels_last_on_cpu_with_the_same_results():
     for out in outs:
         F.cross_entropy(out, torch.arange(4)).backward()
     assert_same_grads(fast, nchw)
+
+
+def test_fused_supernet_trains_under_autocast():
+    """AMP (CUDA in training; CPU autocast here, the same mechanism) casts the inputs of forward
+    ops only, so the fused cell must not hand autocast tensors to backward kernels itself."""
+    model = supernet().float().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, 3, 8, 8))[0]
+    F.cross_entropy(out.float(), torch.arange(4)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
