@@ -125,9 +125,11 @@ def all_reduce_mean(tensors: Sequence[Tensor]) -> None:
         offset += t.numel()
 
 
-def wrap_ddp(model: nn.Module, ctx: PhaseContext) -> nn.Module:
-    """`model` in DistributedDataParallel when the run has more than one process, else as is."""
+def wrap_ddp(model: nn.Module, ctx: PhaseContext, find_unused_parameters: bool = False) -> nn.Module:
+    """`model` in DistributedDataParallel when the run has more than one process, else as is.
+    `find_unused_parameters` for models whose forward leaves some parameters out (GDAS)."""
     if ctx.run.world_size <= 1 or not dist.is_initialized():
         return model
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters)

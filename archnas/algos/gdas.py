@@ -33,7 +33,6 @@ from functools import partial
 from typing import Callable, Mapping
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -41,6 +40,7 @@ from archnas.config.schema import BilevelOrder, GdasConf
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.context import PhaseContext
 from archnas.descs.builder import CellNodes, ModelDescBuilder
+from archnas.distributed import wrap_ddp
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import CellDesc, CellType, ConvMacroParams, ModelDesc, NodeDesc, OpDesc
 from archnas.errors import ConfigError, DescError
@@ -175,25 +175,18 @@ class GdasFinalizers(Finalizers):
 class GdasSearcher(Searcher):
     def wrap_model(self, ctx: PhaseContext, model: nn.Module) -> nn.Module:
         """Under DDP the candidates not sampled in a step have no gradient: DDP must be told."""
-        if ctx.run.world_size <= 1 or not dist.is_initialized():
-            return model
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        return wrap_ddp(model, ctx, find_unused_parameters=True)
 
 
 @register_algorithm("gdas")
 class GdasRunner(ExperimentRunner):
+    default_finalizers = GdasFinalizers
+
     def model_desc_builder(self) -> ModelDescBuilder:
         return GdasBuilder()
 
     def trainer_class(self) -> Callable[..., ArchTrainer]:
         return partial(GdasTrainer, gdas=self.conf.nas.search.gdas)
-
-    def finalizers(self) -> Finalizers:
-        search = self.conf.nas.search
-        if search.finalizer.type == "default":
-            return GdasFinalizers(search.finalizer, search.model_desc.max_final_edges)
-        return super().finalizers()
 
     def searcher(self) -> Searcher:
         return GdasSearcher(self.model_desc_builder(), self.trainer_class(), self.finalizers(), force=self.force)

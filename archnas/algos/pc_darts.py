@@ -191,16 +191,12 @@ class PcDartsTrainer(ArchTrainer):
 
 @register_algorithm("pc_darts")
 class PcDartsRunner(ExperimentRunner):
+    default_finalizers = PcDartsFinalizers
+    random_finalizers = PcDartsRandomFinalizers
+
     def model_desc_builder(self) -> ModelDescBuilder:
         return PcDartsBuilder(self.conf.nas.search.pc_darts.k)
 
     def trainer_class(self) -> Callable[..., ArchTrainer]:
         return partial(PcDartsTrainer, pc_darts=self.conf.nas.search.pc_darts)
 
-    def finalizers(self) -> Finalizers:
-        search = self.conf.nas.search
-        if search.finalizer.type == "default":
-            return PcDartsFinalizers(search.finalizer, search.model_desc.max_final_edges)
-        if search.finalizer.type == "random":
-            return PcDartsRandomFinalizers(search.finalizer, search.model_desc.max_final_edges, self.conf.common.seed)
-        return super().finalizers()  # refuses the unknown type

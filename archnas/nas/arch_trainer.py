@@ -17,13 +17,13 @@ import math
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archnas.config.schema import ArchTrainerConf, BilevelOrder
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
+from archnas.distributed import all_reduce_mean, is_distributed
 from archnas.errors import ConfigError
 from archnas.descs.model_desc import CellType
 from archnas.nas.bilevel import BilevelOptimizer
@@ -96,12 +96,11 @@ class ArchTrainer(Trainer):
 
     def sync_arch_grads(self, params: list[Tensor]) -> None:
         """Under DDP every rank must hold the same alphas: average their gradients."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_distributed():
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad /= dist.get_world_size()
+            all_reduce_mean([p.grad for p in params])
 
     def epoch_metrics(self) -> dict[str, Any]:
         record: dict[str, Any] = {}

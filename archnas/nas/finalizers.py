@@ -122,10 +122,13 @@ class RandomFinalizers(Finalizers):
         return replace(cell, nodes=nodes)
 
 
-def build_finalizers(conf: FinalizerConf, max_final_edges: int, seed: int) -> Finalizers:
+def build_finalizers(conf: FinalizerConf, max_final_edges: int, seed: int,
+                     default: type[Finalizers] = Finalizers,
+                     random: type[RandomFinalizers] = RandomFinalizers) -> Finalizers:
+    """The finalizers `nas.search.finalizer.type` names; an algorithm passes its own classes."""
     if conf.type == "default":
-        return Finalizers(conf, max_final_edges)
+        return default(conf, max_final_edges)
     if conf.type == "random":
-        return RandomFinalizers(conf, max_final_edges, seed)
+        return random(conf, max_final_edges, seed)
     raise ConfigError(f"nas.search.finalizer.type: {conf.type!r} is not one of default, random")
 

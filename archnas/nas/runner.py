@@ -41,7 +41,7 @@ from archnas.distributed import DistSession, barrier, distributed_session, ranks
 from archnas.errors import ConfigError
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.evaluater import METRICS_FILE, Evaluater
-from archnas.nas.finalizers import Finalizers, build_finalizers
+from archnas.nas.finalizers import Finalizers, RandomFinalizers, build_finalizers
 from archnas.nas.search_combinations import SearchCombinations
 from archnas.nas.searcher import RESULT_FILE, Searcher, SearchResult, check_completed
 from archnas.training.signals import RunInterrupted
@@ -89,6 +89,9 @@ class ExperimentResult:
 class ExperimentRunner:
     algorithm = "base"
     searches = True  # False: the algorithm has no search phase (manual)
+    # what `nas.search.finalizer.type: default | random` build; an algorithm sets its own
+    default_finalizers: type[Finalizers] = Finalizers
+    random_finalizers: type[RandomFinalizers] = RandomFinalizers
 
     def __init__(self, ctx: RunContext, force: bool = False):
         self.ctx = ctx
@@ -105,7 +108,8 @@ class ExperimentRunner:
 
     def finalizers(self) -> Finalizers:
         search = self.conf.nas.search
-        return build_finalizers(search.finalizer, search.model_desc.max_final_edges, self.conf.common.seed)
+        return build_finalizers(search.finalizer, search.model_desc.max_final_edges, self.conf.common.seed,
+                                self.default_finalizers, self.random_finalizers)
 
     def searcher(self) -> Searcher:
         return Searcher(self.model_desc_builder(), self.trainer_class(), self.finalizers(), force=self.force)

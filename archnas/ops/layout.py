@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 
-
 def memory_format(x: Tensor) -> torch.memory_format:
     """channels_last if `x` is laid out that way (and not also plainly contiguous), else contiguous."""
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):

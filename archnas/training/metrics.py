@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from archnas.distributed import is_distributed
+
 TOPK = 5  # top-k accuracy reports k = min(TOPK, n_classes)
 BEST_METRIC = "val_top1"  # higher is better
 
@@ -59,7 +61,7 @@ class EpochMeter:
 
     def all_reduce(self) -> None:
         """Sum the counts over DDP ranks (a no-op in a single process)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_distributed():
             packed = torch.cat([self.sums, self.sums.new_tensor([float(self.images)])])
             dist.all_reduce(packed)
             self.sums, self.images = packed[:3], int(packed[3].item())

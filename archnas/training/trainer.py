@@ -38,6 +38,7 @@ from archnas.config import config_to_dict
 from archnas.config.schema import TrainerConf
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
+from archnas.distributed import is_distributed
 from archnas.errors import ConfigError
 from archnas.training.checkpoint import Checkpointer, Resumed, Stateful, phase_config, restore_rng
 from archnas.training.hooks import DropPathRamp, HookBase, MetricsWriter, PeriodicCheckpoint
@@ -280,7 +281,7 @@ class Trainer:
         """The signal to stop on, if any; under DDP every rank stops at the same step or none does,
         since a rank that stopped alone would leave the others waiting in a collective."""
         signum = self.stop_signals.requested
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_distributed():
             flag = torch.tensor([signum or 0], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item()) or None
