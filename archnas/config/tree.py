@@ -41,14 +41,6 @@ class ConfigTree:
             node = node[key]
         return node
 
-    def has(self, path: Path) -> bool:
-        node: Any = self.data
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                return False
-            node = node[key]
-        return True
-
     def set(self, path: Path, value: Any, source: str) -> None:
         parent = self.get(path[:-1])
         parent[path[-1]] = copy.deepcopy(value)
