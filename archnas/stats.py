@@ -57,12 +57,23 @@ def _macs_by_module(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return {name: sum(counts.values()) // 2 for name, counts in counter.get_flop_counts().items()}
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    """Where the module's tensors are (the counting forward must run there: on CUDA, or on the
+    meta device for a model that was never materialized)."""
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def model_stats(model: Model, input_shape: list[int], detail: bool = False) -> dict[str, Any]:
-    """Counts for `model` at `input_shape` ([C, H, W]); `detail` adds stems, cells, aux towers, head."""
+    """Counts for `model` at `input_shape` ([C, H, W]); `detail` adds stems, cells, aux towers, head.
+
+    The counting forward runs in float32 on the model's own device, whatever precision training uses."""
     was_training = model.training
     model.eval()
     try:
-        macs = _macs_by_module(model, torch.zeros(1, *input_shape))
+        macs = _macs_by_module(model, torch.zeros(1, *input_shape, device=_device_of(model)))
         root = type(model).__name__
         aux = sum(_params(t) for t in model.aux_towers.values())
         weights = sum(p.numel() for p in model.weights())
@@ -86,7 +97,7 @@ def _detail(model: Model, macs: dict[str, int], root: str) -> dict[str, Any]:
     aux_towers = []
     for key, tower in model.aux_towers.items():
         cell = desc.cells[int(key)]
-        tower_macs = _macs_by_module(tower.eval(), torch.zeros(1, *cell.out_shape))
+        tower_macs = _macs_by_module(tower.eval(), torch.zeros(1, *cell.out_shape, device=_device_of(tower)))
         aux_towers.append({"after_cell": int(key), "params": _params(tower), "macs": tower_macs.get(type(tower).__name__, 0)})
     return {
         "model_stems": [
