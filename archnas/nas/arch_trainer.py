@@ -35,22 +35,26 @@ WATCHED_OPS = ("skip_connect", "none")
 
 
 class RunningMean:
-    """A sum and a count that survive checkpoints (the arch-step loss of a half-done epoch)."""
+    """A sum and a count that survive checkpoints (the arch-step loss of a half-done epoch).
+
+    Values are added as device tensors and read back once, when the mean is taken, so adding one
+    every step never waits for the device."""
 
     def __init__(self) -> None:
-        self.total, self.count = 0.0, 0
+        self.total: Tensor | float = 0.0
+        self.count = 0
 
-    def add(self, value: float) -> None:
-        self.total += value
+    def add(self, value: Tensor | float) -> None:
+        self.total = self.total + value
         self.count += 1
 
     def pop(self) -> Optional[float]:
-        mean = self.total / self.count if self.count else None
+        mean = float(self.total) / self.count if self.count else None
         self.total, self.count = 0.0, 0
         return mean
 
     def state_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "count": self.count}
+        return {"total": float(self.total), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.total, self.count = float(state["total"]), int(state["count"])
@@ -83,7 +87,8 @@ class ArchTrainer(Trainer):
 
     def make_bilevel(self) -> BilevelOptimizer:
         """The architecture step; override for algorithms that train alphas differently."""
-        return BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn, self.conf.bilevel_order)
+        return BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn, self.conf.bilevel_order,
+                                hessian_vector_product=self.conf.hessian_vector_product)
 
     def run_step(self, batch: Batch) -> None:
         x_val, y_val = self.val_stream.next()

@@ -14,6 +14,16 @@ each weight's own lr is used). The weight optimizer's state supplies momentum bu
 decay and lr per parameter group; for Adam/AdamW weight optimizers the virtual step is plain
 SGD with the group's lr and weight decay.
 
+`hessian_vector_product: exact` replaces the finite differences by a double backward,
+d/da [dL_train(w, a)/dw . v], which is exact (up to float rounding) and costs about one more
+backward pass. The finite differences stay the default, as in DARTS; they run at full float32
+precision (`ieee_float32`): their shift eps * v is about 1e-5 per weight at the paper's shape,
+which TF32 (cuDNN's default for float32 convolutions on Ampere and newer GPUs, 10 mantissa bits)
+would round away. The whole step runs outside autocast, in float32.
+
+Nothing in the step reads a value back to the host (eps and the loss stay tensors), so it does
+not wait for the GPU.
+
 The public DARTS code deep-copies the whole network for w'. Here every virtual forward runs the
 same module through `torch.func.functional_call` with substituted weight tensors and cloned
 buffers, so nothing is copied and BatchNorm running statistics are not touched by virtual steps.
@@ -36,8 +46,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from archnas.config.schema import BilevelOrder
+from archnas.config.schema import BilevelOrder, HessianVectorProduct
 from archnas.distributed import all_reduce_mean
+from archnas.training.precision import ieee_float32
 
 LossFn = Callable[[object, Tensor], Tensor]  # (model outputs, targets) -> scalar loss
 Batch = tuple[Tensor, Tensor]
@@ -45,7 +56,7 @@ Batch = tuple[Tensor, Tensor]
 
 @dataclass
 class ArchStepResult:
-    val_loss: float
+    val_loss: Tensor  # 0-dim, on the device: reading it would wait for the step to finish
 
 
 class BilevelOptimizer:
@@ -64,8 +75,10 @@ class BilevelOptimizer:
         loss_fn: LossFn,
         order: BilevelOrder,
         finite_diff_scale: float = 0.01,  # eps = scale / ||v||, 0.01 as in the DARTS paper and code
+        hessian_vector_product: HessianVectorProduct = HessianVectorProduct.finite_difference,
     ):
         self.finite_diff_scale = finite_diff_scale
+        self.hvp = HessianVectorProduct(hessian_vector_product)
         self.model = model
         self.weight_optimizer = weight_optimizer
         self.alpha_optimizer = alpha_optimizer
@@ -93,7 +106,7 @@ class BilevelOptimizer:
             loss = self.loss_fn(self.model(val[0]), val[1])
             grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)
             self._set_arch_grads(grads)
-            return ArchStepResult(float(loss.detach()))
+            return ArchStepResult(loss.detach())
         return self._second_order(train, val)
 
     def step(self, train: Batch, val: Batch, sync_grads: Callable[[list[Tensor]], None] | None = None) -> ArchStepResult:
@@ -129,28 +142,42 @@ class BilevelOptimizer:
         ]
         all_reduce_mean(vector)  # DDP: the same finite-difference direction (and eps) on every rank
 
-        implicit = self._hessian_vector_product(vector, train, buffers)
+        if self.hvp is HessianVectorProduct.exact:
+            implicit = self._exact_hessian_vector_product(vector, train, buffers)
+        else:
+            implicit = self._hessian_vector_product(vector, train, buffers)
         final = [
             None if da is None and hv is None else (_zero_if_none(da, a) - _zero_if_none(hv, a))
             for da, hv, a in zip(d_alpha, implicit, self.arch_params)
         ]
         self._set_arch_grads(final)
-        return ArchStepResult(float(val_loss.detach()))
+        return ArchStepResult(val_loss.detach())
 
     def _hessian_vector_product(self, vector: list[Tensor], train: Batch, buffers: dict[str, Tensor]) -> list[Tensor | None]:
-        """d^2 L_train / (da dw) . vector, by central differences around the current weights."""
-        norm = torch.sqrt(sum((v.double() ** 2).sum() for v in vector)).item()
-        eps = self.finite_diff_scale / max(norm, 1e-12)
+        """d^2 L_train / (da dw) . vector, by central differences around the current weights, at
+        full float32 precision."""
+        norm = torch.sqrt(sum((v.double() ** 2).sum() for v in vector))
+        eps = (self.finite_diff_scale / norm.clamp_min(1e-12)).to(vector[0].dtype)  # a tensor: no host sync
         plus_minus = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 shifted = {n: w + sign * eps * v for n, w, v in zip(self.weight_names, self.weights, vector)}
-            loss = self.loss_fn(self._call(shifted, buffers, train[0]), train[1])
-            plus_minus.append(torch.autograd.grad(loss, self.arch_params, allow_unused=True))
+            with ieee_float32():
+                loss = self.loss_fn(self._call(shifted, buffers, train[0]), train[1])
+                plus_minus.append(torch.autograd.grad(loss, self.arch_params, allow_unused=True))
         return [
             None if gp is None else (gp - gm) / (2 * eps)
             for gp, gm in zip(*plus_minus)
         ]
+
+    def _exact_hessian_vector_product(self, vector: list[Tensor], train: Batch,
+                                      buffers: dict[str, Tensor]) -> list[Tensor | None]:
+        """d/da [dL_train(w, a)/dw . vector] by double backward at the current weights."""
+        current = {n: w for n, w in zip(self.weight_names, self.weights)}
+        loss = self.loss_fn(self._call(current, buffers, train[0]), train[1])
+        grads = torch.autograd.grad(loss, self.weights, create_graph=True, allow_unused=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, vector) if g is not None)
+        return list(torch.autograd.grad(dot, self.arch_params, allow_unused=True))
 
     @torch.no_grad()
     def _sgd_direction(self, w: Tensor, g: Tensor, group: dict) -> Tensor:

@@ -21,6 +21,7 @@ from archnas.config.schema.nas import (
     FinalizerConf,
     FinalizerRank,
     GdasConf,
+    HessianVectorProduct,
     NasConf,
     PcDartsConf,
     PostTrainConf,
@@ -72,7 +73,7 @@ def field_kinds(cls: type = ExperimentConf, prefix: tuple[str, ...] = ()) -> dic
 __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf",
     "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "ExperimentConf", "FinalizerConf", "FinalizerRank",
-    "GdasConf", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
+    "GdasConf", "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
     "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PcDartsConf", "PostTrainConf",
     "RandomSearchConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TrainerConf",
     "ValidationConf", "WarmupConf", "field_kinds",

@@ -15,6 +15,13 @@ class BilevelOrder(StrEnum):
     second = "second"  # alphas step on the val loss after a virtual SGD step (DARTS unrolled)
 
 
+class HessianVectorProduct(StrEnum):
+    # Central finite differences of two extra alpha gradients, as the DARTS paper and code (run
+    # at full float32 precision: TF32 would round away their shift of the weights).
+    finite_difference = "finite_difference"
+    exact = "exact"  # double backward through the train loss: exact, costs about one more backward
+
+
 class FinalizerRank(StrEnum):
     softmax = "softmax"  # rank ops and edges by softmax(alpha), as the DARTS code does
     raw = "raw"  # rank by raw alpha, as Archai does
@@ -28,6 +35,7 @@ def _alpha_optimizer() -> OptimizerConf:
 class ArchTrainerConf(TrainerConf):
     alpha_optimizer: OptimizerConf = field(default_factory=_alpha_optimizer)
     bilevel_order: BilevelOrder = BilevelOrder.second
+    hessian_vector_product: HessianVectorProduct = HessianVectorProduct.finite_difference  # second order only
 
 
 @dataclass
