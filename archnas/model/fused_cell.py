@@ -128,11 +128,8 @@ def _spec(dw: nn.Conv2d) -> DepthwiseSpec | None:
 def _stage(x: Tensor, dw: nn.Conv2d, spec: DepthwiseSpec | None, pw: nn.Conv2d, bn: nn.BatchNorm2d,
            scale: Tensor | None) -> Tensor:
     """`bn(pw(dw(x))) * scale`; in training mode one autograd node that recomputes the convs in
-    backward instead of keeping their outputs (`archnas.ops.conv_bn`). Under autocast the
-    modules' own path runs: autocast casts the inputs of forward ops, not of the backward
-    kernels the node calls."""
-    if bn.training and spec is not None and dw.bias is None and pw.bias is None \
-            and not torch.is_autocast_enabled(x.device.type):
+    backward instead of keeping their outputs (`archnas.ops.conv_bn`), under autocast too."""
+    if bn.training and spec is not None and dw.bias is None and pw.bias is None:
         weight, bias = scaled_affine(bn, scale, pw.out_channels)
         return conv_bn(x, dw, spec, pw, bn, weight, bias, count_batch(bn))
     y = dw(x) if spec is None else F.conv2d(x, dw.weight, dw.bias, spec.stride, spec.padding, spec.dilation, spec.groups)

@@ -12,6 +12,12 @@ The forward is the modules' own computation: the convs read their weights, Batch
 updates its running statistics as `nn.BatchNorm2d.forward` does (the caller counts the batch),
 and the BatchNorm's affine weight may carry a mixed-op weight (`batchnorm_fns`). Only training
 mode (batch statistics) is handled here; eval-mode BatchNorm goes through the plain modules.
+
+Under autocast the node computes what autocast would: the convolutions on inputs and weights cast
+to the autocast dtype, BatchNorm on their output with float32 parameters and statistics. It casts
+them itself and runs with autocast off, because autocast only casts the inputs of ops called in
+a forward, not those of the backward kernels the node calls; the recomputation in backward then
+sees the same dtypes as the forward did.
 """
 
 from __future__ import annotations
@@ -102,6 +108,13 @@ def conv_bn(x: Tensor, dw: nn.Conv2d | None, dw_spec: DepthwiseSpec | None, pw: 
             bn_weight: Tensor | None, bn_bias: Tensor | None, factor: float) -> Tensor:
     """`bn(pw(dw(x)))` in training mode, with BatchNorm's affine weight and bias given (they may
     carry a mixed-op weight) and `factor` the running-stats update factor of this batch."""
-    return _ConvBN.apply(x, None if dw is None else dw.weight, pw.weight, bn_weight, bn_bias, dw_spec, pw,
-                         bn.running_mean if bn.track_running_stats else None,
-                         bn.running_var if bn.track_running_stats else None, factor, bn.eps)
+    dw_weight, pw_weight = None if dw is None else dw.weight, pw.weight
+    stats = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return _ConvBN.apply(x, dw_weight, pw_weight, bn_weight, bn_bias, dw_spec, pw, *stats, factor, bn.eps)
+    dtype = torch.get_autocast_dtype(device_type)
+    x, pw_weight = x.to(dtype), pw_weight.to(dtype)
+    dw_weight = None if dw_weight is None else dw_weight.to(dtype)
+    with torch.autocast(device_type, enabled=False):
+        return _ConvBN.apply(x, dw_weight, pw_weight, bn_weight, bn_bias, dw_spec, pw, *stats, factor, bn.eps)
