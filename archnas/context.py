@@ -70,17 +70,19 @@ class RunContext:
     argv: list[str] = field(default_factory=list)
     rank: int = 0
     world_size: int = 1
+    control_group: Any = None  # `DistSession.control_group`: host-side agreement between ranks
 
     @classmethod
     def create(cls, conf: ExperimentConf, exp_dir: Path, argv: list[str], rank: int = 0, world_size: int = 1,
-               device: torch.device | None = None) -> "RunContext":
+               device: torch.device | None = None, control_group: Any = None) -> "RunContext":
         set_deterministic(conf.common.deterministic)
         if conf.common.num_threads < 0:
             raise ConfigError(f"common.num_threads: {conf.common.num_threads} is negative (0 means torch's default)")
         if conf.common.num_threads:
             torch.set_num_threads(conf.common.num_threads)
         log = _make_logger(f"archnas.{exp_dir.resolve()}.r{rank}", conf.common.log_level, console=rank == 0)
-        return cls(conf, exp_dir, device or resolve_device(conf.common.device), log, argv, rank, world_size)
+        return cls(conf, exp_dir, device or resolve_device(conf.common.device), log, argv, rank, world_size,
+                   control_group)
 
     @property
     def is_main(self) -> bool:

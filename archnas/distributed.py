@@ -11,6 +11,10 @@ Only rank 0 writes files; the other ranks wait at `barrier()` where they would o
 something rank 0 may still be writing. A rank that fails raises and exits: torchrun then stops
 the others, so no barrier is ever entered from an error path (it would wait for ranks that are
 still training).
+
+Decisions every rank must take together (stop on a signal, write a time-based checkpoint) are
+agreed over a gloo group of host tensors (`DistSession.control_group`; the default group itself
+when that is gloo), so agreeing never waits for a GPU.
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from archnas.context import PhaseContext
 from archnas.errors import ConfigError
 from archnas.utils.device import resolve_device
 
@@ -39,6 +42,9 @@ class DistSession:
     world_size: int
     local_rank: int
     device: torch.device
+    # gloo group of every rank for host-side agreement; None: the default group (gloo already,
+    # or a single process)
+    control_group: Any = None
 
 
 def ranks_from_env(environ: Mapping[str, str]) -> tuple[int, int, int]:
@@ -90,8 +96,9 @@ def distributed_session(device_spec: str, environ: Mapping[str, str] | None = No
     if not already:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
                                 rank=rank, world_size=world)
+    control = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     try:
-        yield DistSession(rank, world, local, device)
+        yield DistSession(rank, world, local, device, control)
     finally:
         if not already:
             dist.destroy_process_group()
@@ -125,11 +132,33 @@ def all_reduce_mean(tensors: Sequence[Tensor]) -> None:
         offset += t.numel()
 
 
-def wrap_ddp(model: nn.Module, ctx: PhaseContext, find_unused_parameters: bool = False) -> nn.Module:
+def agree_max(values: Sequence[int], group: Any = None) -> list[int]:
+    """The element-wise maximum of small host integers over the ranks (the values themselves in a
+    single process), on a CPU group: the training device is never synchronized for it."""
+    if not is_distributed():
+        return list(values)
+    flags = torch.tensor(list(values), dtype=torch.int64)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group)
+    return flags.tolist()
+
+
+def gather_to_main(obj: Any, group: Any = None) -> Optional[list[Any]]:
+    """Every rank's `obj` on rank 0, in rank order (None on the other ranks); `[obj]` in a single
+    process. A collective: every rank calls it at the same point."""
+    if not is_distributed():
+        return [obj]
+    out: Optional[list[Any]] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0, group=group)
+    return out
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
     """`model` in DistributedDataParallel when the run has more than one process, else as is.
-    `find_unused_parameters` for models whose forward leaves some parameters out (GDAS)."""
-    if ctx.run.world_size <= 1 or not dist.is_initialized():
+    `find_unused_parameters` for models whose forward leaves some parameters out (GDAS). The model
+    must already have its device and memory format: DDP's gradient buckets copy the parameters'
+    strides when it is made."""
+    if not is_distributed():
         return model
-    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
                                                find_unused_parameters=find_unused_parameters)

@@ -135,7 +135,7 @@ class RandomSearcher(Searcher):
                                  params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
                                  train_time=0.0)
             if train:
-                trainer = Trainer(conf.trainer, self.wrap_model(ctx, model), ctx, fingerprint=desc.fingerprint(),
+                trainer = Trainer(conf.trainer, model, ctx, fingerprint=desc.fingerprint(),
                                   force=self.force)
                 history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
                 result.val_top1 = history.last.get("val_top1") if history.last else None

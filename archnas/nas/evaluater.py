@@ -75,9 +75,7 @@ class Evaluater:
             f"eval: {len(desc.cells)} cells, {stats['params_without_aux']:,} parameters without the aux tower, "
             f"{stats['macs']:,} multiply-adds per image; {len(data.parts['train'])} train / {len(data.parts['test'])} test images"
         )
-        from archnas.distributed import wrap_ddp
-
-        trainer = Trainer(conf.trainer, wrap_ddp(model, ctx), ctx, fingerprint=desc.fingerprint(), force=self.force,
+        trainer = Trainer(conf.trainer, model, ctx, fingerprint=desc.fingerprint(), force=self.force,
                           hooks=[SaveBestModel()])
         held_out = "val" if "val" in data.parts else "test"
         history = trainer.fit(data.loader("train", training=True), data.loader(held_out, training=False))

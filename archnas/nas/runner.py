@@ -235,7 +235,8 @@ def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = Tru
     check_ray_conf(conf.common.ray, world_size)
     open_experiment_dir(exp_dir, conf, rank == 0)
     ctx = RunContext.create(conf, exp_dir, list(argv), rank=rank, world_size=world_size,
-                            device=session.device if session else None)
+                            device=session.device if session else None,
+                            control_group=session.control_group if session else None)
     ranks = f", {world_size} ranks" if world_size > 1 else ""
     ctx.log.info(f"experiment {conf.common.experiment_name}: {conf.nas.algo} on {conf.dataset.name}, "
                  f"device {ctx.device}{ranks}, results in {exp_dir}")
@@ -324,7 +325,8 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], s
     trials = []
     for seed in seeds:
         sconf = seed_conf(conf, seed)
-        run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device)
+        run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device,
+                                control_group=session.control_group if session else None)
         trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force)))
 
     def reported(i: int, result: ExperimentResult) -> None:

@@ -81,6 +81,8 @@ def check_completed(ctx: PhaseContext, marker: Path, force: bool) -> Optional[di
 class Searcher:
     """Override a step to change it; an algorithm provides the builder, trainer class and finalizers."""
 
+    find_unused_parameters = False  # DDP: True when a supernet's forward skips some weights (GDAS)
+
     def __init__(self, builder: ModelDescBuilder, trainer_class: type[ArchTrainer], finalizers: Finalizers,
                  force: bool = False):
         self.builder = builder
@@ -111,8 +113,8 @@ class Searcher:
             f"{len(data.parts['train'])} train / {len(data.parts['val'])} val images"
         )
         trainer = self.trainer_class(
-            conf.trainer, self.wrap_model(ctx, model), ctx, val_stream=data.loader("val", training=True),
-            fingerprint=desc.fingerprint(), force=self.force,
+            conf.trainer, model, ctx, val_stream=data.loader("val", training=True),
+            fingerprint=desc.fingerprint(), force=self.force, find_unused_parameters=self.find_unused_parameters,
         )
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
         final = self.finalizers.finalize_model(model, desc)
@@ -131,17 +133,11 @@ class Searcher:
         """DARTS searches with non-affine BatchNorm in the cells and no drop-path."""
         return Model(desc, droppath=False, affine=False)
 
-    def wrap_model(self, ctx: PhaseContext, model: torch.nn.Module) -> torch.nn.Module:
-        """The module the trainer drives (a DDP wrapper under torchrun)."""
-        from archnas.distributed import wrap_ddp
-
-        return wrap_ddp(model, ctx)
-
     def post_train(self, ctx: PhaseContext, final: ModelDesc) -> dict[str, Any]:
         """Train the finalized desc at the search macro for a few epochs (e.g. to rank candidates)."""
         data = load_data(ctx, ctx.conf.loader)
         model = Model(final, droppath=True, affine=True).to(ctx.device)
-        trainer = Trainer(ctx.conf.trainer, self.wrap_model(ctx, model), ctx, fingerprint=final.fingerprint(), force=self.force)
+        trainer = Trainer(ctx.conf.trainer, model, ctx, fingerprint=final.fingerprint(), force=self.force)
         parts = "val" if "val" in data.parts else "test"
         history = trainer.fit(data.loader("train", training=True), data.loader(parts, training=False))
         ctx.close()

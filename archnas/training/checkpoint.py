@@ -30,7 +30,7 @@ import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 import torch
@@ -101,8 +101,10 @@ def phase_config(conf: Any, section: Any) -> dict[str, Any]:
     return out
 
 
-def capture_rng() -> dict[str, Any]:
-    """Every global RNG state, as tensors and plain values."""
+def capture_rng(device: torch.device) -> dict[str, Any]:
+    """This process's global RNG states, as tensors and plain values: python, numpy, torch's CPU
+    generator and, on a CUDA device, that device's generator (the only one the process draws from;
+    CUDA is never initialized just to read it)."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -115,12 +117,28 @@ def capture_rng() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict[str, Any], log: logging.Logger) -> None:
+def rank_rng_state(saved: Any, rank: int, world_size: int, log: logging.Logger) -> dict[str, Any]:
+    """This rank's states from a checkpoint's `rng`: one entry per rank of the run that wrote it.
+
+    Resumed on as many ranks, every rank gets its own states back; on another number of ranks
+    (or from a checkpoint that kept rank 0's only), every rank takes rank 0's, and the run goes on
+    statistically rather than bitwise the same (README "Resume")."""
+    ranks = saved["ranks"] if isinstance(saved, dict) and "ranks" in saved else [saved]
+    if len(ranks) == world_size:
+        return ranks[rank]
+    if rank == 0 and world_size > 1 or len(ranks) > 1:
+        log.warning(f"the checkpoint holds the RNG states of {len(ranks)} rank(s), this run has {world_size}: "
+                    "every rank resumes with rank 0's")
+    return ranks[0]
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what `capture_rng` captured, into this process (the CUDA state into `device`)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -129,14 +147,10 @@ def restore_rng(state: dict[str, Any], log: logging.Logger) -> None:
     )
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            log.warning(
-                f"checkpoint has CUDA RNG states of {len(cuda)} devices, this machine "
-                f"{torch.cuda.device_count()}: not restored"
-            )
+    if isinstance(cuda, list):  # written by archnas 0.1, all devices of rank 0: the first is the one it used
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 _PLAIN = (torch.Tensor, int, float, str, bytes, bool, type(None))
@@ -204,11 +218,18 @@ def _lookup(tree: Any, dotted: str) -> Any:
 @dataclass(frozen=True)
 class Resumed:
     path: Path
-    rng: dict[str, Any]  # the global RNG states when the checkpoint was written
+    rng: Any  # the global RNG states of every rank when the checkpoint was written (`rank_rng_state`)
+
+
+def _single_process(obj: Any) -> list[Any]:
+    return [obj]
 
 
 class Checkpointer:
-    """Saves and restores a set of named stateful objects in a phase folder (rank 0 writes)."""
+    """Saves and restores a set of named stateful objects in a phase folder (rank 0 writes).
+
+    Under DDP `save` is called on every rank at the same step: `gather` collects every rank's RNG
+    states on rank 0 (a collective), which writes them all, so each rank resumes with its own."""
 
     def __init__(
         self,
@@ -219,6 +240,8 @@ class Checkpointer:
         fingerprint: Optional[str],
         is_main: bool,
         log: logging.Logger,
+        device: torch.device = torch.device("cpu"),
+        gather: Callable[[Any], Optional[list[Any]]] = _single_process,
     ):
         self.folder = Path(folder)
         self.config = config
@@ -226,6 +249,8 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.is_main = is_main
         self.log = log
+        self.device = device
+        self.gather = gather
         self._objects: dict[str, Stateful] = {}
 
     @property
@@ -238,7 +263,7 @@ class Checkpointer:
             raise ValueError(f"checkpoint state {name!r} is registered twice")
         self._objects[name] = obj
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "archnas_version": archnas.__version__,
@@ -248,15 +273,18 @@ class Checkpointer:
             "config_hash": config_hash(self.config),
             "full_config": self.full_config,
             "fingerprint": self.fingerprint,
-            "rng": capture_rng(),
+            "rng": {"ranks": rng},
             "state": {name: obj.state_dict() for name, obj in self._objects.items()},
         }
 
     def save(self, *, last: bool = True, best: bool = False) -> None:
         """Write `checkpoint_last.pt` (moving the old one to `checkpoint_prev.pt`) and/or `checkpoint_best.pt`."""
-        if not self.is_main or not (last or best):
+        if not (last or best):
             return
-        payload = self.payload()
+        rng = self.gather(capture_rng(self.device))  # every rank takes part; rank 0 gets the list
+        if not self.is_main:
+            return
+        payload = self.payload(rng)
         check_plain(payload, "checkpoint")
         buffer = io.BytesIO()
         torch.save(payload, buffer)

@@ -72,15 +72,22 @@ class PeriodicCheckpoint(HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        steps_due = self.conf.every_steps > 0 and t.global_step % self.conf.every_steps == 0
-        if steps_due or self._minutes_due():
+        if self.conf.every_steps > 0 and t.global_step % self.conf.every_steps == 0:
             self._save()
+        elif self._minutes_due():
+            # The clock differs between ranks: the trainer writes it when every rank agrees,
+            # at the end of this step.
+            t.request_checkpoint()
+            self._last_time = monotonic()
 
     def after_epoch(self) -> None:
         t = self.trainer
         finished = t.epochs_done >= t.conf.epochs
         epochs_due = self.conf.every_epochs > 0 and t.epochs_done % self.conf.every_epochs == 0
-        last = finished or epochs_due or self._minutes_due()
+        if not (finished or epochs_due) and self._minutes_due():
+            t.request_checkpoint()
+            self._last_time = monotonic()
+        last = finished or epochs_due
         if last or t.new_best:
             self._save(last=last, best=t.new_best)
 

@@ -29,7 +29,6 @@ import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
@@ -38,9 +37,9 @@ from archnas.config import config_to_dict
 from archnas.config.schema import TrainerConf
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
-from archnas.distributed import is_distributed
+from archnas.distributed import agree_max, gather_to_main, wrap_ddp
 from archnas.errors import ConfigError
-from archnas.training.checkpoint import Checkpointer, Resumed, Stateful, phase_config, restore_rng
+from archnas.training.checkpoint import Checkpointer, Resumed, Stateful, phase_config, rank_rng_state, restore_rng
 from archnas.training.hooks import DropPathRamp, HookBase, MetricsWriter, PeriodicCheckpoint
 from archnas.training.losses import TrainLoss, split_outputs
 from archnas.training.metrics import EpochMeter, MetricsHistory
@@ -77,10 +76,13 @@ class Trainer:
         fingerprint: Optional[str] = None,
         force: bool = False,
         hooks: Sequence[HookBase] = (),
+        find_unused_parameters: bool = False,
     ):
-        """`model` may be wrapped in DistributedDataParallel; `fingerprint` identifies the model
-        (e.g. `ModelDesc.fingerprint()`) so a checkpoint of another model is refused; `force`
-        resumes despite config or fingerprint differences."""
+        """`model` is the plain module: the trainer moves it to the device and memory format,
+        then wraps it in DistributedDataParallel when the run has several ranks
+        (`find_unused_parameters` for models whose forward skips some parameters, as GDAS's).
+        `fingerprint` identifies the model (e.g. `ModelDesc.fingerprint()`) so a checkpoint of
+        another model is refused; `force` resumes despite config or fingerprint differences."""
         if conf.epochs < 0 or conf.batch_chunks < 1 or conf.grad_clip < 0 or conf.validation.freq < 1:
             raise ConfigError(
                 f"trainer: epochs ({conf.epochs}) >= 0, batch_chunks ({conf.batch_chunks}) >= 1, grad_clip "
@@ -92,8 +94,12 @@ class Trainer:
         self.device = ctx.device
         self.force = force
         self.precision = Precision(conf.amp, conf.channels_last, ctx.device)
-        self.model = self.precision.prepare_model(model)
-        self.base_model = model.module if isinstance(model, DistributedDataParallel) else model
+        if isinstance(model, DistributedDataParallel):  # wrapped by the caller, who chose its layout
+            self.base_model, self.model = model.module, model
+        else:
+            self.base_model = self.precision.prepare_model(model)
+            self.model = wrap_ddp(self.base_model, ctx.device, find_unused_parameters)
+        self.control_group = ctx.run.control_group
         self.weights = trainable_weights(self.base_model)
         self.loss_fn = TrainLoss(conf.lossfn, conf.aux_weight)
         self.optimizer = build_optimizer(conf.optimizer, self.weights)
@@ -113,6 +119,7 @@ class Trainer:
         self.val_loader: Optional[Iterable[Batch]] = None
         self.stop_signals = StopSignals()
         self._saved_at: Optional[tuple[int, int]] = None  # (epochs_done, global_step) of the last save
+        self._checkpoint_requested = False
         self._checkpoint_shape = (0, 0)  # (epochs, steps per epoch) of the run a checkpoint came from
         self.checkpointer = Checkpointer(
             ctx.dir,
@@ -121,6 +128,8 @@ class Trainer:
             fingerprint=fingerprint,
             is_main=ctx.run.is_main,
             log=ctx.log,
+            device=ctx.device,
+            gather=lambda obj: gather_to_main(obj, self.control_group),
         )
         self._hooks: list[HookBase] = []
         self.register_hooks([DropPathRamp(), PeriodicCheckpoint(ctx.common.checkpoint), MetricsWriter()])
@@ -209,7 +218,8 @@ class Trainer:
             for hook in self._hooks:
                 hook.before_fit()
             if resumed is not None:
-                restore_rng(resumed.rng, self.log)
+                restore_rng(rank_rng_state(resumed.rng, self.ctx.run.rank, self.ctx.run.world_size, self.log),
+                            self.device)
             while self.epochs_done < self.conf.epochs:
                 self._run_epoch()
             for hook in self._hooks:
@@ -277,18 +287,24 @@ class Trainer:
         if last:
             self._saved_at = (self.epochs_done, self.global_step)
 
-    def _agreed_stop_signal(self) -> Optional[int]:
-        """The signal to stop on, if any; under DDP every rank stops at the same step or none does,
-        since a rank that stopped alone would leave the others waiting in a collective."""
-        signum = self.stop_signals.requested
-        if is_distributed():
-            flag = torch.tensor([signum or 0], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            signum = int(flag.item()) or None
-        return signum
+    def request_checkpoint(self) -> None:
+        """Ask for `checkpoint_last.pt` at the end of this step, for a reason only this rank knows
+        (a clock): every rank writes it together or none does (`_agree`)."""
+        self._checkpoint_requested = True
+
+    def _agree(self) -> tuple[Optional[int], bool]:
+        """(the signal to stop on, whether a requested checkpoint is due), the same on every rank:
+        a rank that stopped or checkpointed alone would leave the others waiting in a collective.
+        Agreed over a CPU group, so the step does not wait for the device."""
+        local = [self.stop_signals.requested or 0, int(self._checkpoint_requested)]
+        signum, save = agree_max(local, self.control_group)
+        self._checkpoint_requested = False
+        return signum or None, bool(save)
 
     def _stop_if_requested(self) -> None:
-        signum = self._agreed_stop_signal()
+        signum, save = self._agree()
+        if save and signum is None:
+            self.save_checkpoint(last=True)
         if signum is None:
             return
         where = f"epoch {self.epoch + 1}/{self.conf.epochs}, step {self.epoch_step}/{self.steps_per_epoch}"
