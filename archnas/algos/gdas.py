@@ -40,7 +40,6 @@ from archnas.config.schema import BilevelOrder, GdasConf
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.context import PhaseContext
 from archnas.descs.builder import CellNodes, ModelDescBuilder
-from archnas.distributed import wrap_ddp
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import CellDesc, CellType, ConvMacroParams, ModelDesc, NodeDesc, OpDesc
 from archnas.errors import ConfigError, DescError
@@ -63,13 +62,12 @@ def hard_gumbel_softmax(alphas: Tensor, tau: float) -> Tensor:
     tempered Gumbel-softmax (straight-through).
 
     The argmax of log_softmax(alpha) + Gumbel noise is an exact sample of softmax(alpha) at any
-    tau; tau only shapes the gradient. Noise of +inf (an exponential draw of exactly 0) is
-    redrawn, as the GDAS code does.
+    tau; tau only shapes the gradient. An exponential draw of exactly 0 (noise of +inf, which
+    the GDAS code redraws) is raised to the smallest normal float instead: no host sync, and
+    every other draw is what it was.
     """
-    while True:
-        gumbels = -torch.empty_like(alphas).exponential_().log()
-        if bool(torch.isfinite(gumbels).all()):
-            break
+    draws = torch.empty_like(alphas).exponential_().clamp_min_(torch.finfo(alphas.dtype).tiny)
+    gumbels = -draws.log()
     probs = F.softmax((F.log_softmax(alphas, dim=-1) + gumbels) / tau, dim=-1)
     one_hot = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
     return one_hot - probs.detach() + probs
@@ -86,14 +84,25 @@ class GdasArchParams(ArchParams):
         self.tau = GdasConf().tau_max
 
     def cell_weights(self, cell_type: CellType) -> CellWeights:
-        return CellWeights(hard_gumbel_softmax(self.alphas[str(cell_type)], self.tau))
+        return self.all_cell_weights()[cell_type]
+
+    def all_cell_weights(self) -> dict[CellType, CellWeights]:
+        """One sample per edge of every cell type; the chosen candidates are read back to the host
+        in one transfer for the whole forward (the mixed ops branch on them)."""
+        samples = {t: hard_gumbel_softmax(self.alphas[str(t)], self.tau) for t in self.layouts}
+        chosen = torch.cat([s.detach().argmax(-1) for s in samples.values()]).tolist()
+        out, start = {}, 0
+        for t, sample in samples.items():
+            out[t] = CellWeights(sample, chosen=chosen[start: start + len(sample)])
+            start += len(sample)
+        return out
 
 
 class GdasMixedOp(MixedOp):
     """A mixed op that runs only the candidate its (one-hot) weights select, scaled by that weight."""
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        index = int(weights.detach().argmax())
+    def forward(self, x: Tensor, weights: Tensor, chosen: int | None = None) -> Tensor:
+        index = int(weights.detach().argmax()) if chosen is None else chosen
         return self.candidate(index, x) * weights[index]
 
 
@@ -173,9 +182,7 @@ class GdasFinalizers(Finalizers):
 
 
 class GdasSearcher(Searcher):
-    def wrap_model(self, ctx: PhaseContext, model: nn.Module) -> nn.Module:
-        """Under DDP the candidates not sampled in a step have no gradient: DDP must be told."""
-        return wrap_ddp(model, ctx, find_unused_parameters=True)
+    find_unused_parameters = True  # under DDP the candidates not sampled in a step have no gradient
 
 
 @register_algorithm("gdas")

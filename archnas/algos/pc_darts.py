@@ -77,7 +77,7 @@ class PcMixedOp(MixedOp):
             raise DescError(f"op {desc.name!r}: candidates {wrong} must have {self.part} = {conv.ch_in}/{self.k} "
                             "channels in and out")
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, chosen: int | None = None) -> Tensor:
         mixed = super().forward(x[:, : self.part], weights)
         bypass = x[:, self.part:]
         if self.stride == 2:

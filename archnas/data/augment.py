@@ -4,7 +4,7 @@ Per-image PIL transforms in DataLoader workers starve a 2-core CPU and a GPU ali
 uint8 batch is cropped, flipped, normalized and cut out with a handful of tensor ops wherever the
 batch already is. The random draws (crop offsets, flips, cutout centres) come from a CPU
 `torch.Generator` the caller seeds, so a batch's augmentation depends only on that seed, on CPU
-and CUDA alike.
+and CUDA alike; they reach a GPU through pinned memory, without blocking the host.
 
 The order follows the DARTS CIFAR pipeline: random crop of the zero-padded image, horizontal
 flip, normalization, then cutout, which zeroes a square of the normalized image (its centre is
@@ -20,6 +20,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from archnas.utils.device import to_device
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class BatchTransform:
 def random_crop(images: Tensor, padding: int, gen: torch.Generator) -> Tensor:
     """Each image shifted by its own offset in [-padding, padding] on both axes, zeros shifted in."""
     n, c, h, w = images.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).to(images.device)
+    offsets = to_device(torch.randint(0, 2 * padding + 1, (2, n), generator=gen), images.device)
     padded = F.pad(images, (padding, padding, padding, padding))
     wp = w + 2 * padding
     rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # [N, H]
@@ -67,14 +69,14 @@ def random_crop(images: Tensor, padding: int, gen: torch.Generator) -> Tensor:
 
 
 def random_hflip(images: Tensor, gen: torch.Generator) -> Tensor:
-    flip = (torch.rand(images.shape[0], generator=gen) < 0.5).to(images.device)
+    flip = to_device(torch.rand(images.shape[0], generator=gen) < 0.5, images.device)
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
 
 
 def cutout(x: Tensor, size: int, gen: torch.Generator) -> Tensor:
     n, _, h, w = x.shape
     centres = torch.stack([torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)])
-    start = (centres - size // 2).to(x.device)  # [2, N]; the square is [start, start + size) clipped
+    start = to_device(centres - size // 2, x.device)  # [2, N]; the square is [start, start + size) clipped
     ys = torch.arange(h, device=x.device)
     xs = torch.arange(w, device=x.device)
     in_rows = (ys >= start[0, :, None]) & (ys < start[0, :, None] + size)  # [N, H]

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from archnas.data.augment import BatchTransform
 from archnas.data.info import FileImages, ImageSet, TensorImages
+from archnas.utils.device import to_device
 
 Batch = tuple[Tensor, Tensor]
 _ORDER, _AUGMENT = 1, 2  # stream tags: each use of derive_seed has its own tag and a fixed number of keys
@@ -160,7 +161,7 @@ class BatchLoader:
         """uint8 images and labels of each index batch, in order."""
         if isinstance(self.images, TensorImages):
             data = self.images
-            return ((data.images[idx], data.labels[idx]) for idx in (b.to(data.images.device) for b in batches))
+            return ((data.images[idx], data.labels[idx]) for idx in (to_device(b, data.images.device) for b in batches))
         loader = DataLoader(
             _Files(self.images),
             batch_sampler=[b.tolist() for b in batches],

@@ -31,6 +31,9 @@ class CellWeights:
 
     ops: Tensor  # [n_edges, n_candidates]: row i weighs the candidates of edge i
     edges: Tensor | None = None  # [n_edges]: a scale on edge i's output (edge normalization), None: 1
+    # Host copy of the one candidate each edge's row selects, for strategies whose rows are one-hot
+    # samples (GDAS): read back once per forward for all edges, not once per edge.
+    chosen: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class ArchParams(nn.Module):
 
     def cell_weights(self, cell_type: CellType) -> CellWeights:
         return CellWeights(F.softmax(self.alphas[str(cell_type)], dim=-1))
+
+    def all_cell_weights(self) -> dict[CellType, CellWeights]:
+        """The weights of every cell type for one forward."""
+        return {t: self.cell_weights(t) for t in self.layouts}
 
 
 _STRATEGIES: dict[str, type[ArchParams]] = {}

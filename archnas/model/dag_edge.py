@@ -33,7 +33,8 @@ class DagEdge(nn.Module):
         if self.searchable:
             if weights is None:
                 raise RuntimeError("a mixed-op edge needs the cell's architecture weights")
-            y = self.op(*xs, weights.ops[self.index])
+            chosen = None if weights.chosen is None else weights.chosen[self.index]
+            y = self.op(*xs, weights.ops[self.index], chosen)
             if weights.edges is not None:
                 y = y * weights.edges[self.index]
         else:

@@ -76,7 +76,7 @@ class Model(nn.Module):
             x = stem(x)
             outs.append(x)
         s0, s1 = outs[-2] if len(outs) > 1 else outs[-1], outs[-1]
-        weights = {} if self.arch is None else {t: self.arch.cell_weights(t) for t in self.arch.layouts}
+        weights = {} if self.arch is None else self.arch.all_cell_weights()
         aux_logits = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights.get(cell.cell_type))

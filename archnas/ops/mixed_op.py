@@ -36,7 +36,8 @@ class MixedOp(Op):
         key = str(index)
         return self.pool_bns[key](y) if key in self.pool_bns else y
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, chosen: int | None = None) -> Tensor:
+        """`chosen`: the candidate a one-hot `weights` selects, when the strategy knows it (unused here)."""
         return sum(w * self.candidate(i, x) for i, w in enumerate(weights))
 
     def finalize_candidate(self, index: int) -> OpDesc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import Tensor
 
 from archnas.errors import ConfigError
 
@@ -35,3 +36,11 @@ def set_deterministic(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled, warn_only=False)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on `device` without making the host wait: to CUDA through pinned memory and
+    an asynchronous copy (a plain `.to` from pageable memory blocks until the copy is done)."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
