@@ -9,9 +9,12 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from archnas.config import ExperimentConf, config_to_yaml, find_config_file, load_config, parse_override_tokens
 from archnas.errors import UsageError
 from archnas.training.signals import RunInterrupted
+from archnas.utils.versions import check_torch_version
 
 OVERRIDE_HELP = textwrap.dedent(
     """\
@@ -117,6 +120,7 @@ def resolve_conf(args) -> ExperimentConf:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_torch_version(torch.__version__)
         if argv and argv[0] == "stats":
             return _stats(argv[1:])
         if argv and argv[0] == "run":
