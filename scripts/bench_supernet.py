@@ -35,6 +35,10 @@ archnas's forward to have the same count and outputs (same math).
     python scripts/bench_supernet.py                         # about 10 minutes on 2 cores, 1 thread
     python scripts/bench_supernet.py --cases weight_step --rounds 2
     python scripts/bench_supernet.py --device cuda --amp bf16 --channels-last
+
+`--amp` applies to the weight and eval steps, as in a run: architecture steps run in float32
+outside autocast (finite differences need float32). `--channels-last` puts both archnas and the
+baseline in channels_last.
 """
 
 from __future__ import annotations
@@ -133,7 +137,9 @@ def adam(params) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=ALPHA_LR, betas=ALPHA_BETAS, weight_decay=ALPHA_WD)
 
 
-def ours_layout(model: nn.Module, x: Tensor, s: Settings) -> tuple[nn.Module, Tensor]:
+def in_layout(model: nn.Module, x: Tensor, s: Settings) -> tuple[nn.Module, Tensor]:
+    """`--channels-last` (CUDA) for both archnas and the baseline, so both run in the layout a run
+    with `trainer.channels_last` uses."""
     if s.channels_last and s.device.type == "cuda":
         return model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     return model, x
@@ -211,9 +217,8 @@ def ours_arch_step(model: Model, order: BilevelOrder, train, val, s: Settings) -
     _with_momentum(wopt, model.weights())
     bilevel = BilevelOptimizer(model, wopt, adam(model.arch_params()), lambda out, y: loss_of(out, y), order)
 
-    def step() -> None:
-        with s.autocast():
-            bilevel.step(train, val)
+    def step() -> None:  # float32, outside autocast, as a run's architecture step
+        bilevel.step(train, val)
 
     return step
 
@@ -225,11 +230,10 @@ def base_arch_step(model, order: BilevelOrder, train, val, s: Settings) -> Calla
 
     def step() -> None:
         aopt.zero_grad(set_to_none=True)
-        with s.autocast():
-            if order is BilevelOrder.first:  # architect.py _backward_step: loss.backward()
-                loss_of(model(val[0]), val[1]).backward()
-            else:
-                darts.second_order_arch_grads(model, wopt, train, val)
+        if order is BilevelOrder.first:  # architect.py _backward_step: loss.backward()
+            loss_of(model(val[0]), val[1]).backward()
+        else:
+            darts.second_order_arch_grads(model, wopt, train, val)
         aopt.step()
 
     return step
@@ -243,7 +247,7 @@ def build_case(case: str, s: Settings, check: bool = True, shared: dict | None =
         out = []
         for name, fused in (("plain", False), ("fused", True)):
             ours, _ = search_models(s, 8, 8, 5, 1, fused=fused)
-            ours, xo = ours_layout(ours, x, s)
+            ours, xo = in_layout(ours, x, s)
             out.append(Variant(name, weight_step(ours, ours.weights(), xo, y, s), ours, xo, 3, 1))
         return out
     if case == "eval_step":
@@ -253,7 +257,8 @@ def build_case(case: str, s: Settings, check: bool = True, shared: dict | None =
             check_equal(ours, base, x, "eval network")
         ours.drop_path_prob(0.2)
         base.drop_path_prob = 0.2
-        ours, xo = ours_layout(ours, x, s)
+        ours, xo = in_layout(ours, x, s)
+        base, x = in_layout(base, x, s)
         return [Variant("baseline", weight_step(base, base.parameters(), x, y, s, 0.4, 5.0), base, x, 3,
                         s.threads),
                 Variant("archnas", weight_step(ours, ours.parameters(), xo, y, s, 0.4, 5.0), ours, xo, 3,
@@ -264,8 +269,10 @@ def build_case(case: str, s: Settings, check: bool = True, shared: dict | None =
         train, val = batch(64, (3, 32, 32), s, 3), batch(64, (3, 32, 32), s, 4)
         if check:
             check_equal(ours, base, train[0], "search supernet")
-        ours, xo = ours_layout(ours, train[0], s)
-        shared["search"] = ours, base, train, val, (xo, train[1]), (ours_layout(ours, val[0], s)[1], val[1])
+        ours, xo = in_layout(ours, train[0], s)
+        base, _ = in_layout(base, train[0], s)
+        train, val = (xo, train[1]), (in_layout(ours, val[0], s)[1], val[1])
+        shared["search"] = ours, base, train, val, train, val
     ours, base, train, val, train_o, val_o = shared["search"]
     xo = train_o[0]
     if case == "weight_step":
