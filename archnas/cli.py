@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import shlex
 import sys
 import textwrap
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from archnas.config import ExperimentConf, config_to_yaml, find_config_file, load_config, parse_override_tokens
-from archnas.errors import UsageError
+from archnas.config import ExperimentConf, config_to_yaml, load_config, parse_override_tokens
+from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted
 from archnas.utils.versions import check_torch_version
 
@@ -43,6 +44,11 @@ OVERRIDE_HELP = textwrap.dedent(
 
 
 def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import a Python module before the run, so the ops, datasets or algorithms it registers "
+        "can be named in configs (repeatable; the module must be importable, e.g. on PYTHONPATH)",
+    )
     parser.add_argument(
         "--config", "-c", action="append", default=[], metavar="FILE",
         help="config file(s), merged left to right; repeat the flag or separate with commas. "
@@ -104,11 +110,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
     return args
 
 
-def default_experiment_name(config_files: Sequence[str]) -> str:
-    return "-".join(Path(find_config_file(c)).stem for c in config_files)
+def import_plugins(modules: Sequence[str]) -> None:
+    """The built-in algorithms, then the user's modules (`--import`), which register their own."""
+    import archnas.algos  # noqa: F401  (registers the built-in algorithms and their config sections)
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"--import {name}: cannot import it ({exc}); is it on PYTHONPATH?") from None
 
 
 def resolve_conf(args) -> ExperimentConf:
+    from archnas.launch.experiment import default_experiment_name
+
     conf = load_config(args.config, args.overrides)
     if getattr(args, "exp_name", None):
         conf.common.experiment_name = args.exp_name
@@ -139,17 +154,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args = parse_args(build_run_parser(), argv)
+    import_plugins(args.imports)
     conf = resolve_conf(args)
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))
         return 0
-    from archnas.nas.runner import run_from_cli
-
     return run_from_cli(conf, args, argv)
+
+
+def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
+    from archnas.distributed import distributed_session, ranks_from_env
+    from archnas.launch.compare import run_algorithms
+    from archnas.launch.experiment import run_experiment
+    from archnas.launch.seeds import parse_seeds, run_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if args.algos:
+        if seeds is not None:
+            raise ConfigError("--seeds with --algos: repeat one algorithm per command (--seeds runs a whole "
+                              "experiment once per seed)")
+        if ranks_from_env(os.environ)[1] > 1:
+            raise ConfigError("--algos under torchrun: --algos starts one process per phase itself; run each "
+                              "algorithm with its own torchrun command (--config confs/<algo>.yaml) instead")
+        return run_algorithms(args)
+    with distributed_session(conf.common.device) as session:
+        if seeds is None:
+            run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force,
+                           session=session)
+        else:
+            run_seeds(conf, argv, seeds, search=not args.no_search, eval=not args.no_eval, force=args.force,
+                      session=session)
+    return 0
 
 
 def _stats(argv: list[str]) -> int:
     args = parse_args(build_stats_parser(), argv)
+    import_plugins(args.imports)
     conf = resolve_conf(args)
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))

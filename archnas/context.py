@@ -8,27 +8,25 @@ Nothing here is global: two experiments in one process do not share any of it.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import platform
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any
 
 import torch
 
 import archnas
 from archnas.config import ExperimentConf, config_to_yaml
 from archnas.errors import ConfigError
+from archnas.training.env import TrainingEnv
 from archnas.utils import atomic
 from archnas.utils.device import resolve_device, set_deterministic
 from archnas.utils.seeding import phase_seed, seed_everything
 
-T = TypeVar("T")
 REPO_ROOT = Path(archnas.__file__).resolve().parents[1]
 
 
@@ -106,7 +104,16 @@ class RunContext:
             file_handler = logging.FileHandler(phase_dir / "log.txt", encoding="utf-8")
             file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(file_handler)
-        return PhaseContext(run=self, name=name, conf=section, dir=phase_dir, log=log)
+        return self.phase_context(name, section, phase_dir, log)
+
+    def phase_context(self, name: str, section: Any, folder: Path, log: logging.Logger) -> "PhaseContext":
+        """The context of a phase in `folder`, without creating or writing anything (to read what a
+        finished phase left there)."""
+        common = self.conf.common
+        return PhaseContext(run=self, name=name, conf=section, dir=folder, log=log, device=self.device,
+                            checkpoint=common.checkpoint, resume=common.resume, log_every_steps=common.log_every_steps,
+                            tensorboard=common.tensorboard, rank=self.rank, world_size=self.world_size,
+                            control_group=self.control_group)
 
     def run_info(self) -> dict[str, Any]:
         return {
@@ -124,18 +131,13 @@ class RunContext:
         }
 
 
-@dataclass
-class PhaseContext:
-    run: RunContext
-    name: str
-    conf: Any  # this phase's config section, e.g. conf.nas.search
-    dir: Path
-    log: logging.Logger
-    _tb: Any = None
+@dataclass(kw_only=True)
+class PhaseContext(TrainingEnv):
+    """One phase of an experiment: a `TrainingEnv` (folder, logger, device, rank, checkpoint
+    policy) plus the run it belongs to and its config section."""
 
-    @property
-    def device(self) -> torch.device:
-        return self.run.device
+    run: RunContext
+    conf: Any  # this phase's config section, e.g. conf.nas.search
 
     @property
     def seed(self) -> int:
@@ -144,44 +146,3 @@ class PhaseContext:
     @property
     def common(self):
         return self.run.conf.common
-
-    def open_tensorboard(self, purge_step: int | None = None) -> Any:
-        """The phase's SummaryWriter; `purge_step` drops events a resumed run is about to redo."""
-        if self._tb is None and self.run.is_main and self.common.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge_step)
-        return self._tb
-
-    def write_metrics(self, record: dict[str, Any], filename: str = "metrics.jsonl") -> None:
-        """Append one JSON line (rank 0 only)."""
-        if self.run.is_main:
-            with open(self.dir / filename, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, default=float) + "\n")
-
-    def rewrite_metrics(self, records: Iterable[dict[str, Any]], filename: str = "metrics.jsonl") -> None:
-        """Replace the metrics file with `records`, e.g. the history a resumed checkpoint holds."""
-        if self.run.is_main:
-            atomic.write_text(self.dir / filename, "".join(json.dumps(r, default=float) + "\n" for r in records))
-
-    def progress(self, items: Iterable[T], total: int, desc: str) -> Iterator[T]:
-        """Iterate with a progress bar on a terminal, or plain lines every `log_every_steps` otherwise."""
-        if self.run.is_main and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
-            return
-        every = self.common.log_every_steps if self.run.is_main else 0
-        start = time.perf_counter()
-        for i, item in enumerate(items, 1):
-            yield item
-            if every and i % every == 0 and i < total:
-                self.log.info(f"{desc}: {i}/{total} steps, {time.perf_counter() - start:.1f}s")
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        for h in list(self.log.handlers):
-            self.log.removeHandler(h)
-            h.close()

@@ -17,13 +17,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from archnas.config.schema import DatasetConf, ExperimentConf
-from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.dataset_info import DatasetInfo
-from archnas.descs.desc_io import load_desc
-from archnas.descs.genotypes import genotype_to_desc, resolve_genotype
 from archnas.descs.model_desc import ModelDesc
-from archnas.descs.resolve import desc_from_spec
-from archnas.model import Model
+from archnas.model import Model, ModelDescBuilder, checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
 
 # Shapes of the built-in datasets whose files may not be here, so counting needs no data.
 _KNOWN_DATASETS = {
@@ -119,9 +115,9 @@ def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str
     """(which model, where it came from, its desc) for the CLI's source flags."""
     eval_conf = conf.nas.eval.model_desc
     if args.desc:  # its cells, at the eval macro: the same as nas.eval.final_desc does with a desc file
-        return "eval", f"desc file {args.desc}", ModelDescBuilder().build(eval_conf, info, load_desc(args.desc))
+        return "eval", f"desc file {args.desc}", ModelDescBuilder().build(eval_conf, info, load_checked_desc(args.desc))
     if args.genotype:
-        return "eval", f"genotype {args.genotype}", genotype_to_desc(resolve_genotype(args.genotype), eval_conf, info)
+        return "eval", f"genotype {args.genotype}", genotype_to_desc(checked_genotype(args.genotype), eval_conf, info)
     if not args.supernet and conf.nas.eval.final_desc:
         spec = conf.nas.eval.final_desc
         return "eval", f"nas.eval.final_desc {spec}", desc_from_spec(spec, eval_conf, info)

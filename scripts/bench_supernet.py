@@ -69,7 +69,8 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from archnas.config.schema import BilevelOrder  # noqa: E402
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf  # noqa: E402
-from archnas.descs import DatasetInfo, ModelDescBuilder, genotype_to_desc, named_genotype  # noqa: E402
+from archnas.descs import DatasetInfo, named_genotype  # noqa: E402
+from archnas.model import ModelDescBuilder, genotype_to_desc  # noqa: E402
 from archnas.model import Model  # noqa: E402
 from archnas.nas.bilevel import BilevelOptimizer  # noqa: E402
 from archnas.utils import atomic  # noqa: E402

@@ -130,12 +130,10 @@ def test_second_order_on_a_tiny_darts_supernet():
     kinks within eps of its activations, which the central difference straddles, so the paper's
     eps is too coarse to compare against here; the error then comes from the kinks, not from a
     missing term, as its collapse at small eps shows."""
-    from archnas.config.schema import ModelDescConf, ModelStemsConf
-    from archnas.descs.builder import ModelDescBuilder
+    from archnas.config.schema import LossConf, ModelDescConf, ModelStemsConf
     from archnas.descs.dataset_info import DatasetInfo
-    from archnas.model import Model
+    from archnas.model import Model, ModelDescBuilder
     from archnas.training.losses import TrainLoss
-    from archnas.config.schema import LossConf
 
     torch.manual_seed(0)
     conf = ModelDescConf(n_cells=3, n_nodes=2, model_stems=ModelStemsConf(init_node_ch=4))

@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from archnas.config import load_config, parse_override_tokens
+from archnas.config import config_to_dict, load_config, parse_override_tokens
+from archnas.config.compat import is_safe_key, phase_config
 from archnas.config.schema import LoaderConf
 from archnas.context import RunContext
 from archnas.data import build_data
 from archnas.errors import CheckpointError
 from archnas.training import hooks as hooks_module
-from archnas.training.checkpoint import PREV, check_plain, is_safe_key, phase_config, read_checkpoint
+from archnas.training.checkpoint import PREV, Checkpointer, check_plain, read_checkpoint
 from archnas.training.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -47,7 +48,9 @@ def run(tmp_path: Path, *overrides: str, fingerprint: str = "net-a", force: bool
     data = build_data(
         conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=CPU, cache_dir=tmp_path / "cache"
     )
-    trainer = Trainer(conf.nas.eval.trainer, Net(), ctx, fingerprint=fingerprint, force=force)
+    checkpointer = Checkpointer.in_env(ctx, config=phase_config(conf, conf.nas.eval), full_config=config_to_dict(conf),
+                                       fingerprint=fingerprint, force=force)
+    trainer = Trainer(conf.nas.eval.trainer, Net(), ctx, checkpointer=checkpointer)
     trainer.fit(data.loader("train", True))
     return trainer
 

@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 from archnas.cli import main
-from archnas.config import config_to_dict, config_to_yaml, load_config, parse_override_tokens
+from archnas.config import (
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+    parse_override_tokens,
+)
 from archnas.config.copy_refs import resolve_copies
 from archnas.config.yaml_files import load_config_file
 from archnas.errors import ConfigError

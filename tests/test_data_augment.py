@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archnas.data.augment import AugmentSpec, BatchTransform, cutout, random_crop, random_hflip
+from archnas.data.augment import (
+    AugmentSpec,
+    BatchTransform,
+    cutout,
+    random_crop,
+    random_hflip,
+)
 
 CPU = torch.device("cpu")
 

@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 
 from archnas.config.schema import DatasetConf, LoaderConf
-from archnas.data import AugmentSpec, BatchLoader, BatchTransform, TensorImages, build_data
+from archnas.data import (
+    AugmentSpec,
+    BatchLoader,
+    BatchTransform,
+    TensorImages,
+    build_data,
+)
 from archnas.data.split import make_split
 from archnas.errors import ConfigError
 

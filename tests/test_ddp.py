@@ -28,17 +28,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from test_bilevel import _setup
+from tiny_algos import tiny_conf
 from torch import nn
 
 from archnas.config.schema import BilevelOrder
 from archnas.context import RunContext
-from archnas.distributed import ranks_from_env, rank_device
+from archnas.distributed import rank_device, ranks_from_env
 from archnas.errors import ConfigError
 from archnas.nas.bilevel import BilevelOptimizer
-from archnas.nas.runner import runner_class
+from archnas.nas.phase import Experiment
+from archnas.nas.registry import algorithm_class
+from archnas.nas.searcher import Searcher
 from archnas.training.hooks import HookBase
-from test_bilevel import _setup
-from tiny_algos import tiny_conf
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "fixtures" / "confs" / "tiny_darts.yaml")
@@ -121,18 +123,10 @@ def search_alphas(root: str, name: str, rank: int = 0, world_size: int = 1) -> l
     conf = tiny_conf(algo, f"common.results_dir={root}", "nas.search.trainer.epochs=2", "common.num_threads=1",
                      "nas.search.loader.crop_padding=0", "nas.search.loader.hflip=false", *overrides)
     run = RunContext.create(conf, Path(root) / f"{name}_{world_size}", [], rank=rank, world_size=world_size)
-    searcher = runner_class(algo)(run).searcher()
-    make_trainer, steps = searcher.trainer_class, []
-
-    def recording_trainer(*args, **kwargs):
-        trainer = make_trainer(*args, **kwargs)
-        trainer.register_hooks([RecordAlphas(steps)])
-        return trainer
-
-    searcher.trainer_class = recording_trainer
-    ctx = run.phase("search", conf.nas.search)
-    searcher.search(ctx, run.phase)
-    ctx.close()
+    strategy, steps = algorithm_class(algo)(conf), []
+    algorithm_hooks = strategy.trainer_hooks
+    strategy.trainer_hooks = lambda: [*algorithm_hooks(), RecordAlphas(steps)]
+    Searcher(Experiment(run, strategy)).execute()
     return steps
 
 

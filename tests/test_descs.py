@@ -11,11 +11,23 @@ import yaml
 
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
 from archnas.descs import (
-    AuxTowerDesc, CellType, ConvMacroParams, DatasetInfo, EdgeDesc, ModelDesc, ModelDescBuilder, NodeDesc, OpDesc,
-    desc_from_yaml, desc_to_genotype, desc_to_yaml, genotype_to_desc, load_desc, named_genotype, save_desc,
+    AuxTowerDesc,
+    CellType,
+    ConvMacroParams,
+    DatasetInfo,
+    EdgeDesc,
+    ModelDesc,
+    NodeDesc,
+    OpDesc,
+    desc_from_yaml,
+    desc_to_genotype,
+    desc_to_yaml,
+    load_desc,
+    named_genotype,
+    save_desc,
 )
 from archnas.errors import ConfigError, DescError
-from archnas.model import Model
+from archnas.model import Model, ModelDescBuilder, genotype_to_desc, load_checked_desc
 
 TINY = DatasetInfo(n_classes=10, channels=3, image_size=(8, 8))
 CIFAR = DatasetInfo(n_classes=10, channels=3, image_size=(32, 32))
@@ -156,7 +168,7 @@ def test_unknown_op_in_a_desc_names_it_and_lists_the_registered_ones(tmp_path):
     path = _edited(tmp_path, rename)
     with pytest.raises(DescError, match=r"edited.yaml: model_desc.cells.0.nodes.0.edges.1.op_desc.name: "
                                         r"unknown op 'sep_conv_9x9'; registered ops: .*dil_conv_3x3.*sep_conv_3x3"):
-        load_desc(path)
+        load_checked_desc(path)
     desc = eval_desc()
     desc.cells[0].nodes[0].edges[0].op_desc.name = "sep_conv_9x9"  # a desc built in code fails when built
     with pytest.raises(DescError, match=r"unknown op 'sep_conv_9x9'; registered ops: .*dil_conv_3x3.*sep_conv_3x3"):

@@ -7,12 +7,16 @@ import math
 import pytest
 import torch
 
-from archnas.config.schema import FinalizerConf, FinalizerRank, ModelDescConf, ModelStemsConf
-from archnas.descs.builder import ModelDescBuilder
+from archnas.config.schema import (
+    FinalizerConf,
+    FinalizerRank,
+    ModelDescConf,
+    ModelStemsConf,
+)
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.genotypes import desc_to_genotype, parse_genotype
 from archnas.descs.model_desc import CellType
-from archnas.model import Model
+from archnas.model import Model, ModelDescBuilder
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
 
 PRIMS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]

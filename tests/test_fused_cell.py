@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
-from archnas.descs import CellType, DatasetInfo, ModelDescBuilder
-from archnas.model import CellWeights, Model
+from archnas.descs import CellType, DatasetInfo
+from archnas.model import Model, ModelDescBuilder
 from archnas.model.fused_cell import FusedCellPlan
 from archnas.ops.conv_bn import DepthwiseSpec, conv_bn
+from archnas.space.store import ArchWeights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,10 +128,11 @@ def test_fused_cell_with_other_edge_weights(weights: str):
         a = alphas.detach().clone().requires_grad_()
         if weights == "one_hot":
             hard = F.one_hot(a.argmax(-1), a.shape[-1]).to(a.dtype)
-            cw = CellWeights(hard - a.softmax(-1).detach() + a.softmax(-1))  # straight-through, as GDAS
+            cw = ArchWeights(hard - a.softmax(-1).detach() + a.softmax(-1))  # straight-through, as GDAS
         else:
-            cw = CellWeights(a.softmax(-1), edges=torch.linspace(0.2, 1.5, a.shape[0], dtype=a.dtype))
-        out = cell(s0, s1, cw)
+            cw = ArchWeights(a.softmax(-1), edges=torch.linspace(0.2, 1.5, a.shape[0], dtype=a.dtype))
+        cell._binding.current = {"reduction": cw}  # what the model's forward binds for its cells
+        out = cell(s0, s1)
         out.square().sum().backward()
         outs.append(out)
         alpha_grads.append(a.grad)
@@ -202,7 +204,8 @@ def test_fused_supernet_equals_the_benchmark_baseline(channels_last: bool):
 def test_eval_cells_run_channels_last_on_cpu_with_the_same_results():
     """Cells of the DARTS primitives (here DARTS_V2 with drop-path off) compute the same outputs
     and gradients channels_last (1x1 convs as matrix products) as NCHW."""
-    from archnas.descs import genotype_to_desc, named_genotype
+    from archnas.descs import named_genotype
+    from archnas.model import genotype_to_desc
 
     conf = ModelDescConf(n_cells=3, model_stems=ModelStemsConf(init_node_ch=4))
     torch.manual_seed(0)

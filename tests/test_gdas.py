@@ -11,20 +11,27 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from tiny_algos import search_parts, tiny_conf
 
-from archnas.algos.gdas import GdasFinalizers, GdasMixedOp, GdasRunner, gdas_tau, hard_gumbel_softmax
-from archnas.config.schema import FinalizerConf, GdasConf, ModelDescConf, ModelStemsConf
+from archnas.algos.gdas import (
+    Gdas,
+    GdasConf,
+    GdasFinalizers,
+    gdas_tau,
+    hard_gumbel_softmax,
+)
+from archnas.config.schema import FinalizerConf, ModelDescConf, ModelStemsConf
 from archnas.context import RunContext
-from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.genotypes import desc_to_genotype
 from archnas.descs.model_desc import CellType
 from archnas.errors import ConfigError
-from archnas.model import Model
-from archnas.ops.mixed_op import MixedOp
+from archnas.model import Model, ModelDescBuilder
+from archnas.nas.phase import Experiment
+from archnas.nas.searcher import Searcher
+from archnas.ops.mixed_op import GdasMixedOp, MixedOp
 from archnas.ops.registry import Op
 from archnas.training.checkpoint import read_checkpoint
-from tiny_algos import search_parts, tiny_conf
 
 
 def test_sample_is_one_hot_and_its_gradient_is_the_tempered_softmax():
@@ -104,23 +111,21 @@ def test_only_the_sampled_op_of_each_edge_runs(tmp_path):
     darts_calls: list[int] = []
     for k, op in enumerate(darts.ops):
         op.register_forward_hook(lambda m, args, out, k=k: darts_calls.append(k))
-    darts(torch.randn(4, edge.conv.ch_in, 8, 8), torch.full((8,), 1 / 8))
+    darts.mix(torch.randn(4, edge.conv.ch_in, 8, 8), torch.full((8,), 1 / 8), None)
     assert darts_calls == list(range(8))
 
 
 def test_alphas_get_gradients_and_change_after_one_trainer_step(tmp_path):
     parts = search_parts("gdas", tmp_path)
     model, trainer = parts.model, parts.trainer
-    sampled: dict[tuple[CellType, int], int] = {}
-    for cell in model.cells:
-        for e, edge in enumerate(e for node in cell.dag for e in node):
-            edge.op.register_forward_hook(
-                lambda m, args, out, key=(cell.cell_type, e): sampled.__setitem__(key, int(args[1].argmax())))
+    calls = _counting(model)
+    first_cell = {ctype: next(c for c, cell in enumerate(model.cells) if cell.cell_type == ctype) for ctype in CellType}
     before = {n: p.detach().clone() for n, p in model.named_arch_params()}
     batch = next(iter(parts.data.loader("train", training=True).epoch(0)))
 
     # the architecture step alone: its gradient
     trainer.bilevel.compute_grads(batch, parts.trainer.val_stream.next())
+    sampled = {(ctype, e): calls[(c, e)][0] for ctype, c in first_cell.items() for e in range(5)}
     none = model.desc.cells[0].nodes[0].edges[0].op_desc.children
     none_index = [c.name for c in none].index("none")
     for ctype in CellType:
@@ -171,8 +176,7 @@ def ddp_worker(rank: int, root: str) -> None:
     torch.set_num_threads(1)
     conf = tiny_conf("gdas", f"common.results_dir={root}", "nas.search.trainer.epochs=2")
     run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
-    ctx = run.phase("search", conf.nas.search)
-    found = GdasRunner(run).searcher().search(ctx, run.phase)
+    found = Searcher(Experiment(run, Gdas(conf))).execute()
     torch.save({"genotype": found.genotype, "epochs": found.metrics["epochs"]}, f"{root}/rank{rank}.pt")
     dist.destroy_process_group()
 

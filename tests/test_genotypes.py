@@ -8,11 +8,17 @@ import yaml
 
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
 from archnas.descs import (
-    CellType, DatasetInfo, ModelDescBuilder, desc_to_genotype, genotype_to_desc, named_genotype, named_genotypes,
-    parse_genotype, resolve_genotype,
+    CellType,
+    DatasetInfo,
+    desc_to_genotype,
+    named_genotype,
+    named_genotypes,
+    parse_genotype,
+    resolve_genotype,
 )
 from archnas.errors import DescError
-from archnas.model import Model
+from archnas.model import Model, ModelDescBuilder, genotype_to_desc
+from archnas.model.resolve import parse_checked_genotype
 
 # DARTS_V2 exactly as `print(genotypes.DARTS_V2)` shows it in the DARTS code.
 DARTS_V2_TEXT = (
@@ -85,7 +91,7 @@ def test_resolve_accepts_names_strings_and_yaml():
 ])
 def test_bad_genotypes_are_refused_without_running_code(text, message):
     with pytest.raises(DescError, match=message):
-        parse_genotype(text)
+        parse_checked_genotype(text)
 
 
 def test_genotype_to_desc_and_back():

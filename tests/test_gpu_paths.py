@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import os
 import re
 import warnings
 from pathlib import Path
@@ -26,19 +25,24 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from test_fused_cell import supernet
+from tiny_algos import search_parts
 from torch import Tensor, nn
 
 import archnas.cli
-from archnas.config.schema import BilevelOrder, HessianVectorProduct, ModelDescConf, ModelStemsConf
-from archnas.descs import DatasetInfo, genotype_to_desc, named_genotype
-from archnas.model import Model
+from archnas.config.schema import (
+    BilevelOrder,
+    HessianVectorProduct,
+    ModelDescConf,
+    ModelStemsConf,
+)
+from archnas.descs import DatasetInfo, named_genotype
+from archnas.model import Model, genotype_to_desc
 from archnas.nas.bilevel import BilevelOptimizer
 from archnas.stats import model_stats
 from archnas.training import checkpoint as checkpoint_module
-from archnas.training.precision import conv_tf32_enabled, ieee_float32
+from archnas.training.precision import conv_tf32_enabled
 from archnas.utils.versions import MIN_TORCH, check_torch_version
-from test_fused_cell import supernet
-from tiny_algos import search_parts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,9 +265,15 @@ def test_fused_cell_under_autocast_computes_the_gradient_of_the_plain_cell():
 
 def _rng_worker(rank: int, root: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    from archnas.distributed import gather_to_main
-    from archnas.training.checkpoint import Checkpointer, rank_rng_state, read_checkpoint, restore_rng
     import logging
+
+    from archnas.distributed import gather_to_main
+    from archnas.training.checkpoint import (
+        Checkpointer,
+        rank_rng_state,
+        read_checkpoint,
+        restore_rng,
+    )
 
     torch.manual_seed(1)
     torch.rand(rank + 1)  # the ranks' generators now differ, as after uneven draws

@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
-from archnas.descs import AuxTowerDesc, CellType, DatasetInfo, EdgeDesc, ModelDescBuilder, genotype_to_desc, named_genotype
+from archnas.descs import AuxTowerDesc, CellType, DatasetInfo, EdgeDesc, named_genotype
 from archnas.errors import DescError
-from archnas.model import ArchParams, Cell, CellWeights, Model, register_edge_weights
+from archnas.model import Cell, Model, ModelDescBuilder, genotype_to_desc
 from archnas.model.aux_tower import AuxTower
 from archnas.ops.drop_path import DropPath
+from archnas.space.store import ArchStore, ArchWeights, Weighting
 
 TINY = DatasetInfo(n_classes=10, channels=3, image_size=(8, 8))
 
@@ -24,15 +25,21 @@ def tiny_supernet(**kw) -> Model:
     return Model(ModelDescBuilder().build(tiny_conf(**kw), TINY), droppath=False, affine=False)
 
 
-class OneHotArgmax(ArchParams):
-    """A strategy as GDAS-like algorithms plug one in: hard one-hot weights from the alphas."""
+class OneHotArgmax(Weighting):
+    """A weighting as GDAS-like algorithms plug one in: hard one-hot weights from the alphas."""
 
-    def cell_weights(self, cell_type: CellType) -> CellWeights:
-        alphas = self.alphas[str(cell_type)]
-        return CellWeights(F.one_hot(alphas.argmax(-1), alphas.shape[-1]).to(alphas.dtype))
+    def weights(self, store: ArchStore) -> dict[str, ArchWeights]:
+        out = {}
+        for label in store.specs:
+            alphas = store.alpha(label)
+            out[label] = ArchWeights(F.one_hot(alphas.argmax(-1), alphas.shape[-1]).to(alphas.dtype))
+        return out
 
 
-register_edge_weights("test_one_hot", OneHotArgmax)
+def bound(model: Model, weights: dict[str, ArchWeights]):
+    """Run cells directly with these weights, as the model's forward binds its own."""
+    model.arch.binding.current = weights
+    return model
 
 
 def test_weights_and_arch_params_are_disjoint_and_complete():
@@ -52,7 +59,8 @@ def test_cells_of_a_type_share_one_alpha_tensor_in_darts_edge_order():
     model = tiny_supernet(n_cells=5, primitives=["none", "skip_connect", "sep_conv_3x3"])
     assert model.alphas(CellType.regular).shape == (14, 3)
     assert model.alphas("reduction") is model.arch.alphas["reduction"]
-    assert model.arch.layouts[CellType.regular].edges_per_node == (2, 3, 4, 5)
+    assert model.arch.specs["regular"].groups == (2, 3, 4, 5)
+    assert model.arch.specs["regular"].candidates == ("none", "skip_connect", "sep_conv_3x3")
     for cell in model.cells:
         assert [e.index for node in cell.dag for e in node] == list(range(14))
         assert [e.input_ids[0] for node in cell.dag for e in node] == [0, 1, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4]
@@ -74,9 +82,11 @@ def test_supernet_forward_equals_the_softmax_weighted_sum():
     states = [cell.stems[0](s), cell.stems[1](s)]
     k = 0
     for node in cell.dag:
-        states.append(sum(edge.op(states[edge.input_ids[0]], w[k + i]) for i, edge in enumerate(node)))
+        states.append(sum(edge.op.mix(states[edge.input_ids[0]], w[k + i], None) for i, edge in enumerate(node)))
         k += len(node)
-    assert torch.allclose(cell(s, s, model.arch.cell_weights(CellType.regular)), torch.cat(states[2:], 1), atol=1e-6)  # the fused cell runs channels_last: float32 rounding differs
+    with model.arch.bound():
+        out = cell(s, s)
+    assert torch.allclose(out, torch.cat(states[2:], 1), atol=1e-6)  # the fused cell runs channels_last: float32 rounding differs
 
 
 def test_a_one_hot_strategy_turns_the_supernet_into_its_finalized_network():
@@ -86,9 +96,8 @@ def test_a_one_hot_strategy_turns_the_supernet_into_its_finalized_network():
     torch.manual_seed(1)
     conf = tiny_conf(primitives=["none", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"])
     desc = ModelDescBuilder().build(conf, TINY)
-    desc.edge_weights = "test_one_hot"
     supernet = Model(desc, droppath=False, affine=True).eval()
-    assert isinstance(supernet.arch, OneHotArgmax)
+    supernet.arch.use(OneHotArgmax())
     with torch.no_grad():
         for a in supernet.arch_params():
             a.normal_()
@@ -110,12 +119,12 @@ def test_a_one_hot_strategy_turns_the_supernet_into_its_finalized_network():
 
 def test_edge_scales_from_a_strategy_reach_every_edge():
     model = tiny_supernet().eval()
-    cell = model.cells[0]
     s = torch.randn(2, 12, 8, 8)
-    ops = model.arch.cell_weights(CellType.regular).ops
-    plain = cell(s, s, CellWeights(ops))
-    assert torch.equal(cell(s, s, CellWeights(ops, edges=torch.ones(14))), plain)
-    assert torch.equal(cell(s, s, CellWeights(ops, edges=torch.zeros(14))), torch.zeros_like(plain))
+    ops = F.softmax(model.alphas("regular"), -1)
+    plain = bound(model, {"regular": ArchWeights(ops)}).cells[0](s, s)
+    assert torch.equal(bound(model, {"regular": ArchWeights(ops, edges=torch.ones(14))}).cells[0](s, s), plain)
+    assert torch.equal(bound(model, {"regular": ArchWeights(ops, edges=torch.zeros(14))}).cells[0](s, s),
+                       torch.zeros_like(plain))
 
 
 def test_drop_path_only_on_droppable_eval_edges():
@@ -170,9 +179,9 @@ def test_aux_tower_on_small_maps_and_at_darts_sizes():
 
 def test_make_cell_is_the_hook_for_another_cell_forward():
     class TracingCell(Cell):
-        def forward(self, s0, s1, weights=None):
+        def forward(self, s0, s1):
             self.calls = getattr(self, "calls", 0) + 1
-            return super().forward(s0, s1, weights)
+            return super().forward(s0, s1)
 
     class TracingModel(Model):
         def make_cell(self, desc, affine, droppath):
@@ -200,7 +209,7 @@ def test_inconsistent_descs_are_desc_errors():
     desc.cells[0].nodes[0].edges[0].input_ids = [2]
     with pytest.raises(DescError, match=r"cell 0 node 0: input ids \[2\] must be in \[0, 2\)"):
         Model(desc, droppath=False, affine=False)
-    desc = ModelDescBuilder().build(tiny_conf(), TINY)
-    desc.edge_weights = "gumbel"
-    with pytest.raises(DescError, match=r"edge_weights: unknown strategy 'gumbel'; registered: (\w+, )*softmax"):
+    desc = ModelDescBuilder().build(tiny_conf(primitives=["skip_connect", "sep_conv_3x3"]), TINY)
+    desc.cells[0].nodes[1].edges[0].op_desc.children.reverse()
+    with pytest.raises(DescError, match="cell 0: edges have different candidates"):
         Model(desc, droppath=False, affine=False)

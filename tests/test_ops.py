@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
-from archnas.descs import ConvMacroParams, DatasetInfo, ModelDescBuilder, OpDesc, genotype_to_desc, parse_genotype
+from archnas.descs import ConvMacroParams, DatasetInfo, OpDesc, parse_genotype
 from archnas.errors import DescError
-from archnas.model import Model
+from archnas.model import Model, ModelDescBuilder, genotype_to_desc
 from archnas.ops import MixedOp, Op, drop_path, register_op, registered_ops
 from archnas.ops.primitives import FactorizedReduce, Identity
 from archnas.ops.registry import output_shape
+from archnas.space.store import ArchBinding, ArchWeights
 
 EDGE_OPS = ["none", "identity", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
             "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5", "conv_7x1_1x7", "relu_conv_bn", "conv_bn_relu",
@@ -147,17 +148,27 @@ def _mixed(primitives: list[str], stride: int = 1) -> MixedOp:
     return Op.create(desc, affine=False)
 
 
+def _weighted(mixed: MixedOp, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The op's forward with `w` as its bound row (a model binds it to its architecture store)."""
+    binding = ArchBinding()
+    mixed.bind_arch(binding, "edges", 1)
+    binding.current = {"edges": ArchWeights(torch.stack([torch.zeros_like(w), w]))}
+    return mixed(x)
+
+
 def test_mixed_op_sums_candidates_with_the_edge_weights():
     mixed = _mixed(["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_5x5"]).eval()
     assert sorted(mixed.pool_bns) == ["1", "2"]  # pooling candidates get BN(affine=False), as in DARTS search
     assert all(not bn.affine for bn in mixed.pool_bns.values())
     x, w = torch.randn(2, 4, 8, 8), torch.softmax(torch.randn(6), 0)
     expected = sum(w[i] * mixed.candidate(i, x) for i in range(6))
-    assert torch.allclose(mixed(x, w), expected)
+    assert torch.allclose(_weighted(mixed, x, w), expected)
     assert torch.allclose(mixed.candidate(1, x), mixed.pool_bns["1"](nn.functional.max_pool2d(x, 3, 1, 1)))
     one_hot = torch.zeros(6)
     one_hot[4] = 1
-    assert torch.allclose(mixed(x, one_hot), mixed.ops[4](x))
+    assert torch.allclose(_weighted(mixed, x, one_hot), mixed.ops[4](x))
+    with pytest.raises(RuntimeError, match="outside the forward"):
+        mixed.bind_arch(ArchBinding(), "edges", 0) or mixed(x)
     final = mixed.finalize_candidate(4)
     assert final.name == "sep_conv_3x3" and torch.equal(final.trainables["op.1.weight"], mixed.ops[4].op[1].weight)
     assert not mixed.droppable

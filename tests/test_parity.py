@@ -33,9 +33,13 @@ from __future__ import annotations
 
 import torch
 
-from archnas.config.schema.model_desc import DARTS_PRIMITIVES, ModelDescConf, ModelStemsConf
-from archnas.descs import DatasetInfo, ModelDescBuilder, genotype_to_desc, named_genotype
-from archnas.model import Model
+from archnas.config.schema.model_desc import (
+    DARTS_PRIMITIVES,
+    ModelDescConf,
+    ModelStemsConf,
+)
+from archnas.descs import DatasetInfo, named_genotype
+from archnas.model import Model, ModelDescBuilder, genotype_to_desc
 from archnas.stats import model_stats
 
 DARTS_V2_NORMAL = [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),

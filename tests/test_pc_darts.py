@@ -3,24 +3,46 @@ desc, edge normalization, gradients of alphas and betas through the trainer, the
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_algos import search_parts
 
-from archnas.algos.pc_darts import PcDartsBuilder, PcDartsFinalizers, PcDartsRandomFinalizers, PcMixedOp, channel_shuffle
-from archnas.config.schema import FinalizerConf, FinalizerRank, ModelDescConf, ModelStemsConf
-from archnas.descs.builder import ModelDescBuilder
+from archnas.algos.pc_darts import (
+    EdgeNormWeighting,
+    PcDartsFinalizers,
+    PcDartsRandomFinalizers,
+    partial_channel_mixed_op,
+)
+from archnas.config.schema import (
+    FinalizerConf,
+    FinalizerRank,
+    ModelDescConf,
+    ModelStemsConf,
+)
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import load_desc, save_desc
 from archnas.descs.genotypes import desc_to_genotype
-from archnas.descs.model_desc import CellType, ConvMacroParams
+from archnas.descs.model_desc import ConvMacroParams
 from archnas.errors import ConfigError
-from archnas.model import Model
+from archnas.model import Model, ModelDescBuilder
+from archnas.ops.mixed_op import PartialChannelMixedOp, channel_shuffle
 from archnas.ops.registry import Op
-from tiny_algos import search_parts
 
 PRIMS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]
 INFO = DatasetInfo(10, 1, (8, 8))
+
+
+def pc_builder(k: int) -> ModelDescBuilder:
+    return ModelDescBuilder(mixed_op=partial(partial_channel_mixed_op, k))
+
+
+def pc_supernet(desc) -> Model:
+    model = Model(desc, droppath=False, affine=False)
+    model.arch.use(EdgeNormWeighting())
+    return model
 
 
 def macro(ch: int = 8, **kw) -> ModelDescConf:
@@ -36,10 +58,10 @@ def test_shuffle_moves_channels_into_groups_and_round_trips():
     assert torch.equal(channel_shuffle(channel_shuffle(z, 4), 4), z)  # 16 / 4 = 4: its own inverse
 
 
-def _op(stride: int, k: int = 4, ch: int = 8) -> PcMixedOp:
-    desc = PcDartsBuilder(k).mixed_op(macro(ch), ConvMacroParams(ch, ch), stride)
+def _op(stride: int, k: int = 4, ch: int = 8) -> PartialChannelMixedOp:
+    desc = pc_builder(k).mixed_op(macro(ch), ConvMacroParams(ch, ch), stride)
     op = Op.create(desc, affine=False)
-    assert isinstance(op, PcMixedOp)
+    assert isinstance(op, PartialChannelMixedOp)
     return op
 
 
@@ -55,23 +77,23 @@ def test_a_quarter_of_the_channels_goes_through_the_candidates():
 
     x = torch.randn(3, 8, 6, 6)
     # skip_connect on the mixed part: the whole edge is a pure permutation of the channels
-    y = op(x, one_hot("skip_connect"))
+    y = op.mix(x, one_hot("skip_connect"), None)
     assert y.shape == x.shape and torch.equal(channel_shuffle(y, 2), x)
     # none on the mixed part: its 2 channels are zeros, the 6 bypassed channels pass unchanged
-    back = channel_shuffle(op(x, one_hot("none")), 2)
+    back = channel_shuffle(op.mix(x, one_hot("none"), None), 2)
     assert torch.equal(back[:, :2], torch.zeros(3, 2, 6, 6)) and torch.equal(back[:, 2:], x[:, 2:])
     # sep conv sees only the first 2 channels: changing the others changes only bypassed outputs
     x2 = x.clone()
     x2[:, 2:] += 1.0
-    a = channel_shuffle(op(x, one_hot("sep_conv_3x3")), 2)
-    b = channel_shuffle(op(x2, one_hot("sep_conv_3x3")), 2)
+    a = channel_shuffle(op.mix(x, one_hot("sep_conv_3x3"), None), 2)
+    b = channel_shuffle(op.mix(x2, one_hot("sep_conv_3x3"), None), 2)
     assert torch.allclose(a[:, :2], b[:, :2]) and torch.allclose(b[:, 2:] - a[:, 2:], torch.ones(3, 6, 6, 6))
 
 
 def test_reduction_edges_max_pool_the_bypassed_channels():
     op = _op(stride=2)
     x = torch.randn(3, 8, 6, 6)
-    back = channel_shuffle(op(x, one_hot("none")), 2)
+    back = channel_shuffle(op.mix(x, one_hot("none"), None), 2)
     assert back.shape == (3, 8, 3, 3)
     assert torch.equal(back[:, :2], torch.zeros(3, 2, 3, 3))
     assert torch.equal(back[:, 2:], F.max_pool2d(x[:, 2:], 2, 2))
@@ -85,8 +107,7 @@ def test_candidates_hold_the_parameters_of_a_c_over_k_mixed_op():
 
 
 def test_supernet_desc_and_the_full_channel_final_desc(tmp_path):
-    desc = PcDartsBuilder(4).build(macro(), INFO)
-    assert desc.edge_weights == "pc_darts"
+    desc = pc_builder(4).build(macro(), INFO)
     for cell in desc.cells:
         ch = cell.nodes[0].conv_params.ch_out
         for edge in cell.edges():
@@ -96,7 +117,7 @@ def test_supernet_desc_and_the_full_channel_final_desc(tmp_path):
     assert load_desc(tmp_path / "supernet.yaml") == desc
 
     torch.manual_seed(0)
-    model = Model(desc, droppath=False, affine=False)
+    model = pc_supernet(desc)
     assert model(torch.randn(2, 1, 8, 8))[0].shape == (2, 10)
     final = PcDartsFinalizers(FinalizerConf(), 2).finalize_model(model, desc)
     for cell in final.cells:
@@ -111,22 +132,22 @@ def test_supernet_desc_and_the_full_channel_final_desc(tmp_path):
 
 def test_edge_weights_are_a_softmax_over_each_nodes_inputs():
     torch.manual_seed(0)
-    model = Model(PcDartsBuilder(4).build(macro(), INFO), droppath=False, affine=False)
+    model = pc_supernet(pc_builder(4).build(macro(), INFO))
     with torch.no_grad():
         model.arch.betas["regular"].copy_(torch.tensor([1.0, 2.0, 0.0, 3.0, -1.0]))
-    w = model.arch.cell_weights(CellType.regular)
+    w = model.arch.weighting.weights(model.arch)["regular"]
     assert w.edges.shape == (5,)
     assert torch.allclose(w.edges[:2], F.softmax(torch.tensor([1.0, 2.0]), -1))
     assert torch.allclose(w.edges[2:], F.softmax(torch.tensor([0.0, 3.0, -1.0]), -1))
-    assert torch.allclose(w.ops, F.softmax(model.alphas("regular"), -1))
+    assert torch.allclose(w.probs, F.softmax(model.alphas("regular"), -1))
     assert [n for n, _ in model.named_arch_params()] == [
         "arch.alphas.regular", "arch.alphas.reduction", "arch.betas.regular", "arch.betas.reduction"]
 
 
 def test_finalizer_ranks_by_op_weight_times_edge_weight():
-    desc = PcDartsBuilder(4).build(macro(), INFO)
+    desc = pc_builder(4).build(macro(), INFO)
     torch.manual_seed(0)
-    model = Model(desc, droppath=False, affine=False)
+    model = pc_supernet(desc)
     with torch.no_grad():
         for t in ("regular", "reduction"):
             # node 1 (edges 2, 3, 4 from inputs 0, 1, 2): sep dominates edge 3 on alphas alone,
@@ -141,7 +162,7 @@ def test_finalizer_ranks_by_op_weight_times_edge_weight():
 
 
 def test_the_random_baseline_on_a_pc_darts_supernet_gives_full_channel_cells():
-    desc = PcDartsBuilder(4).build(macro(), INFO)
+    desc = pc_builder(4).build(macro(), INFO)
     final = PcDartsRandomFinalizers(FinalizerConf(type="random"), 2, seed=3).finalize_desc(desc)
     plain = ModelDescBuilder().build(macro(), INFO)
     assert final == PcDartsRandomFinalizers(FinalizerConf(type="random"), 2, seed=3).finalize_desc(plain)
@@ -187,7 +208,8 @@ def test_no_architecture_steps_during_the_warm_up(tmp_path):
 
 def test_bad_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="pc_darts.k"):
-        PcDartsBuilder(3).build(macro(ch=8), INFO)
+        search_parts("pc_darts", tmp_path / "k", "nas.search.model_desc.model_stems.init_node_ch=8",
+                     "nas.search.pc_darts.k=3")
     with pytest.raises(ConfigError, match="bilevel_order"):
         search_parts("pc_darts", tmp_path / "a", "nas.search.model_desc.model_stems.init_node_ch=8",
                      "nas.search.trainer.bilevel_order=second")

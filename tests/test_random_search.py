@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_algos import TINY, tiny_conf
 
 import archnas.algos.random_search as random_search
 from archnas.cli import main
 from archnas.config import find_config_file
 from archnas.context import RunContext
-from archnas.descs.builder import ModelDescBuilder
 from archnas.training.trainer import Trainer
-from tiny_algos import TINY, tiny_conf
 
 
 def run(tmp: Path, exp: str, *extra: str, algo: str = "random") -> dict:
@@ -55,8 +54,8 @@ def test_finished_candidates_are_not_retrained(tmp_path, monkeypatch):
 
     class Recording(Trainer):
         def fit(self, *args, **kwargs):
-            trained.append(self.ctx.name)
-            if self.ctx.name in fail_at:
+            trained.append(self.env.name)
+            if self.env.name in fail_at:
                 raise RuntimeError("killed")
             return super().fit(*args, **kwargs)
 
@@ -83,8 +82,8 @@ def test_a_candidate_alone_gives_what_it_gave_in_the_search(tmp_path):
     """Trials depend on the config and their index only, so they can run anywhere in any order."""
     full = run(tmp_path, "full", "nas.search.random.n_archs=2")["metrics"]["candidates"][1]
     conf = tiny_conf("random", f"common.results_dir={tmp_path}", "nas.search.random.n_archs=2")
-    ctx = RunContext.create(conf, tmp_path / "alone", [])
-    alone = random_search.RandomSearcher(ModelDescBuilder()).trial(ctx.phase, conf.nas.search, 1).to_dict()
+    run_context = RunContext.create(conf, tmp_path / "alone", [])
+    alone = random_search.run_candidate(run_context, 1, True, False).to_dict()
     assert (tmp_path / "alone" / "search" / "candidate_001" / "trial.json").is_file()
     assert {k: v for k, v in alone.items() if k != "train_time"} == {k: v for k, v in full.items() if k != "train_time"}
 

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_algos import TINY
 
 from archnas.cli import main
 from archnas.config import find_config_file
 from archnas.config.schema.common import RayConf
 from archnas.errors import ConfigError
 from archnas.trials import check_ray_conf
-from tiny_algos import TINY
 
 
 def run(tmp: Path, exp: str, *extra: str) -> dict:

@@ -11,9 +11,9 @@ import yaml
 from archnas.cli import main
 from archnas.config.schema import DatasetConf
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
-from archnas.descs import DatasetInfo, genotype_to_desc, named_genotype, save_desc
+from archnas.descs import DatasetInfo, named_genotype, save_desc
 from archnas.errors import ConfigError
-from archnas.model import Model
+from archnas.model import Model, genotype_to_desc
 from archnas.stats import dataset_info, model_stats
 
 TINY_MACRO = {"n_cells": 3, "model_stems": {"init_node_ch": 4}}

@@ -28,11 +28,12 @@ from archnas.config.schema import (
 from archnas.context import RunContext
 from archnas.data import build_data
 from archnas.errors import ConfigError
+from archnas.nas.arch_trainer import ArchParamsState
 from archnas.training.checkpoint import read_checkpoint
 from archnas.training.hooks import HookBase
 from archnas.training.losses import TrainLoss
 from archnas.training.metrics import EpochMeter, MetricsHistory, topk_correct
-from archnas.training.optim import build_optimizer, param_groups, trainable_weights
+from archnas.training.optim import build_optimizer, param_groups
 from archnas.training.precision import Precision
 from archnas.training.schedules import build_scheduler
 from archnas.training.signals import RunInterrupted
@@ -154,7 +155,7 @@ class SuperNet(nn.Module):
 
 def test_weight_decay_exemption_for_bn_and_biases():
     model = SuperNet()
-    groups = param_groups(trainable_weights(model), 3e-4, 0.0)
+    groups = param_groups(model.weights(), 3e-4, 0.0)
     decayed = {id(p) for p in groups[0]["params"]}
     assert groups[0]["weight_decay"] == 3e-4 and groups[1]["weight_decay"] == 0.0
     assert decayed == {id(model.conv.weight), id(model.fc.weight)}
@@ -164,13 +165,13 @@ def test_weight_decay_exemption_for_bn_and_biases():
         id(model.bn.bias),
         id(model.fc.bias),
     }
-    assert len(param_groups(trainable_weights(model), 3e-4, None)) == 1
+    assert len(param_groups(model.weights(), 3e-4, None)) == 1
 
 
 def test_optimizers_never_see_architecture_parameters():
     model = SuperNet()
     for kind in ("sgd", "adam", "adamw"):
-        opt = build_optimizer(OptimizerConf(type=kind, decay_bn=0.0, nesterov=kind == "sgd"), trainable_weights(model))
+        opt = build_optimizer(OptimizerConf(type=kind, decay_bn=0.0, nesterov=kind == "sgd"), model.weights())
         ids = {id(p) for g in opt.param_groups for p in g["params"]}
         assert id(model.alpha) not in ids and len(ids) == 6
     assert isinstance(build_optimizer(OptimizerConf(type="adamw"), model.parameters()), torch.optim.AdamW)
@@ -332,10 +333,11 @@ def test_fit_runs_hooks_ramps_drop_path_and_writes_metrics(tmp_path):
 class ArchLike(Trainer):
     """What the search phase's ArchTrainer does with the extension points."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, conf, model, env):
+        super().__init__(conf, model, env, params=model.weights())
         self.alpha_opt = torch.optim.Adam(self.base_model.arch_params(), lr=0.01)
         self.register_state("alpha_optimizer", self.alpha_opt)
+        self.register_state("arch_params", ArchParamsState(self.base_model))
         self.arch_steps = 0
 
     def run_step(self, batch):

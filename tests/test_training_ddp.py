@@ -24,7 +24,7 @@ from archnas.training.trainer import Trainer
 
 class SignalOnRank1(HookBase):
     def after_step(self) -> None:
-        if self.trainer.ctx.run.rank == 1 and self.trainer.global_step == 2:
+        if self.trainer.env.rank == 1 and self.trainer.global_step == 2:
             self.trainer.stop_signals.requested = signal.SIGTERM  # as if only rank 1 got the signal
 
 

@@ -1,19 +1,27 @@
 """Shared by the algorithm tests: the bundled confs/<algo>.yaml shrunk to test size, and a search
-phase's parts (data, supernet, trainer) built through the algorithm's own runner hooks."""
+phase's parts (data, supernet, trainer) built as the algorithm's search phase builds them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from archnas.config import ExperimentConf, find_config_file, load_config, parse_override_tokens
+import archnas.algos  # noqa: F401  (their config sections; also in processes spawned without conftest)
+from archnas.config import (
+    ExperimentConf,
+    find_config_file,
+    load_config,
+    parse_override_tokens,
+)
 from archnas.context import PhaseContext, RunContext
 from archnas.data import DataBundle
 from archnas.descs.model_desc import ModelDesc
 from archnas.model import Model
 from archnas.nas.arch_trainer import ArchTrainer
-from archnas.nas.runner import ExperimentRunner, runner_class
-from archnas.nas.searcher import load_data
+from archnas.nas.phase import Experiment
+from archnas.nas.registry import algorithm_class
+from archnas.nas.searcher import Searcher, load_data
+from archnas.nas.strategy import Strategy
 
 # 3 cells of 4 channels (8 for PC-DARTS, so that k=4 leaves 2 channels per candidate), 2 nodes,
 # a few hundred digits, one epoch per phase.
@@ -38,7 +46,7 @@ def tiny_conf(algo: str, *overrides: str) -> ExperimentConf:
 @dataclass
 class SearchParts:
     conf: ExperimentConf
-    runner: ExperimentRunner
+    strategy: Strategy
     ctx: PhaseContext
     data: DataBundle
     desc: ModelDesc
@@ -50,11 +58,12 @@ def search_parts(algo: str, folder: Path, *overrides: str) -> SearchParts:
     """What the algorithm's Searcher would build for its search phase, before `fit`."""
     conf = tiny_conf(algo, f"common.results_dir={folder}", *overrides)
     run = RunContext.create(conf, folder / "exp", [])
-    runner = runner_class(algo)(run)
+    strategy = algorithm_class(algo)(conf)
+    phase = Searcher(Experiment(run, strategy))
     ctx = run.phase("search", conf.nas.search)
     data = load_data(ctx, conf.nas.search.loader)
-    desc = runner.model_desc_builder().build(conf.nas.search.model_desc, data.info)
-    model = Model(desc, droppath=False, affine=False)
-    trainer = runner.trainer_class()(conf.nas.search.trainer, model, ctx, val_stream=data.loader("val", training=True),
-                                     fingerprint=desc.fingerprint())
-    return SearchParts(conf, runner, ctx, data, desc, model, trainer)
+    desc = strategy.supernet_builder().build(conf.nas.search.model_desc, data.info)
+    model = phase.build_model(desc)
+    trainer = ArchTrainer(conf.nas.search.trainer, model, ctx, strategy=strategy,
+                          val_stream=data.loader("val", training=True), checkpointer=phase.checkpointer(ctx, desc.fingerprint()))
+    return SearchParts(conf, strategy, ctx, data, desc, model, trainer)

@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from archnas.config import load_config, parse_override_tokens
+from archnas.config.compat import phase_config
 from archnas.context import RunContext
 from archnas.data import build_data
 from archnas.errors import UsageError
+from archnas.training.checkpoint import Checkpointer
 from archnas.training.hooks import HookBase
 from archnas.training.signals import RunInterrupted
 from archnas.training.trainer import Trainer
@@ -76,9 +78,9 @@ def main(argv: list[str]) -> int:
         )
         data.split.save(ctx.dir / "split.json")
         model = TinyNet(data.info.channels, data.info.n_classes)
-        trainer = Trainer(
-            conf.nas.eval.trainer, model, ctx, fingerprint="tinynet-8", force="--force" in rest, hooks=[PrintSteps()]
-        )
+        checkpointer = Checkpointer.in_env(ctx, config=phase_config(conf, conf.nas.eval), fingerprint="tinynet-8",
+                                           force="--force" in rest)
+        trainer = Trainer(conf.nas.eval.trainer, model, ctx, checkpointer=checkpointer, hooks=[PrintSteps()])
         history = trainer.fit(data.loader("train", training=True), data.loader("test", training=False))
     except RunInterrupted as exc:
         print(f"driver: {exc}", file=sys.stderr)

@@ -1,13 +1,14 @@
 """DARTS (Liu, Simonyan, Yang: "DARTS: Differentiable Architecture Search", ICLR 2019).
 
-The base machinery is DARTS already: a supernet of mixed ops weighted by softmax(alpha), the
+The shared machinery is DARTS already: a supernet of mixed ops weighted by softmax(alpha), the
 bilevel ArchTrainer (first or second order, `nas.search.trainer.bilevel_order`), and the
 finalizer that keeps each node's two strongest edges. So the algorithm is just its name.
 """
 
-from archnas.nas.runner import ExperimentRunner, register_algorithm
+from archnas.nas.registry import register_algorithm
+from archnas.nas.strategy import Strategy
 
 
-@register_algorithm("darts")
-class DartsRunner(ExperimentRunner):
-    pass
+@register_algorithm
+class Darts(Strategy):
+    name = "darts"

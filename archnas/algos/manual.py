@@ -5,15 +5,17 @@ DARTS genotype string, or a named genotype such as DARTS_V2.
 """
 
 from archnas.errors import ConfigError
-from archnas.nas.runner import ExperimentResult, ExperimentRunner, register_algorithm
+from archnas.nas.evaluater import Evaluater
+from archnas.nas.registry import register_algorithm
+from archnas.nas.strategy import Strategy
 
 
-@register_algorithm("manual")
-class ManualRunner(ExperimentRunner):
-    searches = False
+@register_algorithm
+class Manual(Strategy):
+    name = "manual"
+    phases = (Evaluater,)
 
-    def run(self, search: bool = True, eval: bool = True) -> ExperimentResult:
+    def check(self) -> None:
         if not self.conf.nas.eval.final_desc:
             raise ConfigError("manual: set nas.eval.final_desc to a desc file, a genotype string or a named "
                               "genotype such as DARTS_V2")
-        return super().run(search=False, eval=eval)

@@ -7,8 +7,8 @@ itself, so it is exactly the architecture the random-finalizer baseline
 (`nas.search.finalizer.type: random`) gives, and `nas.search.random.n_archs: 1` is that baseline
 without training a supernet (nothing is trained: there is nothing to choose between).
 
-Each candidate is an independent trial, `RandomSearcher.trial(make_phase, conf, i)`: its own
-phase folder `search/candidate_<i>/` (desc, split, checkpoints, metrics, `trial.json`), its RNGs
+Each candidate is an independent trial, a phase of its own (`Candidate`): its folder
+`search/candidate_<i>/` (desc, split, checkpoints, metrics, `trial.json`), its RNGs
 seeded from (common.seed, its folder name), trained from scratch at the search macro with a plain
 Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
 top-1 on the search val split. It depends on nothing but the config and i, so trials can run in
@@ -23,29 +23,34 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from archnas.config.schema import SearchConf
 from archnas.context import PhaseContext, RunContext
-from archnas.distributed import barrier
-from archnas.descs.builder import ModelDescBuilder
 from archnas.descs.desc_io import load_desc, save_desc
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError, DescError
 from archnas.model import Model
+from archnas.nas.evaluater import Evaluater
 from archnas.nas.finalizers import RandomFinalizers
-from archnas.nas.runner import ExperimentRunner, register_algorithm, runner_class
-from archnas.nas.searcher import (
-    FINAL_DESC_FILE, RESULT_FILE, Searcher, SearchResult, _genotype_or_none, check_completed, load_data,
-)
-from archnas.training.checkpoint import phase_config
+from archnas.nas.phase import Experiment, Phase
+from archnas.nas.registry import algorithm_class, register_algorithm
+from archnas.nas.searcher import FINAL_DESC_FILE, SearchPhase, SearchResult, genotype_or_none, load_data
+from archnas.nas.strategy import Strategy
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial, run_trials
-from archnas.utils import atomic
 from archnas.utils.seeding import phase_seed
 
 TRIAL_FILE = "trial.json"
-MakePhase = Callable[[str, Any], PhaseContext]
+
+
+@dataclass
+class RandomSearchConf:
+    """`nas.search.random`: random search over the cells the supernet finalizes to."""
+
+    # Architectures sampled (candidate 0 is the one `finalizer.type: random` picks for common.seed),
+    # each trained from scratch at the search macro with nas.search.trainer and ranked by its final
+    # val top-1. 1: the random-finalizer baseline, one random architecture and nothing trained.
+    n_archs: int = 8
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -76,24 +81,67 @@ class TrialResult:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
-class RandomSearcher(Searcher):
+class Candidate(Phase):
+    """One sampled architecture, trained at the search macro on the search split (unless `train`
+    is false) and scored by its last epoch's val top-1; marked by `trial.json`."""
+
+    kind = "search"
+    marker = TRIAL_FILE
+
+    def __init__(self, experiment: Experiment, index: int, train: bool = True):
+        super().__init__(experiment, trial_name(index))
+        self.index, self.train = index, train
+
+    def work(self, ctx: PhaseContext) -> TrialResult:
+        conf = ctx.conf
+        data = load_data(ctx, conf.loader)
+        seed = candidate_seed(ctx.seed, self.index)
+        desc = sample(self.strategy, conf, data.info, seed)
+        if ctx.is_main:
+            save_desc(desc, ctx.dir / FINAL_DESC_FILE)
+        model = Model(desc, droppath=True, affine=True)
+        result = TrialResult(index=self.index, seed=seed, genotype=genotype_or_none(desc), fingerprint=desc.fingerprint(),
+                             params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
+                             train_time=0.0)
+        if self.train:
+            trainer = Trainer(conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, desc.fingerprint()))
+            history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
+            result.val_top1 = history.last.get("val_top1") if history.last else None
+            result.best_val_top1 = history.best_value
+            result.train_time = sum(r.get("epoch_time", 0.0) for r in history.records)
+        self.write_marker(ctx, {"result": result.to_dict()})
+        return result
+
+    def load(self, done: dict[str, Any]) -> TrialResult:
+        return TrialResult.from_dict(done["result"])
+
+
+def sample(strategy: Strategy, conf, dataset_info, seed: int) -> ModelDesc:
+    """A random finalization of the supernet at the search macro."""
+    supernet = strategy.supernet_builder().build(conf.model_desc, dataset_info)
+    return RandomFinalizers(conf.finalizer, conf.model_desc.max_final_edges, seed).finalize_desc(supernet)
+
+
+def _candidate(run: RunContext, index: int, train: bool, force: bool) -> Candidate:
+    return Candidate(Experiment(run, algorithm_class(run.conf.nas.algo)(run.conf), force), index, train)
+
+
+def run_candidate(run: RunContext, index: int, train: bool, force: bool) -> TrialResult:
+    """Candidate `index` as a trial (`archnas.trials`), built from the run alone, so the same call
+    runs in this process or in a Ray worker; finished, it is read back, interrupted, resumed."""
+    return _candidate(run, index, train, force).execute()
+
+
+def finished_candidate(run: RunContext, index: int, train: bool, force: bool) -> Optional[TrialResult]:
+    """Candidate `index`'s recorded result if it finished under this config, else None."""
+    return _candidate(run, index, train, force).load_finished()
+
+
+class RandomSearch(SearchPhase):
     """The search phase of random search: no supernet, no alphas; trials, then the best of them."""
 
-    def __init__(self, builder: ModelDescBuilder, force: bool = False):
-        # Deliberately not Searcher.__init__: there is no supernet trainer and no finalizer to hold.
-        self.builder = builder
-        self.force = force
-
-    def search(self, ctx: PhaseContext, make_phase: MakePhase) -> SearchResult:
-        conf: SearchConf = ctx.conf
-        n_archs = conf.random.n_archs
-        if n_archs < 1:
-            raise ConfigError(f"nas.search.random.n_archs: {n_archs}; sample at least 1 architecture")
-        marker = ctx.dir / RESULT_FILE
-        done = check_completed(ctx, marker, self.force)
-        if done is not None:
-            ctx.log.info(f"search already finished ({marker}); skipping it")
-            return self.load_result(ctx.dir, done)
+    def work(self, ctx: PhaseContext) -> SearchResult:
+        n_archs = ctx.conf.random.n_archs
 
         def report(i: int, result: TrialResult) -> None:
             score = "not trained" if result.val_top1 is None else f"val top-1 {result.val_top1:.2%}"
@@ -103,7 +151,7 @@ class RandomSearcher(Searcher):
                   for i in range(n_archs)]
         results = run_trials(trials, ctx.common.ray, on_result=report)
         best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.index))
-        final = self.candidate_desc(ctx, best)
+        final = self.candidate_desc(best)
         ctx.log.info(f"best: candidate {best.index}" + ("" if best.val_top1 is None else f", val top-1 {best.val_top1:.2%}"))
         metrics = {
             "search_time": sum(r.train_time for r in results),
@@ -111,50 +159,10 @@ class RandomSearcher(Searcher):
             "best_val_top1": best.val_top1,
             "candidates": [r.to_dict() for r in results],
         }
-        if conf.post_train.trainer.epochs > 0:
-            metrics["post_train"] = self.post_train(make_phase("search/post_train", conf.post_train), final)
         return self.save_result(ctx, final, metrics)
 
-    def trial(self, make_phase: MakePhase, conf: SearchConf, index: int, train: bool = True) -> TrialResult:
-        """Sample candidate `index`, train it (unless `train` is false) and record the result in
-        its folder; a finished candidate is read back instead, an interrupted one resumes."""
-        ctx = make_phase(trial_name(index), conf)
-        try:
-            marker = ctx.dir / TRIAL_FILE
-            done = check_completed(ctx, marker, self.force)
-            if done is not None:
-                ctx.log.info(f"candidate {index} already finished ({marker}); skipping it")
-                return TrialResult.from_dict(done["result"])
-            data = load_data(ctx, conf.loader)
-            seed = candidate_seed(ctx.seed, index)
-            desc = self.sample(conf, data.info, seed)
-            if ctx.run.is_main:
-                save_desc(desc, ctx.dir / FINAL_DESC_FILE)
-            model = Model(desc, droppath=True, affine=True).to(ctx.device)
-            result = TrialResult(index=index, seed=seed, genotype=_genotype_or_none(desc), fingerprint=desc.fingerprint(),
-                                 params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
-                                 train_time=0.0)
-            if train:
-                trainer = Trainer(conf.trainer, model, ctx, fingerprint=desc.fingerprint(),
-                                  force=self.force)
-                history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
-                result.val_top1 = history.last.get("val_top1") if history.last else None
-                result.best_val_top1 = history.best_value
-                result.train_time = sum(r.get("epoch_time", 0.0) for r in history.records)
-            if ctx.run.is_main:
-                atomic.write_json(marker, {"result": result.to_dict(), "config": phase_config(ctx.run.conf, ctx.conf)})
-            barrier()  # DDP: the candidate's files are complete before any rank reads them
-            return result
-        finally:
-            ctx.close()
-
-    def sample(self, conf: SearchConf, dataset_info, seed: int) -> ModelDesc:
-        """A random finalization of the supernet at the search macro."""
-        supernet = self.builder.build(conf.model_desc, dataset_info)
-        return RandomFinalizers(conf.finalizer, conf.model_desc.max_final_edges, seed).finalize_desc(supernet)
-
-    def candidate_desc(self, ctx: PhaseContext, result: TrialResult) -> ModelDesc:
-        path = ctx.run.exp_dir / trial_name(result.index) / FINAL_DESC_FILE
+    def candidate_desc(self, result: TrialResult) -> ModelDesc:
+        path = self.run.exp_dir / trial_name(result.index) / FINAL_DESC_FILE
         desc = load_desc(path)
         if desc.fingerprint() != result.fingerprint:
             raise DescError(f"{path} does not match the candidate recorded beside it in {TRIAL_FILE}; "
@@ -162,25 +170,13 @@ class RandomSearcher(Searcher):
         return desc
 
 
-def run_candidate(run: RunContext, index: int, train: bool, force: bool) -> TrialResult:
-    """Candidate `index` as a trial (`archnas.trials`): the searcher of the run's algorithm, built
-    here from the config alone, so the same call runs in this process or in a Ray worker."""
-    searcher = runner_class(run.conf.nas.algo)(run, force=force).searcher()
-    return searcher.trial(run.phase, run.conf.nas.search, index, train)
+@register_algorithm
+class Random(Strategy):
+    name = "random"
+    config_class = RandomSearchConf
+    phases = (RandomSearch, Evaluater)
 
-
-def finished_candidate(run: RunContext, index: int, train: bool, force: bool) -> Optional[TrialResult]:
-    """Candidate `index`'s recorded result if it finished under this config, else None."""
-    name = trial_name(index)
-    ctx = PhaseContext(run=run, name=name, conf=run.conf.nas.search, dir=run.exp_dir / name, log=run.log)
-    done = check_completed(ctx, ctx.dir / TRIAL_FILE, force)
-    if done is None:
-        return None
-    run.log.info(f"candidate {index} already finished ({ctx.dir / TRIAL_FILE}); skipping it")
-    return TrialResult.from_dict(done["result"])
-
-
-@register_algorithm("random")
-class RandomSearchRunner(ExperimentRunner):
-    def searcher(self) -> Searcher:
-        return RandomSearcher(self.model_desc_builder(), force=self.force)
+    def check(self) -> None:
+        super().check()
+        if self.section.n_archs < 1:
+            raise ConfigError(f"nas.search.random.n_archs: {self.section.n_archs}; sample at least 1 architecture")

@@ -7,20 +7,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException
 
-from archnas.config.schema import ExperimentConf
+from archnas.config.schema import ExperimentConf, experiment_conf_class
 from archnas.config.tree import ConfigTree, did_you_mean, dotted, iter_paths
 from archnas.errors import ConfigError
 
 
 def schema_defaults() -> dict[str, Any]:
     """The schema's defaults as plain data: the bottom layer every config is merged over."""
-    return OmegaConf.to_container(OmegaConf.structured(ExperimentConf), enum_to_str=True)
+    return OmegaConf.to_container(OmegaConf.structured(experiment_conf_class()), enum_to_str=True)
 
 
 def validate(resolved: dict[str, Any], tree: ConfigTree) -> ExperimentConf:
     """Type-check `resolved` (copies already resolved), resolve `${...}` and build the dataclasses."""
     try:
-        merged: DictConfig = OmegaConf.merge(OmegaConf.structured(ExperimentConf), resolved)
+        merged: DictConfig = OmegaConf.merge(OmegaConf.structured(experiment_conf_class()), resolved)
         OmegaConf.resolve(merged)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:

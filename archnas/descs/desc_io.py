@@ -10,18 +10,18 @@ written next to it (`<name>.pt`) and read back with `torch.load(weights_only=Tru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import torch
 import yaml
 
 from archnas.descs.fields import Fields
+from archnas.descs.genotypes import unknown_op_message
 from archnas.descs.model_desc import ModelDesc, TrainablesRefs
 from archnas.errors import DescError
-from archnas.ops.registry import check_op_name
 from archnas.utils import atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: no `edge_weights` (how a supernet weighs candidates is the algorithm's)
 
 
 def desc_to_yaml(desc: ModelDesc, refs: TrainablesRefs | None = None, trainables_file: str | None = None) -> str:
@@ -43,7 +43,9 @@ def save_desc(desc: ModelDesc, path: str | Path) -> None:
     atomic.write_text(path, desc_to_yaml(desc, refs, None if sidecar is None else sidecar.name))
 
 
-def load_desc(path: str | Path) -> ModelDesc:
+def load_desc(path: str | Path, known_ops: Collection[str] | None = None) -> ModelDesc:
+    """The desc in `path`; with `known_ops` (the op registry's names), unknown op names are
+    refused here, naming the file and the op's place, instead of when a model is built."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -51,10 +53,11 @@ def load_desc(path: str | Path) -> ModelDesc:
         raise DescError(f"desc file not found: {path}") from None
     except OSError as exc:
         raise DescError(f"cannot read desc file {path}: {exc.strerror}") from None
-    return desc_from_yaml(text, str(path), path.parent)
+    return desc_from_yaml(text, str(path), path.parent, known_ops)
 
 
-def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None) -> ModelDesc:
+def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None,
+                   known_ops: Collection[str] | None = None) -> ModelDesc:
     """Parse a desc file's text; `folder` is where its trainables sidecar is looked up."""
     try:
         data = yaml.safe_load(text)
@@ -64,8 +67,10 @@ def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None)
         raise DescError(f"{where}: invalid YAML: {exc}") from None
     f = Fields(data, where)
     version = f.get("schema_version", int)
-    if version != SCHEMA_VERSION:
-        raise f.error("schema_version", f"unknown version {version}; this archnas reads version {SCHEMA_VERSION}")
+    if version not in (1, SCHEMA_VERSION):
+        raise f.error("schema_version", f"unknown version {version}; this archnas reads versions 1 and {SCHEMA_VERSION}")
+    if version == 1 and isinstance(data.get("model_desc"), dict):
+        data["model_desc"].pop("edge_weights", None)  # version 1 named the supernet's weighting; the strategy does now
     trainables = None
     sidecar = f.get("trainables_file", str, default=None, nullable=True)
     if sidecar is not None:
@@ -73,7 +78,8 @@ def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None)
     desc = ModelDesc.from_fields(f.sub("model_desc"), trainables)
     f.done()
     for path, op in desc.named_ops():
-        check_op_name(op.name, f"{where}: model_desc.{path}.name")
+        if known_ops is not None and op.name not in known_ops:
+            raise DescError(f"{where}: model_desc.{path}.name: {unknown_op_message(op.name, known_ops)}")
     return desc
 
 

@@ -34,18 +34,19 @@ class Fields:
         self.where = where
         self.path = path
         if not isinstance(data, dict):
-            raise self._error(path or "top level", f"expected a mapping, got {describe(data)}")
+            raise self.error_at(path or "top level", f"expected a mapping, got {describe(data)}")
         self.data = data
         self._read: set[str] = set()
 
-    def _error(self, field: str, message: str) -> DescError:
-        return DescError(f"{self.where}: {field}: {message}")
+    def error_at(self, name: str, message: str) -> DescError:
+        """An error at a full dotted name, for values below a key (list items, nested lists)."""
+        return DescError(f"{self.where}: {name}: {message}")
 
     def name(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, message: str) -> DescError:
-        return self._error(self.name(key), message)
+        return self.error_at(self.name(key), message)
 
     def get(self, key: str, kind: type, default: Any = _REQUIRED, nullable: bool = False) -> Any:
         self._read.add(key)
@@ -64,7 +65,7 @@ class Fields:
         values = self.get(key, list)
         for i, v in enumerate(values):
             if not _matches(v, int):
-                raise self._error(f"{self.name(key)}[{i}]", f"expected int, got {describe(v)}")
+                raise self.error_at(f"{self.name(key)}[{i}]", f"expected int, got {describe(v)}")
         return list(values)
 
     def sub(self, key: str, nullable: bool = False) -> "Fields | None":

@@ -4,24 +4,23 @@ A genotype lists, for the regular (`normal`) and the reduction (`reduce`) cell, 
 `(op, input_id)` pairs per node, plus the nodes concatenated into the cell output. It is read
 from the DARTS string format (`Genotype(normal=[('sep_conv_3x3', 1), ...], normal_concat=[2, 3,
 4, 5], reduce=[...], reduce_concat=range(2, 6))`) without evaluating any code, or from the same
-fields as YAML. A genotype becomes a ModelDesc through the builder: its nodes are the template
-copied into every cell of the macro.
+fields as YAML. A genotype becomes a ModelDesc through the builder (`archnas.model.resolve`):
+its nodes are the template copied into every cell of the macro. Op names are checked against
+`known_ops` when the caller gives them (the op registry lives above this package).
 """
 
 from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 import yaml
 
-from archnas.config.schema.model_desc import ModelDescConf
-from archnas.descs.builder import CellNodes, ModelDescBuilder
-from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import CellType, ConvMacroParams, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archnas.errors import DescError
-from archnas.ops.registry import unknown_op_message, registered_ops
+
+CellNodes = dict[CellType, list[NodeDesc]]  # the nodes of each cell type, a template for the builder
 
 Gene = tuple[tuple[str, int], ...]
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
@@ -70,8 +69,12 @@ class Genotype:
         return out
 
 
-def _checked(fields: dict[str, Any], source: str) -> Genotype:
-    """Validate the four fields (types, op names, input ids, concat) into a Genotype."""
+def unknown_op_message(name: str, known_ops: Collection[str]) -> str:
+    return f"unknown op {name!r}; registered ops: {', '.join(sorted(known_ops))}"
+
+
+def _checked(fields: dict[str, Any], source: str, known_ops: Collection[str] | None) -> Genotype:
+    """Validate the four fields (types, op names when `known_ops` is given, input ids, concat)."""
     missing = [k for k in _FIELDS if k not in fields]
     unknown = [k for k in fields if k not in _FIELDS]
     if missing or unknown:
@@ -89,8 +92,8 @@ def _checked(fields: dict[str, Any], source: str) -> Genotype:
             if not ok:
                 raise DescError(f"{source}: {key}[{n}]: expected an (op name, input id) pair, got {pair!r}")
             op, i = pair
-            if op not in registered_ops():
-                raise DescError(f"{source}: {key}[{n}]: {unknown_op_message(op)}")
+            if known_ops is not None and op not in known_ops:
+                raise DescError(f"{source}: {key}[{n}]: {unknown_op_message(op, known_ops)}")
             node = n // 2
             if not 0 <= i < node + 2:
                 raise DescError(f"{source}: {key}[{n}]: node {node} can read inputs 0..{node + 1}, got {i}")
@@ -118,7 +121,7 @@ def _literal(node: ast.expr, source: str) -> Any:
         raise DescError(f"{source}: only literals and range(a, b) are allowed in a genotype, got {ast.unparse(node)!r}") from None
 
 
-def parse_genotype_string(text: str, source: str = "genotype") -> Genotype:
+def parse_genotype_string(text: str, source: str = "genotype", known_ops: Collection[str] | None = None) -> Genotype:
     """Parse `Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)`."""
     try:
         tree = ast.parse(text.strip(), mode="eval").body
@@ -133,20 +136,20 @@ def parse_genotype_string(text: str, source: str = "genotype") -> Genotype:
         if kw.arg is None or kw.arg in fields:
             raise DescError(f"{source}: field {kw.arg!r} given twice or as **kwargs")
         fields[kw.arg] = _literal(kw.value, source)
-    return _checked(fields, source)
+    return _checked(fields, source, known_ops)
 
 
-def parse_genotype(text: str, source: str = "genotype") -> Genotype:
+def parse_genotype(text: str, source: str = "genotype", known_ops: Collection[str] | None = None) -> Genotype:
     """A genotype from the DARTS string format or from YAML with the same four fields."""
     if text.lstrip().startswith("Genotype"):
-        return parse_genotype_string(text, source)
+        return parse_genotype_string(text, source, known_ops)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DescError(f"{source}: neither a Genotype(...) string nor YAML: {exc}") from None
     if not isinstance(data, dict):
         raise DescError(f"{source}: expected Genotype(...) or a YAML mapping with {', '.join(_FIELDS)}")
-    return _checked(data, source)
+    return _checked(data, source, known_ops)
 
 
 def desc_to_genotype(desc: ModelDesc) -> Genotype:
@@ -167,12 +170,6 @@ def desc_to_genotype(desc: ModelDesc) -> Genotype:
         genes[ctype] = tuple(pairs)
     concat = {t: tuple(range(2, 2 + len(g) // 2)) for t, g in genes.items()}
     return Genotype(genes[CellType.regular], concat[CellType.regular], genes[CellType.reduction], concat[CellType.reduction])
-
-
-def genotype_to_desc(genotype: Genotype, conf: ModelDescConf, dataset_info: DatasetInfo,
-                     builder: ModelDescBuilder | None = None) -> ModelDesc:
-    """The network of `conf`'s macro with the genotype's cells (e.g. DARTS_V2 at 36 ch, 20 cells)."""
-    return (builder or ModelDescBuilder()).build_with_nodes(conf, dataset_info, genotype.cell_nodes())
 
 
 # The published cells (DARTS: Liu et al., 2019; PC-DARTS: Xu et al., 2020), as their code ships them.
@@ -208,11 +205,11 @@ def named_genotype(name: str) -> Genotype:
     return parse_genotype_string(_NAMED[key], key)
 
 
-def resolve_genotype(spec: str) -> Genotype:
+def resolve_genotype(spec: str, known_ops: Collection[str] | None = None) -> Genotype:
     """A named genotype, or a genotype given inline (DARTS string or YAML)."""
     if spec.upper() in _NAMED:
         return named_genotype(spec)
     if spec.lstrip().startswith("Genotype") or ":" in spec:
-        return parse_genotype(spec)
+        return parse_genotype(spec, known_ops=known_ops)
     raise DescError(f"unknown genotype {spec!r}; known genotypes: {', '.join(named_genotypes())} "
                     "(or give a Genotype(...) string)")

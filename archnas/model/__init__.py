@@ -1,13 +1,13 @@
-"""Models built from descs: Model, Cell, DagEdge, AuxTower and the architecture parameters."""
+"""Models built from descs: the ModelDescBuilder, Model, Cell, DagEdge, AuxTower, and the
+conversions from what a user names (desc files, genotypes) to checked descs."""
 
 from archnas import ops  # noqa: F401  (registers the built-in ops)
-from archnas.model.arch_params import ArchParams, CellLayout, CellWeights, edge_weights_class, register_edge_weights
 from archnas.model.aux_tower import AuxTower
+from archnas.model.builder import ModelDescBuilder, template_nodes
 from archnas.model.cell import Cell
 from archnas.model.dag_edge import DagEdge
 from archnas.model.model import Model
+from archnas.model.resolve import checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
 
-__all__ = [
-    "ArchParams", "AuxTower", "Cell", "CellLayout", "CellWeights", "DagEdge", "Model", "edge_weights_class",
-    "register_edge_weights",
-]
+__all__ = ["AuxTower", "Cell", "DagEdge", "Model", "ModelDescBuilder", "checked_genotype", "desc_from_spec",
+           "genotype_to_desc", "load_checked_desc", "template_nodes"]

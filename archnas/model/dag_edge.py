@@ -6,14 +6,14 @@ from torch import Tensor, nn
 
 from archnas.descs.model_desc import EdgeDesc
 from archnas.errors import DescError
-from archnas.model.arch_params import CellWeights
 from archnas.ops.drop_path import DropPath
 from archnas.ops.mixed_op import MixedOp
 from archnas.ops.registry import Op
 
 
 class DagEdge(nn.Module):
-    """`index` is the edge's row in its cell's architecture weights (edges counted node by node)."""
+    """`index` is the edge's row in its cell type's architecture parameters (edges counted node by
+    node); a mixed-op edge reads that row from the model's architecture store."""
 
     def __init__(self, desc: EdgeDesc, index: int, affine: bool, droppath: bool):
         super().__init__()
@@ -28,17 +28,8 @@ class DagEdge(nn.Module):
         self.searchable = isinstance(self.op, MixedOp)
         self.drop_path = DropPath() if droppath and self.op.droppable else None
 
-    def forward(self, states: list[Tensor], weights: CellWeights | None = None) -> Tensor:
-        xs = [states[i] for i in self.input_ids]
-        if self.searchable:
-            if weights is None:
-                raise RuntimeError("a mixed-op edge needs the cell's architecture weights")
-            chosen = None if weights.chosen is None else weights.chosen[self.index]
-            y = self.op(*xs, weights.ops[self.index], chosen)
-            if weights.edges is not None:
-                y = y * weights.edges[self.index]
-        else:
-            y = self.op(*xs)
+    def forward(self, states: list[Tensor]) -> Tensor:
+        y = self.op(*(states[i] for i in self.input_ids))
         if self.drop_path is not None:
             y = self.drop_path(y)
         return y

@@ -26,8 +26,8 @@ BatchNorms in `op.pool_bns`), at call time, so parameters, buffers, state-dict n
 `torch.func.functional_call` substitutions are those of the plain cell. It applies when every
 edge is a plain `MixedOp` (not a subclass: GDAS and PC-DARTS mixed ops compute something else)
 reading one state, without drop-path; candidates it does not know are computed with
-`MixedOp.candidate`, so any candidate set works. Any `CellWeights.ops` works (softmax, one-hot
-samples, ...); `CellWeights.edges` scales the edge's candidate weights, which is the same sum.
+`MixedOp.candidate`, so any candidate set works. Any `ArchWeights.probs` works (softmax, one-hot
+samples, ...); `ArchWeights.edges` scales the edge's candidate weights, which is the same sum.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archnas.model.arch_params import CellWeights
 from archnas.ops.batchnorm_fns import can_share_statistics, count_batch, normalize_shared, scaled_affine, scaled_batch_norm
 from archnas.ops.conv_bn import DepthwiseSpec, conv_bn
 from archnas.ops.layout import cpu_channels_last, dense_grad
@@ -47,6 +46,7 @@ from archnas.ops.mixed_op import MixedOp
 from archnas.ops.phases import add_from_phases, even_pixels, phases_apply, to_phases
 from archnas.ops.pointwise import is_plain_1x1, pointwise
 from archnas.ops.primitives import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero
+from archnas.space.store import ArchWeights
 
 if TYPE_CHECKING:
     from archnas.model.cell import Cell
@@ -96,9 +96,9 @@ class FusedCellPlan:
             return None
         return cls(tuple(tuple(edges) for edges in by_state), len(cell.dag))
 
-    def forward(self, cell: Cell, s0: Tensor, s1: Tensor, weights: CellWeights) -> Tensor:
+    def forward(self, cell: Cell, s0: Tensor, s1: Tensor, weights: ArchWeights) -> Tensor:
         states = [_stem(cell.stems[0], cpu_channels_last(s0)), _stem(cell.stems[1], cpu_channels_last(s1))]
-        w = weights.ops if weights.edges is None else weights.ops * weights.edges.unsqueeze(-1)
+        w = weights.probs if weights.edges is None else weights.probs * weights.edges.unsqueeze(-1)
         sums: list[Tensor | None] = [None] * self.n_nodes
         for i in range(self.n_nodes + 1):
             _StateEdges(cell, states[i], self.by_state[i], w, sums).run()

@@ -6,24 +6,26 @@ as in DARTS); a pool and a logits op finish. `affine` applies to the cells' Batc
 searches with non-affine cells); model stems, the head and aux towers are always affine, as in
 DARTS's search network. `droppath` gives every droppable edge op a drop-path, whose probability
 `drop_path_prob(p)` sets.
+
+A supernet keeps its architecture parameters in an `ArchStore` (`model.arch`), one label per
+searchable cell type; every forward binds the store's weights once, and each searchable cell and
+mixed op reads its own label and row from that binding (no weights in forward arguments).
 """
 
 from __future__ import annotations
-
-from typing import Iterator
 
 from torch import Tensor, nn
 
 from archnas.descs.model_desc import CellDesc, CellType, ModelDesc
 from archnas.errors import DescError
-from archnas.model.arch_params import ArchParams, CellLayout, edge_weights_class
 from archnas.model.aux_tower import AuxTower
 from archnas.model.cell import Cell
 from archnas.ops.drop_path import DropPath
 from archnas.ops.registry import Op
+from archnas.space.store import ArchStore, ChoiceSpec, Searchable
 
 
-class Model(nn.Module):
+class Model(Searchable):
     def __init__(self, desc: ModelDesc, droppath: bool, affine: bool):
         super().__init__()
         if not desc.model_stems:
@@ -34,80 +36,70 @@ class Model(nn.Module):
         self.aux_towers = nn.ModuleDict({str(i): AuxTower(a) for i, a in enumerate(desc.aux_towers) if a is not None})
         self.pool_op = Op.create(desc.pool_op, affine=True)
         self.logits_op = Op.create(desc.logits_op, affine=True)
-        layouts = self._searchable_layouts()
-        self.arch: ArchParams | None = edge_weights_class(desc.edge_weights)(layouts) if layouts else None
+        specs = self._arch_specs()
+        self.arch: ArchStore | None = ArchStore(specs) if specs else None
+        labels = {spec.label for spec in specs}
+        for cell in self.cells:
+            if str(cell.cell_type) in labels:
+                cell.bind_arch(self.arch.binding, str(cell.cell_type))
 
     def make_cell(self, desc: CellDesc, affine: bool, droppath: bool) -> Cell:
         """Override to build cells another way (e.g. a fused search cell over the same modules)."""
         return Cell(desc, affine, droppath)
 
-    def _searchable_layouts(self) -> dict[CellType, CellLayout]:
-        """One layout per cell type with mixed-op edges; all cells of a type must agree and share."""
-        layouts: dict[CellType, CellLayout] = {}
+    def _arch_specs(self) -> list[ChoiceSpec]:
+        """One label per cell type with mixed-op edges (DARTS order: regular first), its rows the
+        type's edges; all cells of a type must have the same edges and share one set of parameters."""
+        specs: dict[CellType, ChoiceSpec] = {}
         owners: dict[CellType, int] = {}
         by_id = {c.id: c for c in self.desc.cells}
         for cell_desc, cell in zip(self.desc.cells, self.cells):
-            edges = [e for node in cell.dag for e in node]
+            edges = cell.edges
             searchable = [e.searchable for e in edges]
             if not any(searchable):
                 continue
             where = f"cell {cell_desc.id}"
             if not all(searchable):
                 raise DescError(f"{where}: mixes mixed-op and fixed edges; a searchable cell needs mixed ops on all edges")
-            n_candidates = {len(e.op.ops) for e in edges}
-            if len(n_candidates) != 1:
-                raise DescError(f"{where}: edges have different numbers of candidates {sorted(n_candidates)}")
-            layout = CellLayout(tuple(len(node) for node in cell.dag), n_candidates.pop())
+            names = {tuple(c.name for c in e.op.desc.children) for e in edges}
+            if len(names) != 1:
+                raise DescError(f"{where}: edges have different candidates {sorted(names)}")
+            rows = tuple(f"n{j}_in{e.input_ids[0]}" for j, node in enumerate(cell.dag) for e in node)
+            spec = ChoiceSpec(str(cell_desc.cell_type), names.pop(), rows, tuple(len(node) for node in cell.dag))
             source = by_id.get(cell_desc.trainables_from)
             if source is None or source.cell_type != cell_desc.cell_type:
                 raise DescError(f"{where}: trainables_from={cell_desc.trainables_from} must name a cell of the same type")
             ctype = cell_desc.cell_type
-            if ctype in layouts and (layouts[ctype] != layout or owners[ctype] != source.id):
+            if ctype in specs and (specs[ctype] != spec or owners[ctype] != source.id):
                 raise DescError(
                     f"{where}: all {ctype} cells must share one set of architecture parameters "
-                    f"(same layout, same trainables_from as cell {owners[ctype]})"
+                    f"(same edges and candidates, same trainables_from as cell {owners[ctype]})"
                 )
-            layouts[ctype], owners[ctype] = layout, source.id
-        return layouts
+            specs[ctype], owners[ctype] = spec, source.id
+        return [specs[t] for t in CellType if t in specs]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        outs = []
-        for stem in self.model_stems:
-            x = stem(x)
-            outs.append(x)
-        s0, s1 = outs[-2] if len(outs) > 1 else outs[-1], outs[-1]
-        weights = {} if self.arch is None else self.arch.all_cell_weights()
-        aux_logits = None
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, weights.get(cell.cell_type))
-            if self.training and str(i) in self.aux_towers:
-                aux_logits = self.aux_towers[str(i)](s1)
-        return self.logits_op(self.pool_op(s1)), aux_logits
+        with self.bound_arch():
+            outs = []
+            for stem in self.model_stems:
+                x = stem(x)
+                outs.append(x)
+            s0, s1 = outs[-2] if len(outs) > 1 else outs[-1], outs[-1]
+            aux_logits = None
+            for i, cell in enumerate(self.cells):
+                s0, s1 = s1, cell(s0, s1)
+                if self.training and str(i) in self.aux_towers:
+                    aux_logits = self.aux_towers[str(i)](s1)
+            return self.logits_op(self.pool_op(s1)), aux_logits
 
     def alphas(self, cell_type: CellType | str) -> nn.Parameter:
-        if self.arch is None or str(cell_type) not in self.arch.alphas:
+        """The `[n_edges, n_candidates]` architecture parameters of a cell type."""
+        if self.arch is None or str(cell_type) not in self.arch.specs:
             raise KeyError(f"this model has no architecture parameters for {cell_type!s} cells")
-        return self.arch.alphas[str(cell_type)]
-
-    def named_arch_params(self) -> Iterator[tuple[str, nn.Parameter]]:
-        if self.arch is not None:
-            yield from self.arch.named_parameters(prefix="arch")
-
-    def arch_params(self) -> Iterator[nn.Parameter]:
-        for _, p in self.named_arch_params():
-            yield p
-
-    def named_weights(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_params()}
-        for name, p in self.named_parameters():
-            if id(p) not in arch:
-                yield name, p
-
-    def weights(self) -> Iterator[nn.Parameter]:
-        for _, p in self.named_weights():
-            yield p
+        return self.arch.alpha(str(cell_type))
 
     def drop_path_prob(self, p: float) -> None:
         for m in self.modules():
             if isinstance(m, DropPath):
                 m.prob = p
+

@@ -1,11 +1,11 @@
 """ArchTrainer: the search-phase Trainer, which also trains the architecture parameters.
 
 Every step first takes an architecture step on the next batch of the search val split (the
-DARTS bilevel step, first or second order), then the usual weight step on the train batch. The
-alpha optimizer and the val stream's position are checkpointed with everything else, so a
-search resumes exactly like any training.
+DARTS bilevel step, first or second order; when the strategy says so: PC-DARTS warms up without),
+then the usual weight step on the train batch. The alpha optimizer and the val stream's position
+are checkpointed with everything else, so a search resumes exactly like any training.
 
-Each epoch's record holds, per cell type, the softmax of every edge's alphas, their mean entropy
+Each epoch's record holds, per label of the architecture store (a DARTS cell type), the softmax of every edge's alphas, their mean entropy
 and the share of `skip_connect` and `none` among the edges' current argmax: skip-connect collapse,
 the best-known DARTS failure, shows up there (and in TensorBoard under `alphas/`) long before the
 final architecture does.
@@ -14,22 +14,24 @@ final architecture does.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from archnas.config.schema import ArchTrainerConf, BilevelOrder
-from archnas.context import PhaseContext
+from archnas.config.schema import ArchTrainerConf
 from archnas.data.loader import Batch, BatchLoader
 from archnas.distributed import all_reduce_mean, is_distributed
-from archnas.errors import ConfigError
-from archnas.descs.model_desc import CellType
 from archnas.nas.bilevel import BilevelOptimizer
+from archnas.space.store import ArchStore, Searchable
+from archnas.training.env import TrainingEnv
 from archnas.training.hooks import HookBase
 from archnas.training.optim import build_optimizer
 from archnas.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from archnas.nas.strategy import Strategy
 
 WATCHED_OPS = ("skip_connect", "none")
 
@@ -60,44 +62,57 @@ class RunningMean:
         self.total, self.count = float(state["total"]), int(state["count"])
 
 
-def require_first_order(conf: ArchTrainerConf, algo: str, why: str) -> None:
-    """Refuse a second-order config for an algorithm whose alpha step is first order by design,
-    rather than quietly running something other than what the config says."""
-    if conf.bilevel_order != BilevelOrder.first:
-        raise ConfigError(
-            f"nas.search.trainer.bilevel_order: {algo} trains its architecture weights first order, got "
-            f"{conf.bilevel_order!r}; {why}. Set it to first"
-        )
+class ArchParamsState:
+    """Architecture parameters as their own checkpoint entry, readable without building the model."""
+
+    def __init__(self, model: Searchable):
+        self.model = model
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {name: p.detach().cpu().clone() for name, p in self.model.named_arch_params()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.model.named_arch_params():
+                p.copy_(state[name])
 
 
 class ArchTrainer(Trainer):
-    def __init__(self, conf: ArchTrainerConf, model: nn.Module, ctx: PhaseContext, *, val_stream: BatchLoader, **kwargs):
-        super().__init__(conf, model, ctx, **kwargs)
+    """The Trainer of a supernet: its weight optimizer trains `model.weights()`, the alpha
+    optimizer `model.arch_params()`, and the strategy says when an architecture step is taken,
+    which hooks run and what each epoch records."""
+
+    def __init__(self, conf: ArchTrainerConf, model: Searchable, env: TrainingEnv, *, strategy: "Strategy",
+                 val_stream: BatchLoader, **kwargs):
+        super().__init__(conf, model, env, params=model.weights(),
+                         find_unused_parameters=strategy.find_unused_parameters, **kwargs)
         arch_params = list(self.base_model.arch_params())
         if not arch_params:
             raise ValueError("ArchTrainer needs a model with architecture parameters (a supernet)")
+        self.strategy = strategy
         self.val_stream = val_stream
         self.alpha_optimizer = build_optimizer(conf.alpha_optimizer, arch_params, key="nas.search.trainer.alpha_optimizer")
-        self.bilevel = self.make_bilevel()
+        self.bilevel = BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn,
+                                        conf.bilevel_order, hessian_vector_product=conf.hessian_vector_product)
         self.arch_loss = RunningMean()
+        self.register_state("arch_params", ArchParamsState(self.base_model))
         self.register_state("alpha_optimizer", self.alpha_optimizer)
         self.register_state("val_stream", val_stream)
         self.register_state("arch_loss", self.arch_loss)
-        self.register_hooks([AlphasToTensorBoard()])
-
-    def make_bilevel(self) -> BilevelOptimizer:
-        """The architecture step; override for algorithms that train alphas differently."""
-        return BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn, self.conf.bilevel_order,
-                                hessian_vector_product=self.conf.hessian_vector_product)
+        self.register_hooks([AlphasToTensorBoard(), *strategy.trainer_hooks()])
 
     def run_step(self, batch: Batch) -> None:
-        x_val, y_val = self.val_stream.next()
-        x, y = batch
-        train = (self.precision.prepare_input(x), y)
-        val = (self.precision.prepare_input(x_val), y_val)
+        if self.strategy.takes_arch_step(self.epoch):
+            self.arch_step(batch, self.val_stream.next())
+        self.weight_step(batch)
+
+    def arch_step(self, train: Batch, val: Batch) -> None:
+        """One step of the architecture parameters (the DARTS bilevel step, first or second
+        order) on a val batch, with the train batch for the unrolled step."""
+        train = (self.precision.prepare_input(train[0]), train[1])
+        val = (self.precision.prepare_input(val[0]), val[1])
         result = self.bilevel.step(train, val, sync_grads=self.sync_arch_grads)
         self.arch_loss.add(result.val_loss)
-        super().run_step(batch)
 
     def sync_arch_grads(self, params: list[Tensor]) -> None:
         """Under DDP every rank must hold the same alphas: average their gradients."""
@@ -112,32 +127,31 @@ class ArchTrainer(Trainer):
         arch_loss = self.arch_loss.pop()
         if arch_loss is not None:
             record["arch_val_loss"] = arch_loss
-        record["alphas"] = alpha_report(self.base_model)
-        for ctype, report in record["alphas"].items():
-            record[f"alpha_entropy_{ctype}"] = report["entropy"]
+        record["alphas"] = alpha_report(self.base_model.arch)
+        for label, report in record["alphas"].items():
+            record[f"alpha_entropy_{label}"] = report["entropy"]
             for op in WATCHED_OPS:
                 if op in report["argmax_share"]:
-                    record[f"argmax_{op}_{ctype}"] = report["argmax_share"][op]
+                    record[f"argmax_{op}_{label}"] = report["argmax_share"][op]
+        record.update(self.strategy.epoch_metrics(self.base_model))
         return record
 
 
-def alpha_report(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Per cell type: each edge's softmax weights (named by node and input), their mean entropy
-    and each candidate's share of the edges' argmax."""
+def alpha_report(store: ArchStore) -> dict[str, dict[str, Any]]:
+    """Per label: each row's softmax weights (named by the row: a DARTS edge's node and input),
+    their mean entropy and each candidate's share of the rows' argmax."""
     out: dict[str, dict[str, Any]] = {}
-    for ctype in model.arch.layouts:
-        cell = next(c for c in model.desc.cells if c.cell_type == CellType(ctype))
-        names = [child.name for child in cell.nodes[0].edges[0].op_desc.children]
-        probs = F.softmax(model.alphas(ctype).detach().float().cpu(), dim=-1)
-        edges = [f"n{j}_in{e.input_ids[0]}" for j, node in enumerate(cell.nodes) for e in node.edges]
+    for label, spec in store.specs.items():
+        probs = F.softmax(store.alpha(label).detach().float().cpu(), dim=-1).reshape(-1, len(spec.candidates))
+        rows = spec.rows or (label,)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
         winners = probs.argmax(-1)
-        out[str(ctype)] = {
-            "ops": names,
-            "softmax": {edge: [round(float(v), 6) for v in row] for edge, row in zip(edges, probs)},
+        out[label] = {
+            "ops": list(spec.candidates),
+            "softmax": {row: [round(float(v), 6) for v in p] for row, p in zip(rows, probs)},
             "entropy": float(entropy.mean()),
-            "max_entropy": math.log(len(names)),
-            "argmax_share": {name: float((winners == k).float().mean()) for k, name in enumerate(names)},
+            "max_entropy": math.log(len(spec.candidates)),
+            "argmax_share": {name: float((winners == k).float().mean()) for k, name in enumerate(spec.candidates)},
         }
     return out
 
@@ -147,7 +161,7 @@ class AlphasToTensorBoard(HookBase):
 
     def after_epoch(self) -> None:
         t = self.trainer
-        tb = t.ctx.open_tensorboard()
+        tb = t.env.open_tensorboard()
         record = t.history.last
         if tb is None or not record or "alphas" not in record:
             return

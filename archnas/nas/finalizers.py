@@ -53,7 +53,6 @@ class Finalizers:
     def finalize_desc(self, desc: ModelDesc, weights: CellEdgeWeights) -> ModelDesc:
         out = desc.clone()
         out.cells = [self.finalize_cell(cell, weights[cell.cell_type]) for cell in out.cells]
-        out.edge_weights = "softmax"  # a final desc has no architecture parameters left
         return out
 
     def finalize_cell(self, cell: CellDesc, weights: Tensor) -> CellDesc:
@@ -101,7 +100,6 @@ class RandomFinalizers(Finalizers):
     def finalize_desc(self, desc: ModelDesc, weights: CellEdgeWeights | None = None) -> ModelDesc:
         out = desc.clone()
         out.cells = [self.finalize_cell(cell, None) for cell in out.cells]
-        out.edge_weights = "softmax"
         return out
 
     def finalize_model(self, model, desc: ModelDesc) -> ModelDesc:
@@ -120,15 +118,3 @@ class RandomFinalizers(Finalizers):
                 edges.append(self.finalize_edge(node.edges[i], rng.choice(names)))
             nodes.append(NodeDesc(edges, node.conv_params))
         return replace(cell, nodes=nodes)
-
-
-def build_finalizers(conf: FinalizerConf, max_final_edges: int, seed: int,
-                     default: type[Finalizers] = Finalizers,
-                     random: type[RandomFinalizers] = RandomFinalizers) -> Finalizers:
-    """The finalizers `nas.search.finalizer.type` names; an algorithm passes its own classes."""
-    if conf.type == "default":
-        return default(conf, max_final_edges)
-    if conf.type == "random":
-        return random(conf, max_final_edges, seed)
-    raise ConfigError(f"nas.search.finalizer.type: {conf.type!r} is not one of default, random")
-

@@ -16,113 +16,95 @@ import csv
 import io
 import itertools
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from archnas.config.schema import SearchConf
 from archnas.context import PhaseContext, RunContext
 from archnas.descs.desc_io import load_desc
-from archnas.distributed import barrier
 from archnas.errors import ConfigError
-from archnas.nas.searcher import RESULT_FILE, Searcher, SearchResult, check_completed
+from archnas.nas.phase import Experiment
+from archnas.nas.registry import algorithm_class
+from archnas.nas.searcher import Searcher, SearchResult
 from archnas.trials import Trial, run_trials
 from archnas.utils import atomic
-
-if TYPE_CHECKING:
-    from archnas.nas.runner import ExperimentRunner
 
 COLUMNS = ["n_reductions", "n_cells", "n_nodes", "best_val_top1", "search_time", "genotype", "final_desc"]
 
 
-class SearchCombinations:
-    def __init__(self, runner: "ExperimentRunner"):
-        """Each combination is searched by `runner`'s algorithm (its searcher, built anew for
-        each trial from the runner's class, so a trial can run in another process)."""
-        self.runner_class = type(runner)
-        self.searcher = runner.searcher()
-
-    def combinations(self, conf: SearchConf) -> list[tuple[int, int, int]]:
-        c, md = conf.combinations, conf.model_desc
-        grid = list(itertools.product(c.n_reductions or [md.n_reductions], c.n_cells or [md.n_cells], c.n_nodes or [md.n_nodes]))
-        bad = [g for g in grid if g[0] < 0 or g[1] < 1 or g[2] < 1]
-        if bad:
-            raise ConfigError(f"nas.search.combinations: every n_cells and n_nodes must be >= 1 and n_reductions >= 0, got {bad}")
-        return grid
-
-    def search(self, ctx: PhaseContext) -> SearchResult:
-        done = check_completed(ctx, ctx.dir / RESULT_FILE, self.searcher.force)
-        if done is not None:
-            ctx.log.info(f"search combinations already finished ({ctx.dir / RESULT_FILE}); skipping them")
-            return Searcher.load_result(ctx.dir, done)
-        grid = self.combinations(ctx.conf)
-        finished: dict[int, dict[str, Any]] = {}
-
-        def record(i: int, result: SearchResult) -> None:
-            reductions, cells, nodes = grid[i]
-            ctx.log.info(f"combination {i + 1}/{len(grid)} ({reductions} reductions, {cells} cells, {nodes} nodes) "
-                         f"finished")
-            finished[i] = {
-                "n_reductions": reductions, "n_cells": cells, "n_nodes": nodes,
-                "best_val_top1": result.metrics.get("best_val_top1"), "search_time": result.metrics.get("search_time"),
-                "genotype": result.genotype or "",
-                "final_desc": str(result.final_desc_path.resolve().relative_to(ctx.dir.resolve())),
-            }
-            self._write_table(ctx, [finished[k] for k in sorted(finished)])
-
-        trials = []
-        for reductions, cells, nodes in grid:
-            name = f"r{reductions}_c{cells}_n{nodes}"
-            run = self._combination_run(ctx.run, reductions, cells, nodes)
-            args = (self.runner_class, f"{ctx.name}/combos/{name}", self.searcher.force)
-            trials.append(Trial(name, run, run_combination, args, finished_combination))
-        run_trials(trials, ctx.common.ray, on_result=record)
-        rows = [finished[i] for i in range(len(grid))]
-        best = max(rows, key=lambda r: -1.0 if r["best_val_top1"] is None else r["best_val_top1"])
-        ctx.log.info(f"best combination: {best['n_reductions']} reductions, {best['n_cells']} cells, "
-                     f"{best['n_nodes']} nodes (val top-1 {best['best_val_top1']:.2%})")
-        metrics = {"best_val_top1": best["best_val_top1"], "search_time": sum(r["search_time"] or 0.0 for r in rows),
-                   "combinations": rows, "best_combination": {k: best[k] for k in ("n_reductions", "n_cells", "n_nodes")}}
-        return self.searcher.save_result(ctx, load_desc(ctx.dir / best["final_desc"]), metrics)
-
-    @staticmethod
-    def _combination_run(run: RunContext, reductions: int, cells: int, nodes: int) -> RunContext:
-        """The run with this combination's config: its checkpoints and completion marker are
-        checked against exactly that, so the other combinations do not invalidate it."""
-        conf = copy.deepcopy(run.conf)
-        model_desc = conf.nas.search.model_desc
-        model_desc.n_reductions, model_desc.n_cells, model_desc.n_nodes = reductions, cells, nodes
-        conf.nas.search.combinations = type(conf.nas.search.combinations)()  # the sweep itself is not part of it
-        return replace(run, conf=conf)
-
-    @staticmethod
-    def _write_table(ctx: PhaseContext, rows: list[dict[str, Any]]) -> None:
-        if not ctx.run.is_main:
-            return
-        atomic.write_json(ctx.dir / "combinations.json", rows)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic.write_text(ctx.dir / "combinations.tsv", buf.getvalue())
+def combinations(conf: SearchConf) -> list[tuple[int, int, int]]:
+    c, md = conf.combinations, conf.model_desc
+    grid = list(itertools.product(c.n_reductions or [md.n_reductions], c.n_cells or [md.n_cells], c.n_nodes or [md.n_nodes]))
+    bad = [g for g in grid if g[0] < 0 or g[1] < 1 or g[2] < 1]
+    if bad:
+        raise ConfigError(f"nas.search.combinations: every n_cells and n_nodes must be >= 1 and n_reductions >= 0, got {bad}")
+    return grid
 
 
-def run_combination(run: RunContext, runner_class: type["ExperimentRunner"], phase: str, force: bool) -> SearchResult:
+def search_combinations(phase: Searcher, ctx: PhaseContext) -> SearchResult:
+    """The search phase `phase` as one search per combination, each a trial, then the best."""
+    grid = combinations(ctx.conf)
+    finished: dict[int, dict[str, Any]] = {}
+
+    def record(i: int, result: SearchResult) -> None:
+        reductions, cells, nodes = grid[i]
+        ctx.log.info(f"combination {i + 1}/{len(grid)} ({reductions} reductions, {cells} cells, {nodes} nodes) "
+                     f"finished")
+        finished[i] = {
+            "n_reductions": reductions, "n_cells": cells, "n_nodes": nodes,
+            "best_val_top1": result.metrics.get("best_val_top1"), "search_time": result.metrics.get("search_time"),
+            "genotype": result.genotype or "",
+            "final_desc": str(result.final_desc_path.resolve().relative_to(ctx.dir.resolve())),
+        }
+        _write_table(ctx, [finished[k] for k in sorted(finished)])
+
+    trials = []
+    for reductions, cells, nodes in grid:
+        name = f"r{reductions}_c{cells}_n{nodes}"
+        run = combination_run(ctx.run, reductions, cells, nodes)
+        args = (f"{phase.folder}/combos/{name}", phase.force)
+        trials.append(Trial(name, run, run_combination, args, finished_combination))
+    run_trials(trials, ctx.common.ray, on_result=record)
+    rows = [finished[i] for i in range(len(grid))]
+    best = max(rows, key=lambda r: -1.0 if r["best_val_top1"] is None else r["best_val_top1"])
+    ctx.log.info(f"best combination: {best['n_reductions']} reductions, {best['n_cells']} cells, "
+                 f"{best['n_nodes']} nodes (val top-1 {best['best_val_top1']:.2%})")
+    metrics = {"best_val_top1": best["best_val_top1"], "search_time": sum(r["search_time"] or 0.0 for r in rows),
+               "combinations": rows, "best_combination": {k: best[k] for k in ("n_reductions", "n_cells", "n_nodes")}}
+    return phase.save_result(ctx, load_desc(ctx.dir / best["final_desc"]), metrics)
+
+
+def combination_run(run: RunContext, reductions: int, cells: int, nodes: int) -> RunContext:
+    """The run with this combination's config: its checkpoints and completion marker are
+    checked against exactly that, so the other combinations do not invalidate it."""
+    conf = copy.deepcopy(run.conf)
+    model_desc = conf.nas.search.model_desc
+    model_desc.n_reductions, model_desc.n_cells, model_desc.n_nodes = reductions, cells, nodes
+    conf.nas.search.combinations = type(conf.nas.search.combinations)()  # the sweep itself is not part of it
+    return replace(run, conf=conf)
+
+
+def _write_table(ctx: PhaseContext, rows: list[dict[str, Any]]) -> None:
+    if not ctx.is_main:
+        return
+    atomic.write_json(ctx.dir / "combinations.json", rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, delimiter="\t")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(ctx.dir / "combinations.tsv", buf.getvalue())
+
+
+def _searcher(run: RunContext, folder: str, force: bool) -> Searcher:
+    return Searcher(Experiment(run, algorithm_class(run.conf.nas.algo)(run.conf), force), folder)
+
+
+def run_combination(run: RunContext, folder: str, force: bool) -> SearchResult:
     """One combination as a trial (`archnas.trials`): a complete search phase in its own folder,
-    skipped when finished, resumed when interrupted."""
-    ctx = run.phase(phase, run.conf.nas.search)
-    try:
-        result = runner_class(run, force=force).searcher().search(ctx, run.phase)
-    finally:
-        ctx.close()
-    barrier()  # DDP: the combination's files are complete before any rank reads them
-    return result
+    skipped when finished, resumed when interrupted; built from the run alone, so the same call
+    runs in this process or in a Ray worker."""
+    return _searcher(run, folder, force).execute()
 
 
-def finished_combination(run: RunContext, runner_class: type["ExperimentRunner"], phase: str,
-                         force: bool) -> Optional[SearchResult]:
+def finished_combination(run: RunContext, folder: str, force: bool) -> Optional[SearchResult]:
     """The combination's search result if it finished under this config, else None."""
-    ctx = PhaseContext(run=run, name=phase, conf=run.conf.nas.search, dir=run.exp_dir / phase, log=run.log)
-    done = check_completed(ctx, ctx.dir / RESULT_FILE, force)
-    if done is None:
-        return None
-    run.log.info(f"search already finished ({ctx.dir / RESULT_FILE}); skipping it")
-    return Searcher.load_result(ctx.dir, done)
+    return _searcher(run, folder, force).load_finished()

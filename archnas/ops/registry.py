@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from archnas.descs import genotypes
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import DescError
 
@@ -32,7 +33,7 @@ def registered_ops() -> list[str]:
 
 
 def unknown_op_message(name: str) -> str:
-    return f"unknown op {name!r}; registered ops: {', '.join(registered_ops())}"
+    return genotypes.unknown_op_message(name, registered_ops())
 
 
 def check_op_name(name: str, where: str, error: type[Exception] = DescError) -> None:

@@ -12,17 +12,15 @@ validation metric). Each is written atomically; before it is trusted, a checkpoi
 are checked against their CRC-32s, so a truncated or corrupted file is detected and the previous
 one used instead.
 
-A checkpoint resumes a run only if the config sections that shape it (`common`, `dataset`,
-`nas.algo` and the phase's own section) are equal, apart from keys that are safe to change
-(`SAFE_KEYS`: epochs, logging, TensorBoard, checkpoint frequency, ...), and the model fingerprint
-is the same; otherwise the differing keys are listed, and `force` resumes anyway.
+A checkpoint records the config it was written under and the fingerprint of the model it trains
+(both given by the caller, as plain data); whether a run may resume from it is the config's
+compatibility policy (`archnas.config.compat`): equal apart from keys that are safe to change,
+and the same fingerprint; otherwise the differing keys are listed, and `force` resumes anyway.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import fnmatch
 import io
 import logging
 import os
@@ -30,75 +28,28 @@ import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 import numpy as np
 import torch
 
 import archnas
-from archnas.config import config_diff, config_hash, config_to_dict
+from archnas.config import config_hash
+from archnas.config.compat import resume_differences
+from archnas.distributed import gather_to_main
 from archnas.errors import CheckpointError
 from archnas.utils import atomic
 
+if TYPE_CHECKING:
+    from archnas.training.env import TrainingEnv
+
 FORMAT = "archnas-checkpoint-1"
 LAST, PREV, BEST = "checkpoint_last.pt", "checkpoint_prev.pt", "checkpoint_best.pt"
-
-# Dotted config keys (fnmatch patterns) whose change does not alter what the run computes.
-SAFE_KEYS = (
-    "common.experiment_name",
-    "common.results_dir",
-    "common.resume",
-    "common.log_level",
-    "common.log_every_steps",
-    "common.tensorboard",
-    "common.cache_dir",
-    "common.checkpoint.*",
-    "common.ray.*",
-    "*.trainer.epochs",
-    "*.loader.workers",
-)
-
 
 class Stateful(Protocol):
     def state_dict(self) -> Any: ...
 
     def load_state_dict(self, state: Any) -> Any: ...
-
-
-def is_safe_key(key: str) -> bool:
-    return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_KEYS)
-
-
-def section_path(root: Any, section: Any) -> Optional[tuple[str, ...]]:
-    """Where `section` (by identity) sits in a config tree of dataclasses, e.g. ("nas", "search")."""
-    if root is section:
-        return ()
-    if dataclasses.is_dataclass(root) and not isinstance(root, type):
-        for f in dataclasses.fields(root):
-            sub = section_path(getattr(root, f.name), section)
-            if sub is not None:
-                return (f.name,) + sub
-    return None
-
-
-def phase_config(conf: Any, section: Any) -> dict[str, Any]:
-    """The parts of the experiment config that shape one phase, as plain data.
-
-    A phase does not depend on the other phases' sections; when `section` is not part of `conf`,
-    the whole config is used.
-    """
-    path = section_path(conf, section) if section is not None else None
-    full = config_to_dict(conf)
-    if not path or not hasattr(conf, "common"):
-        return full
-    out: dict[str, Any] = {"common": full["common"], "dataset": full["dataset"]}
-    if "nas" in full:
-        out["nas"] = {"algo": full["nas"]["algo"]}
-    node = out
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    node[path[-1]] = config_to_dict(section)
-    return out
 
 
 def capture_rng(device: torch.device) -> dict[str, Any]:
@@ -207,14 +158,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _lookup(tree: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(tree, dict) or key not in tree:
-            return "<absent>"
-        tree = tree[key]
-    return tree
-
-
 @dataclass(frozen=True)
 class Resumed:
     path: Path
@@ -242,7 +185,11 @@ class Checkpointer:
         log: logging.Logger,
         device: torch.device = torch.device("cpu"),
         gather: Callable[[Any], Optional[list[Any]]] = _single_process,
+        force: bool = False,
     ):
+        """`config` (plain data) and `fingerprint` identify the run: a checkpoint resumes only
+        when they match (`archnas.config.compat`), or with `force`; `full_config` is kept for
+        reference."""
         self.folder = Path(folder)
         self.config = config
         self.full_config = full_config
@@ -251,6 +198,7 @@ class Checkpointer:
         self.log = log
         self.device = device
         self.gather = gather
+        self.force = force
         self._objects: dict[str, Stateful] = {}
 
     @property
@@ -301,7 +249,16 @@ class Checkpointer:
             os.replace(upcoming, self.last_path)
             _fsync_dir(self.folder)
 
-    def resume(self, *, force: bool = False) -> Optional[Resumed]:
+    @classmethod
+    def in_env(cls, env: "TrainingEnv", *, config: Optional[dict[str, Any]] = None,
+               full_config: Optional[dict[str, Any]] = None, fingerprint: Optional[str] = None,
+               force: bool = False) -> "Checkpointer":
+        """The checkpointer of a training in `env`: its folder, rank, device and ranks' group."""
+        return cls(env.dir, config=config or {}, full_config=full_config or {}, fingerprint=fingerprint,
+                   is_main=env.is_main, log=env.log, device=env.device,
+                   gather=lambda obj: gather_to_main(obj, env.control_group), force=force)
+
+    def resume(self) -> Optional[Resumed]:
         """Restore every registered object from the newest good checkpoint.
 
         Returns the file used and its RNG states, or None when the folder has no checkpoint (a
@@ -320,7 +277,7 @@ class Checkpointer:
                 self.log.warning(f"{exc}; trying the previous checkpoint")
                 problems.append(str(exc))
                 continue
-            self._check(ckpt, path, force)
+            self._check(ckpt, path, self.force)
             for name, obj in self._objects.items():
                 obj.load_state_dict(ckpt["state"][name])
             return Resumed(path, ckpt["rng"])
@@ -333,25 +290,20 @@ class Checkpointer:
         return None
 
     def _check(self, ckpt: dict[str, Any], path: Path, force: bool) -> None:
-        diff = config_diff(ckpt["config"], self.config)
-        unsafe = [k for k in diff if not is_safe_key(k)]
-        lines = [f"{k}: {_lookup(ckpt['config'], k)!r} -> {_lookup(self.config, k)!r}" for k in unsafe]
-        if ckpt.get("fingerprint") != self.fingerprint:
-            lines.append(f"model fingerprint: {ckpt.get('fingerprint')!r} -> {self.fingerprint!r}")
         missing = [name for name in self._objects if name not in ckpt["state"]]
         if missing:
             raise CheckpointError(
                 f"{path}: has no state for {', '.join(missing)}; it was written by a different trainer"
             )
-        if lines and not force:
+        unsafe, safe = resume_differences(ckpt["config"], ckpt.get("fingerprint"), self.config, self.fingerprint)
+        if unsafe and not force:
             raise CheckpointError(
                 f"{path} was written by a different run; these differ (checkpoint -> now):\n  "
-                + "\n  ".join(lines)
+                + "\n  ".join(unsafe)
                 + "\nRestore the old settings, use another experiment name, or pass --force to resume anyway."
             )
-        if lines:
-            self.log.warning("resuming despite differences (--force):\n  " + "\n  ".join(lines))
-        safe = [k for k in diff if is_safe_key(k)]
+        if unsafe:
+            self.log.warning("resuming despite differences (--force):\n  " + "\n  ".join(unsafe))
         if safe:
             self.log.info(f"resuming with changed settings that are safe to change: {', '.join(safe)}")
         if ckpt.get("archnas_version") != archnas.__version__:

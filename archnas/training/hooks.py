@@ -107,13 +107,13 @@ class MetricsWriter(HookBase):
 
     def before_fit(self) -> None:
         t = self.trainer
-        t.ctx.rewrite_metrics(t.history.records)
-        self.tb = t.ctx.open_tensorboard(purge_step=t.epochs_done)
+        t.env.rewrite_metrics(t.history.records)
+        self.tb = t.env.open_tensorboard(purge_step=t.epochs_done)
 
     def after_epoch(self) -> None:
         t = self.trainer
         record = t.history.last
-        t.ctx.write_metrics(record)
+        t.env.write_metrics(record)
         if self.tb is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):

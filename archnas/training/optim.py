@@ -1,7 +1,7 @@
 """Optimizers from config: sgd, adam, adamw, with weight decay optionally lifted from BN and biases.
 
-Only the weights a model trains by gradient descent reach the optimizer: `model.weights()` when
-the model has it (NAS supernets keep architecture parameters out of it), else all parameters.
+The caller says which parameters an optimizer trains (a supernet's weight optimizer gets its
+weights, never its architecture parameters).
 """
 
 from __future__ import annotations
@@ -13,12 +13,6 @@ from torch import nn
 
 from archnas.config.schema import OptimizerConf, OptimizerType
 from archnas.errors import ConfigError
-
-
-def trainable_weights(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters a weight optimizer may see: never architecture parameters."""
-    source: Iterable[nn.Parameter] = model.weights() if hasattr(model, "weights") else model.parameters()
-    return [p for p in source if p.requires_grad]
 
 
 def param_groups(params: Iterable[nn.Parameter], decay: float, decay_bn: float | None) -> list[dict]:

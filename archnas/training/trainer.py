@@ -1,7 +1,13 @@
 """The training loop: epochs of optimizer steps with hooks, validation, metrics and exact resume.
 
-    trainer = Trainer(conf.nas.eval.trainer, model, ctx, fingerprint=desc.fingerprint(), force=args.force)
-    history = trainer.fit(data.loader("train", training=True), data.loader("test", training=False))
+    trainer = Trainer(conf.nas.eval.trainer, model, env, checkpointer=Checkpointer.in_env(env, fingerprint=...))
+    history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
+
+The trainer knows nothing of the experiment around it: `env` (`archnas.training.env`) is its
+folder, logger, device, ranks and checkpoint policy, and the caller injects what is particular to
+the run: the parameters the weight optimizer trains (`params`; a supernet passes its weights
+only), the `Checkpointer` (which records whatever identifies the run: config, model fingerprint)
+and hooks.
 
 What a subclass (the search phase's ArchTrainer) overrides or uses:
 - `run_step(batch)`: one step; call `super().run_step(batch)` for the weight step after your own
@@ -11,8 +17,8 @@ What a subclass (the search phase's ArchTrainer) overrides or uses:
 - `epoch_metrics()`: extra fields for the epoch's record (metrics.jsonl and TensorBoard); fields
   that depend only on the epoch can also be put into `epoch_info` from `before_epoch`.
 - `register_hooks([...])`: HookBase objects, run after the built-in ones.
-- `loss_fn(outputs, targets)`, `optimizer` (which only ever holds `model.weights()` when the model
-  has that method), `scheduler`, `precision` (autocast, GradScaler, channels_last).
+- `weight_step(batch)`: the weight step alone (what a benchmark times); `loss_fn(outputs, targets)`,
+  `optimizer` (over `params`), `scheduler`, `precision` (autocast, GradScaler, channels_last).
 
 Counters: `epoch` (0-based, the one running), `epochs_done`, `epoch_step` (steps done in the
 running epoch) and `global_step` (optimizer steps since the start). Everything the loop does
@@ -28,42 +34,24 @@ import time
 import warnings
 from typing import Any, Iterable, Optional, Sequence
 
-import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
-from archnas.config import config_to_dict
 from archnas.config.schema import TrainerConf
-from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
-from archnas.distributed import agree_max, gather_to_main, wrap_ddp
+from archnas.distributed import agree_max, wrap_ddp
 from archnas.errors import ConfigError
-from archnas.training.checkpoint import Checkpointer, Resumed, Stateful, phase_config, rank_rng_state, restore_rng
+from archnas.training.checkpoint import Checkpointer, Resumed, Stateful, rank_rng_state, restore_rng
+from archnas.training.env import TrainingEnv
 from archnas.training.hooks import DropPathRamp, HookBase, MetricsWriter, PeriodicCheckpoint
 from archnas.training.losses import TrainLoss, split_outputs
 from archnas.training.metrics import EpochMeter, MetricsHistory
-from archnas.training.optim import build_optimizer, trainable_weights
+from archnas.training.optim import build_optimizer
 from archnas.training.precision import Precision
 from archnas.training.schedules import build_scheduler
 from archnas.training.signals import RunInterrupted, StopSignals
 from archnas.training.tester import Tester
-
-
-class ArchParamsState:
-    """Architecture parameters as their own checkpoint entry, readable without building the model
-    and restored even when a model keeps them outside its state_dict."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().cpu().clone() for name, p in self.model.named_arch_params()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, p in self.model.named_arch_params():
-                p.copy_(state[name])
 
 
 class Trainer:
@@ -71,41 +59,40 @@ class Trainer:
         self,
         conf: TrainerConf,
         model: nn.Module,
-        ctx: PhaseContext,
+        env: TrainingEnv,
         *,
-        fingerprint: Optional[str] = None,
-        force: bool = False,
+        params: Optional[Iterable[nn.Parameter]] = None,
+        checkpointer: Optional[Checkpointer] = None,
         hooks: Sequence[HookBase] = (),
         find_unused_parameters: bool = False,
     ):
         """`model` is the plain module: the trainer moves it to the device and memory format,
         then wraps it in DistributedDataParallel when the run has several ranks
         (`find_unused_parameters` for models whose forward skips some parameters, as GDAS's).
-        `fingerprint` identifies the model (e.g. `ModelDesc.fingerprint()`) so a checkpoint of
-        another model is refused; `force` resumes despite config or fingerprint differences."""
+        `params`: what the weight optimizer trains (default: every parameter that requires a
+        gradient). `checkpointer`: the phase's, which knows what a checkpoint must match to be
+        resumed (default: one in `env.dir` that records nothing about the run)."""
         if conf.epochs < 0 or conf.batch_chunks < 1 or conf.grad_clip < 0 or conf.validation.freq < 1:
             raise ConfigError(
                 f"trainer: epochs ({conf.epochs}) >= 0, batch_chunks ({conf.batch_chunks}) >= 1, grad_clip "
                 f"({conf.grad_clip}) >= 0 and validation.freq ({conf.validation.freq}) >= 1 are required"
             )
         self.conf = conf
-        self.ctx = ctx
-        self.log = ctx.log
-        self.device = ctx.device
-        self.force = force
-        self.precision = Precision(conf.amp, conf.channels_last, ctx.device)
+        self.env = env
+        self.log = env.log
+        self.device = env.device
+        self.precision = Precision(conf.amp, conf.channels_last, env.device)
         if isinstance(model, DistributedDataParallel):  # wrapped by the caller, who chose its layout
             self.base_model, self.model = model.module, model
         else:
             self.base_model = self.precision.prepare_model(model)
-            self.model = wrap_ddp(self.base_model, ctx.device, find_unused_parameters)
-        self.control_group = ctx.run.control_group
-        self.weights = trainable_weights(self.base_model)
+            self.model = wrap_ddp(self.base_model, env.device, find_unused_parameters)
+        self.weights = [p for p in (self.base_model.parameters() if params is None else params) if p.requires_grad]
         self.loss_fn = TrainLoss(conf.lossfn, conf.aux_weight)
         self.optimizer = build_optimizer(conf.optimizer, self.weights)
         self.scheduler: Optional[LRScheduler] = None  # built by fit(), which knows the steps per epoch
         self.tester = Tester(self.model, self.precision)
-        self.meter = EpochMeter(ctx.device)
+        self.meter = EpochMeter(env.device)
         self.history = MetricsHistory()
         self.epoch = 0
         self.epochs_done = 0
@@ -121,22 +108,11 @@ class Trainer:
         self._saved_at: Optional[tuple[int, int]] = None  # (epochs_done, global_step) of the last save
         self._checkpoint_requested = False
         self._checkpoint_shape = (0, 0)  # (epochs, steps per epoch) of the run a checkpoint came from
-        self.checkpointer = Checkpointer(
-            ctx.dir,
-            config=phase_config(ctx.run.conf, ctx.conf),
-            full_config=config_to_dict(ctx.run.conf),
-            fingerprint=fingerprint,
-            is_main=ctx.run.is_main,
-            log=ctx.log,
-            device=ctx.device,
-            gather=lambda obj: gather_to_main(obj, self.control_group),
-        )
+        self.checkpointer = checkpointer or Checkpointer.in_env(env)
         self._hooks: list[HookBase] = []
-        self.register_hooks([DropPathRamp(), PeriodicCheckpoint(ctx.common.checkpoint), MetricsWriter()])
+        self.register_hooks([DropPathRamp(), PeriodicCheckpoint(env.checkpoint), MetricsWriter()])
         self.register_hooks(hooks)
         self.register_state("model", self.base_model)
-        if hasattr(self.base_model, "named_arch_params"):
-            self.register_state("arch_params", ArchParamsState(self.base_model))
         self.register_state("optimizer", self.optimizer)
         if self.precision.scaler.is_enabled():
             self.register_state("grad_scaler", self.precision.scaler)
@@ -155,6 +131,10 @@ class Trainer:
         self.checkpointer.register(name, obj)
 
     def run_step(self, batch: Batch) -> None:
+        """One training step; subclasses add their own work around the weight step."""
+        self.weight_step(batch)
+
+    def weight_step(self, batch: Batch) -> None:
         """One optimizer step of the weights on `batch`, as `batch_chunks` chunks whose gradients
         add up to exactly the mean-loss gradient of the whole batch."""
         x, y = batch
@@ -213,13 +193,12 @@ class Trainer:
         self.scheduler = self._new_scheduler()
         self.register_state("scheduler", self.scheduler)
         self.register_state("train_loader", train_loader)
-        resumed = self._resume() if self.ctx.common.resume else None
+        resumed = self._resume() if self.env.resume else None
         with self.stop_signals:
             for hook in self._hooks:
                 hook.before_fit()
             if resumed is not None:
-                restore_rng(rank_rng_state(resumed.rng, self.ctx.run.rank, self.ctx.run.world_size, self.log),
-                            self.device)
+                restore_rng(rank_rng_state(resumed.rng, self.env.rank, self.env.world_size, self.log), self.device)
             while self.epochs_done < self.conf.epochs:
                 self._run_epoch()
             for hook in self._hooks:
@@ -236,9 +215,9 @@ class Trainer:
             hook.before_epoch()
         self.model.train()
         batches = self.train_loader.epoch(self.epoch)
-        desc = f"{self.ctx.name} epoch {self.epoch + 1}/{self.conf.epochs}"
+        desc = f"{self.env.name} epoch {self.epoch + 1}/{self.conf.epochs}"
         start = time.perf_counter()
-        for batch in self.ctx.progress(batches, self.steps_per_epoch - self.epoch_step, desc):
+        for batch in self.env.progress(batches, self.steps_per_epoch - self.epoch_step, desc):
             for hook in self._hooks:
                 hook.before_step()
             self.run_step(batch)
@@ -279,7 +258,7 @@ class Trainer:
     # -- checkpoints and stopping -----------------------------------------------------------
 
     def save_checkpoint(self, last: bool = True, best: bool = False) -> None:
-        if not self.ctx.common.checkpoint.enabled:
+        if not self.env.checkpoint.enabled:
             return
         if last and self._saved_at == (self.epochs_done, self.global_step) and not best:
             return
@@ -297,7 +276,7 @@ class Trainer:
         a rank that stopped or checkpointed alone would leave the others waiting in a collective.
         Agreed over a CPU group, so the step does not wait for the device."""
         local = [self.stop_signals.requested or 0, int(self._checkpoint_requested)]
-        signum, save = agree_max(local, self.control_group)
+        signum, save = agree_max(local, self.env.control_group)
         self._checkpoint_requested = False
         return signum or None, bool(save)
 
@@ -308,7 +287,7 @@ class Trainer:
         if signum is None:
             return
         where = f"epoch {self.epoch + 1}/{self.conf.epochs}, step {self.epoch_step}/{self.steps_per_epoch}"
-        if self.ctx.common.checkpoint.enabled:
+        if self.env.checkpoint.enabled:
             self.save_checkpoint(last=True)
             saved = f"checkpoint saved to {self.checkpointer.last_path}; rerun the same command to resume"
         else:
@@ -319,7 +298,7 @@ class Trainer:
         return build_scheduler(self.conf.lr_schedule, self.optimizer, max(self.conf.epochs, 1), self.steps_per_epoch)
 
     def _resume(self) -> Optional[Resumed]:
-        resumed = self.checkpointer.resume(force=self.force)
+        resumed = self.checkpointer.resume()
         if resumed is None:
             return None
         self._saved_at = (self.epochs_done, self.global_step)

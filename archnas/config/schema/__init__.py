@@ -20,12 +20,9 @@ from archnas.config.schema.nas import (
     EvalConf,
     FinalizerConf,
     FinalizerRank,
-    GdasConf,
     HessianVectorProduct,
     NasConf,
-    PcDartsConf,
     PostTrainConf,
-    RandomSearchConf,
     SearchCombinationsConf,
     SearchConf,
 )
@@ -51,9 +48,38 @@ class ExperimentConf:
     nas: NasConf = field(default_factory=NasConf)
 
 
-def field_kinds(cls: type = ExperimentConf, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+# Algorithms' own sections, `nas.search.<name>`: filled when an algorithm registers (at import,
+# like the op and dataset tables), read when a config is validated.
+_SEARCH_SECTIONS: dict[str, type] = {}
+_CLASSES: dict[tuple[tuple[str, type], ...], type] = {}
+
+
+def register_search_section(name: str, cls: type) -> None:
+    """Add `nas.search.<name>`, whose keys and defaults are the dataclass `cls`."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"the config section of {name!r} must be a dataclass, got {cls!r}")
+    if name in _SEARCH_SECTIONS or name in {f.name for f in dataclasses.fields(SearchConf)}:
+        raise ValueError(f"config section nas.search.{name} is registered twice")
+    _SEARCH_SECTIONS[name] = cls
+
+
+def experiment_conf_class() -> type[ExperimentConf]:
+    """`ExperimentConf` with every registered algorithm section in `nas.search` (a subclass made
+    once per set of sections)."""
+    key = tuple(sorted(_SEARCH_SECTIONS.items()))
+    if key not in _CLASSES:
+        search = dataclasses.make_dataclass(
+            "SearchConf", [(name, cls, field(default_factory=cls)) for name, cls in key], bases=(SearchConf,))
+        nas = dataclasses.make_dataclass("NasConf", [("search", search, field(default_factory=search))], bases=(NasConf,))
+        _CLASSES[key] = dataclasses.make_dataclass("ExperimentConf", [("nas", nas, field(default_factory=nas))],
+                                                   bases=(ExperimentConf,))
+    return _CLASSES[key]
+
+
+def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
     """What overrides need to know beyond the current values: mappings that take arbitrary keys
     (Dict or Any fields: "free") and string fields (including nullable ones: "str")."""
+    cls = experiment_conf_class() if cls is None else cls
     kinds: dict[tuple[str, ...], str] = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -73,8 +99,7 @@ def field_kinds(cls: type = ExperimentConf, prefix: tuple[str, ...] = ()) -> dic
 __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf",
     "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "ExperimentConf", "FinalizerConf", "FinalizerRank",
-    "GdasConf", "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
-    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PcDartsConf", "PostTrainConf",
-    "RandomSearchConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TrainerConf",
-    "ValidationConf", "WarmupConf", "field_kinds",
+    "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
+    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TrainerConf",
+    "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section",
 ]

@@ -63,35 +63,6 @@ class SearchCombinationsConf:
 
 
 @dataclass
-class GdasConf:
-    """GDAS (archnas/algos/gdas.py): hard Gumbel-softmax samples, one op per edge."""
-
-    # Gumbel-softmax temperature, annealed linearly over the search epochs:
-    # tau_max - (tau_max - tau_min) * epoch / (epochs - 1), as the GDAS code does.
-    tau_max: float = 10.0  # at the first epoch
-    tau_min: float = 0.1  # at the last epoch
-
-
-@dataclass
-class PcDartsConf:
-    """PC-DARTS (archnas/algos/pc_darts.py): partial channels and edge normalization."""
-
-    k: int = 4  # 1/k of each edge's channels go through the mixed op, the rest bypass it; must divide the node channels
-    # No architecture steps in the first N epochs, only weight steps (the PC-DARTS code: 15 of 50).
-    arch_warmup_epochs: int = 15
-
-
-@dataclass
-class RandomSearchConf:
-    """Random search (archnas/algos/random_search.py) over the cells the supernet finalizes to."""
-
-    # Architectures sampled (candidate 0 is the one `finalizer.type: random` picks for common.seed),
-    # each trained from scratch at the search macro with nas.search.trainer and ranked by its final
-    # val top-1. 1: the random-finalizer baseline, one random architecture and nothing trained.
-    n_archs: int = 8
-
-
-@dataclass
 class SearchConf:
     model_desc: ModelDescConf = field(default_factory=ModelDescConf)
     loader: LoaderConf = field(default_factory=lambda: LoaderConf(val_ratio=0.5))
@@ -99,9 +70,8 @@ class SearchConf:
     finalizer: FinalizerConf = field(default_factory=FinalizerConf)
     post_train: PostTrainConf = field(default_factory=PostTrainConf)
     combinations: SearchCombinationsConf = field(default_factory=SearchCombinationsConf)
-    gdas: GdasConf = field(default_factory=GdasConf)
-    pc_darts: PcDartsConf = field(default_factory=PcDartsConf)
-    random: RandomSearchConf = field(default_factory=RandomSearchConf)
+    # An algorithm with settings of its own adds them as `nas.search.<algorithm>` (its config
+    # dataclass, registered with the algorithm: archnas/algos/<algorithm>.py documents its keys).
 
 
 @dataclass
@@ -120,6 +90,6 @@ class EvalConf:
 
 @dataclass
 class NasConf:
-    algo: str = "darts"  # a registered algorithm: darts, gdas, pc_darts, random, manual
+    algo: str = "darts"  # a registered algorithm: darts, gdas, pc_darts, random, manual, or a plugin's
     search: SearchConf = field(default_factory=SearchConf)
     eval: EvalConf = field(default_factory=EvalConf)

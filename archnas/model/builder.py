@@ -2,9 +2,10 @@
 
 Steps, in order: model stems, reduction positions, node channels, then per cell its stems (the
 preprocessing of its two inputs), nodes and post-op; the aux tower; the pool; the logits.
-An algorithm changes one step by subclassing (e.g. PC-DARTS overrides `build_nodes` to put a
-partial-channel mixed op on every edge). Defaults follow the DARTS code, so the DARTS search
-supernet and the DARTS eval networks come out layer for layer.
+Every step is a method to override; what a search algorithm changes, the op on each supernet edge,
+is given as `mixed_op` (GDAS's sampling mixed op, PC-DARTS's partial-channel one). Defaults
+follow the DARTS code, so the DARTS search supernet and the DARTS eval networks come out layer
+for layer.
 
 Without a template, every cell gets the supernet: each node has one edge from every earlier
 state, each edge a mixed op over `conf.primitives`. With a template (a final desc from search,
@@ -15,15 +16,25 @@ cell becomes a 20-cell/36-channel eval network.
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
+import archnas.ops  # noqa: F401  (registers the built-in ops the builder checks names against)
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.descs.dataset_info import DatasetInfo
+from archnas.descs.genotypes import CellNodes
 from archnas.descs.model_desc import AuxTowerDesc, CellDesc, CellType, ConvMacroParams, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archnas.errors import ConfigError, DescError
-import archnas.ops  # noqa: F401  (registers the built-in ops the builder checks names against)
 from archnas.ops.registry import check_op_name, output_shape
 
 Shape = list[int]
-CellNodes = dict[CellType, list[NodeDesc]]  # node structure to copy into each cell type
+# (primitives, the edge's channels, its stride) -> the op desc of one supernet edge
+MixedOpFactory = Callable[[list[str], ConvMacroParams, int], OpDesc]
+
+
+def darts_mixed_op(primitives: list[str], conv: ConvMacroParams, stride: int) -> OpDesc:
+    """DARTS's edge: a mixed op whose children are the candidates, in `primitives` order."""
+    children = [OpDesc(p, {"conv": conv, "stride": stride}) for p in primitives]
+    return OpDesc("mixed_op", {"conv": conv, "stride": stride}, children=children)
 
 
 def template_nodes(template: ModelDesc) -> CellNodes:
@@ -43,6 +54,9 @@ def _halve(side: int, what: str) -> int:
 
 
 class ModelDescBuilder:
+    def __init__(self, mixed_op: Optional[MixedOpFactory] = None):
+        self.mixed_op_factory = mixed_op or darts_mixed_op
+
     def build(self, conf: ModelDescConf, dataset_info: DatasetInfo, template: ModelDesc | None = None) -> ModelDesc:
         return self.build_with_nodes(conf, dataset_info, None if template is None else template_nodes(template))
 
@@ -183,9 +197,8 @@ class ModelDescBuilder:
         return nodes
 
     def mixed_op(self, conf: ModelDescConf, conv: ConvMacroParams, stride: int) -> OpDesc:
-        """A mixed op whose children are the candidates, one per primitive in `conf.primitives` order."""
-        children = [OpDesc(p, {"conv": conv, "stride": stride}) for p in conf.primitives]
-        return OpDesc("mixed_op", {"conv": conv, "stride": stride}, children=children)
+        """The op of one supernet edge over `conf.primitives` (the factory given to the builder)."""
+        return self.mixed_op_factory(list(conf.primitives), conv, stride)
 
     def copy_nodes(self, template: list[NodeDesc], node_ch: int) -> list[NodeDesc]:
         """The template's nodes at `node_ch` channels, without inherited weights."""

@@ -1,0 +1,85 @@
+"""When a saved result or checkpoint belongs to the current config: the compatibility policy.
+
+A phase records the parts of the experiment config that shape it (`phase_config`: `common`,
+`dataset`, `nas.algo` and the phase's own section) in its checkpoints and completion marker. A
+rerun may go on from them when those are equal apart from keys that are safe to change
+(`SAFE_KEYS`: epochs, logging, TensorBoard, checkpoint frequency, ...) and the model fingerprint
+is the same (`resume_differences`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any, Optional
+
+from archnas.config import config_diff, config_to_dict
+
+# Dotted config keys (fnmatch patterns) whose change does not alter what the run computes.
+SAFE_KEYS = (
+    "common.experiment_name",
+    "common.results_dir",
+    "common.resume",
+    "common.log_level",
+    "common.log_every_steps",
+    "common.tensorboard",
+    "common.cache_dir",
+    "common.checkpoint.*",
+    "common.ray.*",
+    "*.trainer.epochs",
+    "*.loader.workers",
+)
+
+
+def is_safe_key(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_KEYS)
+
+
+def section_path(root: Any, section: Any) -> Optional[tuple[str, ...]]:
+    """Where `section` (by identity) sits in a config tree of dataclasses, e.g. ("nas", "search")."""
+    if root is section:
+        return ()
+    if dataclasses.is_dataclass(root) and not isinstance(root, type):
+        for f in dataclasses.fields(root):
+            sub = section_path(getattr(root, f.name), section)
+            if sub is not None:
+                return (f.name,) + sub
+    return None
+
+
+def phase_config(conf: Any, section: Any) -> dict[str, Any]:
+    """The parts of the experiment config that shape one phase, as plain data.
+
+    A phase does not depend on the other phases' sections; when `section` is not part of `conf`,
+    the whole config is used.
+    """
+    path = section_path(conf, section) if section is not None else None
+    full = config_to_dict(conf)
+    if not path or not hasattr(conf, "common"):
+        return full
+    out: dict[str, Any] = {"common": full["common"], "dataset": full["dataset"]}
+    if "nas" in full:
+        out["nas"] = {"algo": full["nas"]["algo"]}
+    node = out
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = config_to_dict(section)
+    return out
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return "<absent>"
+        tree = tree[key]
+    return tree
+
+
+def resume_differences(saved: dict[str, Any], saved_fingerprint: Optional[str], config: dict[str, Any],
+                       fingerprint: Optional[str]) -> tuple[list[str], list[str]]:
+    """(`key: old -> new` lines that forbid going on, keys that changed but are safe to change)."""
+    diff = config_diff(saved, config)
+    unsafe = [f"{k}: {_lookup(saved, k)!r} -> {_lookup(config, k)!r}" for k in diff if not is_safe_key(k)]
+    if saved_fingerprint != fingerprint:
+        unsafe.append(f"model fingerprint: {saved_fingerprint!r} -> {fingerprint!r}")
+    return unsafe, [k for k in diff if is_safe_key(k)]

@@ -1,0 +1,132 @@
+"""`--algos a,b,...`: several algorithms in sequence, one process per phase, and a summary table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from archnas.config import find_config_file, load_config
+from archnas.errors import ConfigError
+from archnas.launch.experiment import default_experiment_name
+from archnas.nas.registry import algorithm_class
+from archnas.nas.runner import ExperimentResult
+from archnas.training.signals import RunInterrupted
+from archnas.utils import atomic
+
+SUMMARY_COLUMNS = [
+    ("algorithm", "algorithm"), ("test_top1", "test top-1"), ("params", "params"), ("macs", "MACs"),
+    ("search_time", "search s"), ("eval_time", "eval s"), ("search_peak_mb", "search peak MB"),
+    ("eval_peak_mb", "eval peak MB"), ("genotype", "genotype"),
+]
+
+
+def run_algorithms(args) -> int:
+    """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs and overrides,
+    into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv.
+
+    Every phase runs in a process of its own (`archnas --config confs/<algo>.yaml ... --exp-name
+    <exp>/<algo> --no-eval`, then `--no-search`): memory a process has freed stays in its resident
+    set, so only a fresh process measures one phase's peak memory on CPU. Signals are passed on
+    to the running phase, which checkpoints; the sequence stops at the first phase that fails or
+    is interrupted, and rerunning the command skips what finished and resumes the rest. Returns
+    the exit code.
+    """
+    names = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"--algos {args.algos!r}: give distinct algorithm names separated by commas")
+    confs = {}
+    for name in names:  # refuse a bad name, file or override before anything runs
+        algorithm_class(name)
+        confs[name] = load_config([find_config_file(name), *args.config], args.overrides)
+    first = confs[names[0]]
+    root = args.exp_name or first.common.experiment_name or (default_experiment_name(args.config) if args.config else "compare")
+    results = []
+    for name in names:
+        exp_dir = Path(confs[name].common.results_dir).expanduser() / root / name
+        result = ExperimentResult(name, exp_dir)
+        searches = any(phase.kind == "search" for phase in algorithm_class(name).phases)
+        phases = [("search", "--no-eval")] if searches and not args.no_search else []
+        phases += [] if args.no_eval else [("eval", "--no-search")]
+        for phase, flag in phases:
+            command = [sys.executable, "-m", "archnas", *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
+                       "--exp-name", f"{root}/{name}", flag, *(["--force"] if args.force else []),
+                       *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]
+            code = _run_child(command)
+            if code > 128:
+                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal after saving its "
+                                                 f"checkpoint; the algorithms before it are finished")
+            if code:
+                sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
+                return code
+            setattr(result, phase, json.loads((exp_dir / "result.json").read_text())[phase])
+        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval})
+        results.append(result)
+    summary_dir = Path(first.common.results_dir).expanduser() / root
+    write_summary(summary_dir, results)
+    sys.stdout.write((summary_dir / "summary.md").read_text())
+    return 0
+
+
+def _run_child(command: list[str]) -> int:
+    """Run `command` in its own process group, passing SIGINT/SIGTERM to it exactly once each
+    (a Ctrl-C from the terminal reaches this process only), and return its exit code."""
+    child = subprocess.Popen(command, process_group=0)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda signum, frame: child.send_signal(signum))
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def summary_rows(results: Sequence[ExperimentResult]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        mb = lambda b: None if b is None else round(b / 2**20)  # noqa: E731
+        rows.append({
+            "algorithm": r.algorithm, "test_top1": r.eval.get("test_top1"), "params": r.eval.get("params_without_aux"),
+            "macs": r.eval.get("macs"), "search_time": r.search.get("search_time"), "eval_time": r.eval.get("train_time"),
+            "search_peak_mb": mb(r.search.get("peak_memory")), "eval_peak_mb": mb(r.eval.get("peak_memory")),
+            "genotype": r.search.get("genotype") or "",
+        })
+    return rows
+
+
+def write_summary(folder: Path, results: Sequence[ExperimentResult]) -> None:
+    rows = summary_rows(results)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[k for k, _ in SUMMARY_COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(folder / "summary.csv", buf.getvalue())
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if key == "test_top1":
+            return f"{value:.2%}"
+        if key in ("search_time", "eval_time"):
+            return f"{value:.0f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return str(value)
+
+    header = "| " + " | ".join(title for _, title in SUMMARY_COLUMNS if _ != "genotype") + " |"
+    rule = "|" + "|".join("---" for k, _ in SUMMARY_COLUMNS if k != "genotype") + "|"
+    body = ["| " + " | ".join(cell(k, row[k]) for k, _ in SUMMARY_COLUMNS if k != "genotype") + " |" for row in rows]
+    genotypes = [f"- {row['algorithm']}: `{row['genotype']}`" for row in rows if row["genotype"]]
+    text = "\n".join([header, rule, *body]) + "\n"
+    if genotypes:
+        text += "\nGenotypes:\n" + "\n".join(genotypes) + "\n"
+    atomic.write_text(folder / "summary.md", text)

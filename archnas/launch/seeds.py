@@ -1,0 +1,85 @@
+"""`--seeds 0,1,2`: the whole experiment once per seed, as independent trials, and the mean and
+standard deviation of the test accuracy over the seeds."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Optional, Sequence
+
+from archnas.config import ExperimentConf
+from archnas.context import RunContext
+from archnas.distributed import DistSession
+from archnas.errors import ConfigError
+from archnas.launch.experiment import experiment_dir, open_experiment_dir, report
+from archnas.nas.registry import algorithm_class
+from archnas.nas.runner import ExperimentResult, ExperimentRunner
+from archnas.trials import Trial, check_ray_conf, run_trials
+from archnas.utils import atomic
+
+SEEDS_FILE = "seeds.json"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2]: distinct integers separated by commas."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: give distinct integers separated by commas, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def seed_conf(conf: ExperimentConf, seed: int) -> ExperimentConf:
+    """The experiment repeated with `common.seed: seed`, in the subfolder `seed_<seed>/`."""
+    out = copy.deepcopy(conf)
+    out.common.seed = seed
+    out.common.experiment_name = f"{conf.common.experiment_name}/seed_{seed}"
+    return out
+
+
+def run_seed(run: RunContext, search: bool, eval: bool, force: bool) -> ExperimentResult:
+    """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped."""
+    open_experiment_dir(run.exp_dir, run.conf, run.is_main)
+    return ExperimentRunner(run, force=force).run(search=search, eval=eval)
+
+
+def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], search: bool = True, eval: bool = True,
+              force: bool = False, session: Optional[DistSession] = None) -> list[ExperimentResult]:
+    """The experiment once per seed, in `<experiment>/seed_<s>/`, then `<experiment>/seeds.json`
+    with each seed's results and the mean and standard deviation of the test accuracy."""
+    algorithm_class(conf.nas.algo)  # a bad name fails before anything runs
+    root = experiment_dir(conf)
+    rank, world_size = (session.rank, session.world_size) if session else (0, 1)
+    check_ray_conf(conf.common.ray, world_size)
+    device = session.device if session else None
+    log = RunContext.create(conf, root, list(argv), rank=rank, world_size=world_size, device=device).log
+    trials = []
+    for seed in seeds:
+        sconf = seed_conf(conf, seed)
+        run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device,
+                                control_group=session.control_group if session else None)
+        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force)))
+
+    def reported(i: int, result: ExperimentResult) -> None:
+        log.info(f"seed {seeds[i]} ({i + 1}/{len(seeds)}):")
+        report(trials[i].run, result)
+
+    results = run_trials(trials, conf.common.ray, on_result=reported)
+    accuracies = [r.eval["test_top1"] for r in results if r.eval.get("test_top1") is not None]
+    summary: dict[str, Any] = {
+        "seeds": {str(s): {"search": r.search, "eval": r.eval} for s, r in zip(seeds, results)},
+        "test_top1": accuracies,
+    }
+    if accuracies:
+        mean = sum(accuracies) / len(accuracies)
+        std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / max(len(accuracies) - 1, 1))
+        summary.update(test_top1_mean=mean, test_top1_std=std)
+        log.info(f"{len(accuracies)} seeds: test accuracy {mean:.2%} +- {std:.2%}; summary in {root / SEEDS_FILE}")
+    if rank == 0:
+        atomic.write_json(root / SEEDS_FILE, summary)
+    return results
+
+
+# -- several algorithms in sequence ----------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""A phase of an experiment (search, eval, a pretrain, one random-search candidate): one folder,
+one completion marker, one rule for skipping and resuming.
+
+    phase = Evaluater(experiment)
+    result = phase.execute()      # skipped when finished, resumed when interrupted, else run
+
+`execute` reads the marker first (`finished`): a phase that finished under a compatible config
+(`archnas.config.compat`) is not run again, and one that finished under a config that differs in
+keys that are not safe to change is refused (unless `--force`) rather than reused. Only then is
+the folder opened (config.yaml, run.json, log.txt) and `work` run; it writes its results and,
+last, the marker (`write_marker`), so an interrupted phase has no marker and resumes from its
+checkpoint, which the phase's `checkpointer` ties to the same config and model fingerprint.
+
+A phase also records the peak memory of the run that did its work (`peak_memory.json`), so a
+rerun that skips it still reports that run's peak.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from archnas.config import config_to_dict
+from archnas.config.compat import is_safe_key, phase_config
+from archnas.config import config_diff
+from archnas.context import PhaseContext, RunContext
+from archnas.distributed import barrier
+from archnas.errors import CheckpointError
+from archnas.training.checkpoint import Checkpointer
+from archnas.utils import atomic
+from archnas.utils.memory import PeakMemory
+
+if TYPE_CHECKING:
+    from archnas.nas.strategy import Strategy
+
+PEAK_MEMORY_FILE = "peak_memory.json"
+
+
+@dataclass
+class Experiment:
+    """What the phases of one experiment share: the run, the algorithm, `--force`, and the
+    results of the phases run so far (by phase name), which later phases read."""
+
+    run: RunContext
+    strategy: "Strategy"
+    force: bool = False
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+class Phase:
+    """Subclasses set `name` (the default folder), `kind` (what `--no-search` / `--no-eval` skip),
+    `marker`, and implement `work` and `load`."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "search"  # "search" | "eval"
+    marker: ClassVar[str] = "result.json"
+
+    def __init__(self, experiment: Experiment, folder: Optional[str] = None, run: Optional[RunContext] = None):
+        """`folder`: relative to the experiment, default `name`; `run`: the run this phase belongs
+        to when it is not the experiment's (a macro combination carries its own config)."""
+        self.experiment = experiment
+        self.folder = folder or self.name
+        self.run = run or experiment.run
+        self.peak_memory: Optional[int] = None
+
+    # -- what a phase is ---------------------------------------------------------------------
+
+    @property
+    def strategy(self) -> "Strategy":
+        return self.experiment.strategy
+
+    @property
+    def force(self) -> bool:
+        return self.experiment.force
+
+    @property
+    def dir(self) -> Path:
+        return self.run.exp_dir / self.folder
+
+    @property
+    def section(self) -> Any:
+        """This phase's config section (`nas.search`, `nas.eval`, ...)."""
+        return getattr(self.run.conf.nas, self.kind)
+
+    def config_record(self) -> dict[str, Any]:
+        """The parts of the config that shape this phase, as its marker and checkpoints record them."""
+        return phase_config(self.run.conf, self.section)
+
+    def work(self, ctx: PhaseContext) -> Any:
+        """Do the phase's work in its opened folder and return its result; write the marker last."""
+        raise NotImplementedError
+
+    def load(self, done: dict[str, Any]) -> Any:
+        """The result of a finished phase, from its marker's contents and its folder."""
+        raise NotImplementedError
+
+    def summary(self, result: Any) -> dict[str, Any]:
+        """What `result.json` records of the phase."""
+        return {}
+
+    # -- skip, resume, run -------------------------------------------------------------------
+
+    def finished(self) -> Optional[dict[str, Any]]:
+        """The marker's contents if this phase finished under a compatible config, else None.
+
+        Reads only: nothing in the folder is written or changed."""
+        marker = self.dir / self.marker
+        if not marker.is_file() or not self.run.conf.common.resume:
+            return None
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # half-written by a killed run: redo what it marked
+        unsafe = [k for k in config_diff(done.get("config", {}), self.config_record()) if not is_safe_key(k)]
+        if unsafe and not self.force:
+            raise CheckpointError(
+                f"{marker} records a finished {self.folder} phase with a different config ({', '.join(unsafe[:8])}); "
+                "use another experiment name, restore the settings, or pass --force to reuse it"
+            )
+        return done
+
+    def execute(self) -> Any:
+        """The phase's result: read back when finished, else computed (resuming its checkpoint)."""
+        finished = self.load_finished()
+        if finished is not None:
+            return finished
+        ctx = self.run.phase(self.folder, self.section)
+        try:
+            with PeakMemory(ctx.device) as mem:
+                result = self.work(ctx)
+            barrier()  # DDP: rank 0 has written the phase's files (its marker last) before anyone reads them
+            self.peak_memory = mem.peak_bytes
+            if ctx.is_main:
+                atomic.write_json(self.dir / PEAK_MEMORY_FILE, {"peak_memory": mem.peak_bytes, "device": str(ctx.device)})
+        finally:
+            ctx.close()
+        return result
+
+    def load_finished(self) -> Optional[Any]:
+        """The result of this phase if it finished, else None (nothing is run or written)."""
+        done = self.finished()
+        if done is None:
+            return None
+        self.run.log.info(f"{self.folder} already finished ({self.dir / self.marker}); skipping it")
+        self.peak_memory = self._recorded_peak()
+        return self.load(done)
+
+    def write_marker(self, ctx: PhaseContext, record: dict[str, Any]) -> None:
+        """The completion marker, with the config it finished under; call it last (rank 0 writes)."""
+        if ctx.is_main:
+            atomic.write_json(self.dir / self.marker, {**record, "config": self.config_record()})
+
+    def checkpointer(self, ctx: PhaseContext, fingerprint: Optional[str]) -> Checkpointer:
+        """The phase's checkpointer: resumes only a checkpoint of this config and this model."""
+        return Checkpointer.in_env(ctx, config=self.config_record(), full_config=config_to_dict(self.run.conf),
+                                   fingerprint=fingerprint, force=self.force)
+
+    def _recorded_peak(self) -> Optional[int]:
+        try:
+            return json.loads((self.dir / PEAK_MEMORY_FILE).read_text())["peak_memory"]
+        except (OSError, ValueError, KeyError):
+            return None  # finished by a version that did not record it

@@ -1,0 +1,104 @@
+"""`Strategy`: what makes one search algorithm different from another, in one small object.
+
+An algorithm is a module with one `Strategy` subclass, registered by name:
+
+    @register_algorithm
+    class Gdas(Strategy):
+        name = "gdas"
+        config_class = GdasConf              # nas.search.gdas
+        def weighting(self): ...             # one hard Gumbel sample per edge and forward
+        def mixed_op(self, ...): ...         # the supernet edge runs only the sampled candidate
+
+It says, over the one shared machinery (ArchTrainer, bilevel step, Finalizers, phases,
+checkpoints, CLI):
+- which phases run, in order (`phases`: search then eval by default; `manual`: eval only);
+- what the supernet's edges compute (`mixed_op`) and how architecture parameters become one
+  forward's weights (`weighting`: softmax for DARTS);
+- how they are stepped: first or second order (`first_order_only` refuses second order), when
+  (`takes_arch_step`), with which trainer hooks (`trainer_hooks`, e.g. a temperature schedule),
+  and what each epoch records (`epoch_metrics`);
+- how a searched supernet becomes a final architecture (`finalizers`).
+Every method has the DARTS default, so an algorithm overrides only what it changes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from archnas.config.schema import BilevelOrder, ExperimentConf
+from archnas.descs.model_desc import ConvMacroParams, OpDesc
+from archnas.errors import ConfigError
+from archnas.model.builder import ModelDescBuilder, darts_mixed_op
+from archnas.nas.evaluater import Evaluater
+from archnas.nas.finalizers import Finalizers, RandomFinalizers
+from archnas.nas.searcher import Searcher
+from archnas.space.store import Weighting
+from archnas.training.hooks import HookBase
+
+if TYPE_CHECKING:
+    from archnas.model.model import Model
+    from archnas.nas.phase import Phase
+
+
+class Strategy:
+    name: ClassVar[str] = ""
+    config_class: ClassVar[Optional[type]] = None  # its config section, nas.search.<name>
+    phases: ClassVar[tuple[type["Phase"], ...]] = (Searcher, Evaluater)
+    # Set when the architecture step is first order by design; the reason is in the error.
+    first_order_only: ClassVar[Optional[str]] = None
+    # DDP must be told when a supernet's forward leaves parameters without gradient.
+    find_unused_parameters: ClassVar[bool] = False
+    # What `nas.search.finalizer.type: default | random` build.
+    default_finalizers: ClassVar[type[Finalizers]] = Finalizers
+    random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
+
+    def __init__(self, conf: ExperimentConf):
+        self.conf = conf
+        self.section: Any = getattr(conf.nas.search, self.name) if self.config_class is not None else None
+        self.check()
+
+    def check(self) -> None:
+        """Refuse settings this algorithm cannot honour, before anything runs (ConfigError)."""
+        order = self.conf.nas.search.trainer.bilevel_order
+        if self.first_order_only and order != BilevelOrder.first:
+            raise ConfigError(
+                f"nas.search.trainer.bilevel_order: {self.name} trains its architecture weights first order, got "
+                f"{order!r}; {self.first_order_only}. Set it to first"
+            )
+
+    # -- the supernet ------------------------------------------------------------------------
+
+    def mixed_op(self, primitives: list[str], conv: ConvMacroParams, stride: int) -> OpDesc:
+        """The op on every supernet edge (DARTS: the weighted sum of all candidates)."""
+        return darts_mixed_op(primitives, conv, stride)
+
+    def supernet_builder(self) -> ModelDescBuilder:
+        return ModelDescBuilder(mixed_op=self.mixed_op)
+
+    def weighting(self) -> Weighting:
+        """How the architecture parameters become one forward's weights (DARTS: softmax)."""
+        return Weighting()
+
+    # -- stepping ----------------------------------------------------------------------------
+
+    def takes_arch_step(self, epoch: int) -> bool:
+        """Whether the steps of `epoch` (0-based) train the architecture too."""
+        return True
+
+    def trainer_hooks(self) -> list[HookBase]:
+        return []
+
+    def epoch_metrics(self, model: "Model") -> dict[str, Any]:
+        """Fields of the algorithm's own for each search epoch's record."""
+        return {}
+
+    # -- discretizing ------------------------------------------------------------------------
+
+    def finalizers(self) -> Finalizers:
+        search = self.conf.nas.search
+        conf, edges = search.finalizer, search.model_desc.max_final_edges
+        if conf.type == "default":
+            return self.default_finalizers(conf, edges)
+        if conf.type == "random":
+            return self.random_finalizers(conf, edges, self.conf.common.seed)
+        raise ConfigError(f"nas.search.finalizer.type: {conf.type!r} is not one of default, random")

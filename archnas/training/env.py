@@ -1,0 +1,87 @@
+"""What a training needs from the run around it, apart from what it trains.
+
+A `TrainingEnv` is a folder to write checkpoints, metrics and TensorBoard events into, a logger,
+a device, where this process stands among the ranks, and the run's checkpoint and resume policy.
+The Trainer takes nothing else from its surroundings: no experiment config, no NAS. A phase of an
+experiment (`archnas.context.PhaseContext`) is one; a script can make one directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+import torch
+
+from archnas.config.schema import CheckpointConf
+from archnas.utils import atomic
+
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class TrainingEnv:
+    name: str  # shown in progress lines, e.g. "search" or "eval"
+    dir: Path
+    log: logging.Logger
+    device: torch.device
+    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
+    resume: bool = True  # continue from the folder's checkpoint, if it has one
+    log_every_steps: int = 50  # plain progress lines when stdout is not a terminal (0: none)
+    tensorboard: bool = True
+    rank: int = 0
+    world_size: int = 1
+    control_group: Any = None  # a gloo group for host-side agreement between ranks (None: the default group)
+    _tb: Any = field(default=None, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process (rank 0) writes files."""
+        return self.rank == 0
+
+    def open_tensorboard(self, purge_step: int | None = None) -> Any:
+        """The SummaryWriter of this folder (rank 0, when TensorBoard is on); `purge_step` drops
+        events a resumed run is about to redo."""
+        if self._tb is None and self.is_main and self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge_step)
+        return self._tb
+
+    def write_metrics(self, record: dict[str, Any], filename: str = "metrics.jsonl") -> None:
+        """Append one JSON line (rank 0 only)."""
+        if self.is_main:
+            with open(self.dir / filename, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, default=float) + "\n")
+
+    def rewrite_metrics(self, records: Iterable[dict[str, Any]], filename: str = "metrics.jsonl") -> None:
+        """Replace the metrics file with `records`, e.g. the history a resumed checkpoint holds."""
+        if self.is_main:
+            atomic.write_text(self.dir / filename, "".join(json.dumps(r, default=float) + "\n" for r in records))
+
+    def progress(self, items: Iterable[T], total: int, desc: str) -> Iterator[T]:
+        """Iterate with a progress bar on a terminal, or plain lines every `log_every_steps` otherwise."""
+        if self.is_main and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            return
+        every = self.log_every_steps if self.is_main else 0
+        start = time.perf_counter()
+        for i, item in enumerate(items, 1):
+            yield item
+            if every and i % every == 0 and i < total:
+                self.log.info(f"{desc}: {i}/{total} steps, {time.perf_counter() - start:.1f}s")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        for h in list(self.log.handlers):
+            self.log.removeHandler(h)
+            h.close()
