@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Peak memory and step time of the search step of DARTS, PC-DARTS and GDAS at the DARTS search shape.
 
-Each variant builds its supernet and trainer through its algorithm's own runner hooks (builder,
-trainer class) from confs/<algo>.yaml, at the shape of the DARTS CIFAR-10 search: batch 64 of
-3x32x32 images, 8 cells, 16 initial channels, 4 nodes, the 8 DARTS primitives. It then takes
-`--steps` full search steps (`ArchTrainer.run_step`: the architecture step on a val batch, then
-the weight step on a train batch) on random images. PC-DARTS uses batch 256 in its paper; here
+Each variant builds its supernet and trainer as its search phase does (`Searcher.build_model`,
+`Searcher.build_trainer`, with its algorithm's strategy) from confs/<algo>.yaml, at the shape of
+the DARTS CIFAR-10 search: batch 64 of 3x32x32 images, 8 cells, 16 initial channels, 4 nodes, the
+8 DARTS primitives. It then takes `--steps` full search steps (`ArchTrainer.run_step`: the
+architecture step on a val batch from its loader, then the weight step) on synthetic images. PC-DARTS uses batch 256 in its paper; here
 every variant uses the same batch so the comparison is of the algorithms, not the batch.
 
     darts          DARTS as confs/darts.yaml searches: second-order (unrolled) architecture step
@@ -17,8 +17,8 @@ every variant uses the same batch so the comparison is of the algorithms, not th
 
 Every variant runs in a fresh process, because memory a process frees stays in its resident set:
 only a new process measures one variant's peak. Reported per variant: the resident set after
-building everything (idle), the process's peak resident set (`ru_maxrss`, which includes spikes
-too short for a sampler), their difference (what the search steps need), and the median step
+building everything (idle), the process's peak resident set (VmHWM, which includes spikes too
+short for a sampler; `archnas.utils.memory.process_peak_bytes`, as bench_supernet.py), their difference (what the search steps need), and the median step
 time; then ratios against darts, darts_first and darts_first_unfused, all from the same run. Variants run in
 interleaved rounds (`--rounds`), so a machine shared with other work slows all of them alike.
 
@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from archnas.config import find_config_file, load_config, parse_override_tokens  # noqa: E402
 from archnas.context import RunContext  # noqa: E402
-from archnas.descs.dataset_info import DatasetInfo  # noqa: E402
-from archnas.model import Model  # noqa: E402
-from archnas.nas.runner import runner_class  # noqa: E402
+import archnas.algos  # noqa: E402,F401  (the algorithms, as the archnas command loads them)
+from archnas.nas.phase import Experiment  # noqa: E402
+from archnas.nas.registry import algorithm_class  # noqa: E402
+from archnas.nas.searcher import Searcher, load_data  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
-from archnas.utils.memory import current_rss  # noqa: E402
+from archnas.utils.memory import current_bytes, process_peak_bytes  # noqa: E402
 
 # name: (algorithm, overrides, fused). fused=False runs DARTS cells the straightforward way (every
 # candidate on its own, `Cell.fused = None`), which is the DARTS that the PC-DARTS and GDAS papers
@@ -65,53 +65,41 @@ VARIANTS = {
 MB = 2**20
 
 
-class RandomBatches:
-    """A val stream of fixed random batches: what ArchTrainer reads from, without a dataset."""
-
-    def __init__(self, batch: int, shape: tuple[int, int, int], n_classes: int):
-        self.batch = (torch.randn(batch, *shape), torch.randint(0, n_classes, (batch,)))
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.batch
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
 def worker(variant: str, args: argparse.Namespace) -> dict:
-    """One variant in this (fresh) process: build, step, measure."""
+    """One variant in this (fresh) process: the search phase's supernet and trainer, built as a run
+    builds them (`Searcher.build_model`, `Searcher.build_trainer`) on synthetic images of the
+    DARTS search shape, then `--steps` full training steps on its own loaders."""
     algo, extra, fused = VARIANTS[variant]
     tokens = [
-        f"common.num_threads={args.threads}", "common.device=cpu", "common.tensorboard=false", "common.log_level=WARNING", "common.checkpoint.enabled=false",
-        f"nas.search.model_desc.n_cells={args.cells}", f"nas.search.model_desc.n_nodes={args.nodes}",
-        f"nas.search.model_desc.model_stems.init_node_ch={args.channels}", *extra,
+        f"common.num_threads={args.threads}", "common.device=cpu", "common.tensorboard=false", "common.log_level=WARNING",
+        "common.checkpoint.enabled=false", f"nas.search.model_desc.n_cells={args.cells}",
+        f"nas.search.model_desc.n_nodes={args.nodes}", f"nas.search.model_desc.model_stems.init_node_ch={args.channels}",
+        f"nas.search.loader.train_batch={args.batch}", "dataset.name=synthetic",
+        f"dataset.params={{n_train: {4 * args.batch}, n_test: 8, channels: 3, size: {args.size}}}", *extra,
     ]
     overrides, _ = parse_override_tokens(tokens, set())
     conf = load_config([find_config_file(algo)], overrides)
-    info = DatasetInfo(10, 3, (args.size, args.size))
     with tempfile.TemporaryDirectory() as tmp:
         run = RunContext.create(conf, Path(tmp), [])
-        runner = runner_class(algo)(run)
+        searcher = Searcher(Experiment(run, algorithm_class(algo)(conf)))
         ctx = run.phase("search", conf.nas.search)
-        desc = runner.model_desc_builder().build(conf.nas.search.model_desc, info)
-        model = Model(desc, droppath=False, affine=False)
+        data = load_data(ctx, conf.nas.search.loader)
+        desc = searcher.strategy.supernet_builder().build(conf.nas.search.model_desc, data.info)
+        model = searcher.build_model(desc)
         if not fused:
             for cell in model.cells:
                 cell.fused = None
-        val = RandomBatches(args.batch, (3, args.size, args.size), 10)
-        trainer = runner.trainer_class()(conf.nas.search.trainer, model, ctx, val_stream=val, fingerprint=desc.fingerprint())
-        train = RandomBatches(args.batch, (3, args.size, args.size), 10).next()
-        idle = current_rss()
+        trainer = searcher.build_trainer(ctx, model, desc, data)
+        batches = data.loader("train", training=True).epoch(0)
+        train = next(batches)
+        idle = current_bytes(ctx.device)
         times = []
         for _ in range(args.steps):
             start = time.perf_counter()
             trainer.run_step(train)
             times.append(time.perf_counter() - start)
         ctx.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    peak = process_peak_bytes(torch.device("cpu"))
     return {
         "variant": variant, "weights": sum(p.numel() for p in model.weights()),
         "arch_params": sum(p.numel() for p in model.arch_params()),

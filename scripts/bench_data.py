@@ -29,11 +29,13 @@ get the other core to themselves: the comparison does not favour the in-memory p
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -46,10 +48,12 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from archnas.config.schema import DatasetConf, LoaderConf  # noqa: E402
+from archnas.config.schema import DatasetConf, LoaderConf, OptimizerConf, TrainerConf  # noqa: E402
 from archnas.data import DataBundle, TensorImages, build_data  # noqa: E402
 from archnas.data.archive import unpack  # noqa: E402
 from archnas.data.imagefolder import scan  # noqa: E402
+from archnas.training.env import TrainingEnv  # noqa: E402
+from archnas.training.trainer import Trainer  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,14 +142,10 @@ def bench_set(name: str, data: DataBundle, per_image_items: list, args: argparse
     info, aug = data.info, data.augment
     torch.manual_seed(0)
     model = SmallCNN(info.channels, info.n_classes, args.width)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def train_step(batch: Batch) -> None:
-        x, y = batch
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    # the weight step a run takes (archnas.training.Trainer), so the pipelines feed the real thing
+    env = TrainingEnv(name="bench", dir=Path(tempfile.mkdtemp(prefix="bench_data_")), log=logging.getLogger("bench_data"),
+                      device=CPU, tensorboard=False)
+    train_step = Trainer(TrainerConf(optimizer=OptimizerConf(lr=0.01)), model, env).weight_step
 
     train = data.parts["train"]
     dataset = PerImage(

@@ -45,11 +45,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import tempfile
 import importlib.util
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -67,14 +67,20 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+import archnas.algos  # noqa: E402,F401  (the algorithms, as the archnas command loads them)
+from archnas.config import find_config_file, load_config, parse_override_tokens  # noqa: E402
 from archnas.config.schema import BilevelOrder  # noqa: E402
-from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf  # noqa: E402
+from archnas.context import RunContext  # noqa: E402
 from archnas.descs import DatasetInfo, named_genotype  # noqa: E402
-from archnas.model import ModelDescBuilder, genotype_to_desc  # noqa: E402
 from archnas.model import Model  # noqa: E402
-from archnas.nas.bilevel import BilevelOptimizer  # noqa: E402
+from archnas.nas.arch_trainer import ArchTrainer  # noqa: E402
+from archnas.nas.evaluater import Evaluater  # noqa: E402
+from archnas.nas.phase import Experiment  # noqa: E402
+from archnas.nas.registry import algorithm_class  # noqa: E402
+from archnas.nas.searcher import Searcher, load_data  # noqa: E402
+from archnas.training.trainer import Trainer  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
-from archnas.utils.memory import current_rss  # noqa: E402
+from archnas.utils.memory import current_bytes, process_peak_bytes  # noqa: E402
 
 
 def _load_baseline():
@@ -88,6 +94,7 @@ def _load_baseline():
 darts = _load_baseline()
 
 CASES = ("weight_step", "arch_first", "arch_second", "eval_step", "digits_step")
+SCRATCH = tempfile.mkdtemp(prefix="bench_supernet_")  # the experiments' folders (nothing is checkpointed)
 DARTS_SEARCH_GFLOP = 38.4  # one forward of DARTS's search network at batch 64, 32x32 (quark0/darts)
 LR, MOMENTUM, WD = 0.025, 0.9, 3e-4  # DARTS's search and eval optimizer
 ALPHA_LR, ALPHA_WD, ALPHA_BETAS = 3e-4, 1e-3, (0.5, 0.999)
@@ -154,41 +161,73 @@ def loss_of(outputs, y: Tensor, aux_weight: float = 0.0) -> Tensor:
     return loss
 
 
-# -- the models ----------------------------------------------------------------------------------
+# -- archnas: the trainers a run builds ---------------------------------------------------------
 
-def search_models(s: Settings, size: int, channels: int, cells: int, in_ch: int, fused: bool = True):
-    """The archnas supernet and the baseline with the same weights."""
+def run_phase(s: Settings, config: str, algo: str, overrides: list[str], phase: str):
+    """A run context and the `phase` ("search" | "eval") of a real experiment in a scratch folder,
+    with its PhaseContext open: what `archnas --config <config>` builds before training."""
+    tokens = [f"common.device={s.device}", "common.tensorboard=false", "common.checkpoint.enabled=false",
+              "common.log_every_steps=0", f"common.results_dir={SCRATCH}", f"nas.algo={algo}", *overrides]
+    if s.amp != "off":
+        tokens += [f"nas.{phase}.trainer.amp.enabled=true", f"nas.{phase}.trainer.amp.dtype={s.amp}"]
+    if s.channels_last:
+        tokens.append(f"nas.{phase}.trainer.channels_last=true")
+    conf = load_config([find_config_file(config)], parse_override_tokens(tokens, set())[0])
+    run = RunContext.create(conf, Path(SCRATCH) / "bench", [], device=s.device)
+    experiment = Experiment(run, algorithm_class(algo)(conf))
+    phase_obj = (Searcher if phase == "search" else Evaluater)(experiment)
+    return phase_obj, run.phase(phase, phase_obj.section)
+
+
+def search_trainer(s: Settings, size: int, channels: int, cells: int, in_ch: int, fused: bool = True,
+                   order: str = "second", hvp: str = "finite_difference") -> ArchTrainer:
+    """The ArchTrainer a DARTS search builds (confs/darts_cifar10.yaml's optimizers, grad clipping,
+    alpha Adam) for a supernet of this shape, through `Searcher.build_model` / `build_trainer`."""
     torch.manual_seed(0)
-    conf = ModelDescConf(n_cells=cells, model_stems=ModelStemsConf(init_node_ch=channels))
-    ours = Model(ModelDescBuilder().build(conf, DatasetInfo(10, in_ch, (size, size))), droppath=False, affine=False)
+    searcher, ctx = run_phase(s, "darts_cifar10", "darts", [
+        f"nas.search.model_desc.n_cells={cells}", f"nas.search.model_desc.model_stems.init_node_ch={channels}",
+        f"nas.search.trainer.bilevel_order={order}", f"nas.search.trainer.hessian_vector_product={hvp}",
+        "dataset.name=synthetic", f"dataset.params={{n_train: 64, n_test: 8, channels: {in_ch}, size: {size}}}",
+    ], "search")
+    desc = searcher.strategy.supernet_builder().build(ctx.conf.model_desc, DatasetInfo(10, in_ch, (size, size)))
+    model = searcher.build_model(desc)
     if not fused:
-        for cell in ours.cells:
+        for cell in model.cells:
             cell.fused = None
+    data = load_data(ctx, ctx.conf.loader)
+    return searcher.build_trainer(ctx, model, desc, data)
+
+
+def eval_trainer(s: Settings) -> Trainer:
+    """The Trainer of the DARTS_V2 eval phase of confs/darts_cifar10.yaml (20 cells of 36
+    channels, aux tower 0.4, drop-path, grad clipping), through `Evaluater.build_trainer`."""
+    torch.manual_seed(0)
+    evaluater, ctx = run_phase(s, "darts_cifar10", "manual", ["nas.eval.final_desc=DARTS_V2"], "eval")
+    desc = evaluater.full_desc(DatasetInfo(10, 3, (32, 32)))
+    model = Model(desc, droppath=True, affine=True)
+    return evaluater.build_trainer(ctx, model, desc)
+
+
+def baseline_search(ours: Model, s: Settings, size: int, channels: int, cells: int, in_ch: int) -> nn.Module:
     base = darts.SearchNetwork(c=channels, n_classes=10, layers=cells)
     base.stem[0] = nn.Conv2d(in_ch, base.stem[0].out_channels, 3, padding=1, bias=False)
     darts.load_archnas_weights(base, ours)
-    return ours.to(s.device), base.to(s.device)
+    return base.to(s.device)
 
 
-def eval_models(s: Settings):
-    torch.manual_seed(0)
-    conf = ModelDescConf(n_cells=20, aux_weight=0.4, model_stems=ModelStemsConf(init_node_ch=36))
-    ours = Model(genotype_to_desc(named_genotype("DARTS_V2"), conf, DatasetInfo(10, 3, (32, 32))), droppath=True,
-                 affine=True)
+def baseline_eval(ours: Model, s: Settings) -> nn.Module:
     gene = named_genotype("DARTS_V2")
-    base = darts.NetworkCIFAR(36, 10, 20, True, _genes(gene.normal), _genes(gene.reduce))
+    base = darts.NetworkCIFAR(36, 10, 20, True, list(gene.normal), list(gene.reduce))
     darts.load_archnas_weights(base, ours)
-    return ours.to(s.device), base.to(s.device)
-
-
-def _genes(cells) -> list[tuple[str, int]]:
-    return [(op, i) for op, i in cells]
+    return base.to(s.device)
 
 
 # -- the steps -----------------------------------------------------------------------------------
 
-def weight_step(model: nn.Module, params, x: Tensor, y: Tensor, s: Settings, aux_weight: float = 0.0,
-                clip: float | None = None) -> Callable[[], None]:
+def baseline_weight_step(model: nn.Module, params, x: Tensor, y: Tensor, s: Settings, aux_weight: float = 0.0,
+                         clip: float = 5.0) -> Callable[[], None]:
+    """The DARTS code's training step: forward, loss, backward, grad clipping (5, as train_search.py
+    and train.py), SGD with momentum and weight decay."""
     opt = sgd(params)
     scaler = torch.amp.GradScaler(s.device.type, enabled=s.amp == "fp16")
     params = list(opt.param_groups[0]["params"])
@@ -198,9 +237,8 @@ def weight_step(model: nn.Module, params, x: Tensor, y: Tensor, s: Settings, aux
         with s.autocast():
             loss = loss_of(model(x), y, aux_weight)
         scaler.scale(loss).backward()
-        if clip is not None:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(params, clip)
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(params, clip)
         scaler.step(opt)
         scaler.update()
 
@@ -213,25 +251,15 @@ def _with_momentum(opt: torch.optim.SGD, model_params) -> None:
         opt.state[p]["momentum_buffer"] = torch.randn_like(p) * 1e-3
 
 
-def ours_arch_step(model: Model, order: BilevelOrder, train, val, s: Settings) -> Callable[[], None]:
-    wopt = sgd(model.weights())
-    _with_momentum(wopt, model.weights())
-    bilevel = BilevelOptimizer(model, wopt, adam(model.arch_params()), lambda out, y: loss_of(out, y), order)
-
-    def step() -> None:  # float32, outside autocast, as a run's architecture step
-        bilevel.step(train, val)
-
-    return step
-
-
-def base_arch_step(model, order: BilevelOrder, train, val, s: Settings) -> Callable[[], None]:
+def baseline_arch_step(model, order: BilevelOrder, train, val) -> Callable[[], None]:
+    """architect.py: first order is loss.backward() on the val batch; second order unrolls a copy."""
     wopt = sgd(model.weights())
     _with_momentum(wopt, model.weights())
     aopt = adam(model.arch_parameters())
 
-    def step() -> None:
+    def step() -> None:  # float32, outside autocast, as archnas's architecture step
         aopt.zero_grad(set_to_none=True)
-        if order is BilevelOrder.first:  # architect.py _backward_step: loss.backward()
+        if order is BilevelOrder.first:
             loss_of(model(val[0]), val[1]).backward()
         else:
             darts.second_order_arch_grads(model, wopt, train, val)
@@ -240,53 +268,67 @@ def base_arch_step(model, order: BilevelOrder, train, val, s: Settings) -> Calla
     return step
 
 
+def archnas_arch_step(trainer: ArchTrainer, train, val) -> Callable[[], None]:
+    _with_momentum(trainer.optimizer, trainer.weights)
+    return lambda: trainer.arch_step(train, val)
+
+
 def build_case(case: str, s: Settings, check: bool = True, shared: dict | None = None) -> list[Variant]:
-    """The baseline first, then archnas's variants; `check` asserts equal outputs. The search
-    cases use one pair of supernets, built and checked once, from `shared` when given."""
+    """The baseline first, then archnas's variants, each stepping the code a run executes;
+    `check` asserts equal outputs. The search cases share one supernet's weights (from `shared`)."""
     if case == "digits_step":
         x, y = batch(64, (1, 8, 8), s, 1)
         out = []
         for name, fused in (("plain", False), ("fused", True)):
-            ours, _ = search_models(s, 8, 8, 5, 1, fused=fused)
-            ours, xo = in_layout(ours, x, s)
-            out.append(Variant(name, weight_step(ours, ours.weights(), xo, y, s), ours, xo, 3, 1))
+            trainer = search_trainer(s, 8, 8, 5, 1, fused=fused)
+            out.append(Variant(name, lambda t=trainer: t.weight_step((x, y)), trainer.model, x, 3, 1))
         return out
     if case == "eval_step":
-        ours, base = eval_models(s)
+        trainer = eval_trainer(s)
+        ours = trainer.base_model
+        base = baseline_eval(ours, s)
         x, y = batch(32, (3, 32, 32), s, 2)
         if check:
             check_equal(ours, base, x, "eval network")
-        ours.drop_path_prob(0.2)
-        base.drop_path_prob = 0.2
-        ours, xo = in_layout(ours, x, s)
-        base, x = in_layout(base, x, s)
-        return [Variant("baseline", weight_step(base, base.parameters(), x, y, s, 0.4, 5.0), base, x, 3,
+        drop_path = trainer.conf.drop_path_prob  # its value in the last epochs of a run
+        ours.drop_path_prob(drop_path)
+        base.drop_path_prob = drop_path
+        base, xb = in_layout(base, x, s)
+        return [Variant("baseline", baseline_weight_step(base, base.parameters(), xb, y, s, trainer.conf.aux_weight), base, xb, 3,
                         s.threads),
-                Variant("archnas", weight_step(ours, ours.parameters(), xo, y, s, 0.4, 5.0), ours, xo, 3,
-                        s.threads)]
+                Variant("archnas", lambda: trainer.weight_step((x, y)), trainer.model, trainer.precision.prepare_input(x),
+                        3, s.threads)]
     shared = {} if shared is None else shared
     if "search" not in shared:
-        ours, base = search_models(s, 32, 16, 8, 3)
+        trainer = search_trainer(s, 32, 16, 8, 3)
+        base = baseline_search(trainer.base_model, s, 32, 16, 8, 3)
         train, val = batch(64, (3, 32, 32), s, 3), batch(64, (3, 32, 32), s, 4)
         if check:
-            check_equal(ours, base, train[0], "search supernet")
-        ours, xo = in_layout(ours, train[0], s)
+            check_equal(trainer.base_model, base, train[0], "search supernet")
         base, _ = in_layout(base, train[0], s)
-        train, val = (xo, train[1]), (in_layout(ours, val[0], s)[1], val[1])
-        shared["search"] = ours, base, train, val, train, val
-    ours, base, train, val, train_o, val_o = shared["search"]
-    xo = train_o[0]
+        base_train = (in_layout(base, train[0], s)[1], train[1])
+        base_val = (in_layout(base, val[0], s)[1], val[1])
+        shared["search"] = trainer, base, train, val, base_train, base_val
+    trainer, base, train, val, base_train, base_val = shared["search"]
+    ours_x = trainer.precision.prepare_input(train[0])
     if case == "weight_step":
-        steps = (weight_step(base, base.weights(), *train, s), weight_step(ours, ours.weights(), *train_o, s))
-        factor = 3
-    else:
-        order = BilevelOrder.first if case == "arch_first" else BilevelOrder.second
-        steps = (base_arch_step(base, order, train, val, s), ours_arch_step(ours, order, train_o, val_o, s))
-        # first order: forward + full backward (as DARTS); second: 2 passes with weight gradients,
-        # 2 to the alphas only
-        factor = 3 if order is BilevelOrder.first else 10
-    return [Variant("baseline", steps[0], base, train[0], factor, s.threads),
-            Variant("archnas", steps[1], ours, xo, factor, s.threads)]
+        return [Variant("baseline", baseline_weight_step(base, base.weights(), *base_train, s), base, base_train[0], 3,
+                        s.threads),
+                Variant("archnas", lambda: trainer.weight_step(train), trainer.model, ours_x, 3, s.threads)]
+    order = BilevelOrder.first if case == "arch_first" else BilevelOrder.second
+    # first order: forward + full backward (as DARTS); second: 2 passes with weight gradients,
+    # 2 to the alphas only
+    factor = 3 if order is BilevelOrder.first else 10
+    ours = search_trainer(s, 32, 16, 8, 3, order=order.value)
+    ours.base_model.load_state_dict(trainer.base_model.state_dict())
+    variants = [Variant("baseline", baseline_arch_step(base, order, base_train, base_val), base, base_train[0], factor,
+                        s.threads),
+                Variant("archnas", archnas_arch_step(ours, train, val), ours.model, ours_x, factor, s.threads)]
+    if order is BilevelOrder.second:
+        exact = search_trainer(s, 32, 16, 8, 3, order="second", hvp="exact")
+        exact.base_model.load_state_dict(trainer.base_model.state_dict())
+        variants.append(Variant("exact_hvp", archnas_arch_step(exact, train, val), exact.model, ours_x, factor, s.threads))
+    return variants
 
 
 @torch.no_grad()
@@ -324,31 +366,15 @@ def matmul_gflops(s: Settings, n: int = 2048) -> float:
 def memory_worker(case: str, variant: str, s: Settings, steps: int) -> dict:
     variants = build_case(case, s, check=False)  # the equality check's forward would set the peak
     v = next(v for v in variants if v.name == variant)
-    del variants  # the other variant's model (its weights only: nothing has run)
+    del variants  # the other variants' models (their weights only: nothing has run)
     torch.set_num_threads(v.threads)
     if s.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(s.device)
-        idle = torch.cuda.memory_allocated(s.device)
-    else:
-        idle = current_rss()
+    idle = current_bytes(s.device)
     for _ in range(steps):
         v.step()
     s.sync()
-    if s.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(s.device)
-    else:
-        peak = peak_rss()
-    return {"idle": idle, "peak": peak}
-
-
-def peak_rss() -> int:
-    """This process's peak resident set since its exec (VmHWM). Not `ru_maxrss`: Linux carries
-    the parent's peak over fork and exec into it, and the parent holds every model."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: an upper bound
+    return {"idle": idle, "peak": process_peak_bytes(s.device)}
 
 
 def measure_memory(case: str, variant: str, args: argparse.Namespace) -> dict:

@@ -95,8 +95,7 @@ class Evaluater(Phase):
             f"eval: {len(desc.cells)} cells, {stats['params_without_aux']:,} parameters without the aux tower, "
             f"{stats['macs']:,} multiply-adds per image; {len(data.parts['train'])} train / {len(data.parts['test'])} test images"
         )
-        trainer = Trainer(conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, desc.fingerprint()),
-                          hooks=[SaveBestModel()])
+        trainer = self.build_trainer(ctx, model, desc)
         held_out = "val" if "val" in data.parts else "test"
         history = trainer.fit(data.loader("train", training=True), data.loader(held_out, training=False))
         test = trainer.evaluate(data.loader("test", training=False), "test")
@@ -107,6 +106,11 @@ class Evaluater(Phase):
         ctx.log.info(f"test accuracy {test['test_top1']:.2%} (best {held_out} {metrics['best_top1']:.2%} "
                      f"at epoch {metrics['best_epoch'] + 1}); results in {ctx.dir}")
         return {**metrics, "config": self.config_record()}
+
+    def build_trainer(self, ctx: PhaseContext, model: Model, desc: ModelDesc) -> Trainer:
+        """The trainer of the eval phase (also what `scripts/bench_supernet.py` times)."""
+        return Trainer(ctx.conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, desc.fingerprint()),
+                       hooks=[SaveBestModel()])
 
     @staticmethod
     def summarize(history: MetricsHistory, test: dict[str, float], stats: dict[str, Any], desc: ModelDesc) -> dict[str, Any]:

@@ -121,8 +121,7 @@ class Searcher(SearchPhase):
             f"{sum(p.numel() for p in model.arch_params()):,} architecture parameters; "
             f"{len(data.parts['train'])} train / {len(data.parts['val'])} val images"
         )
-        trainer = ArchTrainer(conf.trainer, model, ctx, strategy=self.strategy, val_stream=data.loader("val", training=True),
-                              checkpointer=self.checkpointer(ctx, desc.fingerprint()))
+        trainer = self.build_trainer(ctx, model, desc, data)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
         final = self.strategy.finalizers().finalize_model(model, desc)
         metrics = {
@@ -133,6 +132,11 @@ class Searcher(SearchPhase):
             "supernet_fingerprint": desc.fingerprint(),
         }
         return self.save_result(ctx, final, metrics)
+
+    def build_trainer(self, ctx: PhaseContext, model: Model, desc: ModelDesc, data: DataBundle) -> ArchTrainer:
+        """The trainer of the search (also what `scripts/bench_supernet.py` times)."""
+        return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
+                           val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, desc.fingerprint()))
 
     def build_model(self, desc: ModelDesc) -> Model:
         """DARTS searches with non-affine BatchNorm in the cells and no drop-path; the strategy

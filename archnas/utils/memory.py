@@ -1,8 +1,10 @@
-"""Peak memory of a stretch of work: max allocated on CUDA, peak resident set size on CPU.
+"""Peak memory: max allocated on CUDA, peak resident set size on CPU.
 
-The process-wide `ru_maxrss` never goes down, so it cannot tell the second of two phases run in
-one process from the first; a sampling thread reading /proc/self/statm can. Sampling every
-20 ms misses spikes shorter than that, which is fine for training phases that last minutes.
+Two uses, one measure. `process_peak_bytes` is the peak of the whole process (VmHWM), exact, for
+benchmarks that run each variant in a fresh process. `PeakMemory` is the peak of a stretch of
+work inside a long process (one phase of a run): the process-wide peak never goes down, so it
+cannot tell the second of two phases from the first, and a thread samples the resident set
+every 20 ms instead (it misses spikes shorter than that, fine for phases that last minutes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,26 @@ def current_rss() -> Optional[int]:
             return int(f.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return None
+
+
+def process_peak_bytes(device: torch.device) -> Optional[int]:
+    """This process's peak memory so far: CUDA max allocated on a GPU, else the peak resident set
+    since exec (VmHWM; not `ru_maxrss`, which Linux carries over fork and exec from the parent)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_bytes(device: torch.device) -> Optional[int]:
+    """What the process holds now: CUDA allocated on a GPU, else the resident set."""
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else current_rss()
 
 
 class PeakMemory:
