@@ -26,3 +26,7 @@ class CheckpointError(UsageError):
 
 class DatasetError(UsageError):
     """A dataset cannot be found or read."""
+
+
+class SpaceError(UsageError):
+    """A search space, or an architecture of one, is invalid (a label, a value, a nesting)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,10 @@ from archnas.errors import DescError
 class ChoiceSpec:
     """One label of a space: its candidates and, for matrix labels, its rows.
 
+    `candidates` are display names; `values` what an exported architecture records for each
+    (a LayerChoice's candidate names or indices, an InputChoice's input indices, a ValueChoice's
+    values, a Repeat's depths; the names when not given). `kind` says which choice it is
+    (`op`, `input`, `value`, `depth`); an input choice picks `n_chosen` candidates at once.
     `rows` names the rows of a matrix label (a DARTS cell type: one per edge, `n<node>_in<input>`)
     and is empty for a single choice; `groups` says how many consecutive rows belong together
     (a DARTS node's incoming edges), for strategies that normalize over them.
@@ -40,6 +44,20 @@ class ChoiceSpec:
     candidates: tuple[str, ...]
     rows: tuple[str, ...] = ()
     groups: tuple[int, ...] = ()
+    kind: str = "op"
+    values: tuple = ()
+    n_chosen: int = 1
+    prior: tuple[float, ...] = ()  # sampling probabilities of the candidates (uniform when empty)
+
+    @property
+    def choices(self) -> tuple:
+        """What an architecture may record for this label, one per candidate."""
+        return self.values or self.candidates
+
+    @property
+    def categorical(self) -> bool:
+        """One candidate picked out of several named ones (LayerChoice, SearchVariantsContainer)."""
+        return self.kind == "op" and not self.rows
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -58,9 +76,10 @@ class ArchWeights:
 
     probs: Tensor  # [*rows, n_candidates]: the weight of each candidate (soft, or a one-hot sample)
     edges: Tensor | None = None  # [rows]: a scale on each row's output (PC-DARTS edge normalization)
-    # For one-hot samples: the chosen candidate of each row (one int for a single choice), read
-    # back to the host once per forward so the choices can run only that candidate.
-    chosen: list[int] | None = None
+    # For one-hot samples: the chosen candidate of each row (one entry for a single choice; a
+    # tuple of indices for an input choice of several), known on the host, so the choices run
+    # only that candidate.
+    chosen: list | None = None
 
 
 class Weighting:
@@ -74,12 +93,37 @@ class Weighting:
         return {label: ArchWeights(F.softmax(store.alpha(label), dim=-1)) for label in store.specs}
 
 
+class FixedWeighting(Weighting):
+    """One architecture, the same at every forward: one-hot weights of the chosen candidates
+    (constants: no gradient reaches the architecture parameters), as single-path methods and
+    `SearchSpaceModel.forward_architecture` use."""
+
+    def __init__(self, indices: dict[str, Any]):
+        """`indices`: per label the chosen candidate's index (a tuple of indices for an input
+        choice of several, a list with one index per row for a matrix label)."""
+        self.indices = dict(indices)
+
+    def weights(self, store: "ArchStore") -> dict[str, ArchWeights]:
+        out = {}
+        for label, spec in store.specs.items():
+            alpha = store.alpha(label)
+            index = self.indices[label]
+            rows = index if isinstance(index, list) else [index] * max(len(spec.rows), 1)
+            probs = torch.zeros((len(rows), len(spec.candidates)), dtype=alpha.dtype, device=alpha.device)
+            for r, chosen in enumerate(rows):
+                probs[r, list(chosen) if isinstance(chosen, tuple) else chosen] = 1.0
+            out[label] = ArchWeights(probs.reshape(spec.shape), chosen=rows)
+        return out
+
+
 class ArchBinding:
     """The weights of the forward that is running, shared by a store and the choice modules that
-    read from it (a plain object, not a module: it holds no parameters and is not saved)."""
+    read from it (a plain object, not a module: it holds no parameters and is not saved); it
+    also leads a choice back to the store that holds its parameters (`store`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: "ArchStore | None" = None) -> None:
         self.current: dict[str, ArchWeights] | None = None
+        self.store = store
 
     def get(self, label: str) -> ArchWeights:
         if self.current is None:
@@ -111,7 +155,7 @@ class ArchStore(nn.Module):
         self.alphas = nn.ParameterDict(
             [(param_key(s.label), nn.Parameter(init_std * torch.randn(s.shape))) for s in self.specs.values()]
         )
-        self.binding = ArchBinding()
+        self.binding = ArchBinding(self)
         self.weighting = Weighting()
 
     def alpha(self, label: str) -> nn.Parameter:

@@ -1,0 +1,168 @@
+"""Cells: NNI's general `Cell` and NAS-Bench-201's dense cell, built from LayerChoice and
+InputChoice, so every strategy searches them as it searches any choice.
+
+`Cell(op_candidates, num_nodes, num_ops_per_node, num_predecessors, merge_op, ...)`: node i
+(numbered after the predecessors) sums `num_ops_per_node` ops, each a LayerChoice
+`<label>/op_<i>_<k>` applied to an InputChoice `<label>/input_<i>_<k>` over every earlier state,
+as NNI labels them. The output concatenates all nodes, or with `merge_op="loose_end"` the nodes no
+other node reads (soft weights read every node, so there it is all of them).
+
+`NasBench201Cell(op_candidates, in_features, out_features, num_tensors=4, label)`: every earlier
+tensor feeds every later one through its own LayerChoice `<label>__<j>_<t>` (NNI's labels); cells
+that share a label share their architecture, as NAS-Bench-201's 15 cells do.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from torch import nn
+
+from archnas.descs.model_desc import ConvMacroParams, OpDesc
+from archnas.errors import SpaceError
+from archnas.ops.frozen import DenseCell, FixedCell, dense_cell_forward
+from archnas.ops.registry import Op, registered_ops
+from archnas.space.choices import InputChoice, LayerChoice
+from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
+
+OpCandidates = Union[Sequence[Any], Mapping[str, Any]]
+
+
+def _candidate_ops(op_candidates: OpCandidates, node: int, op: int, channels: Optional[int]) -> "OrderedDict[Any, nn.Module]":
+    """The candidates of one op slot: modules (deep-copied), registry op names (built at
+    `channels`), or factories `f(node_index, op_index, input_index)` (input_index None: the op
+    serves whichever input is chosen)."""
+    items = list(op_candidates.items()) if isinstance(op_candidates, Mapping) else list(enumerate(op_candidates))
+    if not items:
+        raise SpaceError("Cell: op_candidates is empty")
+    out: "OrderedDict[Any, nn.Module]" = OrderedDict()
+    for key, candidate in items:
+        if isinstance(candidate, nn.Module):
+            out[key] = copy.deepcopy(candidate)
+        elif isinstance(candidate, str):
+            if channels is None:
+                raise SpaceError(f"Cell: op {candidate!r} is a registry op name; give the cell its channels "
+                                 "(Cell(..., channels=C))")
+            if candidate not in registered_ops():
+                raise SpaceError(f"Cell: unknown op {candidate!r}; registered ops: {', '.join(registered_ops())}")
+            conv = ConvMacroParams(channels, channels)
+            out[candidate if not isinstance(op_candidates, Mapping) else key] = Op.create(
+                OpDesc(candidate, {"conv": conv, "stride": 1}), affine=True)
+        elif callable(candidate):
+            out[key] = candidate(node, op, None)
+        else:
+            raise SpaceError(f"Cell: candidate {key!r} is neither a module, an op name nor a factory")
+    return out
+
+
+class Cell(Resolvable, nn.Module):
+    @classmethod
+    def _instead(cls, op_candidates: OpCandidates, num_nodes: int, num_ops_per_node: int = 1, num_predecessors: int = 1,
+                merge_op: str = "all", preprocessor: Optional[Callable] = None, postprocessor: Optional[Callable] = None,
+                concat_dim: int = 1, *, label: Optional[str] = None, channels: Optional[int] = None):
+        if current_fixed_arch() is None:
+            return KEEP
+        ops, inputs = _slots(op_candidates, num_nodes, num_ops_per_node, num_predecessors, label, channels)
+        chosen = [[i for choose in node for i in choose.chosen] for node in inputs]
+        return FixedCell(ops, inputs, num_predecessors, _outputs(merge_op, num_predecessors, num_nodes, chosen),
+                         preprocessor, postprocessor, concat_dim)
+
+    def __init__(self, op_candidates: OpCandidates, num_nodes: int, num_ops_per_node: int = 1, num_predecessors: int = 1,
+                 merge_op: str = "all", preprocessor: Optional[Callable] = None, postprocessor: Optional[Callable] = None,
+                 concat_dim: int = 1, *, label: Optional[str] = None, channels: Optional[int] = None):
+        super().__init__()
+        if merge_op not in ("all", "loose_end"):
+            raise SpaceError(f"Cell: merge_op {merge_op!r} is not 'all' or 'loose_end'")
+        if label is None:
+            raise SpaceError("Cell: give the cell a label (its ops and inputs are labelled <label>/op_<i>_<k> and "
+                             "<label>/input_<i>_<k>)")
+        ops, inputs = _slots(op_candidates, num_nodes, num_ops_per_node, num_predecessors, label, channels)
+        self.ops = nn.ModuleList(nn.ModuleList(node) for node in ops)
+        self.inputs = nn.ModuleList(nn.ModuleList(node) for node in inputs)
+        self.label, self.num_nodes, self.num_predecessors = label, num_nodes, num_predecessors
+        self.merge_op, self.concat_dim = merge_op, concat_dim
+        self.preprocessor, self.postprocessor = preprocessor, postprocessor
+
+    @property
+    def output_node_indices(self) -> list[int]:
+        """All nodes, as this module computes them (which nodes are loose ends is known once frozen)."""
+        return list(range(self.num_predecessors, self.num_predecessors + self.num_nodes))
+
+    def forward(self, *inputs):
+        return FixedCell.forward(self, *inputs)
+
+    def frozen(self, arch: Mapping[str, Any]) -> nn.Module:
+        ops = [[op.frozen(arch) for op in node] for node in self.ops]
+        inputs = [[choose.frozen(arch) for choose in node] for node in self.inputs]
+        chosen = [[i for choose in node for i in choose.chosen] for node in inputs]
+        return FixedCell(ops, inputs, self.num_predecessors,
+                         _outputs(self.merge_op, self.num_predecessors, self.num_nodes, chosen),
+                         self.preprocessor, self.postprocessor, self.concat_dim)
+
+
+def _slots(op_candidates: OpCandidates, num_nodes: int, num_ops_per_node: int, num_predecessors: int,
+           label: Optional[str], channels: Optional[int]) -> tuple[list[list[Any]], list[list[Any]]]:
+    if num_nodes < 1 or num_ops_per_node < 1 or num_predecessors < 1:
+        raise SpaceError(f"Cell: num_nodes ({num_nodes}), num_ops_per_node ({num_ops_per_node}) and num_predecessors "
+                         f"({num_predecessors}) must be at least 1")
+    ops, inputs = [], []
+    for i in range(num_predecessors, num_predecessors + num_nodes):
+        ops.append([LayerChoice(_candidate_ops(op_candidates, i, k, channels), label=f"{label}/op_{i}_{k}")
+                    for k in range(num_ops_per_node)])
+        inputs.append([InputChoice(i, 1, label=f"{label}/input_{i}_{k}") for k in range(num_ops_per_node)])
+    return ops, inputs
+
+
+def _outputs(merge_op: str, num_predecessors: int, num_nodes: int, chosen: list[list[int]]) -> list[int]:
+    nodes = list(range(num_predecessors, num_predecessors + num_nodes))
+    if merge_op == "all":
+        return nodes
+    used = {i for node in chosen for i in node}
+    return [n for n in nodes if n not in used]
+
+
+class NasBench201Cell(Resolvable, nn.Module):
+    @classmethod
+    def _instead(cls, op_candidates: OpCandidates, in_features: int, out_features: int, num_tensors: int = 4,
+                label: Optional[str] = None):
+        if current_fixed_arch() is None:
+            return KEEP
+        return DenseCell(_dense_layers(op_candidates, in_features, out_features, num_tensors, label))
+
+    def __init__(self, op_candidates: OpCandidates, in_features: int, out_features: int, num_tensors: int = 4,
+                 label: Optional[str] = None):
+        super().__init__()
+        if label is None:
+            raise SpaceError("NasBench201Cell: give the cell a label (its edges are labelled <label>__<j>_<t>)")
+        self.label, self.in_features, self.out_features, self.num_tensors = label, in_features, out_features, num_tensors
+        self.layers = nn.ModuleList(nn.ModuleList(edges) for edges in
+                                    _dense_layers(op_candidates, in_features, out_features, num_tensors, label))
+
+    def forward(self, x):
+        return dense_cell_forward(self.layers, x)
+
+    def frozen(self, arch: Mapping[str, Any]) -> nn.Module:
+        return DenseCell([[edge.frozen(arch) for edge in edges] for edges in self.layers])
+
+
+def _dense_layers(op_candidates: OpCandidates, in_features: int, out_features: int, num_tensors: int,
+                  label: Optional[str]) -> list[list[Any]]:
+    if num_tensors < 2:
+        raise SpaceError(f"NasBench201Cell: num_tensors {num_tensors} must be at least 2")
+    items = list(op_candidates.items()) if isinstance(op_candidates, Mapping) else list(enumerate(op_candidates))
+    if not items or not all(callable(f) for _, f in items):
+        raise SpaceError("NasBench201Cell: op_candidates must be factories f(in_features, out_features) -> module")
+    layers = []
+    for t in range(1, num_tensors):
+        edges = []
+        for j in range(t):
+            width = in_features if j == 0 else out_features
+            edges.append(LayerChoice(OrderedDict((key, f(width, out_features)) for key, f in items),
+                                     label=f"{label}__{j}_{t}"))
+        layers.append(edges)
+    return layers
+
+
+__all__ = ["Cell", "NasBench201Cell"]

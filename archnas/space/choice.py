@@ -1,0 +1,145 @@
+"""`Choice`: the base of every choice module, and the supernet-module contract they implement.
+
+A choice has a label (given, or its module path once a `SearchSpaceModel` sees the model; choices
+with one label share one decision) and a spec (its candidates, `archnas.space.store.ChoiceSpec`).
+Inside a search-space model it is bound to the model's architecture store: at each forward it
+reads its label's weights from the binding (soft weights: it mixes its candidates; a one-hot
+sample with the chosen index: it runs only that candidate, times its weight, so gradients still
+reach the architecture parameters). Outside one (a model not wrapped yet) it runs its default
+candidate.
+
+The contract every choice implements, as NNI's supernet modules do:
+- `search_space_spec()` -> `{label: ChoiceSpec}`;
+- `resample(memo)` -> a random choice for each label not yet in `memo` (the new ones);
+- `export(memo)` -> the strongest choice for each label not yet in `memo`;
+- `mutate(module, name, memo, mutate_kwargs)` (classmethod): the hook a user registers
+  (`archnas.space.register_supernet_module`) to replace matching modules of their own with a
+  supernet module when a SearchSpaceModel is built; returns the replacement, or None.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from archnas.errors import SpaceError
+from archnas.space.store import ArchBinding, ArchWeights, ChoiceSpec
+
+
+class Choice(nn.Module):
+    kind: ClassVar[str] = "op"
+
+    def __init__(self, label: Optional[str], prior: Optional[Sequence[float]], n_candidates: int):
+        super().__init__()
+        if label is not None and (not isinstance(label, str) or not label):
+            raise SpaceError(f"a choice label must be a non-empty string, got {label!r}")
+        if prior is not None:
+            prior = [float(p) for p in prior]
+            if len(prior) != n_candidates or any(p < 0 for p in prior) or not sum(prior) > 0:
+                raise SpaceError(f"choice {label or ''}: prior {prior} needs {n_candidates} non-negative weights "
+                                 "that are not all 0")
+        self.label = label
+        self.label_key: str = label or ""  # set from the module path by SearchSpaceModel when unlabelled
+        self.prior: tuple[float, ...] = tuple(prior) if prior is not None else ()
+        self._binding: Optional[ArchBinding] = None
+
+    # -- what a subclass provides ------------------------------------------------------------
+
+    def spec(self) -> ChoiceSpec:
+        raise NotImplementedError
+
+    # -- binding ------------------------------------------------------------------------------
+
+    def bind_arch(self, binding: ArchBinding) -> None:
+        self._binding = binding
+
+    def weights(self) -> Optional[ArchWeights]:
+        """This forward's weights of the label, or None outside a search-space model's forward."""
+        if self._binding is None or self._binding.current is None:
+            return None
+        return self._binding.get(self.label_key)
+
+    def chosen_indices(self) -> Optional[list]:
+        """The candidates a one-hot sample chose (one entry: an index, or a tuple of indices), or
+        None when the weights are soft or there are none."""
+        w = self.weights()
+        return None if w is None else w.chosen
+
+    # -- the supernet-module contract -----------------------------------------------------------
+
+    def search_space_spec(self) -> dict[str, ChoiceSpec]:
+        return {self.label_key: self.spec()}
+
+    def resample(self, memo: dict[str, Any], generator: Optional[torch.Generator] = None) -> dict[str, Any]:
+        """A random choice (by the prior, else uniform) for each of this module's labels not in `memo`."""
+        new = {}
+        for label, spec in self.search_space_spec().items():
+            if label not in memo:
+                memo[label] = new[label] = sample_choice(spec, generator)
+        return new
+
+    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
+        """The choice with the largest architecture weight for each label not in `memo` (the
+        default candidate when the module is not in a search-space model)."""
+        new = {}
+        store = None if self._binding is None else self._binding.store
+        for label, spec in self.search_space_spec().items():
+            if label not in memo:
+                if store is None:
+                    index: Any = tuple(range(spec.n_chosen)) if spec.n_chosen > 1 else 0
+                else:
+                    index = strongest(spec, store.alpha(label).detach())
+                memo[label] = new[label] = choice_value(spec, index)
+        return new
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: Mapping[str, Any]) -> Any:
+        """Replace `module` (at path `name`) with a supernet module, or return None to leave it."""
+        return None
+
+    def extra_repr(self) -> str:
+        return f"label={self.label_key!r}"
+
+
+def sample_choice(spec: ChoiceSpec, generator: Optional[torch.Generator] = None) -> Any:
+    """A random value of `spec` (n_chosen distinct inputs for an input choice)."""
+    probs = torch.tensor(spec.prior or [1.0] * len(spec.candidates), dtype=torch.float64)
+    picked = torch.multinomial(probs, spec.n_chosen, replacement=False, generator=generator).tolist()
+    return choice_value(spec, tuple(sorted(picked)) if spec.n_chosen > 1 else picked[0])
+
+
+def strongest(spec: ChoiceSpec, alpha: Tensor) -> Any:
+    """The index (or the n_chosen indices, in input order) with the largest architecture weights."""
+    if spec.n_chosen > 1:
+        return tuple(sorted(alpha.topk(spec.n_chosen).indices.tolist()))
+    return int(alpha.argmax())
+
+
+def choice_value(spec: ChoiceSpec, index: Any) -> Any:
+    """What an architecture records for candidate `index` (indices, for an input choice of several)."""
+    choices = spec.choices
+    if isinstance(index, tuple):
+        return [choices[i] for i in index]
+    return choices[index]
+
+
+def choice_index(spec: ChoiceSpec, value: Any) -> Any:
+    """The inverse of `choice_value`; a SpaceError naming the valid values when `value` is none of them."""
+    choices = [str(c) for c in spec.choices]
+    if spec.n_chosen > 1:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if len(items) != spec.n_chosen or any(str(v) not in choices for v in items) or len(set(map(str, items))) != len(items):
+            raise SpaceError(f"{spec.label!r}: {value!r} is not {spec.n_chosen} distinct values out of "
+                             f"{', '.join(choices)}")
+        return tuple(sorted(choices.index(str(v)) for v in items))
+    if isinstance(value, (list, tuple)) or str(value) not in choices:
+        raise SpaceError(f"{spec.label!r}: {value!r} is not one of its candidates {', '.join(choices)}")
+    return choices.index(str(value))
+
+
+def scaled(y: Any, weight: Tensor) -> Any:
+    """`y * weight` when the weight carries a gradient (a straight-through sample), else `y`: a fixed
+    architecture computes exactly what its frozen network computes."""
+    return y * weight if weight.requires_grad else y

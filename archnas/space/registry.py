@@ -1,0 +1,91 @@
+"""The space registry (timm-style): a name -> the factory of a search space (an `nn.Module` with
+choices in it), and `create_space(name, input_shape, n_classes, **params)`.
+
+Built-in spaces register when `archnas.hub` is imported (the nas layer and the CLI import it); a
+plugin module registers its own at import. A factory takes the dataset's `input_shape`
+(`[channels, height, width]`) and `n_classes` by keyword, plus the space's own parameters. A
+user factory named in a config (`module:function`) has the same signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from archnas.errors import SpaceError
+
+SpaceFactory = Callable[..., nn.Module]
+ArchParser = Callable[[str], dict]  # a space's own architecture strings (NAS-Bench-201's) -> {label: choice}
+_SPACES: dict[str, SpaceFactory] = {}
+_PARSERS: dict[str, ArchParser] = {}
+
+
+def register_space(name: str, parse_arch: ArchParser | None = None) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Register a factory under `name`; `parse_arch` reads the space's own architecture strings."""
+    def add(factory: SpaceFactory) -> SpaceFactory:
+        if name in _SPACES:
+            raise ValueError(f"space {name!r} is registered twice")
+        _SPACES[name] = factory
+        if parse_arch is not None:
+            _PARSERS[name] = parse_arch
+        return factory
+
+    return add
+
+
+def arch_parser(name: str | None) -> ArchParser | None:
+    return _PARSERS.get(name) if name is not None else None
+
+
+def space_names() -> list[str]:
+    return sorted(_SPACES)
+
+
+def import_factory(spec: str) -> SpaceFactory:
+    """`package.module:function` -> the function (SpaceError naming what failed)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SpaceError(f"space factory {spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpaceError(f"space factory {spec!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SpaceError(f"space factory {spec!r}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def space_factory(name: str | None, factory: str | None) -> tuple[str, SpaceFactory]:
+    """(what to call it, the factory) for a registered name or a `module:function` path."""
+    if (name is None) == (factory is None):
+        raise SpaceError("a space is named by exactly one of name (a registered space: "
+                         f"{', '.join(space_names()) or 'none'}) and factory ('package.module:function')")
+    if factory is not None:
+        return factory, import_factory(factory)
+    if name not in _SPACES:
+        raise SpaceError(f"unknown space {name!r}; registered spaces: {', '.join(space_names()) or 'none'}")
+    return name, _SPACES[name]
+
+
+def create_space(name: str | None = None, *, factory: str | None = None, input_shape: Sequence[int] = (3, 32, 32),
+                 n_classes: int = 10, **params: Any) -> nn.Module:
+    """The model of a registered space (or of a factory), with its choices, not yet wrapped; an
+    unknown parameter is a SpaceError listing the ones the factory takes."""
+    what, fn = space_factory(name, factory)
+    signature = inspect.signature(fn)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    accepted = [n for n in signature.parameters if n not in ("input_shape", "n_classes")]
+    unknown = [k for k in params if k not in accepted]
+    if unknown and not takes_any:
+        raise SpaceError(f"space {what}: unknown parameters {', '.join(unknown)}; it takes {', '.join(accepted) or 'none'}")
+    kwargs = {"input_shape": tuple(input_shape), "n_classes": n_classes, **params}
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        raise SpaceError(f"space {what}: {exc} (a space factory takes input_shape=, n_classes= and its own "
+                         "parameters by keyword)") from None
+    return fn(**kwargs)
