@@ -12,7 +12,12 @@ from typing import Sequence
 
 import torch
 
-from archnas.config import ExperimentConf, config_to_yaml, load_config, parse_override_tokens
+from archnas.config import (
+    ExperimentConf,
+    config_to_yaml,
+    load_config,
+    parse_override_tokens,
+)
 from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted
 from archnas.utils.versions import check_torch_version
@@ -84,7 +89,8 @@ def build_stats_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="archnas stats",
         description="Print JSON with the parameter count and multiply-adds of one forward pass of the "
-        "eval model (or the search supernet) at the dataset's input size.",
+        "eval model (or the search supernet, a search space's range, one architecture of it) at the "
+        "dataset's input size.",
         epilog=OVERRIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -94,6 +100,11 @@ def build_stats_parser() -> argparse.ArgumentParser:
     source.add_argument("--desc", metavar="FILE", help="a model desc YAML file (final_model_desc.yaml or full_model_desc.yaml)")
     source.add_argument("--genotype", metavar="G", help="a named genotype (DARTS_V2, ...) or a genotype string")
     source.add_argument("--supernet", action="store_true", help="count the search supernet instead of the eval model")
+    source.add_argument("--space", action="store_true", help="a space over a module (nas.search.space): min and max "
+                        "over all its architectures, with the architectures that reach them")
+    source.add_argument("--arch", metavar="A", help="one architecture of the space: an arch.yaml/.json file, a "
+                        "{label: choice} mapping or a NAS-Bench-201 string (counted at the space's configured size: "
+                        "NAS-Bench-201's reference is nas.search.space.C=16, N=5 with --dataset.name cifar10)")
     parser.add_argument("--detail", action="store_true", help="add a per-cell breakdown")
     return parser
 
@@ -194,7 +205,7 @@ def _stats(argv: list[str]) -> int:
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))
         return 0
-    from archnas.stats import stats_from_cli
+    from archnas.launch.stats import stats_from_cli
 
     return stats_from_cli(conf, args)
 

@@ -1,4 +1,4 @@
-"""Parameter and multiply-add counts of a model (`archnas stats`).
+"""Parameter and multiply-add counts of a model, and their range over a search space (`archnas stats`).
 
 Multiply-adds are those of convolutions and linear layers in one eval-mode forward of one image
 at the dataset's input size (the aux tower does not run in eval mode, as in DARTS), counted with
@@ -8,18 +8,19 @@ group). "Parameters excluding the aux tower" is the number papers report for DAR
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Any
+import itertools
+import math
+import random
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from archnas.config.schema import DatasetConf, ExperimentConf
+from archnas.config.schema import DatasetConf
 from archnas.descs.dataset_info import DatasetInfo
-from archnas.descs.model_desc import ModelDesc
-from archnas.model import Model, ModelDescBuilder, checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
+from archnas.model import Model
+from archnas.space.store import ChoiceSpec
 
 # Shapes of the built-in datasets whose files may not be here, so counting needs no data.
 _KNOWN_DATASETS = {
@@ -36,7 +37,9 @@ def dataset_info(conf: DatasetConf, cache_dir: str) -> DatasetInfo:
     (`imagefolder`, `synthetic` and user providers know their shapes only once loaded)."""
     if conf.name in _KNOWN_DATASETS:
         return _KNOWN_DATASETS[conf.name]
-    from archnas.data import load_dataset  # only needed for these sets; it imports the providers
+    from archnas.data import (
+        load_dataset,  # only needed for these sets; it imports the providers
+    )
 
     info = load_dataset(conf, cache_dir).info
     return DatasetInfo(info.n_classes, info.channels, tuple(info.image_size))
@@ -62,8 +65,10 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu") if tensor is None else tensor.device
 
 
-def model_stats(model: Model, input_shape: list[int], detail: bool = False) -> dict[str, Any]:
-    """Counts for `model` at `input_shape` ([C, H, W]); `detail` adds stems, cells, aux towers, head.
+def model_stats(model: nn.Module, input_shape: list[int], detail: bool = False) -> dict[str, Any]:
+    """Counts for `model` at `input_shape` ([C, H, W]): a desc-built Model (with its aux tower and
+    architecture parameters counted apart; `detail` adds stems, cells, aux towers, head) or any
+    network (a frozen search space: every parameter is a weight).
 
     The counting forward runs in float32 on the model's own device, whatever precision training uses."""
     was_training = model.training
@@ -71,16 +76,17 @@ def model_stats(model: Model, input_shape: list[int], detail: bool = False) -> d
     try:
         macs = _macs_by_module(model, torch.zeros(1, *input_shape, device=_device_of(model)))
         root = type(model).__name__
-        aux = sum(_params(t) for t in model.aux_towers.values())
-        weights = sum(p.numel() for p in model.weights())
+        aux = sum(_params(t) for t in getattr(model, "aux_towers", {}).values())
+        arch = {id(p) for p in model.arch_params()} if hasattr(model, "arch_params") else set()
+        weights = sum(p.numel() for p in model.parameters() if id(p) not in arch)
         out: dict[str, Any] = {
             "input_shape": list(input_shape),
             "params": weights,
             "params_without_aux": weights - aux,
-            "arch_params": sum(p.numel() for p in model.arch_params()),
+            "arch_params": sum(p.numel() for p in model.parameters() if id(p) in arch),
             "macs": macs.get(root, 0),
         }
-        if detail:
+        if detail and isinstance(model, Model):
             out["detail"] = _detail(model, macs, root)
     finally:
         model.train(was_training)
@@ -111,27 +117,58 @@ def _detail(model: Model, macs: dict[str, int], root: str) -> dict[str, Any]:
     }
 
 
-def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str, str, ModelDesc]:
-    """(which model, where it came from, its desc) for the CLI's source flags."""
-    eval_conf = conf.nas.eval.model_desc
-    if args.desc:  # its cells, at the eval macro: the same as nas.eval.final_desc does with a desc file
-        return "eval", f"desc file {args.desc}", ModelDescBuilder().build(eval_conf, info, load_checked_desc(args.desc))
-    if args.genotype:
-        return "eval", f"genotype {args.genotype}", genotype_to_desc(checked_genotype(args.genotype), eval_conf, info)
-    if not args.supernet and conf.nas.eval.final_desc:
-        spec = conf.nas.eval.final_desc
-        return "eval", f"nas.eval.final_desc {spec}", desc_from_spec(spec, eval_conf, info)
-    return "supernet", "nas.search.model_desc", ModelDescBuilder().build(conf.nas.search.model_desc, info)
+def space_cost_range(network_of: Callable[[dict[str, Any]], nn.Module], specs: Mapping[str, ChoiceSpec],
+                     input_shape: list[int], enumerate_up_to: int = 256, samples: int = 200,
+                     seed: int = 0) -> dict[str, Any]:
+    """Parameters and multiply-adds over a space: min and max with the architectures that reach them.
 
+    A space of at most `enumerate_up_to` architectures is enumerated. A larger one is costed
+    additively, from the first candidates plus each choice's own change (1 + sum of
+    (candidates - 1) networks), when the choices are independent layer choices and a check on
+    random architectures agrees; else `samples` random architectures are counted and the result
+    says it is sampled (`method`).
+    """
+    labels = list(specs)
+    choices = [list(specs[label].choices) if specs[label].n_chosen == 1 else
+               [list(c) for c in itertools.combinations(specs[label].choices, specs[label].n_chosen)] for label in labels]
+    total = math.prod(len(c) for c in choices)
 
-def stats_from_cli(conf: ExperimentConf, args: Any) -> int:
-    """`archnas stats`: print the counts as JSON. Without --desc/--genotype/--supernet the eval
-    model of `nas.eval.final_desc` is counted, or the search supernet when that is not set."""
-    info = dataset_info(conf.dataset, conf.common.cache_dir)
-    kind, source, desc = _stats_desc(conf, args, info)
-    model = Model(desc, droppath=False, affine=kind == "eval")  # DARTS searches with non-affine cells
-    out = {"model": kind, "source": source, "dataset": conf.dataset.name, "n_classes": info.n_classes,
-           "fingerprint": desc.fingerprint()}
-    out.update(model_stats(model, [info.channels, *info.image_size], detail=args.detail))
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    return 0
+    def cost(arch: dict[str, Any]) -> tuple[int, int]:
+        stats = model_stats(network_of(arch), input_shape)
+        return stats["params"], stats["macs"]
+
+    def archs_scored(archs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], tuple[int, int]]]:
+        return [(a, cost(a)) for a in archs]
+
+    rng = random.Random(seed)
+    method = "enumerated"
+    if total <= enumerate_up_to:
+        scored = archs_scored([dict(zip(labels, combo)) for combo in itertools.product(*choices)])
+    else:
+        base = {label: c[0] for label, c in zip(labels, choices)}
+        base_cost = cost(base)
+        deltas = {label: [tuple(x - y for x, y in zip(cost({**base, label: v}), base_cost)) for v in c]
+                  for label, c in zip(labels, choices)}
+
+        def predicted(arch: dict[str, Any]) -> tuple[int, int]:
+            return tuple(b + sum(deltas[label][c.index(arch[label])][i] for label, c in zip(labels, choices))
+                         for i, b in enumerate(base_cost))
+
+        checks = [{label: rng.choice(c) for label, c in zip(labels, choices)} for _ in range(3)]
+        independent = all(s.kind == "op" for s in specs.values()) and all(predicted(a) == cost(a) for a in checks)
+        if independent:
+            method = "additive over the choices (checked on random architectures)"
+            out: dict[str, Any] = {"archs": total, "method": method}
+            for i, key in enumerate(("params", "macs")):
+                lo = {label: c[min(range(len(c)), key=lambda k: deltas[label][k][i])] for label, c in zip(labels, choices)}
+                hi = {label: c[max(range(len(c)), key=lambda k: deltas[label][k][i])] for label, c in zip(labels, choices)}
+                out[key] = {"min": predicted(lo)[i], "max": predicted(hi)[i], "arch_min": lo, "arch_max": hi}
+            return out
+        method = f"sampled ({samples} random architectures; not exact)"
+        scored = archs_scored([{label: rng.choice(c) for label, c in zip(labels, choices)} for _ in range(samples)])
+    out = {"archs": total, "method": method}
+    for i, key in enumerate(("params", "macs")):
+        lo = min(scored, key=lambda item: item[1][i])
+        hi = max(scored, key=lambda item: item[1][i])
+        out[key] = {"min": lo[1][i], "max": hi[1][i], "arch_min": lo[0], "arch_max": hi[0]}
+    return out

@@ -43,9 +43,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import archnas.algos  # noqa: E402,F401  (the algorithms, as the archnas command loads them)
 from archnas.config import find_config_file, load_config, parse_override_tokens  # noqa: E402
 from archnas.context import RunContext  # noqa: E402
-import archnas.algos  # noqa: E402,F401  (the algorithms, as the archnas command loads them)
 from archnas.nas.phase import Experiment  # noqa: E402
 from archnas.nas.registry import algorithm_class  # noqa: E402
 from archnas.nas.searcher import Searcher, load_data  # noqa: E402
@@ -89,7 +89,7 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         if not fused:
             for cell in model.cells:
                 cell.fused = None
-        trainer = searcher.build_trainer(ctx, model, desc, data)
+        trainer = searcher.build_trainer(ctx, model, desc.fingerprint(), data)
         batches = data.loader("train", training=True).epoch(0)
         train = next(batches)
         idle = current_bytes(ctx.device)

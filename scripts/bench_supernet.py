@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
 import importlib.util
 import json
 import os
@@ -53,6 +52,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -195,7 +195,7 @@ def search_trainer(s: Settings, size: int, channels: int, cells: int, in_ch: int
         for cell in model.cells:
             cell.fused = None
     data = load_data(ctx, ctx.conf.loader)
-    return searcher.build_trainer(ctx, model, desc, data)
+    return searcher.build_trainer(ctx, model, desc.fingerprint(), data)
 
 
 def eval_trainer(s: Settings) -> Trainer:
@@ -203,9 +203,8 @@ def eval_trainer(s: Settings) -> Trainer:
     channels, aux tower 0.4, drop-path, grad clipping), through `Evaluater.build_trainer`."""
     torch.manual_seed(0)
     evaluater, ctx = run_phase(s, "darts_cifar10", "manual", ["nas.eval.final_desc=DARTS_V2"], "eval")
-    desc = evaluater.full_desc(DatasetInfo(10, 3, (32, 32)))
-    model = Model(desc, droppath=True, affine=True)
-    return evaluater.build_trainer(ctx, model, desc)
+    network = evaluater.network(DatasetInfo(10, 3, (32, 32)))
+    return evaluater.build_trainer(ctx, network.build(), network)
 
 
 def baseline_search(ours: Model, s: Settings, size: int, channels: int, cells: int, in_ch: int) -> nn.Module:

@@ -110,6 +110,7 @@ class PcDarts(Strategy):
     first_order_only = "its code searches first order"
     default_finalizers = PcDartsFinalizers
     random_finalizers = PcDartsRandomFinalizers
+    searches_modules = False
 
     def check(self) -> None:
         super().check()

@@ -34,7 +34,13 @@ from archnas.nas.evaluater import Evaluater
 from archnas.nas.finalizers import RandomFinalizers
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class, register_algorithm
-from archnas.nas.searcher import FINAL_DESC_FILE, SearchPhase, SearchResult, genotype_or_none, load_data
+from archnas.nas.searcher import (
+    FINAL_DESC_FILE,
+    SearchPhase,
+    SearchResult,
+    genotype_or_none,
+    load_data,
+)
 from archnas.nas.strategy import Strategy
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial, run_trials
@@ -175,6 +181,7 @@ class Random(Strategy):
     name = "random"
     config_class = RandomSearchConf
     phases = (RandomSearch, Evaluater)
+    searches_modules = False
 
     def check(self) -> None:
         super().check()

@@ -79,7 +79,10 @@ def apply_overrides(tree: ConfigTree, overrides: list[Override], kinds: dict[Pat
     about: "free" mappings that accept new keys and "str" fields (which may currently be null)."""
     for ov in overrides:
         view = resolve_copies(tree.data)  # what the run would see, copies included
-        value = parse_value(ov)
+        if kinds.get(ov.path) == "str" and ov.text.strip() not in ("null", "~"):
+            value: Any = ov.text  # a string field takes the text as typed, never parsed as YAML
+        else:
+            value = parse_value(ov)
         _apply_one(tree, view, ov, ov.path, value, ov.text, kinds)
 
 
@@ -99,8 +102,11 @@ def _apply_one(
         for key, sub in value.items():
             _apply_one(tree, view, ov, path + (str(key),), sub, None, kinds)
         return
-    if current is None and kinds.get(path) == "str" and value is not None and not isinstance(value, (dict, list)):
-        current = ""  # a nullable string field: keep the text as typed
+    if kinds.get(path) == "str" and value is not None and text is not None:
+        # A string field takes the text as typed, whatever YAML would make of it: `yes`, `007`, a
+        # genotype, an inline {label: choice} architecture.
+        _set_raw(tree, path, text.strip(), ov.origin)
+        return
     _set_raw(tree, path, _checked(ov, path, current, value, text), ov.origin)
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigKeyError,
+    InterpolationResolutionError,
+    OmegaConfBaseException,
+)
 
 from archnas.config.schema import ExperimentConf, experiment_conf_class
 from archnas.config.tree import ConfigTree, did_you_mean, dotted, iter_paths

@@ -7,7 +7,12 @@ from archnas.model.builder import ModelDescBuilder, template_nodes
 from archnas.model.cell import Cell
 from archnas.model.dag_edge import DagEdge
 from archnas.model.model import Model
-from archnas.model.resolve import checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
+from archnas.model.resolve import (
+           checked_genotype,
+           desc_from_spec,
+           genotype_to_desc,
+           load_checked_desc,
+)
 
 __all__ = ["AuxTower", "Cell", "DagEdge", "Model", "ModelDescBuilder", "checked_genotype", "desc_from_spec",
            "genotype_to_desc", "load_checked_desc", "template_nodes"]

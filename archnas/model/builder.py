@@ -22,7 +22,16 @@ import archnas.ops  # noqa: F401  (registers the built-in ops the builder checks
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.genotypes import CellNodes
-from archnas.descs.model_desc import AuxTowerDesc, CellDesc, CellType, ConvMacroParams, EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archnas.descs.model_desc import (
+    AuxTowerDesc,
+    CellDesc,
+    CellType,
+    ConvMacroParams,
+    EdgeDesc,
+    ModelDesc,
+    NodeDesc,
+    OpDesc,
+)
 from archnas.errors import ConfigError, DescError
 from archnas.ops.registry import check_op_name, output_shape
 

@@ -18,7 +18,15 @@ from archnas.errors import DescError
 from archnas.model.dag_edge import DagEdge
 from archnas.model.fused_cell import FusedCellPlan
 from archnas.ops.layout import cpu_channels_last
-from archnas.ops.primitives import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero
+from archnas.ops.primitives import (
+    DilConv,
+    FactorizedReduce,
+    Identity,
+    Pool,
+    ReLUConvBN,
+    SepConv,
+    Zero,
+)
 from archnas.ops.registry import Op
 from archnas.space.store import ArchBinding
 

@@ -39,13 +39,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archnas.ops.batchnorm_fns import can_share_statistics, count_batch, normalize_shared, scaled_affine, scaled_batch_norm
+from archnas.ops.batchnorm_fns import (
+    can_share_statistics,
+    count_batch,
+    normalize_shared,
+    scaled_affine,
+    scaled_batch_norm,
+)
 from archnas.ops.conv_bn import DepthwiseSpec, conv_bn
 from archnas.ops.layout import cpu_channels_last, dense_grad
 from archnas.ops.mixed_op import MixedOp
 from archnas.ops.phases import add_from_phases, even_pixels, phases_apply, to_phases
 from archnas.ops.pointwise import is_plain_1x1, pointwise
-from archnas.ops.primitives import DilConv, FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero
+from archnas.ops.primitives import (
+    DilConv,
+    FactorizedReduce,
+    Identity,
+    Pool,
+    ReLUConvBN,
+    SepConv,
+    Zero,
+)
 from archnas.space.store import ArchWeights
 
 if TYPE_CHECKING:

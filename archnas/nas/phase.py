@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from archnas.config import config_to_dict
+from archnas.config import config_diff, config_to_dict
 from archnas.config.compat import is_safe_key, phase_config
-from archnas.config import config_diff
 from archnas.context import PhaseContext, RunContext
 from archnas.distributed import barrier
 from archnas.errors import CheckpointError

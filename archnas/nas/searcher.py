@@ -8,7 +8,12 @@ The phase folder ends up with `full_model_desc.yaml` (the supernet), `final_mode
 (plain YAML), `genotype.txt` (DARTS format, when the cell has that shape), `split.json` (which
 images were held out for the alphas) and, written last, `search_result.json`: the completion
 marker. With `nas.search.combinations.enabled` the phase runs one such search per macro
-combination (`archnas.nas.search_combinations`) and keeps the best.
+combination (`archnas.nas.search_combinations`) and keeps the best. A DARTS result is also
+written as an architecture under NNI's DARTS labels (`arch.yaml`, `arch.json`).
+
+With `nas.search.space` set the supernet is a `SearchSpaceModel` over that space's module instead
+(`archnas.nas.spaces`): the same trainer trains it, and the result is its architecture (`arch.yaml`
+and `arch.json`: `{label: choice}`) with `space.yaml` describing the space it belongs to.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+import yaml
 
 from archnas.context import PhaseContext
 from archnas.data import DataBundle, build_data
@@ -26,20 +33,28 @@ from archnas.errors import DescError
 from archnas.model import Model
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
+from archnas.nas.spaces import ARCH_FILE, ModuleSpace, check_space, module_space
+from archnas.space.arch_io import genotype_to_arch, save_arch
+from archnas.space.store import Searchable
 from archnas.training.trainer import Trainer
 from archnas.utils import atomic
 
 RESULT_FILE = "search_result.json"
 FINAL_DESC_FILE = "final_model_desc.yaml"
 FULL_DESC_FILE = "full_model_desc.yaml"
+SPACE_FILE = "space.yaml"
 
 
 @dataclass
 class SearchResult:
-    final_desc: ModelDesc
+    """A DARTS cell search gives a final desc; a search over a module space an architecture
+    (`arch`); `final_desc_path` is the file a user hands to the eval phase either way."""
+
+    final_desc: Optional[ModelDesc]
     final_desc_path: Path
     genotype: Optional[str]
     metrics: dict[str, Any]
+    arch: Optional[dict[str, Any]] = None
 
 
 def load_data(ctx: PhaseContext, loader_conf) -> DataBundle:
@@ -69,6 +84,9 @@ class SearchPhase(Phase):
     marker = RESULT_FILE
 
     def load(self, done: dict[str, Any]) -> SearchResult:
+        if "arch" in done:
+            path = self.dir / ARCH_FILE
+            return SearchResult(None, path, done.get("genotype"), done.get("metrics", {}), done["arch"])
         path = self.dir / done.get("final_desc", FINAL_DESC_FILE)
         final = load_desc(path)
         if final.fingerprint() != done.get("final_desc_fingerprint"):
@@ -91,6 +109,7 @@ class SearchPhase(Phase):
             save_desc(final, path)
             if genotype is not None:
                 atomic.write_text(ctx.dir / "genotype.txt", genotype + "\n")
+                save_arch(ctx.dir, genotype_to_arch(desc_to_genotype(final)), "darts_cells", None)
         self.write_marker(ctx, {"final_desc": FINAL_DESC_FILE, "final_desc_fingerprint": final.fingerprint(),
                                 "genotype": genotype, "metrics": metrics})
         if genotype:
@@ -111,6 +130,9 @@ class Searcher(SearchPhase):
 
     def search(self, ctx: PhaseContext) -> SearchResult:
         conf = ctx.conf
+        space = module_space(conf.space)
+        if space is not None:
+            return self.search_module(ctx, space)
         data = load_data(ctx, conf.loader)
         desc = self.strategy.supernet_builder().build(conf.model_desc, data.info)
         if ctx.is_main:
@@ -121,7 +143,7 @@ class Searcher(SearchPhase):
             f"{sum(p.numel() for p in model.arch_params()):,} architecture parameters; "
             f"{len(data.parts['train'])} train / {len(data.parts['val'])} val images"
         )
-        trainer = self.build_trainer(ctx, model, desc, data)
+        trainer = self.build_trainer(ctx, model, desc.fingerprint(), data)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
         final = self.strategy.finalizers().finalize_model(model, desc)
         metrics = {
@@ -133,10 +155,43 @@ class Searcher(SearchPhase):
         }
         return self.save_result(ctx, final, metrics)
 
-    def build_trainer(self, ctx: PhaseContext, model: Model, desc: ModelDesc, data: DataBundle) -> ArchTrainer:
+    def search_module(self, ctx: PhaseContext, space: ModuleSpace) -> SearchResult:
+        """The search over a module space: its SearchSpaceModel trained by the same ArchTrainer,
+        then the strongest choice of every label."""
+        data = load_data(ctx, ctx.conf.loader)
+        model = check_space(space, data.info)
+        model.arch.use(self.strategy.weighting())
+        fingerprint = space.fingerprint()
+        if ctx.is_main:
+            atomic.write_text(ctx.dir / SPACE_FILE, yaml.safe_dump(
+                {"space": space.description(), "space_fingerprint": model.fingerprint(),
+                 "labels": {label: [str(c) for c in spec.choices] for label, spec in model.specs.items()}},
+                sort_keys=False))
+        ctx.log.info(f"search: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
+                     f"{len(model.specs)} choices ({sum(p.numel() for p in model.arch_params()):,} architecture "
+                     f"parameters); {len(data.parts['train'])} train / {len(data.parts['val'])} val images")
+        trainer = self.build_trainer(ctx, model, fingerprint, data)
+        history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
+        arch = self.strategy.export(model)
+        metrics = {
+            "search_time": sum(r.get("epoch_time", 0.0) for r in history.records),
+            "epochs": len(history.records),
+            "best_val_top1": history.best_value,
+            "final_val_top1": history.last.get("val_top1") if history.last else None,
+            "supernet_fingerprint": fingerprint,
+        }
+        path = ctx.dir / ARCH_FILE
+        if ctx.is_main:
+            save_arch(ctx.dir, arch, space.title, model.fingerprint())
+        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": model.fingerprint(),
+                                "metrics": metrics})
+        ctx.log.info(f"final architecture: {arch}")
+        return SearchResult(None, path, None, metrics, arch)
+
+    def build_trainer(self, ctx: PhaseContext, model: Searchable, fingerprint: str, data: DataBundle) -> ArchTrainer:
         """The trainer of the search (also what `scripts/bench_supernet.py` times)."""
         return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
-                           val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, desc.fingerprint()))
+                           val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, fingerprint))
 
     def build_model(self, desc: ModelDesc) -> Model:
         """DARTS searches with non-affine BatchNorm in the cells and no drop-path; the strategy

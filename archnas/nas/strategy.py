@@ -38,6 +38,7 @@ from archnas.training.hooks import HookBase
 if TYPE_CHECKING:
     from archnas.model.model import Model
     from archnas.nas.phase import Phase
+    from archnas.space.model import SearchSpaceModel
 
 
 class Strategy:
@@ -48,6 +49,8 @@ class Strategy:
     first_order_only: ClassVar[Optional[str]] = None
     # DDP must be told when a supernet's forward leaves parameters without gradient.
     find_unused_parameters: ClassVar[bool] = False
+    # Whether it searches spaces over a module (`nas.search.space`) as well as DARTS cells.
+    searches_modules: ClassVar[bool] = True
     # What `nas.search.finalizer.type: default | random` build.
     default_finalizers: ClassVar[type[Finalizers]] = Finalizers
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
@@ -59,7 +62,15 @@ class Strategy:
 
     def check(self) -> None:
         """Refuse settings this algorithm cannot honour, before anything runs (ConfigError)."""
-        order = self.conf.nas.search.trainer.bilevel_order
+        search = self.conf.nas.search
+        if search.space and any(p.kind == "search" for p in self.phases):
+            if not self.searches_modules:
+                raise ConfigError(f"nas.search.space: {self.name} searches DARTS cells only (nas.search.model_desc); "
+                                  "search a space over a module with darts or gdas")
+            if search.combinations.enabled or search.post_train.trainer.epochs > 0:
+                raise ConfigError("nas.search.space: combinations and post_train vary or train DARTS cells; turn them "
+                                  "off (nas.search.combinations.enabled=false, nas.search.post_train.trainer.epochs=0)")
+        order = search.trainer.bilevel_order
         if self.first_order_only and order != BilevelOrder.first:
             raise ConfigError(
                 f"nas.search.trainer.bilevel_order: {self.name} trains its architecture weights first order, got "
@@ -93,6 +104,10 @@ class Strategy:
         return {}
 
     # -- discretizing ------------------------------------------------------------------------
+
+    def export(self, model: "SearchSpaceModel") -> dict[str, Any]:
+        """The architecture a searched module space ends with: the strongest choice of every label."""
+        return model.export()
 
     def finalizers(self) -> Finalizers:
         search = self.conf.nas.search

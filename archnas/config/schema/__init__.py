@@ -13,11 +13,16 @@ from typing import Any
 
 from archnas.config.schema.common import CheckpointConf, CommonConf, RayConf
 from archnas.config.schema.dataset import DatasetConf
-from archnas.config.schema.model_desc import DARTS_PRIMITIVES, ModelDescConf, ModelStemsConf
+from archnas.config.schema.model_desc import (
+    DARTS_PRIMITIVES,
+    ModelDescConf,
+    ModelStemsConf,
+)
 from archnas.config.schema.nas import (
     ArchTrainerConf,
     BilevelOrder,
     EvalConf,
+    EvalMode,
     FinalizerConf,
     FinalizerRank,
     HessianVectorProduct,
@@ -98,7 +103,7 @@ def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[t
 
 __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf",
-    "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "ExperimentConf", "FinalizerConf", "FinalizerRank",
+    "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf", "FinalizerRank",
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
     "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TrainerConf",
     "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section",

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
-from archnas.config.schema.training import LoaderConf, OptimizerConf, OptimizerType, TrainerConf
+from archnas.config.schema.training import (
+    LoaderConf,
+    OptimizerConf,
+    OptimizerType,
+    TrainerConf,
+)
 
 
 class BilevelOrder(StrEnum):
@@ -20,6 +25,11 @@ class HessianVectorProduct(StrEnum):
     # at full float32 precision: TF32 would round away their shift of the weights).
     finite_difference = "finite_difference"
     exact = "exact"  # double backward through the train loss: exact, costs about one more backward
+
+
+class EvalMode(StrEnum):
+    retrain = "retrain"  # train the final architecture from scratch
+    tune = "tune"  # fine-tune the weights it inherits from the searched supernet (spaces over a module only)
 
 
 class FinalizerRank(StrEnum):
@@ -64,6 +74,11 @@ class SearchCombinationsConf:
 
 @dataclass
 class SearchConf:
+    # What is searched. Empty: the DARTS cell supernet of model_desc. Otherwise a space over a
+    # module: {name: nb201, C: 16, N: 5} (a registered space and its parameters) or
+    # {factory: "my_package.my_module:build_model", ...} (called with input_shape=[C, H, W],
+    # n_classes= and the other keys as keyword arguments).
+    space: Dict[str, Any] = field(default_factory=dict)
     model_desc: ModelDescConf = field(default_factory=ModelDescConf)
     loader: LoaderConf = field(default_factory=lambda: LoaderConf(val_ratio=0.5))
     trainer: ArchTrainerConf = field(default_factory=ArchTrainerConf)
@@ -78,7 +93,11 @@ class SearchConf:
 class EvalConf:
     # What to train: null takes the search phase's final desc; otherwise a desc file path,
     # a DARTS genotype string, or a named genotype such as DARTS_V2.
+    # For a space over a module: an architecture file (arch.yaml or .json), an inline {label: choice}
+    # mapping, or a NAS-Bench-201 string.
     final_desc: Optional[str] = None
+    mode: EvalMode = EvalMode.retrain
+    space: Dict[str, Any] = field(default_factory=dict)  # the eval's macro of a module space; empty: nas.search.space
     model_desc: ModelDescConf = field(
         default_factory=lambda: ModelDescConf(
             n_cells=20, aux_weight=0.4, model_stems=ModelStemsConf(init_node_ch=36)

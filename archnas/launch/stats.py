@@ -1,0 +1,66 @@
+"""`archnas stats`: parameters and multiply-adds, printed as JSON.
+
+DARTS cells: the eval network of a desc file (`--desc`), a genotype (`--genotype`), of
+`nas.eval.final_desc`, or the search supernet (`--supernet`, the default without those). A space
+over a module (`nas.search.space`): one architecture of it (`--arch FILE|STRING`), or the range
+over the whole space (`--space`: min and max with the architectures that reach them). The space
+is counted as configured: NAS-Bench-201's reference sizes are C=16, N=5 on CIFAR-10's 3x32x32
+(`--dataset.name cifar10`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from archnas.config import ExperimentConf
+from archnas.descs.dataset_info import DatasetInfo
+from archnas.descs.model_desc import ModelDesc
+from archnas.errors import ConfigError
+from archnas.model import Model, ModelDescBuilder, checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
+from archnas.nas.spaces import check_space, module_space
+from archnas.stats import dataset_info, model_stats, space_cost_range
+
+
+def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str, str, ModelDesc]:
+    """(which model, where it came from, its desc) for the CLI's source flags."""
+    eval_conf = conf.nas.eval.model_desc
+    if args.desc:  # its cells, at the eval macro: the same as nas.eval.final_desc does with a desc file
+        return "eval", f"desc file {args.desc}", ModelDescBuilder().build(eval_conf, info, load_checked_desc(args.desc))
+    if args.genotype:
+        return "eval", f"genotype {args.genotype}", genotype_to_desc(checked_genotype(args.genotype), eval_conf, info)
+    if not args.supernet and conf.nas.eval.final_desc:
+        spec = conf.nas.eval.final_desc
+        return "eval", f"nas.eval.final_desc {spec}", desc_from_spec(spec, eval_conf, info)
+    return "supernet", "nas.search.model_desc", ModelDescBuilder().build(conf.nas.search.model_desc, info)
+
+
+def _space_stats(conf: ExperimentConf, args: Any, info: DatasetInfo) -> dict[str, Any]:
+    space = module_space(conf.nas.search.space)
+    if space is None:
+        raise ConfigError("--space / --arch count a space over a module; this config searches DARTS cells "
+                          "(nas.search.space is empty): use --supernet, --desc or --genotype")
+    shape = [info.channels, *info.image_size]
+    supernet = check_space(space, info)
+    out: dict[str, Any] = {"space": space.description(), "dataset": conf.dataset.name, "input_shape": shape,
+                           "n_classes": info.n_classes, "space_fingerprint": supernet.fingerprint()}
+    if args.arch:
+        arch = supernet.check_arch(space.parse(args.arch, supernet.fingerprint()))
+        return {**out, "model": "architecture", "arch": arch, **model_stats(space.network(arch, info), shape)}
+    return {**out, "model": "space", **space_cost_range(lambda arch: space.network(arch, info), supernet.specs, shape)}
+
+
+def stats_from_cli(conf: ExperimentConf, args: Any) -> int:
+    """Print the counts as JSON (see the module docstring for what is counted)."""
+    info = dataset_info(conf.dataset, conf.common.cache_dir)
+    if args.space or args.arch:
+        out = _space_stats(conf, args, info)
+    else:
+        kind, source, desc = _stats_desc(conf, args, info)
+        model = Model(desc, droppath=False, affine=kind == "eval")  # DARTS searches with non-affine cells
+        out = {"model": kind, "source": source, "dataset": conf.dataset.name, "n_classes": info.n_classes,
+               "fingerprint": desc.fingerprint()}
+        out.update(model_stats(model, [info.channels, *info.image_size], detail=args.detail))
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return 0
