@@ -17,6 +17,7 @@ from archnas.algos.gdas import (
     Gdas,
     GdasConf,
     GdasFinalizers,
+    GumbelWeighting,
     gdas_tau,
     hard_gumbel_softmax,
 )
@@ -188,3 +189,34 @@ def test_two_ddp_ranks_search_with_unsampled_candidates(tmp_path):
     assert r0 == r1 and r0["epochs"] == 2 and r0["genotype"]
     ckpt = read_checkpoint(tmp_path / "exp" / "search" / "checkpoint_last.pt")
     assert ckpt["state"]["trainer"]["global_step"] == 4  # 2 epochs of 2 steps (80 train images, 20 per rank and step)
+
+
+def test_a_sampled_layer_choice_passes_gradient_to_every_alpha_and_computes_only_its_candidate():
+    """As the GDAS code's NAS-Bench-201 cell: the sampled candidate's output times its weight,
+    plus the others' weights (0 in value), so each alpha also gets the gradient of the output's sum
+    through the unsampled weights, not only through the sampled one."""
+    from torch import nn
+
+    from archnas.space import LayerChoice, SearchSpaceModel
+
+    torch.manual_seed(0)
+    candidates = [nn.Conv2d(2, 2, 3, padding=1), nn.Identity(), nn.AvgPool2d(3, 1, 1)]
+    model = SearchSpaceModel(nn.Sequential(LayerChoice(candidates, label="op")))
+    model.arch.use(GumbelWeighting(1.0))
+    alpha = model.arch.alpha("op")
+    x = torch.randn(2, 2, 4, 4)
+    torch.manual_seed(1)
+    y = model(x)
+    y.square().sum().backward()
+    got = alpha.grad.clone()
+
+    def expected(with_others: bool) -> torch.Tensor:
+        torch.manual_seed(1)
+        w = hard_gumbel_softmax(alpha, 1.0)
+        k = int(w.detach().argmax())
+        out = candidates[k](x) * w[k] + (sum(w[j] for j in range(3) if j != k) if with_others else 0)
+        assert torch.equal(out.detach(), y.detach()), "the forward value is exactly candidate k's output"
+        return torch.autograd.grad(out.square().sum(), alpha)[0]
+
+    assert torch.allclose(got, expected(True), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got, expected(False), rtol=1e-3, atol=1e-4)

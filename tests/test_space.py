@@ -422,13 +422,14 @@ def test_stats_of_nb201_architectures_are_the_reference_counts(string, params, m
 
 
 def test_stats_of_a_space_give_its_range():
-    from archnas.stats import space_cost_range
+    from archnas.latency import SpaceCosts
 
     space = SearchSpaceModel(create_space("nb201", input_shape=(3, 32, 32), n_classes=10))
-    out = space_cost_range(lambda arch: freeze(space, arch), space.specs, [3, 32, 32])
+    out = SpaceCosts(space.specs, lambda arch: freeze(space, arch), [3, 32, 32], held_out=3).report(["params", "macs"])
     assert (out["params"]["min"], out["params"]["max"]) == (73_306, 1_531_546)
     assert (out["macs"]["min"], out["macs"]["max"]) == (7_783_040, 220_119_680)
     assert set(out["params"]["arch_max"].values()) == {"conv_3x3"} and out["archs"] == 15_625
+    assert out["params"]["exact"] and out["macs"]["over"].startswith("enumerated")
 
 
 def test_a_strategy_weighting_drives_a_space_and_alphas_never_reach_the_weight_optimizer(tmp_path):
@@ -497,3 +498,16 @@ def test_the_readme_example_runs():
     scope = {"images": torch.randn(2, 1, 8, 8)}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["logits"].shape == (2, 10) and not space_modules(scope["net"])
+
+
+def test_nb201_cells_can_search_with_plain_batch_norm_as_the_reference_code_does():
+    """`affine` / `track_running_stats` reach the cells' conv ops only (stem and residual blocks keep theirs)."""
+    default = create_space("nb201", input_shape=(1, 8, 8), n_classes=10, C=4, N=1)
+    plain = create_space("nb201", input_shape=(1, 8, 8), n_classes=10, C=4, N=1, affine=False, track_running_stats=False)
+    in_cells = [m for c in plain.cells if isinstance(c, NasBench201Cell) for m in c.modules()
+                if isinstance(m, torch.nn.BatchNorm2d)]
+    assert in_cells and all(not m.affine and not m.track_running_stats for m in in_cells)
+    others = [m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d) and all(m is not c for c in in_cells)]
+    assert others and all(m.affine and m.track_running_stats for m in others)
+    assert sum(p.numel() for p in default.parameters()) - sum(p.numel() for p in plain.parameters()) == \
+        sum(2 * m.num_features for m in in_cells)

@@ -14,7 +14,10 @@ its saving in time and memory comes from. How it maps onto the shared machinery:
   supernet edge): the edge outputs candidate(k) * w[k] for the sampled k, so alpha still gets its
   gradient through w[k] (w[k] is 1 in value; the other candidates' terms are omitted, as in the
   GDAS code's `forward_gdas`). An edge that samples `none` outputs zeros and so passes no
-  gradient to its alphas in that step; that is GDAS's estimator, not a detached graph.
+  gradient to its alphas in that step; that is GDAS's estimator, not a detached graph. Over a
+  module space's LayerChoices (NAS-Bench-201) the output also adds the other candidates' weights,
+  which are exactly 0 in value, so all of the label's alphas get a gradient, as the GDAS code's
+  NAS-Bench-201 cell does (`archnas.space.choice.sampled_output`).
 - Temperature (`GumbelTemperature` hook): tau_max - (tau_max - tau_min) * epoch / (epochs - 1),
   set before every epoch; a function of the epoch only, so a resumed run uses the same tau.
 - Architecture step: first order. The GDAS loop takes a weight step on a train batch, then an

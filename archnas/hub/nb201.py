@@ -37,10 +37,17 @@ def edge_label(j: int, t: int) -> str:
 
 class NasBench201(nn.Module):
     """The space at `C` stem channels and `N` cells per stage for images of `input_shape` (its
-    channels feed the stem; the reference is 3x32x32) and `n_classes` outputs."""
+    channels feed the stem; the reference is 3x32x32) and `n_classes` outputs.
+
+    `affine` and `track_running_stats` are those of the cells' BatchNorms. The benchmark's
+    networks have both (the defaults); its reference code searches with both off, as DARTS does:
+    without a learned scale, an op cannot win the architecture gradient by rescaling its output
+    (GDAS's straight-through estimator otherwise ranks the parameter-free ops first), and batch
+    statistics in eval mode make a supernet's val accuracy that of the paths it runs rather than
+    of averaged running statistics."""
 
     def __init__(self, input_shape: Sequence[int] = (3, 32, 32), n_classes: int = 10, C: int = 16, N: int = 5,
-                 op_candidates: Sequence[str] = NB201_OPS):
+                 op_candidates: Sequence[str] = NB201_OPS, affine: bool = True, track_running_stats: bool = True):
         super().__init__()
         unknown = [op for op in op_candidates if op not in NB201_OPS]
         if unknown or not op_candidates:
@@ -48,7 +55,7 @@ class NasBench201(nn.Module):
         if C < 1 or N < 1:
             raise SpaceError(f"nb201: C ({C}) and N ({N}) must be at least 1")
         self.stem = nn.Sequential(nn.Conv2d(input_shape[0], C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        ops = {name: nb201_op(name) for name in op_candidates}
+        ops = {name: nb201_op(name, affine, track_running_stats) for name in op_candidates}
         cells: list[nn.Module] = []
         width = C
         for stage, channels in enumerate((C, 2 * C, 4 * C)):

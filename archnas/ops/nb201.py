@@ -16,9 +16,10 @@ NB201_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3")
 
 
 class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, padding: int):
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
+                 track_running_stats: bool = True):
         super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, kernel_size, stride, padding, bias=False),
-                         nn.BatchNorm2d(c_out))
+                         nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats))
 
 
 class Zero(nn.Module):
@@ -42,13 +43,15 @@ class ResNetBasicblock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-def nb201_op(name: str) -> Callable[[int, int], nn.Module]:
-    """The factory `f(in_features, out_features)` of one edge op (cells keep their width)."""
+def nb201_op(name: str, affine: bool = True, track_running_stats: bool = True) -> Callable[[int, int], nn.Module]:
+    """The factory `f(in_features, out_features)` of one edge op (cells keep their width); the
+    BatchNorm settings are those of the conv ops (the reference searches with both off)."""
+    bn = {"affine": affine, "track_running_stats": track_running_stats}
     factories: dict[str, Callable[[int, int], nn.Module]] = {
         "none": lambda c_in, c_out: Zero(),
         "skip_connect": lambda c_in, c_out: nn.Identity(),
-        "conv_1x1": lambda c_in, c_out: ReLUConvBN(c_in, c_out, 1, 1, 0),
-        "conv_3x3": lambda c_in, c_out: ReLUConvBN(c_in, c_out, 3, 1, 1),
+        "conv_1x1": lambda c_in, c_out: ReLUConvBN(c_in, c_out, 1, 1, 0, **bn),
+        "conv_3x3": lambda c_in, c_out: ReLUConvBN(c_in, c_out, 3, 1, 1, **bn),
         "avg_pool_3x3": lambda c_in, c_out: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
     }
     return factories[name]

@@ -19,6 +19,7 @@ The contract every choice implements, as NNI's supernet modules do:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
@@ -139,7 +140,31 @@ def choice_index(spec: ChoiceSpec, value: Any) -> Any:
     return choices.index(str(value))
 
 
+def option_indices(spec: ChoiceSpec) -> list:
+    """Every index an architecture may pick for the label, in order: one per candidate, or every
+    combination of n_chosen candidates for an input choice of several."""
+    if spec.n_chosen > 1:
+        return list(itertools.combinations(range(len(spec.choices)), spec.n_chosen))
+    return list(range(len(spec.choices)))
+
+
+def options(spec: ChoiceSpec) -> list:
+    """The values `option_indices` stand for (what an architecture file records)."""
+    return [choice_value(spec, i) for i in option_indices(spec)]
+
+
 def scaled(y: Any, weight: Tensor) -> Any:
     """`y * weight` when the weight carries a gradient (a straight-through sample), else `y`: a fixed
     architecture computes exactly what its frozen network computes."""
     return y * weight if weight.requires_grad else y
+
+
+def sampled_output(y: Any, weights: Tensor, k: int) -> Any:
+    """The output of candidate `k`, sampled: `y * weights[k]` plus the other candidates' weights,
+    whose values are exactly 0 in a straight-through one-hot sample, so every candidate's
+    architecture parameter gets a gradient (the sum of the output's gradient), as the GDAS code's
+    NAS-Bench-201 cell does; only the sampled candidate runs. Weights without a gradient (a fixed
+    architecture): `y` itself."""
+    if not weights.requires_grad:
+        return y
+    return y * weights[k] + torch.cat([weights[:k], weights[k + 1:]]).sum()

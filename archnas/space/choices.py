@@ -8,7 +8,6 @@ the chosen part directly; `freeze` replaces it with the chosen part (`frozen(val
 from __future__ import annotations
 
 import copy
-import itertools
 from collections import OrderedDict
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -16,7 +15,7 @@ from torch import Tensor, nn
 
 from archnas.errors import SpaceError
 from archnas.ops.frozen import REDUCTIONS, ChosenInputs, reduce_inputs
-from archnas.space.choice import Choice, choice_index, scaled
+from archnas.space.choice import Choice, choice_index, options, sampled_output, scaled
 from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
 from archnas.space.store import ChoiceSpec
 from archnas.space.value import ValueChoice
@@ -94,7 +93,7 @@ class LayerChoice(Resolvable, Choice):
             return self.candidates[self.default_index()](*args, **kwargs)
         if w.chosen is not None:
             k = w.chosen[0]
-            return scaled(self.candidates[k](*args, **kwargs), w.probs[k])
+            return sampled_output(self.candidates[k](*args, **kwargs), w.probs, k)
         out = None
         for k, candidate in enumerate(self.candidates):
             y = w.probs[k] * candidate(*args, **kwargs)
@@ -145,7 +144,7 @@ class InputChoice(Resolvable, Choice):
         fixed = current_fixed_arch()
         if fixed is not None:
             spec = _input_spec(label or "", n_candidates, n_chosen, reduction, prior)
-            value = fixed.choose(label, "InputChoice", _input_values(spec))
+            value = fixed.choose(label, "InputChoice", tuple(options(spec)))
             index = choice_index(spec, value)
             return ChosenInputs(list(index) if isinstance(index, tuple) else [index], reduction)
         return KEEP
@@ -190,13 +189,6 @@ def _input_spec(label: str, n_candidates: int, n_chosen: int, reduction: str,
         raise SpaceError(f"InputChoice {label}: reduction {reduction!r} is not one of {', '.join(REDUCTIONS)}")
     return ChoiceSpec(label, tuple(str(i) for i in range(n_candidates)), kind="input",
                       values=tuple(range(n_candidates)), n_chosen=n_chosen, prior=tuple(prior or ()))
-
-
-def _input_values(spec: ChoiceSpec) -> tuple:
-    """What an architecture may record for an input choice: an index, or lists of n_chosen indices."""
-    if spec.n_chosen == 1:
-        return spec.values
-    return tuple(list(c) for c in itertools.combinations(spec.values, spec.n_chosen))
 
 
 class Repeat(Resolvable, nn.Module):
