@@ -100,11 +100,14 @@ def build_stats_parser() -> argparse.ArgumentParser:
     source.add_argument("--desc", metavar="FILE", help="a model desc YAML file (final_model_desc.yaml or full_model_desc.yaml)")
     source.add_argument("--genotype", metavar="G", help="a named genotype (DARTS_V2, ...) or a genotype string")
     source.add_argument("--supernet", action="store_true", help="count the search supernet instead of the eval model")
-    source.add_argument("--space", action="store_true", help="a space over a module (nas.search.space): min and max "
-                        "over all its architectures, with the architectures that reach them")
+    source.add_argument("--space", action="store_true", help="a space over a module (nas.search.space): min, max, mean "
+                        "and median over its architectures, with the architectures at min and max")
     source.add_argument("--arch", metavar="A", help="one architecture of the space: an arch.yaml/.json file, a "
                         "{label: choice} mapping or a NAS-Bench-201 string (counted at the space's configured size: "
                         "NAS-Bench-201's reference is nas.search.space.C=16, N=5 with --dataset.name cifar10)")
+    parser.add_argument("--latency", nargs="?", const="cpu_ms", metavar="MODEL", help="with --space: also the "
+                        "predicted latency (cpu_ms, the default, or ort_ms), timed on this machine as "
+                        "nas.search.cost.timing says; the same numbers a spos search writes to latency_stats.json")
     parser.add_argument("--detail", action="store_true", help="add a per-cell breakdown")
     return parser
 

@@ -1,4 +1,4 @@
-"""Parameter and multiply-add counts of a model, and their range over a search space (`archnas stats`).
+"""Parameter and multiply-add counts of a model (`archnas stats`; a search space's range is `archnas.latency`).
 
 Multiply-adds are those of convolutions and linear layers in one eval-mode forward of one image
 at the dataset's input size (the aux tower does not run in eval mode, as in DARTS), counted with
@@ -8,10 +8,7 @@ group). "Parameters excluding the aux tower" is the number papers report for DAR
 
 from __future__ import annotations
 
-import itertools
-import math
-import random
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +17,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from archnas.config.schema import DatasetConf
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.model import Model
-from archnas.space.store import ChoiceSpec
 
 # Shapes of the built-in datasets whose files may not be here, so counting needs no data.
 _KNOWN_DATASETS = {
@@ -115,60 +111,3 @@ def _detail(model: Model, macs: dict[str, int], root: str) -> dict[str, Any]:
         "head": [{"op": getattr(desc, name).name, "params": _params(m), "macs": macs.get(f"{root}.{name}", 0)}
                  for name, m in head],
     }
-
-
-def space_cost_range(network_of: Callable[[dict[str, Any]], nn.Module], specs: Mapping[str, ChoiceSpec],
-                     input_shape: list[int], enumerate_up_to: int = 256, samples: int = 200,
-                     seed: int = 0) -> dict[str, Any]:
-    """Parameters and multiply-adds over a space: min and max with the architectures that reach them.
-
-    A space of at most `enumerate_up_to` architectures is enumerated. A larger one is costed
-    additively, from the first candidates plus each choice's own change (1 + sum of
-    (candidates - 1) networks), when the choices are independent layer choices and a check on
-    random architectures agrees; else `samples` random architectures are counted and the result
-    says it is sampled (`method`).
-    """
-    labels = list(specs)
-    choices = [list(specs[label].choices) if specs[label].n_chosen == 1 else
-               [list(c) for c in itertools.combinations(specs[label].choices, specs[label].n_chosen)] for label in labels]
-    total = math.prod(len(c) for c in choices)
-
-    def cost(arch: dict[str, Any]) -> tuple[int, int]:
-        stats = model_stats(network_of(arch), input_shape)
-        return stats["params"], stats["macs"]
-
-    def archs_scored(archs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], tuple[int, int]]]:
-        return [(a, cost(a)) for a in archs]
-
-    rng = random.Random(seed)
-    method = "enumerated"
-    if total <= enumerate_up_to:
-        scored = archs_scored([dict(zip(labels, combo)) for combo in itertools.product(*choices)])
-    else:
-        base = {label: c[0] for label, c in zip(labels, choices)}
-        base_cost = cost(base)
-        deltas = {label: [tuple(x - y for x, y in zip(cost({**base, label: v}), base_cost)) for v in c]
-                  for label, c in zip(labels, choices)}
-
-        def predicted(arch: dict[str, Any]) -> tuple[int, int]:
-            return tuple(b + sum(deltas[label][c.index(arch[label])][i] for label, c in zip(labels, choices))
-                         for i, b in enumerate(base_cost))
-
-        checks = [{label: rng.choice(c) for label, c in zip(labels, choices)} for _ in range(3)]
-        independent = all(s.kind == "op" for s in specs.values()) and all(predicted(a) == cost(a) for a in checks)
-        if independent:
-            method = "additive over the choices (checked on random architectures)"
-            out: dict[str, Any] = {"archs": total, "method": method}
-            for i, key in enumerate(("params", "macs")):
-                lo = {label: c[min(range(len(c)), key=lambda k: deltas[label][k][i])] for label, c in zip(labels, choices)}
-                hi = {label: c[max(range(len(c)), key=lambda k: deltas[label][k][i])] for label, c in zip(labels, choices)}
-                out[key] = {"min": predicted(lo)[i], "max": predicted(hi)[i], "arch_min": lo, "arch_max": hi}
-            return out
-        method = f"sampled ({samples} random architectures; not exact)"
-        scored = archs_scored([{label: rng.choice(c) for label, c in zip(labels, choices)} for _ in range(samples)])
-    out = {"archs": total, "method": method}
-    for i, key in enumerate(("params", "macs")):
-        lo = min(scored, key=lambda item: item[1][i])
-        hi = max(scored, key=lambda item: item[1][i])
-        out[key] = {"min": lo[1][i], "max": hi[1][i], "arch_min": lo[0], "arch_max": hi[0]}
-    return out

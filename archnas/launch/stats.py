@@ -3,7 +3,9 @@
 DARTS cells: the eval network of a desc file (`--desc`), a genotype (`--genotype`), of
 `nas.eval.final_desc`, or the search supernet (`--supernet`, the default without those). A space
 over a module (`nas.search.space`): one architecture of it (`--arch FILE|STRING`), or the range
-over the whole space (`--space`: min and max with the architectures that reach them). The space
+over the whole space (`--space`: min, max, mean and median with the architectures at min and max;
+`--latency` adds the predicted latency, timed here as `nas.search.cost.timing` says, which is what
+a subnet search writes to its `latency_stats.json`). The space
 is counted as configured: NAS-Bench-201's reference sizes are C=16, N=5 on CIFAR-10's 3x32x32
 (`--dataset.name cifar10`).
 """
@@ -20,7 +22,8 @@ from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError
 from archnas.model import Model, ModelDescBuilder, checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
 from archnas.nas.spaces import check_space, module_space
-from archnas.stats import dataset_info, model_stats, space_cost_range
+from archnas.latency import LATENCY_MODELS, SpaceCosts, check_cost_model
+from archnas.stats import dataset_info, model_stats
 
 
 def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str, str, ModelDesc]:
@@ -48,11 +51,19 @@ def _space_stats(conf: ExperimentConf, args: Any, info: DatasetInfo) -> dict[str
     if args.arch:
         arch = supernet.check_arch(space.parse(args.arch, supernet.fingerprint()))
         return {**out, "model": "architecture", "arch": arch, **model_stats(space.network(arch, info), shape)}
-    return {**out, "model": "space", **space_cost_range(lambda arch: space.network(arch, info), supernet.specs, shape)}
+    costs = SpaceCosts.from_conf(conf.nas.search.cost, supernet.specs, lambda arch: space.network(arch, info), shape,
+                                 seed=conf.common.seed)
+    latency = [check_cost_model(args.latency, "--latency")] if args.latency else []
+    if latency and latency[0] not in LATENCY_MODELS:
+        raise ConfigError(f"--latency {args.latency}: expected a latency model, one of {', '.join(LATENCY_MODELS)}")
+    names = ["params", "macs"] + latency
+    return {**out, "model": "space", **costs.report(names)}
 
 
 def stats_from_cli(conf: ExperimentConf, args: Any) -> int:
     """Print the counts as JSON (see the module docstring for what is counted)."""
+    if args.latency and not args.space:
+        raise ConfigError("--latency times the architectures of a space: use it with --space")
     info = dataset_info(conf.dataset, conf.common.cache_dir)
     if args.space or args.arch:
         out = _space_stats(conf, args, info)

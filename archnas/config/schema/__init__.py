@@ -21,6 +21,7 @@ from archnas.config.schema.model_desc import (
 from archnas.config.schema.nas import (
     ArchTrainerConf,
     BilevelOrder,
+    CostConf,
     EvalConf,
     EvalMode,
     FinalizerConf,
@@ -28,8 +29,10 @@ from archnas.config.schema.nas import (
     HessianVectorProduct,
     NasConf,
     PostTrainConf,
+    RankingCheckConf,
     SearchCombinationsConf,
     SearchConf,
+    TimingConf,
 )
 from archnas.config.schema.training import (
     AmpConf,
@@ -102,9 +105,9 @@ def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[t
 
 
 __all__ = [
-    "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf",
+    "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf", "CostConf",
     "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf", "FinalizerRank",
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
-    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TrainerConf",
+    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",
     "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section",
 ]

@@ -73,6 +73,39 @@ class SearchCombinationsConf:
 
 
 @dataclass
+class TimingConf:
+    """How networks are timed for the cpu_ms / ort_ms cost models (archnas/latency/measure.py)."""
+
+    threads: int = 1  # intra-op threads during a measurement (restored after)
+    warmup: int = 5  # untimed runs first
+    repeats: int = 20  # timed runs; the fastest is the time
+    batch_size: int = 1
+
+
+@dataclass
+class CostConf:
+    """What a subnet search (spos) may pick and how its candidates' costs are modelled
+    (archnas/latency): hard limits (null: none), the cost on the Pareto front, the latency model."""
+
+    max_params: Optional[float] = None
+    max_macs: Optional[float] = None  # multiply-adds of one image, as `archnas stats` counts them
+    max_latency_ms: Optional[float] = None  # predicted by the `latency` model below
+    latency: str = "cpu_ms"  # cpu_ms (PyTorch on this CPU) | ort_ms (onnxruntime)
+    pareto: str = "macs"  # the cost the Pareto front is drawn against: params | macs | cpu_ms | ort_ms
+    held_out: int = 20  # random architectures each cost table is checked against (its error is reported)
+    timing: TimingConf = field(default_factory=TimingConf)
+
+
+@dataclass
+class RankingCheckConf:
+    """Train `n_archs` sampled architectures stand-alone for `epochs` and compare their ranking with
+    the supernet's (Kendall's tau, Spearman's rho; ranking.json). 0: off; else at least 5."""
+
+    n_archs: int = 0
+    epochs: int = 3
+
+
+@dataclass
 class SearchConf:
     # What is searched. Empty: the DARTS cell supernet of model_desc. Otherwise a space over a
     # module: {name: nb201, C: 16, N: 5} (a registered space and its parameters) or
@@ -85,6 +118,8 @@ class SearchConf:
     finalizer: FinalizerConf = field(default_factory=FinalizerConf)
     post_train: PostTrainConf = field(default_factory=PostTrainConf)
     combinations: SearchCombinationsConf = field(default_factory=SearchCombinationsConf)
+    cost: CostConf = field(default_factory=CostConf)  # limits and cost models of subnet searches (spos)
+    ranking_check: RankingCheckConf = field(default_factory=RankingCheckConf)  # subnet searches (spos)
     # An algorithm with settings of its own adds them as `nas.search.<algorithm>` (its config
     # dataclass, registered with the algorithm: archnas/algos/<algorithm>.py documents its keys).
 

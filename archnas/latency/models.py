@@ -1,0 +1,213 @@
+"""Cost models of a search space: what an architecture costs in parameters, multiply-adds or
+milliseconds, fast enough to score every candidate a search draws.
+
+    costs = SpaceCosts(specs, network_of, input_shape, protocol, seed=0)
+    macs = costs.model("macs")          # built once: 1 + sum(options - 1) networks counted, then checked
+    macs.cost(arch)                     # a table lookup (microseconds) where the table is exact
+    costs.statistics("macs")            # min, max, mean, median over the space (latency_stats.json)
+
+- `params`, `macs`: counted on the network of an architecture (`archnas.stats.model_stats`: the
+  flop counter's convolutions and linear layers). A per-choice table is built and checked
+  against the count on held-out random architectures; when every one agrees exactly (the choices'
+  costs are additive: NAS-Bench-201, the MobileNet builder) scoring uses the table, else (coupled
+  choices) every candidate is counted on its own network, cached, and the table's measured error
+  is reported.
+- `cpu_ms`, `ort_ms`: predicted from a per-choice table of measured times (the base network's
+  time is the constant, each choice's measured change from it the entries), with the prediction
+  error of whole networks (MAPE) measured on held-out architectures. Latency does not add up
+  exactly (caches, operator fusion), so these are always predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+from torch import nn
+
+from archnas.config.schema import CostConf
+from archnas.errors import ConfigError
+from archnas.latency.measure import MEASURES, TimingProtocol
+from archnas.latency.table import CostTable, arch_to_row, option_count, enumerate_rows, random_rows, row_to_arch, space_size
+from archnas.space.store import ChoiceSpec
+from archnas.stats import model_stats
+
+COST_MODELS = ("params", "macs", "cpu_ms", "ort_ms")
+LATENCY_MODELS = ("cpu_ms", "ort_ms")
+UNITS = {"params": "parameters", "macs": "multiply-adds", "cpu_ms": "ms", "ort_ms": "ms"}
+
+
+def check_cost_model(name: str, key: str) -> str:
+    if name not in COST_MODELS:
+        raise ConfigError(f"{key}: unknown cost model {name!r}; expected one of {', '.join(COST_MODELS)}")
+    return name
+
+
+class CostModel:
+    """One cost of the architectures of a space."""
+
+    def __init__(self, name: str, specs: Mapping[str, ChoiceSpec], table: CostTable,
+                 exact_count: Optional[Callable[[dict[str, Any]], float]] = None):
+        """`exact_count`: the count of one architecture, used instead of the table when the table
+        is not exact (coupled choices); None: the table is used (exact, or a prediction)."""
+        self.name, self.specs, self.table, self._count = name, specs, table, exact_count
+        self._cache: dict[str, float] = {}
+
+    @property
+    def uses_table(self) -> bool:
+        return self._count is None
+
+    @property
+    def exact(self) -> bool:
+        check = self.table.check_result
+        return self.name in ("params", "macs") and (not self.uses_table or (check is not None and check.exact))
+
+    @property
+    def method(self) -> str:
+        check = self.table.check_result
+        held_out = 0 if check is None else check.archs
+        if self.name in ("params", "macs"):
+            if self.uses_table:
+                return f"per-choice table, exact (equal to the count on {held_out} held-out architectures)"
+            return ("counted on each architecture's network: the choices are coupled, so the per-choice table is "
+                    f"approximate (off by {check.mape_percent:.3g}% on {held_out} held-out architectures)")
+        return (f"predicted: a constant plus per-choice times, fitted (least squares) to measured networks; error of "
+                f"whole networks "
+                f"{check.mape_percent:.3g}% (MAPE) on {held_out} held-out architectures")
+
+    def cost(self, arch: Mapping[str, Any]) -> float:
+        if self.uses_table:
+            value = self.table.predict(self.specs, arch)
+            return int(round(value)) if self.name in ("params", "macs") else value
+        key = json.dumps(arch, sort_keys=True, default=str)
+        if key not in self._cache:
+            self._cache[key] = float(self._count(dict(arch)))
+        return self._cache[key]
+
+    def costs(self, rows: np.ndarray) -> np.ndarray:
+        """The costs of many architectures given as option numbers ([n, labels])."""
+        if self.uses_table:
+            return self.table.predict_indices(rows)
+        return np.array([self.cost(row_to_arch(self.specs, row)) for row in rows], dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        check = self.table.check_result
+        return {"unit": UNITS[self.name], "method": self.method, "exact": self.exact,
+                "check": None if check is None else check.to_dict()}
+
+
+class SpaceCosts:
+    """The cost models of one space at one input shape, each built the first time it is asked for."""
+
+    @classmethod
+    def from_conf(cls, conf: CostConf, specs: Mapping[str, ChoiceSpec],
+                  network_of: Callable[[dict[str, Any]], nn.Module], input_shape: list[int], seed: int) -> "SpaceCosts":
+        t = conf.timing
+        if min(t.threads, t.repeats, t.batch_size) < 1 or t.warmup < 0 or conf.held_out < 1:
+            raise ConfigError(f"nas.search.cost: timing.threads, repeats and batch_size ({t.threads}, {t.repeats}, "
+                              f"{t.batch_size}) and held_out ({conf.held_out}) must be at least 1, timing.warmup "
+                              f"({t.warmup}) at least 0")
+        return cls(specs, network_of, input_shape, TimingProtocol(t.threads, t.warmup, t.repeats, t.batch_size),
+                   seed=seed, held_out=conf.held_out)
+
+    def __init__(self, specs: Mapping[str, ChoiceSpec], network_of: Callable[[dict[str, Any]], nn.Module],
+                 input_shape: list[int], protocol: TimingProtocol = TimingProtocol(), *, seed: int = 0,
+                 held_out: int = 20):
+        self.specs, self.network_of, self.input_shape = specs, network_of, list(input_shape)
+        self.protocol, self.seed, self.held_out = protocol, seed, held_out
+        self._models: dict[str, CostModel] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def _count(self, arch: dict[str, Any]) -> dict[str, int]:
+        key = json.dumps(arch, sort_keys=True, default=str)
+        if key not in self._counts:
+            stats = model_stats(self.network_of(arch), self.input_shape)
+            self._counts[key] = {"params": stats["params"], "macs": stats["macs"]}
+        return self._counts[key]
+
+    def _measure(self, name: str) -> Callable[[dict[str, Any]], float]:
+        if name in ("params", "macs"):
+            return lambda arch: self._count(arch)[name]
+        timer = MEASURES[name]
+        return lambda arch: timer(self.network_of(arch), self.input_shape, self.protocol)
+
+    def model(self, name: str) -> CostModel:
+        check_cost_model(name, "cost model")
+        if name not in self._models:
+            measure = self._measure(name)
+            if name in ("params", "macs"):
+                table = CostTable.build(name, self.specs, measure)
+            else:
+                free = 1 + sum(option_count(s) - 1 for s in self.specs.values())
+                table = CostTable.fit(name, self.specs, measure, n=2 * free + 10, seed=self.seed)
+            check = table.check(self.specs, measure, self.held_out, seed=self.seed + 1)
+            counted = name in ("params", "macs") and not check.exact
+            self._models[name] = CostModel(name, self.specs, table, measure if counted else None)
+        return self._models[name]
+
+    def statistics(self, name: str, enumerate_up_to: int = 200_000, samples: int = 10_000) -> dict[str, Any]:
+        """Min, max, mean and median of a cost over the space, with the architectures at min and max.
+
+        A table model is evaluated on every architecture when there are at most `enumerate_up_to`
+        of them, else on `samples` random ones; its min and max come from the table itself
+        (each label at its cheapest / dearest option), exact under the table. A counted model
+        enumerates at most 256 architectures, else samples as many; the result says which."""
+        model = self.model(name)
+        limit = enumerate_up_to if model.uses_table else 256
+        rows = enumerate_rows(self.specs, limit)
+        total = space_size(self.specs)
+        if rows is None:
+            n = samples if model.uses_table else 256
+            rows = np.array(random_rows(self.specs, n, random.Random(self.seed + 2)), dtype=np.int64)
+            over = f"sampled ({n} random architectures of {total:,}; mean and median estimated)"
+        else:
+            over = f"enumerated (all {total:,} architectures)"
+        costs = model.costs(rows)
+        if model.uses_table:
+            low, high = model.table.extreme_rows()
+            lo_cost, hi_cost = model.table.predict_row(low), model.table.predict_row(high)
+            extremes = "exact" if model.exact else "the table's (each label at its cheapest / dearest option)"
+        else:
+            low, high = rows[int(np.argmin(costs))].tolist(), rows[int(np.argmax(costs))].tolist()
+            lo_cost, hi_cost = float(costs.min()), float(costs.max())
+            extremes = over
+        return {
+            **model.describe(),
+            "archs": total,
+            "over": over,
+            "min": _number(name, lo_cost),
+            "max": _number(name, hi_cost),
+            "mean": _number(name, float(costs.mean()), integer=False),
+            "median": _number(name, float(statistics.median(costs.tolist())), integer=False),
+            "min_max": extremes,
+            "arch_min": row_to_arch(self.specs, low),
+            "arch_max": row_to_arch(self.specs, high),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tables built so far (what a resumed search must reuse: times are not measured twice alike)."""
+        return {name: {"table": m.table.to_dict(), "counted": not m.uses_table} for name, m in self._models.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, entry in state.items():
+            table = CostTable.from_dict(entry["table"])
+            self._models[name] = CostModel(name, self.specs, table, self._measure(name) if entry["counted"] else None)
+
+    def report(self, names: Sequence[str]) -> dict[str, Any]:
+        """`latency_stats.json` (and `archnas stats --space`): the statistics of each cost model."""
+        return {"archs": space_size(self.specs), "input_shape": self.input_shape,
+                "timing": dataclasses.asdict(self.protocol) if any(n in LATENCY_MODELS for n in names) else None,
+                **{name: self.statistics(name) for name in names}}
+
+    def row(self, arch: Mapping[str, Any]) -> list[int]:
+        return arch_to_row(self.specs, arch)
+
+
+def _number(name: str, value: float, integer: bool = True) -> float | int:
+    if name in ("params", "macs") and integer:
+        return int(round(value))
+    return round(value, 6)
