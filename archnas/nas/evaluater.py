@@ -130,7 +130,7 @@ class Evaluater(Phase):
 
     def inherited(self, space: ModuleSpace, arch: dict[str, Any], info: DatasetInfo) -> nn.Module:
         """The searched supernet's network at `arch`, with the weights the search trained."""
-        path = self.run.exp_dir / "search" / LAST
+        path = self.run.exp_dir / self.strategy.supernet_folder / LAST
         if not path.is_file():
             raise ConfigError(f"nas.eval.mode: tune needs the search's supernet, {path}, which does not exist")
         supernet = check_space(space, info)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from archnas.config.schema import BilevelOrder, ExperimentConf
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import ConfigError
+from archnas.latency import Limits
 from archnas.model.builder import ModelDescBuilder, darts_mixed_op
 from archnas.nas.evaluater import Evaluater
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
@@ -54,6 +55,14 @@ class Strategy:
     # What `nas.search.finalizer.type: default | random` build.
     default_finalizers: ClassVar[type[Finalizers]] = Finalizers
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
+    # Whether it trains architecture parameters (the bilevel settings apply), or samples paths.
+    trains_alphas: ClassVar[bool] = True
+    # Whether its search scores subnets on inherited weights (cost limits, ranking check apply).
+    scores_subnets: ClassVar[bool] = False
+    # The phase folder whose checkpoint holds the trained supernet (what `nas.eval.mode: tune` inherits).
+    supernet_folder: ClassVar[str] = "search"
+    # Keys of its own section (nas.search.<name>) that shape a pretraining phase, if it has one.
+    pretrain_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, conf: ExperimentConf):
         self.conf = conf
@@ -70,8 +79,20 @@ class Strategy:
             if search.combinations.enabled or search.post_train.trainer.epochs > 0:
                 raise ConfigError("nas.search.space: combinations and post_train vary or train DARTS cells; turn them "
                                   "off (nas.search.combinations.enabled=false, nas.search.post_train.trainer.epochs=0)")
+        cost = search.cost
+        limits = [k for k in ("max_params", "max_macs", "max_latency_ms") if getattr(cost, k) is not None]
+        if not self.scores_subnets and (limits or search.ranking_check.n_archs):
+            what = ", ".join(f"nas.search.cost.{k}" for k in limits) or "nas.search.ranking_check.n_archs"
+            raise ConfigError(f"{what}: {self.name} does not pick subnets under limits or rank them; use an algorithm "
+                              "that scores subnets (spos), or leave it unset")
+        if search.ranking_check.n_archs and (search.ranking_check.n_archs < 5 or search.ranking_check.epochs < 1):
+            raise ConfigError(f"nas.search.ranking_check: n_archs {search.ranking_check.n_archs} must be at least 5 "
+                              f"(or 0: off) and epochs {search.ranking_check.epochs} at least 1; fewer architectures "
+                              "give rank correlations too noisy to read")
+        if self.scores_subnets:
+            Limits.from_conf(cost)  # names and values checked before anything runs
         order = search.trainer.bilevel_order
-        if self.first_order_only and order != BilevelOrder.first:
+        if self.trains_alphas and self.first_order_only and order != BilevelOrder.first:
             raise ConfigError(
                 f"nas.search.trainer.bilevel_order: {self.name} trains its architecture weights first order, got "
                 f"{order!r}; {self.first_order_only}. Set it to first"

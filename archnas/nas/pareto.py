@@ -1,0 +1,72 @@
+"""The accuracy / cost trade-off of the candidates a subnet search scored.
+
+A candidate is on the Pareto front when no other is at least as accurate and at most as costly
+and strictly better in one of the two. `pareto.csv` lists every scored candidate with its costs
+and whether it is on the front; `pareto.png` plots accuracy against the chosen cost with the
+front highlighted. Both are written atomically into the search folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from archnas.utils import atomic
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """For (cost, accuracy) points: which are on the front (lower cost and higher accuracy are
+    better; of equal points, the first is kept)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    on = [False] * len(points)
+    best = float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            on[i] = True
+            best = points[i][1]
+    return on
+
+
+def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, cost_names: Sequence[str],
+                 limits: dict[str, float] | None = None) -> list[bool]:
+    """`pareto.csv` and `pareto.png` of `candidates` (dicts with `arch`, `accuracy`,
+    `generation` and one entry per cost name); returns which are on the front of `cost`."""
+    front = pareto_front([(c[cost], c["accuracy"]) for c in candidates])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "generation", "accuracy", *cost_names, "on_front", "arch"])
+    for i, (c, on) in enumerate(zip(candidates, front)):
+        writer.writerow([i, c["generation"], f"{c['accuracy']:.6f}", *[c[n] for n in cost_names], int(on),
+                         json.dumps(c["arch"], sort_keys=False, default=str)])
+    atomic.write_text(folder / "pareto.csv", buffer.getvalue())
+    _plot(folder / "pareto.png", candidates, front, cost, limits or {})
+    return front
+
+
+def _plot(path: Path, candidates: Sequence[dict[str, Any]], front: list[bool], cost: str,
+          limits: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.add_subplot()
+    xs = [c[cost] for c in candidates]
+    ys = [100 * c["accuracy"] for c in candidates]
+    ax.scatter(xs, ys, s=10, color="0.6", label="scored candidates")
+    pts = sorted((x, y) for x, y, on in zip(xs, ys, front) if on)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:red", ms=4, label="Pareto front")
+    if cost in limits:
+        ax.axvline(limits[cost], color="tab:blue", ls="--", lw=1, label=f"limit {limits[cost]:g}")
+    ax.set_xlabel(cost)
+    ax.set_ylabel("inherited val top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic.write_bytes(path, buffer.getvalue())

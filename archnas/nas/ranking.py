@@ -1,0 +1,160 @@
+"""Does the supernet rank architectures the way training them does?
+
+Weight-sharing rankings are often no better than random (Yu et al., "Evaluating the search
+phase of neural architecture search", ICLR 2020), so a subnet search's choice means something
+only if the inherited accuracies it compares order architectures as stand-alone training does.
+The ranking check trains `n_archs` sampled architectures from scratch and reports Kendall's tau
+and Spearman's rho (scipy.stats) between their stand-alone accuracy and their inherited,
+BatchNorm-recalibrated one: 1 is the same order, 0 no relation, -1 reversed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import warnings
+from typing import Any, Optional, Sequence
+
+from scipy import stats
+
+from archnas.context import PhaseContext, RunContext
+from archnas.errors import ConfigError
+from archnas.latency.table import random_rows, row_to_arch, space_size
+from archnas.nas.phase import Experiment, Phase
+from archnas.nas.registry import algorithm_class
+from archnas.nas.searcher import load_data
+from archnas.nas.spaces import module_space
+from archnas.nas.subnets import inherited_supernet, subnet_scorer
+from archnas.training.trainer import Trainer
+from archnas.trials import Trial, run_trials
+from archnas.utils.seeding import phase_seed
+
+
+def _plain(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def rank_correlations(standalone: Sequence[float], inherited: Sequence[float]) -> dict[str, Any]:
+    """Kendall's tau-b and Spearman's rho with their two-sided p-values (None where undefined:
+    every accuracy of one side equal)."""
+    if len(standalone) != len(inherited) or len(standalone) < 2:
+        raise ValueError(f"need two equally long lists of at least 2 accuracies, got {len(standalone)} and "
+                         f"{len(inherited)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)  # undefined: reported as None
+        tau = stats.kendalltau(standalone, inherited)
+        rho = stats.spearmanr(standalone, inherited)
+    return {
+        "n_archs": len(standalone),
+        "kendall_tau": _plain(tau.statistic),
+        "kendall_p": _plain(tau.pvalue),
+        "spearman_rho": _plain(rho.statistic),
+        "spearman_p": _plain(rho.pvalue),
+    }
+
+
+# -- the phase ---------------------------------------------------------------------------------
+
+RANKING_FILE = "ranking.json"
+TRIAL_FILE = "trial.json"
+
+
+def ranking_archs(specs: Any, n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` distinct architectures drawn uniformly from the space (a pure function of the seed)."""
+    rng = random.Random(phase_seed(seed, "ranking_check"))
+    rows: list[list[int]] = []
+    total = space_size(specs)
+    if n > total:
+        raise ConfigError(f"nas.search.ranking_check.n_archs: {n} is more than the {total} architectures of the space")
+    while len(rows) < n:
+        row = random_rows(specs, 1, rng)[0]
+        if row not in rows:
+            rows.append(row)
+    return [row_to_arch(specs, row) for row in rows]
+
+
+class StandaloneArch(Phase):
+    """One architecture of the ranking check, trained from scratch on the search's train split
+    for `ranking_check.epochs` and scored on its val split; marked by `trial.json`."""
+
+    kind = "search"
+    marker = TRIAL_FILE
+
+    def __init__(self, experiment: Experiment, index: int, arch: dict[str, Any]):
+        super().__init__(experiment, f"ranking/arch_{index + 1:03d}")
+        self.index, self.arch = index, arch
+
+    def work(self, ctx: PhaseContext) -> dict[str, Any]:
+        conf = ctx.conf
+        space = module_space(conf.space)
+        data = load_data(ctx, conf.loader)
+        trainer_conf = dataclasses.replace(conf.trainer, epochs=conf.ranking_check.epochs)
+        net = space.network(self.arch, data.info)
+        trainer = Trainer(trainer_conf, net, ctx, checkpointer=self.checkpointer(ctx, space.fingerprint(self.arch)))
+        history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
+        result = {"index": self.index, "arch": self.arch, "val_top1": (history.last or {}).get("val_top1"),
+                  "train_time": sum(r.get("epoch_time", 0.0) for r in history.records)}
+        self.write_marker(ctx, {"result": result})
+        return result
+
+    def load(self, done: dict[str, Any]) -> dict[str, Any]:
+        return done["result"]
+
+
+def _standalone(run: RunContext, index: int, arch: dict[str, Any], force: bool) -> StandaloneArch:
+    return StandaloneArch(Experiment(run, algorithm_class(run.conf.nas.algo)(run.conf), force), index, arch)
+
+
+def run_standalone(run: RunContext, index: int, arch: dict[str, Any], force: bool) -> dict[str, Any]:
+    """A trial (`archnas.trials`): built from the run alone, so it runs here or on a Ray worker."""
+    return _standalone(run, index, arch, force).execute()
+
+
+def finished_standalone(run: RunContext, index: int, arch: dict[str, Any], force: bool) -> Optional[dict[str, Any]]:
+    return _standalone(run, index, arch, force).load_finished()
+
+
+class RankingCheck(Phase):
+    """Stand-alone against inherited accuracy of `n_archs` sampled architectures (`ranking.json`)."""
+
+    name = "ranking"
+    kind = "search"
+    marker = RANKING_FILE
+
+    def work(self, ctx: PhaseContext) -> dict[str, Any]:
+        conf = ctx.conf
+        check = conf.ranking_check
+        space = module_space(conf.space)
+        data = load_data(ctx, conf.loader)
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_folder)
+        archs = ranking_archs(supernet.specs, check.n_archs, ctx.run.conf.common.seed)
+        section = self.strategy.section
+        scorer = subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
+        inherited = [scorer.score(arch) for arch in archs]
+
+        def report(i: int, result: dict[str, Any]) -> None:
+            ctx.log.info(f"ranking check {i + 1}/{len(archs)}: stand-alone val top-1 {result['val_top1']:.2%}, "
+                         f"inherited {inherited[i]:.2%}")
+
+        trials = [Trial(f"ranking_arch_{i + 1:03d}", ctx.run, run_standalone, (i, arch, self.force), finished_standalone)
+                  for i, arch in enumerate(archs)]
+        standalone = [r["val_top1"] for r in run_trials(trials, ctx.run.conf.common.ray, on_result=report)]
+        result = {**rank_correlations(standalone, inherited), "epochs": check.epochs,
+                  "archs": [{"arch": a, "standalone_val_top1": s, "inherited_val_top1": h}
+                            for a, s, h in zip(archs, standalone, inherited)]}
+        ctx.log.info(f"ranking check over {len(archs)} architectures: Kendall's tau {_fmt(result['kendall_tau'])}, "
+                     f"Spearman's rho {_fmt(result['spearman_rho'])} (stand-alone {check.epochs} epochs against "
+                     "inherited, BN-recalibrated accuracy)")
+        self.write_marker(ctx, result)
+        return result
+
+    def load(self, done: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in done.items() if k != "config"}
+
+    def summary(self, result: dict[str, Any]) -> dict[str, Any]:
+        return {"ranking": {k: v for k, v in result.items() if k != "archs"}}
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
