@@ -100,14 +100,10 @@ class Pretrain(Phase):
                               "(e.g. {name: nb201}) or a factory")
         data = load_data(ctx, conf.loader)
         model = check_space(space, data.info)
-        model.set_architecture(step_arch(model, ctx.seed, 0))
-        paths = UniformPaths(model, ctx.seed)
         ctx.log.info(f"pretrain: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
                      f"{len(model.specs)} choices; one uniformly sampled path per step; "
                      f"{len(data.parts['train'])} train images")
-        trainer = Trainer(conf.trainer, model, ctx, params=model.weights(), hooks=[paths],
-                          checkpointer=self.checkpointer(ctx, space.fingerprint()), find_unused_parameters=True)
-        trainer.register_state("paths", paths)
+        trainer, paths = self.build_trainer(ctx, model, space.fingerprint())
         history = trainer.fit(data.loader("train", training=True))
         last = history.last or {}
         result = {"train_top1": last.get("train_top1"), "train_loss": last.get("train_loss"),
@@ -116,6 +112,16 @@ class Pretrain(Phase):
                   "supernet_fingerprint": space.fingerprint()}
         self.write_marker(ctx, {"metrics": result})
         return result
+
+    def build_trainer(self, ctx: PhaseContext, model: SearchSpaceModel, fingerprint: str) -> tuple[Trainer, UniformPaths]:
+        """The pretraining Trainer and its path hook (also what `scripts/bench_spos.py` times):
+        the weights only, every step on the path `UniformPaths` sets."""
+        model.set_architecture(step_arch(model, ctx.seed, 0))
+        paths = UniformPaths(model, ctx.seed)
+        trainer = Trainer(ctx.conf.trainer, model, ctx, params=model.weights(), hooks=[paths],
+                          checkpointer=self.checkpointer(ctx, fingerprint), find_unused_parameters=True)
+        trainer.register_state("paths", paths)
+        return trainer, paths
 
     def load(self, done: dict[str, Any]) -> dict[str, Any]:
         return done["metrics"]
