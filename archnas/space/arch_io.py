@@ -56,7 +56,7 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
     fingerprint differs from `fingerprint`) is refused."""
     source = text.strip()
     path = Path(source).expanduser()
-    if source.endswith((".yaml", ".yml", ".json")) or (len(source) < 4096 and path.is_file()):
+    if source.endswith((".yaml", ".yml", ".json")) or _is_file(path):
         try:
             source = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -85,6 +85,15 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
         if not isinstance(data, dict):
             raise SpaceError(f"{where}: arch must be a mapping {{label: choice}}")
     return {str(k): v for k, v in data.items()}
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file; False for text no file can be named (too long for the file
+    system: an inline mapping of many labels)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def genotype_to_arch(genotype: Genotype) -> dict[str, Any]:
