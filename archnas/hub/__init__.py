@@ -1,9 +1,30 @@
-"""Search spaces built from `archnas.space`'s primitives, registered by name (`archnas.space.create_space`):
-`nb201` (NAS-Bench-201). Importing this package registers them."""
+"""Search spaces built from `archnas.space`'s primitives, registered by name (`archnas.space.create_space`,
+a config's `nas.search.space: {name: ...}`). Importing this package registers them:
 
+- `nb201`: NAS-Bench-201's cell space (`NasBench201`; its architecture strings `|op~0|+...`);
+- `proxylessnas`: ProxylessNAS's MobileNetV2-block space with NNI's labels (`ProxylessNAS`; the
+  named architecture `proxyless-mobile`);
+- `shufflenet`: Single Path One-Shot's ShuffleNetV2 space as NNI's ShuffleNetSpace
+  (`ShuffleNetSpace`; the named architecture `spos`);
+- `mobilenet`: a MobileNetV2-like space from ENOT's op strings (`MobileNetSpace`, `MIB_k=3_t=6`),
+  small enough by default to search 8x8 digits.
+"""
+
+from archnas.hub.mobilenet import MobileNetSpace, parse_op
 from archnas.hub.nb201 import NasBench201, parse_nb201_string
+from archnas.hub.proxylessnas import (
+    ProxylessNAS,
+    from_nni_arch,
+    parse_proxylessnas_arch,
+    proxyless_mobile_arch,
+)
+from archnas.hub.shufflenet import ShuffleNetSpace, parse_shufflenet_arch, spos_arch
 from archnas.space.registry import register_space
 
 register_space("nb201", parse_arch=parse_nb201_string)(NasBench201)
+register_space("proxylessnas", parse_arch=parse_proxylessnas_arch)(ProxylessNAS)
+register_space("shufflenet", parse_arch=parse_shufflenet_arch)(ShuffleNetSpace)
+register_space("mobilenet")(MobileNetSpace)
 
-__all__ = ["NasBench201", "parse_nb201_string"]
+__all__ = ["MobileNetSpace", "NasBench201", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch", "parse_nb201_string",
+           "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]

@@ -5,7 +5,8 @@ NNI's primitives (`LayerChoice`, `InputChoice`, `ValueChoice`, `Repeat`, `Cell`,
 (`SearchVariantsContainer`, `SearchSpaceModel`), on one label-keyed architecture store
 (`ArchStore`), which every strategy reads and writes, and which the DARTS cell supernet uses too.
 `freeze` and `fixed_arch` give plain networks of one architecture; `archnas.space.arch_io` reads
-and writes architectures; `create_space` builds a registered space (`archnas.hub`: `nb201`).
+and writes architectures; `create_space` builds a registered space (`archnas.hub`: `nb201`,
+`proxylessnas`, `shufflenet`, `mobilenet`).
 """
 
 from archnas.space.cells import Cell, NasBench201Cell

@@ -7,7 +7,7 @@
 
 written as safe YAML (`arch.yaml`) and JSON (`arch.json`, what NNI users exchange), atomically.
 `parse_arch(text)` reads a file path, an inline YAML/JSON mapping, or a space's own string
-(NAS-Bench-201's).
+(NAS-Bench-201's, a named architecture such as proxylessnas's `proxyless-mobile`).
 
 DARTS cells export the same form under NNI's DARTS labels: for node i (numbered after the two
 cell inputs, 2..) and its k-th kept edge, `normal/op_<i>_<k>` is the op and `normal/input_<i>_<k>`
@@ -52,11 +52,11 @@ def save_arch(folder: Path, arch: Mapping[str, Any], space: str, fingerprint: Op
 def parse_arch(text: str, fingerprint: Optional[str] = None,
                parse_string: Optional[Callable[[str], dict]] = None) -> dict[str, Any]:
     """An architecture from a file (.yaml/.yml/.json), an inline mapping, or a string of the space's
-    own (`parse_string`: NAS-Bench-201's `|op~0|+...`); a file written for another space (its
-    fingerprint differs from `fingerprint`) is refused."""
+    own (`parse_string`: NAS-Bench-201's `|op~0|+...`, a named architecture); a file written for
+    another space (its fingerprint differs from `fingerprint`) is refused."""
     source = text.strip()
     path = Path(source).expanduser()
-    if source.endswith((".yaml", ".yml", ".json")) or (len(source) < 4096 and path.is_file()):
+    if source.endswith((".yaml", ".yml", ".json")) or _is_file(path):
         try:
             source = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -72,6 +72,8 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
         data = yaml.safe_load(source)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{where}: neither a NAS-Bench-201 string nor YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, str) and parse_string is not None:
+        return parse_string(data)  # a space's own name of an architecture (proxylessnas: proxyless-mobile)
     if not isinstance(data, dict):
         raise SpaceError(f"{where}: expected a mapping {{label: choice}} or an architecture file, got {type(data).__name__}")
     if "arch" in data and "schema_version" in data:
@@ -85,6 +87,15 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
         if not isinstance(data, dict):
             raise SpaceError(f"{where}: arch must be a mapping {{label: choice}}")
     return {str(k): v for k, v in data.items()}
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file; False for text no file can be named (too long for the file
+    system: an inline mapping of many labels)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def genotype_to_arch(genotype: Genotype) -> dict[str, Any]:

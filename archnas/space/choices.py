@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
@@ -54,6 +54,19 @@ class LayerChoice(Resolvable, Choice):
         super().__init__(label, prior, len(named))
         self.names: list[Any] = list(named)
         self.candidates = nn.ModuleList(named.values())
+
+    @classmethod
+    def of_factories(cls, factories: Mapping[str, Callable[[], nn.Module]], *, prior: Optional[Sequence[float]] = None,
+                     label: Optional[str] = None) -> nn.Module:
+        """The LayerChoice of the modules `factories` make, by name; under `fixed_arch` only the
+        chosen one is made (it is what the constructor would return), so a network of one
+        architecture is built without the cost of building every candidate of a large space."""
+        fixed = current_fixed_arch()
+        if fixed is not None:
+            if not factories:
+                raise SpaceError(f"LayerChoice {label or ''}: needs at least one candidate")
+            return factories[fixed.choose(label, "LayerChoice", tuple(factories))]()
+        return cls(OrderedDict((name, make()) for name, make in factories.items()), prior=prior, label=label)
 
     def spec(self) -> ChoiceSpec:
         return ChoiceSpec(self.label_key, tuple(str(n) for n in self.names), values=tuple(self.names), prior=self.prior)

@@ -18,7 +18,7 @@ from torch import nn
 from archnas.errors import SpaceError
 
 SpaceFactory = Callable[..., nn.Module]
-ArchParser = Callable[[str], dict]  # a space's own architecture strings (NAS-Bench-201's) -> {label: choice}
+ArchParser = Callable[[str], dict]  # a space's own architecture strings (NB201's, names) -> {label: choice}
 _SPACES: dict[str, SpaceFactory] = {}
 _PARSERS: dict[str, ArchParser] = {}
 
