@@ -21,7 +21,8 @@ from archnas.hub.shufflenet import spos_arch
 from archnas.nas.spaces import module_space
 from archnas.space import SearchSpaceModel, Weighting, create_space, fixed_arch, freeze
 from archnas.space.arch_io import parse_arch, save_arch
-from archnas.stats import model_stats, space_cost_range
+from archnas.latency import SpaceCosts
+from archnas.stats import model_stats
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = (1, 8, 8)
@@ -190,9 +191,9 @@ def test_nni_proxylessnas_architectures_become_zero_blocks():
 def test_costs_are_additive_over_the_choices(name):
     """What issue 17's latency models rely on: each block's choice changes its own cost only."""
     space = SearchSpaceModel(small(name))
-    out = space_cost_range(lambda arch: fixed(name, arch), space.specs, list(DIGITS))
-    assert out["method"].startswith("additive"), out["method"]
+    out = SpaceCosts(space.specs, lambda arch: fixed(name, arch), list(DIGITS), held_out=3).report(["params", "macs"])
     for key in ("params", "macs"):
+        assert out[key]["exact"] and out[key]["method"].startswith("per-choice table, exact"), out[key]["method"]
         assert out[key]["min"] < out[key]["max"]
         for end in ("min", "max"):
             assert model_stats(fixed(name, out[key][f"arch_{end}"]), list(DIGITS))[key] == out[key][end]
