@@ -8,6 +8,7 @@ Nothing here is global: two experiments in one process do not share any of it.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import platform
 import socket
@@ -15,12 +16,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 import archnas
 from archnas.config import ExperimentConf, config_to_yaml
+from archnas.config.compat import section_path
 from archnas.errors import ConfigError
 from archnas.training.env import TrainingEnv
 from archnas.utils import atomic
@@ -87,33 +89,35 @@ class RunContext:
         """Only the main process (rank 0) writes files."""
         return self.rank == 0
 
-    def phase(self, name: str, section: Any) -> "PhaseContext":
-        """A context for one phase; its folder, config.yaml and run.json are written now, and the
-        global RNGs are seeded for it."""
+    def phase(self, name: str, section: Any, restart: bool = False) -> "PhaseContext":
+        """A context for one phase, with the global RNGs seeded for it. Nothing is written yet:
+        its folder, config.yaml, run.json, log.txt and the files the phase stages with
+        `PhaseContext.write` are written when it commits (`PhaseContext.commit`), once the phase
+        has checked everything it can refuse. `restart`: the phase starts over; at commit its old
+        folder is kept under a free `<name>.old-<k>`."""
         seed_everything(phase_seed(self.conf.common.seed, name))
-        phase_dir = self.exp_dir / name
         log = logging.getLogger(f"{self.log.name}.{name}")
         log.setLevel(self.log.level)
         for h in list(log.handlers):
             log.removeHandler(h)
             h.close()
-        if self.is_main:
-            phase_dir.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(phase_dir / "config.yaml", config_to_yaml(self.conf))
-            atomic.write_json(phase_dir / "run.json", self.run_info())
-            file_handler = logging.FileHandler(phase_dir / "log.txt", encoding="utf-8")
-            file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(file_handler)
-        return self.phase_context(name, section, phase_dir, log)
+        ctx = self.phase_context(name, section, self.exp_dir / name, log)
+        ctx.restart = restart
+        if restart:
+            ctx.resume = False
+        ctx._held = _HeldRecords()
+        log.addHandler(ctx._held)
+        return ctx
 
     def phase_context(self, name: str, section: Any, folder: Path, log: logging.Logger) -> "PhaseContext":
         """The context of a phase in `folder`, without creating or writing anything (to read what a
         finished phase left there)."""
         common = self.conf.common
+        path = section_path(self.conf, section) if section is not None else None
         return PhaseContext(run=self, name=name, conf=section, dir=folder, log=log, device=self.device,
                             checkpoint=common.checkpoint, resume=common.resume, log_every_steps=common.log_every_steps,
                             tensorboard=common.tensorboard, rank=self.rank, world_size=self.world_size,
-                            control_group=self.control_group)
+                            control_group=self.control_group, section_key=".".join(path or ()))
 
     def run_info(self) -> dict[str, Any]:
         return {
@@ -131,13 +135,42 @@ class RunContext:
         }
 
 
+class _HeldRecords(logging.Handler):
+    """Log records of a phase that has not committed yet; they go to its log.txt at commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def kept_folder(folder: Path) -> Path:
+    """The first free `<folder>.old-<k>`, k = 1, 2, ...: a restarted phase never overwrites a kept one."""
+    k = 1
+    while folder.with_name(f"{folder.name}.old-{k}").exists():
+        k += 1
+    return folder.with_name(f"{folder.name}.old-{k}")
+
+
 @dataclass(kw_only=True)
 class PhaseContext(TrainingEnv):
     """One phase of an experiment: a `TrainingEnv` (folder, logger, device, rank, checkpoint
-    policy) plus the run it belongs to and its config section."""
+    policy) plus the run it belongs to and its config section.
+
+    A context made by `RunContext.phase` holds back every write (its folder, config.yaml,
+    run.json, log.txt, the files staged with `write`) until `commit`: the Trainer commits once
+    it has resumed (or found nothing to resume) and is about to train; a phase that refuses
+    before that leaves its folder byte-identical."""
 
     run: RunContext
     conf: Any  # this phase's config section, e.g. conf.nas.search
+    restart: bool = False
+    config_changes: list[dict[str, Any]] = field(default_factory=list)  # what resumes changed (Trainer)
+    _held: Optional[_HeldRecords] = field(default=None, repr=False)
+    _staged: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    committed: bool = False
 
     @property
     def seed(self) -> int:
@@ -146,3 +179,62 @@ class PhaseContext(TrainingEnv):
     @property
     def common(self):
         return self.run.conf.common
+
+    def write(self, writer: Callable[[], None]) -> None:
+        """Write a file of the phase (rank 0): now when the phase has committed, else at commit."""
+        if not self.is_main:
+            return
+        if self.committed or self._held is None:
+            writer()
+        else:
+            self._staged.append(writer)
+
+    def commit(self, resumed: dict[str, Any] | None = None, config_changes: Sequence[dict[str, Any]] = ()) -> None:
+        """Write what the phase held back; from here on the phase writes as it goes. Rank 0 moves
+        a restarted phase's old folder aside first, then writes config.yaml and run.json (the
+        runs before this one are kept in its `previous_runs`), log.txt and the staged files."""
+        self.config_changes = list(config_changes)
+        if self.committed or self._held is None:
+            return
+        self.committed = True
+        held, self._held = self._held, None
+        self.log.removeHandler(held)
+        if not self.is_main:
+            return
+        info = self.run.run_info()
+        if resumed:
+            info["resumed"] = resumed
+        kept = None
+        if self.restart and self.dir.exists() and any(self.dir.iterdir()):
+            kept = kept_folder(self.dir)
+            self.dir.rename(kept)
+            info["restarted"] = {"kept": str(kept)}
+        previous = []
+        try:
+            old = json.loads((self.dir / "run.json").read_text())
+            previous = [*old.pop("previous_runs", []), old]
+        except (OSError, ValueError, AttributeError):
+            pass  # a fresh folder, or a run.json no one can read: nothing to carry over
+        if previous:
+            info["previous_runs"] = previous
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.dir / "config.yaml", config_to_yaml(self.run.conf))
+        atomic.write_json(self.dir / "run.json", info)
+        file_handler = logging.FileHandler(self.dir / "log.txt", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        for record in held.records:
+            file_handler.handle(record)
+        self.log.addHandler(file_handler)
+        if kept is not None:
+            self.log.info(f"{self.name}: starting over (--restart); the old folder is kept as {kept}")
+        staged, self._staged = self._staged, []
+        for writer in staged:
+            writer()
+
+    def close(self) -> None:
+        """Close the phase's files; a phase that never committed (refused) drops what it held."""
+        if self._held is not None:
+            self.log.removeHandler(self._held)
+            self._held = None
+            self._staged = []
+        super().close()

@@ -103,8 +103,7 @@ class Candidate(Phase):
         data = load_data(ctx, conf.loader)
         seed = candidate_seed(ctx.seed, self.index)
         desc = sample(self.strategy, conf, data.info, seed)
-        if ctx.is_main:
-            save_desc(desc, ctx.dir / FINAL_DESC_FILE)
+        ctx.write(lambda: save_desc(desc, ctx.dir / FINAL_DESC_FILE))
         model = Model(desc, droppath=True, affine=True)
         result = TrialResult(index=self.index, seed=seed, genotype=genotype_or_none(desc), fingerprint=desc.fingerprint(),
                              params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
@@ -148,6 +147,7 @@ class RandomSearch(SearchPhase):
 
     def work(self, ctx: PhaseContext) -> SearchResult:
         n_archs = ctx.conf.random.n_archs
+        ctx.commit()  # the candidates' folders are inside this phase's: it is written (or moved aside) first
 
         def report(i: int, result: TrialResult) -> None:
             score = "not trained" if result.val_top1 is None else f"val top-1 {result.val_top1:.2%}"

@@ -67,7 +67,8 @@ def phase_config(conf: Any, section: Any) -> dict[str, Any]:
     return out
 
 
-def _lookup(tree: Any, dotted: str) -> Any:
+def lookup(tree: Any, dotted: str) -> Any:
+    """The value at a dotted key of a plain config tree, or "<absent>"."""
     for key in dotted.split("."):
         if not isinstance(tree, dict) or key not in tree:
             return "<absent>"
@@ -79,7 +80,7 @@ def resume_differences(saved: dict[str, Any], saved_fingerprint: Optional[str], 
                        fingerprint: Optional[str]) -> tuple[list[str], list[str]]:
     """(`key: old -> new` lines that forbid going on, keys that changed but are safe to change)."""
     diff = config_diff(saved, config)
-    unsafe = [f"{k}: {_lookup(saved, k)!r} -> {_lookup(config, k)!r}" for k in diff if not is_safe_key(k)]
+    unsafe = [f"{k}: {lookup(saved, k)!r} -> {lookup(config, k)!r}" for k in diff if not is_safe_key(k)]
     if saved_fingerprint != fingerprint:
         unsafe.append(f"model fingerprint: {saved_fingerprint!r} -> {fingerprint!r}")
     return unsafe, [k for k in diff if is_safe_key(k)]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from archnas.config import config_hash
 from archnas.config.schema import ArchTrainerConf
 from archnas.data.loader import Batch, BatchLoader
 from archnas.distributed import all_reduce_mean, is_distributed
@@ -27,7 +28,7 @@ from archnas.nas.bilevel import BilevelOptimizer
 from archnas.space.store import ArchStore, Searchable
 from archnas.training.env import TrainingEnv
 from archnas.training.hooks import HookBase
-from archnas.training.optim import build_optimizer
+from archnas.training.optim import apply_hyperparameters, build_optimizer
 from archnas.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -100,6 +101,15 @@ class ArchTrainer(Trainer):
         self.register_state("val_stream", val_stream)
         self.register_state("arch_loss", self.arch_loss)
         self.register_hooks([AlphasToTensorBoard(), *strategy.trainer_hooks()])
+
+    def settings(self) -> dict[str, str]:
+        return {**super().settings(), "alpha_optimizer": config_hash(self.conf.alpha_optimizer)}
+
+    def reconfigure(self, changed: set[str]) -> None:
+        super().reconfigure(changed)
+        if "alpha_optimizer" in changed:  # no schedule: its lr too comes from the config from here on
+            apply_hyperparameters(self.alpha_optimizer, self.conf.alpha_optimizer, self.base_model.arch_params(),
+                                  self._key("alpha_optimizer"), keep_lr=False)
 
     def run_step(self, batch: Batch) -> None:
         if self.strategy.takes_arch_step(self.epoch):

@@ -20,6 +20,7 @@ architecture refuses to resume the old eval instead of mixing the two.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,7 +32,7 @@ from archnas.context import PhaseContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import save_desc
 from archnas.descs.model_desc import ModelDesc
-from archnas.errors import ConfigError
+from archnas.errors import CheckpointError, ConfigError
 from archnas.model import Model, ModelDescBuilder, desc_from_spec
 from archnas.model.model_file import save_model_file
 from archnas.nas.phase import Phase
@@ -40,7 +41,7 @@ from archnas.nas.spaces import ModuleSpace, check_space, eval_space
 from archnas.space import freeze
 from archnas.space.arch_io import save_arch
 from archnas.stats import dataset_info, model_stats
-from archnas.training.checkpoint import LAST, read_checkpoint
+from archnas.training.checkpoint import LAST, PREV, read_checkpoint
 from archnas.training.hooks import HookBase
 from archnas.training.metrics import MetricsHistory
 from archnas.training.trainer import Trainer
@@ -137,6 +138,33 @@ class Evaluater(Phase):
         supernet.load_state_dict(read_checkpoint(path)["state"]["model"])
         return freeze(supernet, arch)
 
+    def execute(self) -> dict[str, Any]:
+        """An eval of another architecture than the one an earlier phase of this run just gave
+        (a search that trained on, or started over) starts over by itself, keeping its old folder."""
+        if not self.restart and self.input_changed():
+            self.restart = True
+            self.run.log.info(f"{self.folder}: the architecture changed since it was trained ({', '.join(self.experiment.ran)} "
+                              "ran again): it starts over, keeping the old folder")
+        return super().execute()
+
+    def input_changed(self) -> bool:
+        """Whether an earlier phase ran in this run and this folder holds work on another network."""
+        if not [f for f in self.experiment.ran if f != self.folder] or not self.dir.is_dir():
+            return False
+        conf = self.run.conf
+        fingerprint = self.network(dataset_info(conf.dataset, conf.common.cache_dir)).fingerprint
+        try:
+            recorded = json.loads((self.dir / self.marker).read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        for name in (LAST, PREV):
+            if recorded is None and (self.dir / name).is_file():
+                try:
+                    recorded = read_checkpoint(self.dir / name).get("fingerprint")
+                except CheckpointError:
+                    continue
+        return recorded is not None and recorded != fingerprint
+
     def finished(self) -> Optional[dict[str, Any]]:
         """A finished eval counts only for the network it trained."""
         done = super().finished()
@@ -156,8 +184,7 @@ class Evaluater(Phase):
         conf = ctx.conf
         data = load_data(ctx, conf.loader)
         network = self.network(data.info)
-        if ctx.is_main:
-            network.save(ctx.dir)
+        ctx.write(lambda: network.save(ctx.dir))
         model = network.build().to(ctx.device)
         stats = model_stats(model, [data.info.channels, *data.info.image_size])
         ctx.log.info(

@@ -17,16 +17,17 @@ rerun that skips it still reports that run's peak.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from archnas.config import config_diff, config_to_dict
-from archnas.config.compat import is_safe_key, phase_config
+from archnas.config.compat import is_safe_key, lookup, phase_config
 from archnas.context import PhaseContext, RunContext
 from archnas.distributed import barrier
-from archnas.errors import CheckpointError
+from archnas.errors import CheckpointError, ConfigError
 from archnas.training.checkpoint import Checkpointer
 from archnas.utils import atomic
 from archnas.utils.memory import PeakMemory
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from archnas.nas.strategy import Strategy
 
 PEAK_MEMORY_FILE = "peak_memory.json"
+EPOCHS_KEY = "*.trainer.epochs"  # the training lengths a rerun may raise (train on) but not lower
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Experiment:
     strategy: "Strategy"
     force: bool = False
     results: dict[str, Any] = field(default_factory=dict)
+    restart: bool = False  # --restart: the phases run start over (each keeps its old folder)
+    ran: list[str] = field(default_factory=list)  # folders of the phases that did work in this run
 
 
 class Phase:
@@ -63,6 +67,8 @@ class Phase:
         self.folder = folder or self.name
         self.run = run or experiment.run
         self.peak_memory: Optional[int] = None
+        self.restart = False  # start over, keeping the old folder (set by the runner for --restart)
+        self._forced: list[str] = []  # keys a finished phase's marker differs in, accepted by --force
 
     # -- what a phase is ---------------------------------------------------------------------
 
@@ -104,52 +110,89 @@ class Phase:
     def finished(self) -> Optional[dict[str, Any]]:
         """The marker's contents if this phase finished under a compatible config, else None.
 
+        A marker of fewer epochs than now asked for is not finished: the phase trains on from its
+        last checkpoint. Fewer epochs than it records are refused (a run cannot be shortened).
         Reads only: nothing in the folder is written or changed."""
+        self._forced = []
         marker = self.dir / self.marker
-        if not marker.is_file() or not self.run.conf.common.resume:
+        if self.restart or not marker.is_file() or not self.run.conf.common.resume:
             return None
         try:
             done = json.loads(marker.read_text())
         except (OSError, json.JSONDecodeError):
             return None  # half-written by a killed run: redo what it marked
-        unsafe = [k for k in config_diff(done.get("config", {}), self.config_record()) if not is_safe_key(k)]
+        saved, now = done.get("config", {}), self.config_record()
+        diff = config_diff(saved, now)
+        unsafe = [k for k in diff if not is_safe_key(k)]
         if unsafe and not self.force:
             raise CheckpointError(
                 f"{marker} records a finished {self.folder} phase with a different config ({', '.join(unsafe[:8])}); "
-                "use another experiment name, restore the settings, or pass --force to reuse it"
+                "use another experiment name, restore the settings, pass --restart to run it again (the old "
+                "folder is kept), or --force to let the changes take effect from where it stopped"
             )
+        longer = []
+        for key in (k for k in diff if fnmatch.fnmatchcase(k, EPOCHS_KEY)):
+            old, new = lookup(saved, key), lookup(now, key)
+            if not (isinstance(old, int) and isinstance(new, int)):
+                continue
+            if new < old:
+                raise ConfigError(
+                    f"{key}: {new} is fewer than the {old} epochs {marker} records as trained; a finished phase "
+                    f"cannot be shortened: keep {key} at {old} or more (more trains on from its last checkpoint), "
+                    f"or pass --restart to train {new} from scratch (the old folder is kept)"
+                )
+            longer.append(f"{key} {old} -> {new}")
+        if longer:
+            self.run.log.info(f"{self.folder} finished before, now with more epochs ({', '.join(longer)}): "
+                              "training goes on from its last checkpoint")
+            return None
+        self._forced = unsafe
         return done
 
     def execute(self) -> Any:
-        """The phase's result: read back when finished, else computed (resuming its checkpoint)."""
-        finished = self.load_finished()
-        if finished is not None:
-            return finished
-        ctx = self.run.phase(self.folder, self.section)
+        """The phase's result: read back when finished, else computed (resuming its checkpoint).
+
+        Nothing is written until the phase has checked what it can refuse (`PhaseContext.commit`)."""
+        done = self.finished()
+        if done is not None:
+            if self._forced:
+                raise CheckpointError(
+                    f"{self.dir / self.marker} records a finished {self.folder} phase and these settings differ: "
+                    f"{', '.join(self._forced[:8])}; --force lets changes take effect from the step a phase resumes "
+                    "at, and a finished phase has none left: pass --restart to run it again under the new settings "
+                    "(the old folder is kept), or raise its trainer.epochs to train on under them"
+                )
+            return self._reuse(done)
+        ctx = self.run.phase(self.folder, self.section, restart=self.restart)
         try:
             with PeakMemory(ctx.device) as mem:
                 result = self.work(ctx)
+            ctx.commit()
             barrier()  # DDP: rank 0 has written the phase's files (its marker last) before anyone reads them
             self.peak_memory = mem.peak_bytes
             if ctx.is_main:
                 atomic.write_json(self.dir / PEAK_MEMORY_FILE, {"peak_memory": mem.peak_bytes, "device": str(ctx.device)})
         finally:
             ctx.close()
+        self.experiment.ran.append(self.folder)
         return result
 
     def load_finished(self) -> Optional[Any]:
         """The result of this phase if it finished, else None (nothing is run or written)."""
         done = self.finished()
-        if done is None:
-            return None
+        return None if done is None else self._reuse(done)
+
+    def _reuse(self, done: dict[str, Any]) -> Any:
         self.run.log.info(f"{self.folder} already finished ({self.dir / self.marker}); skipping it")
         self.peak_memory = self._recorded_peak()
         return self.load(done)
 
     def write_marker(self, ctx: PhaseContext, record: dict[str, Any]) -> None:
         """The completion marker, with the config it finished under; call it last (rank 0 writes)."""
+        ctx.commit()
+        changes = {"config_changes": ctx.config_changes} if ctx.config_changes else {}
         if ctx.is_main:
-            atomic.write_json(self.dir / self.marker, {**record, "config": self.config_record()})
+            atomic.write_json(self.dir / self.marker, {**record, **changes, "config": self.config_record()})
 
     def checkpointer(self, ctx: PhaseContext, fingerprint: Optional[str]) -> Checkpointer:
         """The phase's checkpointer: resumes only a checkpoint of this config and this model."""

@@ -8,7 +8,9 @@ DARTS family; eval only for `manual`). Each phase is skipped when its marker say
 resumed from its checkpoint when it was interrupted, and run otherwise (`archnas.nas.phase`).
 `search=False` (`--no-search`) or `eval=False` (`--no-eval`) leave phases of that kind out; a
 left-out phase that had finished still hands its result to the phases after it (an eval after
-an earlier search). Under torchrun every rank runs the same phases: rank 0 writes, the others
+an earlier search). `restart` starts the phases that run over, keeping their old folders; a phase
+whose input an earlier phase of this run changed (an eval after a search that trained on) starts
+over by itself (`Evaluater`). Under torchrun every rank runs the same phases: rank 0 writes, the others
 wait at a barrier after each phase.
 """
 
@@ -34,10 +36,12 @@ class ExperimentResult:
 
 
 class ExperimentRunner:
-    def __init__(self, run: RunContext, force: bool = False):
+    def __init__(self, run: RunContext, force: bool = False, restart: bool = False):
+        """`restart` (`--restart`): every phase that runs starts over, its old folder kept as
+        `<phase>.old-<k>`; phases left out (`--no-search`, `--no-eval`) are not touched."""
         self.run_context = run
         self.strategy = algorithm_class(run.conf.nas.algo)(run.conf)
-        self.experiment = Experiment(run, self.strategy, force)
+        self.experiment = Experiment(run, self.strategy, force, restart=restart)
 
     def run(self, search: bool = True, eval: bool = True) -> ExperimentResult:
         wanted = {"search": search, "eval": eval}
@@ -45,6 +49,7 @@ class ExperimentRunner:
         for phase_class in self.strategy.phases:
             phase = phase_class(self.experiment)
             if wanted[phase.kind]:
+                phase.restart = self.experiment.restart
                 outcome = phase.execute()
             else:
                 outcome = phase.load_finished()

@@ -43,6 +43,7 @@ def combinations(conf: SearchConf) -> list[tuple[int, int, int]]:
 def search_combinations(phase: Searcher, ctx: PhaseContext) -> SearchResult:
     """The search phase `phase` as one search per combination, each a trial, then the best."""
     grid = combinations(ctx.conf)
+    ctx.commit()  # the combinations' folders are inside this phase's: it is written (or moved aside) first
     finished: dict[int, dict[str, Any]] = {}
 
     def record(i: int, result: SearchResult) -> None:

@@ -29,7 +29,7 @@ from archnas.data import DataBundle, build_data
 from archnas.descs.desc_io import load_desc, save_desc
 from archnas.descs.genotypes import desc_to_genotype
 from archnas.descs.model_desc import ModelDesc
-from archnas.errors import DescError
+from archnas.errors import ConfigError, DescError
 from archnas.model import Model
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
@@ -64,8 +64,7 @@ def load_data(ctx: PhaseContext, loader_conf) -> DataBundle:
         conf.dataset, loader_conf, seed=conf.common.seed, device=ctx.device, cache_dir=conf.common.cache_dir,
         rank=ctx.rank, world_size=ctx.world_size,
     )
-    if ctx.is_main:
-        data.split.save(ctx.dir / "split.json")
+    ctx.write(lambda: data.split.save(ctx.dir / "split.json"))  # held until the phase commits
     return data
 
 
@@ -122,6 +121,11 @@ class Searcher(SearchPhase):
     then finalize it."""
 
     def work(self, ctx: PhaseContext) -> SearchResult:
+        if ctx.conf.trainer.epochs < 1:
+            raise ConfigError(
+                f"nas.search.trainer.epochs: {ctx.conf.trainer.epochs}; a search trains at least 1 epoch (to train "
+                "an architecture without searching, pass --no-search with nas.eval.final_desc, or nas.algo=manual)"
+            )
         if ctx.conf.combinations.enabled:
             from archnas.nas.search_combinations import search_combinations
 
@@ -135,8 +139,7 @@ class Searcher(SearchPhase):
             return self.search_module(ctx, space)
         data = load_data(ctx, conf.loader)
         desc = self.strategy.supernet_builder().build(conf.model_desc, data.info)
-        if ctx.is_main:
-            save_desc(desc, ctx.dir / FULL_DESC_FILE)
+        ctx.write(lambda: save_desc(desc, ctx.dir / FULL_DESC_FILE))
         model = self.build_model(desc)
         ctx.log.info(
             f"search: supernet of {conf.model_desc.n_cells} cells, {sum(p.numel() for p in model.weights()):,} weights, "
@@ -162,11 +165,10 @@ class Searcher(SearchPhase):
         model = check_space(space, data.info)
         model.arch.use(self.strategy.weighting())
         fingerprint = space.fingerprint()
-        if ctx.is_main:
-            atomic.write_text(ctx.dir / SPACE_FILE, yaml.safe_dump(
-                {"space": space.description(), "space_fingerprint": model.fingerprint(),
-                 "labels": {label: [str(c) for c in spec.choices] for label, spec in model.specs.items()}},
-                sort_keys=False))
+        ctx.write(lambda: atomic.write_text(ctx.dir / SPACE_FILE, yaml.safe_dump(
+            {"space": space.description(), "space_fingerprint": model.fingerprint(),
+             "labels": {label: [str(c) for c in spec.choices] for label, spec in model.specs.items()}},
+            sort_keys=False)))
         ctx.log.info(f"search: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
                      f"{len(model.specs)} choices ({sum(p.numel() for p in model.arch_params()):,} architecture "
                      f"parameters); {len(data.parts['train'])} train / {len(data.parts['val'])} val images")

@@ -78,6 +78,7 @@ class SubnetSearchPhase(SearchPhase):
         checkpointer.register("search", search.state)
         checkpointer.register("cost_tables", CostTables(costs))
         resumed = checkpointer.resume() if ctx.resume else None
+        ctx.commit()
         if resumed is None:
             limits.check_reachable(costs)
             report = {"space": space.description(), **costs.report(names)}

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 import archnas
-from archnas.config import config_hash
-from archnas.config.compat import resume_differences
+from archnas.config import config_diff, config_hash
+from archnas.config.compat import is_safe_key, lookup, resume_differences
 from archnas.distributed import gather_to_main
 from archnas.errors import CheckpointError
 from archnas.utils import atomic
@@ -200,6 +200,7 @@ class Checkpointer:
         self.gather = gather
         self.force = force
         self._objects: dict[str, Stateful] = {}
+        self.changes: dict[str, list[Any]] = {}  # key -> [checkpoint's value, this run's] of the resumed checkpoint
 
     @property
     def last_path(self) -> Path:
@@ -279,7 +280,16 @@ class Checkpointer:
                 continue
             self._check(ckpt, path, self.force)
             for name, obj in self._objects.items():
-                obj.load_state_dict(ckpt["state"][name])
+                try:
+                    obj.load_state_dict(ckpt["state"][name])
+                except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # torch's mismatch errors differ
+                    keys = ", ".join(self.changes) or "none of the recorded settings"
+                    raise CheckpointError(
+                        f"{path}: its {name} state does not fit this run ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:160]}); changed since it was written: {keys}. "
+                        "These cannot change on a resume, even with --force: restore them, or pass --restart to "
+                        "start the phase over (the old folder is kept)"
+                    ) from None
             return Resumed(path, ckpt["rng"])
         if problems:
             raise CheckpointError(
@@ -296,14 +306,26 @@ class Checkpointer:
                 f"{path}: has no state for {', '.join(missing)}; it was written by a different trainer"
             )
         unsafe, safe = resume_differences(ckpt["config"], ckpt.get("fingerprint"), self.config, self.fingerprint)
+        saved = ckpt["config"]
+        self.changes = {k: [lookup(saved, k), lookup(self.config, k)] for k in config_diff(saved, self.config)}
+        if force and ckpt.get("fingerprint") != self.fingerprint:
+            keys = [k for k in self.changes if not is_safe_key(k)]
+            raise CheckpointError(
+                f"{path} trains another model (fingerprint {ckpt.get('fingerprint')!r}, now {self.fingerprint!r}; "
+                f"changed: {', '.join(keys) or 'the architecture it was given'}): a model's structure cannot change "
+                "on a resume, even with --force; restore the settings, or pass --restart to start the phase over "
+                "(the old folder is kept)"
+            )
         if unsafe and not force:
             raise CheckpointError(
                 f"{path} was written by a different run; these differ (checkpoint -> now):\n  "
                 + "\n  ".join(unsafe)
-                + "\nRestore the old settings, use another experiment name, or pass --force to resume anyway."
+                + "\nRestore the old settings, use another experiment name, pass --restart to start the phase over "
+                "(the old folder is kept), or --force to let the changes take effect from where it stopped."
             )
         if unsafe:
-            self.log.warning("resuming despite differences (--force):\n  " + "\n  ".join(unsafe))
+            self.log.warning("resuming despite differences (--force); they take effect from here:\n  "
+                             + "\n  ".join(unsafe))
         if safe:
             self.log.info(f"resuming with changed settings that are safe to change: {', '.join(safe)}")
         if ckpt.get("archnas_version") != archnas.__version__:

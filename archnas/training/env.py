@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -37,12 +37,20 @@ class TrainingEnv:
     rank: int = 0
     world_size: int = 1
     control_group: Any = None  # a gloo group for host-side agreement between ranks (None: the default group)
+    section_key: str = ""  # where the trained section sits in the config ("nas.eval"), for messages
     _tb: Any = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
         """Only the main process (rank 0) writes files."""
         return self.rank == 0
+
+    def commit(self, resumed: dict[str, Any] | None = None, config_changes: Sequence[dict[str, Any]] = ()) -> None:
+        """The Trainer calls this once it has checked what it was given (config, checkpoint) and
+        is about to train: an env that holds back its writes until then (a phase's) writes them
+        now, so a run refused before this point changes nothing. `resumed`: where training goes
+        on from; `config_changes`: every change of settings a resume brought, as the trainer
+        records them. This one writes nothing, so there is nothing to hold back."""
 
     def open_tensorboard(self, purge_step: int | None = None) -> Any:
         """The SummaryWriter of this folder (rank 0, when TensorBoard is on); `purge_step` drops

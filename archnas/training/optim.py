@@ -46,3 +46,25 @@ def build_optimizer(
         raise ConfigError(f"{key}.betas: {conf.betas} is not two numbers in [0, 1)")
     cls = torch.optim.Adam if conf.type == OptimizerType.adam else torch.optim.AdamW
     return cls(groups, lr=conf.lr, betas=(conf.betas[0], conf.betas[1]))
+
+
+SCHEDULE_KEYS = ("params", "lr", "initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum")
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, conf: OptimizerConf, params: Iterable[nn.Parameter],
+                          key: str, keep_lr: bool) -> None:
+    """Give a resumed optimizer `conf`'s hyperparameters (momentum, weight decay, betas, ... and,
+    unless `keep_lr`, the lr: one without a schedule), keeping its per-parameter state (momentum
+    buffers, Adam moments). A change of type or of its parameter groups is refused: that state
+    would not fit."""
+    fresh = build_optimizer(conf, params, key=key)
+    if type(fresh) is not type(optimizer) or len(fresh.param_groups) != len(optimizer.param_groups):
+        raise ConfigError(
+            f"{key}: the checkpoint's optimizer is {type(optimizer).__name__} with {len(optimizer.param_groups)} "
+            f"parameter group(s), the config's {type(fresh).__name__} with {len(fresh.param_groups)}; an optimizer's "
+            "type and groups (type, decay_bn) cannot change on a resume, even with --force: restore them, or pass "
+            "--restart to start the phase over (the old folder is kept)"
+        )
+    skip = SCHEDULE_KEYS if keep_lr else ("params",)
+    for group, new in zip(optimizer.param_groups, fresh.param_groups):
+        group.update({k: v for k, v in new.items() if k not in skip})

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
+from archnas.config import config_hash
 from archnas.config.schema import TrainerConf
 from archnas.data.loader import Batch, BatchLoader
 from archnas.distributed import agree_max, wrap_ddp
@@ -47,7 +48,7 @@ from archnas.training.env import TrainingEnv
 from archnas.training.hooks import DropPathRamp, HookBase, MetricsWriter, PeriodicCheckpoint
 from archnas.training.losses import TrainLoss, split_outputs
 from archnas.training.metrics import EpochMeter, MetricsHistory
-from archnas.training.optim import build_optimizer
+from archnas.training.optim import apply_hyperparameters, build_optimizer
 from archnas.training.precision import Precision
 from archnas.training.schedules import build_scheduler
 from archnas.training.signals import RunInterrupted, StopSignals
@@ -108,6 +109,10 @@ class Trainer:
         self._saved_at: Optional[tuple[int, int]] = None  # (epochs_done, global_step) of the last save
         self._checkpoint_requested = False
         self._checkpoint_shape = (0, 0)  # (epochs, steps per epoch) of the run a checkpoint came from
+        self._checkpoint_settings: dict[str, str] = {}  # `settings()` of the run a checkpoint came from
+        self._saved_scheduler: Optional[dict[str, Any]] = None  # the checkpoint's, until _resume decides
+        self.config_changes: list[dict[str, Any]] = []  # what each resume changed, from which step
+        self._resume_change: Optional[dict[str, Any]] = None
         self.checkpointer = checkpointer or Checkpointer.in_env(env)
         self._hooks: list[HookBase] = []
         self.register_hooks([DropPathRamp(), PeriodicCheckpoint(env.checkpoint), MetricsWriter()])
@@ -191,9 +196,10 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ConfigError("the training split has fewer images than ranks: no batch to train on")
         self.scheduler = self._new_scheduler()
-        self.register_state("scheduler", self.scheduler)
+        self.register_state("scheduler", _SchedulerSlot(self))
         self.register_state("train_loader", train_loader)
         resumed = self._resume() if self.env.resume else None
+        self.env.commit(self._resume_record(resumed), self.config_changes)
         with self.stop_signals:
             for hook in self._hooks:
                 hook.before_fit()
@@ -297,6 +303,22 @@ class Trainer:
     def _new_scheduler(self) -> LRScheduler:
         return build_scheduler(self.conf.lr_schedule, self.optimizer, max(self.conf.epochs, 1), self.steps_per_epoch)
 
+    def _key(self, name: str) -> str:
+        """The dotted config key of a trainer setting, for messages (`nas.eval.trainer.epochs`)."""
+        return ".".join(p for p in (self.env.section_key, "trainer", name) if p)
+
+    def settings(self) -> dict[str, str]:
+        """Hashes of the settings whose state a checkpoint restores over the config (optimizer
+        hyperparameters, the lr schedule): when one differs on resume, the config's is applied
+        from the resume step (`reconfigure`). Subclasses add their own optimizers."""
+        return {"optimizer": config_hash(self.conf.optimizer), "lr_schedule": config_hash(self.conf.lr_schedule)}
+
+    def reconfigure(self, changed: set[str]) -> None:
+        """Apply the config's settings named in `changed` (keys of `settings()`) to the state a
+        resume restored; the weight optimizer keeps its lr, which the recomputed schedule sets."""
+        if "optimizer" in changed:
+            apply_hyperparameters(self.optimizer, self.conf.optimizer, self.weights, self._key("optimizer"), keep_lr=True)
+
     def _resume(self) -> Optional[Resumed]:
         resumed = self.checkpointer.resume()
         if resumed is None:
@@ -306,15 +328,42 @@ class Trainer:
             f"resumed from {resumed.path} at epoch {self.epochs_done + 1}, step {self.epoch_step} "
             f"(global step {self.global_step})"
         )
+        trained = self.epochs_done + (1 if self.epoch_step else 0)
+        if trained > self.conf.epochs:
+            done = f"{self.epochs_done} epochs" + (f" and {self.epoch_step} steps" if self.epoch_step else "")
+            raise ConfigError(
+                f"{self._key('epochs')}: {self.conf.epochs} is fewer than {resumed.path} has already trained "
+                f"({done}); a run cannot be shortened: set it to {trained} or more, or pass --restart to train "
+                f"{self.conf.epochs} from scratch (the old folder is kept)"
+            )
+        changed = {k for k, v in self.settings().items() if self._checkpoint_settings.get(k, v) != v}
+        self.reconfigure(changed)
         saved_epochs, saved_steps = self._checkpoint_shape
         shape_changed = (saved_epochs, saved_steps) != (self.conf.epochs, self.steps_per_epoch)
-        if shape_changed and self.epochs_done < self.conf.epochs:
-            self._replay_schedule(saved_epochs)
+        recompute = (shape_changed or bool(changed & {"optimizer", "lr_schedule"})) and self.epochs_done < self.conf.epochs
+        if recompute:
+            self._replay_schedule()
+        else:
+            self.scheduler.load_state_dict(self._saved_scheduler)
+        self._saved_scheduler = None
+        keys = dict(self.checkpointer.changes)
+        if keys or recompute:
+            self._resume_change = {"global_step": self.global_step, "epoch": self.epochs_done + 1,
+                                   "epoch_step": self.epoch_step, "changed": keys, "schedule_recomputed": recompute}
+            self.config_changes.append(self._resume_change)
+            where = f"global step {self.global_step} (epoch {self.epochs_done + 1}, step {self.epoch_step})"
+            if recompute:
+                length = f"from {saved_epochs} to {self.conf.epochs} epochs, " if saved_epochs != self.conf.epochs else ""
+                self.log.info(f"{self.env.name}: lr schedule recomputed ({length}{saved_steps} -> "
+                              f"{self.steps_per_epoch} steps per epoch) at {where}")
+            if keys:
+                self.log.info(f"{self.env.name}: from {where} on: "
+                              + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in keys.items()))
         return resumed
 
-    def _replay_schedule(self, saved_epochs: int) -> None:
-        """A new training length changes the schedule: rebuild it and step it to the current step."""
-        self.log.info(f"trainer.epochs changed from {saved_epochs} to {self.conf.epochs}: lr schedule recomputed")
+    def _replay_schedule(self) -> None:
+        """A new training length or schedule: rebuild the schedule and step it to the current
+        step, so the lr from here on is the new schedule's."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.conf.optimizer.lr
             group.pop("initial_lr", None)
@@ -323,7 +372,14 @@ class Trainer:
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
             for _ in range(self.global_step):
                 scheduler.step()
-        self.scheduler.load_state_dict(scheduler.state_dict())
+        self.scheduler = scheduler
+
+    def _resume_record(self, resumed: Optional[Resumed]) -> Optional[dict[str, Any]]:
+        """What run.json records of this run's start: the checkpoint, the step, what changed."""
+        if resumed is None:
+            return None
+        return {"checkpoint": str(resumed.path), "global_step": self.global_step, "epoch": self.epochs_done + 1,
+                "epoch_step": self.epoch_step, **({"config_changes": self._resume_change} if self._resume_change else {})}
 
     # -- the trainer's own checkpoint state ---------------------------------------------------
 
@@ -335,6 +391,8 @@ class Trainer:
             "epoch_lr": self.epoch_lr,
             "epochs": self.conf.epochs,
             "steps_per_epoch": self.steps_per_epoch,
+            "settings": self.settings(),
+            "config_changes": self.config_changes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -343,3 +401,20 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.epoch_lr = float(state["epoch_lr"])
         self._checkpoint_shape = (int(state["epochs"]), int(state["steps_per_epoch"]))
+        self._checkpoint_settings = dict(state.get("settings", {}))  # absent: written before archnas recorded them
+        self.config_changes = list(state.get("config_changes", []))
+
+
+class _SchedulerSlot:
+    """The lr schedule's checkpoint entry. On resume its state is held back: the trainer either
+    restores it (the same schedule) or recomputes the schedule for new settings (`_replay_schedule`),
+    which a restored state of another schedule would only confuse."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer._saved_scheduler = state
