@@ -37,6 +37,8 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml --nas.search.trainer.epochs 3 common.seed=7 --print-config
       archnas --config confs/darts.yaml,confs/my_overrides.yaml --exp-name try2
       archnas --config confs/darts.yaml --no-search nas.eval.final_desc=DARTS_V2
+      archnas --config confs/darts.yaml nas.eval.trainer.epochs=600   # train a finished eval on
+      archnas --config confs/darts.yaml --restart --no-search         # the eval again, old kept in eval.old-1
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
 
     many processes, GPUs and machines:
@@ -81,7 +83,11 @@ def build_run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", metavar="S,S", help="repeat the whole experiment once per seed (common.seed), each in "
                         "its own subfolder seed_<s>/; finished seeds are skipped; runs them as Ray tasks when "
                         "common.ray.enabled is true")
-    parser.add_argument("--force", action="store_true", help="resume even if the config changed in ways that are not safe to change")
+    parser.add_argument("--force", action="store_true", help="resume even if the config changed in ways that are not "
+                        "safe to change: the changes take effect from the step the phase resumes at (a change of the "
+                        "model's structure is still refused)")
+    parser.add_argument("--restart", action="store_true", help="start the phases that run over; each keeps its old "
+                        "folder as <phase>.old-<k> (never overwriting an earlier one)")
     return parser
 
 
@@ -159,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"archnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except RunInterrupted as exc:  # SIGINT/SIGTERM: the trainer saved a checkpoint first
-        print(f"archnas: {exc}\narchnas: resume with: {shlex.join(sys.orig_argv)}", file=sys.stderr)
+        again = [a for a in sys.orig_argv if a != "--restart"]  # resuming must not start over once more
+        print(f"archnas: {exc}\narchnas: resume with: {shlex.join(again)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("archnas: interrupted", file=sys.stderr)
@@ -194,10 +201,10 @@ def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
     with distributed_session(conf.common.device) as session:
         if seeds is None:
             run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force,
-                           session=session)
+                           session=session, restart=args.restart)
         else:
             run_seeds(conf, argv, seeds, search=not args.no_search, eval=not args.no_eval, force=args.force,
-                      session=session)
+                      session=session, restart=args.restart)
     return 0
 
 

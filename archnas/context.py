@@ -193,10 +193,12 @@ class PhaseContext(TrainingEnv):
         """Write what the phase held back; from here on the phase writes as it goes. Rank 0 moves
         a restarted phase's old folder aside first, then writes config.yaml and run.json (the
         runs before this one are kept in its `previous_runs`), log.txt and the staged files."""
-        self.config_changes = list(config_changes)
-        if self.committed or self._held is None:
+        if self.committed:
             return
         self.committed = True
+        self.config_changes = list(config_changes)
+        if self._held is None:
+            return
         held, self._held = self._held, None
         self.log.removeHandler(held)
         if not self.is_main:

@@ -58,6 +58,7 @@ def run_algorithms(args) -> int:
         for phase, flag in phases:
             command = [sys.executable, "-m", "archnas", *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
                        "--exp-name", f"{root}/{name}", flag, *(["--force"] if args.force else []),
+                       *(["--restart"] if args.restart else []),
                        *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]
             code = _run_child(command)
             if code > 128:

@@ -43,9 +43,10 @@ def open_experiment_dir(exp_dir: Path, conf: ExperimentConf, is_main: bool) -> N
 
 
 def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = True, eval: bool = True,
-                   force: bool = False, session: Optional[DistSession] = None) -> ExperimentResult:
+                   force: bool = False, session: Optional[DistSession] = None, restart: bool = False) -> ExperimentResult:
     """One experiment in `experiment_dir(conf)`; `session` is this process's rank under torchrun
-    (None: a single process on `common.device`)."""
+    (None: a single process on `common.device`); `restart`: the phases that run start over,
+    keeping their old folders."""
     algorithm_class(conf.nas.algo)  # a bad name fails before anything is written
     exp_dir = experiment_dir(conf)
     rank, world_size = (session.rank, session.world_size) if session else (0, 1)
@@ -57,7 +58,7 @@ def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = Tru
     ranks = f", {world_size} ranks" if world_size > 1 else ""
     ctx.log.info(f"experiment {conf.common.experiment_name}: {conf.nas.algo} on {conf.dataset.name}, "
                  f"device {ctx.device}{ranks}, results in {exp_dir}")
-    result = ExperimentRunner(ctx, force=force).run(search=search, eval=eval)
+    result = ExperimentRunner(ctx, force=force, restart=restart).run(search=search, eval=eval)
     report(ctx, result)
     return result
 

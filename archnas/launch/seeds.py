@@ -39,14 +39,15 @@ def seed_conf(conf: ExperimentConf, seed: int) -> ExperimentConf:
     return out
 
 
-def run_seed(run: RunContext, search: bool, eval: bool, force: bool) -> ExperimentResult:
+def run_seed(run: RunContext, search: bool, eval: bool, force: bool, restart: bool = False) -> ExperimentResult:
     """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped."""
     open_experiment_dir(run.exp_dir, run.conf, run.is_main)
-    return ExperimentRunner(run, force=force).run(search=search, eval=eval)
+    return ExperimentRunner(run, force=force, restart=restart).run(search=search, eval=eval)
 
 
 def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], search: bool = True, eval: bool = True,
-              force: bool = False, session: Optional[DistSession] = None) -> list[ExperimentResult]:
+              force: bool = False, session: Optional[DistSession] = None,
+              restart: bool = False) -> list[ExperimentResult]:
     """The experiment once per seed, in `<experiment>/seed_<s>/`, then `<experiment>/seeds.json`
     with each seed's results and the mean and standard deviation of the test accuracy."""
     algorithm_class(conf.nas.algo)  # a bad name fails before anything runs
@@ -60,7 +61,7 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], s
         sconf = seed_conf(conf, seed)
         run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device,
                                 control_group=session.control_group if session else None)
-        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force)))
+        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force, restart)))
 
     def reported(i: int, result: ExperimentResult) -> None:
         log.info(f"seed {seeds[i]} ({i + 1}/{len(seeds)}):")
