@@ -20,7 +20,6 @@ architecture refuses to resume the old eval instead of mixing the two.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -32,7 +31,7 @@ from archnas.context import PhaseContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import save_desc
 from archnas.descs.model_desc import ModelDesc
-from archnas.errors import CheckpointError, ConfigError
+from archnas.errors import ConfigError
 from archnas.model import Model, ModelDescBuilder, desc_from_spec
 from archnas.model.model_file import save_model_file
 from archnas.nas.phase import Phase
@@ -41,7 +40,7 @@ from archnas.nas.spaces import ModuleSpace, check_space, eval_space
 from archnas.space import freeze
 from archnas.space.arch_io import save_arch
 from archnas.stats import dataset_info, model_stats
-from archnas.training.checkpoint import LAST, PREV, read_checkpoint
+from archnas.training.checkpoint import LAST, read_checkpoint
 from archnas.training.hooks import HookBase
 from archnas.training.metrics import MetricsHistory
 from archnas.training.trainer import Trainer
@@ -138,31 +137,22 @@ class Evaluater(Phase):
         supernet.load_state_dict(read_checkpoint(path)["state"]["model"])
         return freeze(supernet, arch)
 
-    def execute(self) -> dict[str, Any]:
-        """An eval of another architecture than the one an earlier phase of this run just gave
-        (a search that trained on, or started over) starts over by itself, keeping its old folder."""
-        if not self.restart and self.input_changed():
-            self.restart = True
-            self.run.log.info(f"{self.folder}: the architecture changed since it was trained ({', '.join(self.experiment.ran)} "
-                              "ran again): it starts over, keeping the old folder")
-        return super().execute()
+    def inputs(self) -> tuple[str, ...]:
+        if self.section.final_desc:
+            return ()
+        return ("search", self.strategy.supernet_folder) if self.section.mode == EvalMode.tune else ("search",)
 
-    def input_changed(self) -> bool:
-        """Whether an earlier phase ran in this run and this folder holds work on another network."""
-        if not [f for f in self.experiment.ran if f != self.folder] or not self.dir.is_dir():
+    def stale(self) -> bool:
+        """An eval is stale when the architecture it trains changed (the search trained on to
+        another one), or, fine-tuning, when the supernet it inherits trained on; an eval of the
+        same architecture trained from scratch stands."""
+        if not super().stale():
             return False
+        if self.section.mode == EvalMode.tune:
+            return True
         conf = self.run.conf
         fingerprint = self.network(dataset_info(conf.dataset, conf.common.cache_dir)).fingerprint
-        try:
-            recorded = json.loads((self.dir / self.marker).read_text()).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        for name in (LAST, PREV):
-            if recorded is None and (self.dir / name).is_file():
-                try:
-                    recorded = read_checkpoint(self.dir / name).get("fingerprint")
-                except CheckpointError:
-                    continue
+        recorded = self.recorded_fingerprint()
         return recorded is not None and recorded != fingerprint
 
     def finished(self) -> Optional[dict[str, Any]]:

@@ -6,10 +6,20 @@ one completion marker, one rule for skipping and resuming.
 
 `execute` reads the marker first (`finished`): a phase that finished under a compatible config
 (`archnas.config.compat`) is not run again, and one that finished under a config that differs in
-keys that are not safe to change is refused (unless `--force`) rather than reused. Only then is
-the folder opened (config.yaml, run.json, log.txt) and `work` run; it writes its results and,
-last, the marker (`write_marker`), so an interrupted phase has no marker and resumes from its
-checkpoint, which the phase's `checkpointer` ties to the same config and model fingerprint.
+keys that are not safe to change is refused (unless `--force`) rather than reused. A finished
+phase asked for more epochs than it trained is not finished: it trains on from its last
+checkpoint (the trainer recomputes the lr schedule for the new length); fewer are refused.
+
+Then `work` runs in a context that holds back every write (config.yaml, run.json, log.txt, the
+files staged with `ctx.write`) until it commits (`PhaseContext.commit`): the Trainer commits once
+it has checked the checkpoint against the config and resumed, so a phase refused up to there
+(another model, a setting that cannot change, a bad value) leaves its folder byte-identical. A
+phase that runs nested phases in its folder (random-search candidates, combinations) commits
+first. `work` writes its results and, last, the marker (`write_marker`, with the trainer's
+record of what each resume changed, from which step), so an interrupted phase has no marker and
+resumes from its checkpoint, which the phase's `checkpointer` ties to the same config and model
+fingerprint. A phase with `restart` set (`--restart`) starts over: at commit its old folder is
+moved to `<folder>.old-<k>`.
 
 A phase also records the peak memory of the run that did its work (`peak_memory.json`), so a
 rerun that skips it still reports that run's peak.
@@ -28,7 +38,7 @@ from archnas.config.compat import is_safe_key, lookup, phase_config
 from archnas.context import PhaseContext, RunContext
 from archnas.distributed import barrier
 from archnas.errors import CheckpointError, ConfigError
-from archnas.training.checkpoint import Checkpointer
+from archnas.training.checkpoint import LAST, PREV, Checkpointer, read_checkpoint
 from archnas.utils import atomic
 from archnas.utils.memory import PeakMemory
 
@@ -105,6 +115,16 @@ class Phase:
         """What `result.json` records of the phase."""
         return {}
 
+    def inputs(self) -> tuple[str, ...]:
+        """Folders of the earlier phases whose results this one reads (the supernet it scores)."""
+        return ()
+
+    def stale(self) -> bool:
+        """Whether this phase's folder holds work done on inputs that changed since: an input
+        phase did work in this run (it trained on, or started over). Then this phase starts over."""
+        return (any(f in self.experiment.ran for f in self.inputs()) and self.dir.is_dir()
+                and any(self.dir.iterdir()))
+
     # -- skip, resume, run -------------------------------------------------------------------
 
     def finished(self) -> Optional[dict[str, Any]]:
@@ -153,6 +173,10 @@ class Phase:
         """The phase's result: read back when finished, else computed (resuming its checkpoint).
 
         Nothing is written until the phase has checked what it can refuse (`PhaseContext.commit`)."""
+        if not self.restart and self.stale():
+            self.restart = True
+            self.run.log.info(f"{self.folder}: what it was computed from changed in this run "
+                              f"({', '.join(self.experiment.ran)} ran): it starts over, keeping the old folder")
         done = self.finished()
         if done is not None:
             if self._forced:
@@ -193,6 +217,21 @@ class Phase:
         changes = {"config_changes": ctx.config_changes} if ctx.config_changes else {}
         if ctx.is_main:
             atomic.write_json(self.dir / self.marker, {**record, **changes, "config": self.config_record()})
+
+    def recorded_fingerprint(self) -> Optional[str]:
+        """The fingerprint of the model this folder's work trained: its marker's, else its newest
+        readable checkpoint's; None when it has neither."""
+        try:
+            recorded = json.loads((self.dir / self.marker).read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        for name in (LAST, PREV):
+            if recorded is None and (self.dir / name).is_file():
+                try:
+                    recorded = read_checkpoint(self.dir / name).get("fingerprint")
+                except CheckpointError:
+                    continue
+        return recorded
 
     def checkpointer(self, ctx: PhaseContext, fingerprint: Optional[str]) -> Checkpointer:
         """The phase's checkpointer: resumes only a checkpoint of this config and this model."""

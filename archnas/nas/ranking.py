@@ -122,6 +122,9 @@ class RankingCheck(Phase):
     kind = "search"
     marker = RANKING_FILE
 
+    def inputs(self) -> tuple[str, ...]:
+        return (self.strategy.supernet_folder,)
+
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
         check = conf.ranking_check

@@ -121,10 +121,13 @@ class Searcher(SearchPhase):
     then finalize it."""
 
     def work(self, ctx: PhaseContext) -> SearchResult:
-        if ctx.conf.trainer.epochs < 1:
+        if ctx.conf.trainer.epochs < 1 and ctx.conf.finalizer.type != "random":
+            # the untrained supernet's argmax is an accident of the alphas' initialization; a random
+            # finalization of it is the documented baseline (random search with n_archs 1)
             raise ConfigError(
                 f"nas.search.trainer.epochs: {ctx.conf.trainer.epochs}; a search trains at least 1 epoch (to train "
-                "an architecture without searching, pass --no-search with nas.eval.final_desc, or nas.algo=manual)"
+                "an architecture without searching, pass --no-search with nas.eval.final_desc or nas.algo=manual; "
+                "for the random-finalizer baseline, nas.search.finalizer.type=random)"
             )
         if ctx.conf.combinations.enabled:
             from archnas.nas.search_combinations import search_combinations
@@ -220,6 +223,15 @@ class PostTrain(Phase):
     def section(self) -> Any:
         return self.run.conf.nas.search.post_train
 
+    def stale(self) -> bool:
+        """Trained on another final desc (the search trained on to another one): start over."""
+        recorded = self.recorded_fingerprint()
+        return recorded is not None and recorded != self.final.fingerprint()
+
+    def finished(self) -> Optional[dict[str, Any]]:
+        done = super().finished()
+        return done if done is None or done.get("fingerprint", self.final.fingerprint()) == self.final.fingerprint() else None
+
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         data = load_data(ctx, ctx.conf.loader)
         model = Model(self.final, droppath=True, affine=True)
@@ -227,7 +239,7 @@ class PostTrain(Phase):
         part = "val" if "val" in data.parts else "test"
         history = trainer.fit(data.loader("train", training=True), data.loader(part, training=False))
         result = {"best_top1": history.best_value, "time": sum(r.get("epoch_time", 0.0) for r in history.records)}
-        self.write_marker(ctx, {"result": result})
+        self.write_marker(ctx, {"result": result, "fingerprint": self.final.fingerprint()})
         return result
 
     def load(self, done: dict[str, Any]) -> dict[str, Any]:

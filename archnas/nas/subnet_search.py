@@ -62,6 +62,9 @@ def cost_names(conf: Any, limits: Limits) -> list[str]:
 class SubnetSearchPhase(SearchPhase):
     """`search` of spos: evolution (or random sampling) over the pretrained supernet's subnets."""
 
+    def inputs(self) -> tuple[str, ...]:
+        return (self.strategy.supernet_folder,)
+
     def work(self, ctx: PhaseContext) -> SearchResult:
         conf = ctx.conf
         section = self.strategy.section
