@@ -228,7 +228,7 @@ class PhaseContext(TrainingEnv):
             file_handler.handle(record)
         self.log.addHandler(file_handler)
         if kept is not None:
-            self.log.info(f"{self.name}: starting over (--restart); the old folder is kept as {kept}")
+            self.log.info(f"{self.name}: starting over; the old folder is kept as {kept}")
         staged, self._staged = self._staged, []
         for writer in staged:
             writer()
