@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 import textwrap
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import torch
 
@@ -48,6 +48,14 @@ OVERRIDE_HELP = textwrap.dedent(
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a UsageError like every other mistake: `main` prints it as the
+    one `archnas: error:` line (argparse would print its own, as `archnas stats: error:`, and exit)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -63,7 +71,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archnas",
         description="Run a neural architecture search experiment: search, finalize, then evaluate "
         "the final architecture. Rerunning the same command resumes an interrupted run. "
@@ -86,7 +94,7 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 
 def build_stats_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archnas stats",
         description="Print JSON with the parameter count and multiply-adds of one forward pass of the "
         "eval model (or the search supernet, a search space's range, one architecture of it) at the "
@@ -115,7 +123,9 @@ def build_stats_parser() -> argparse.ArgumentParser:
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
     """argparse for the flags; everything else must be a well-formed override."""
     known = {opt for action in parser._actions for opt in action.option_strings}
-    overrides, rest = parse_override_tokens(list(argv), known)
+    valued = {opt for action in parser._actions if action.nargs is None and action.option_strings
+              for opt in action.option_strings}
+    overrides, rest = parse_override_tokens(list(argv), known, valued)
     args = parser.parse_args(rest)
     args.config = [part for item in args.config for part in item.split(",") if part]
     if not args.config and not getattr(args, "algos", None):  # --algos brings confs/<algo>.yaml

@@ -12,6 +12,7 @@ from typing import Callable
 from archnas.config.schema import DatasetConf
 from archnas.data.info import FileImages, LoadedDataset
 from archnas.errors import ConfigError, DatasetError
+from archnas.utils.paths import checked_folder
 
 Provider = Callable[[DatasetConf, Path], LoadedDataset]  # (dataset section, cache dir) -> the set
 
@@ -36,7 +37,7 @@ def load_dataset(conf: DatasetConf, cache_dir: str | Path) -> LoadedDataset:
     """Load `conf.name`'s train and test splits (in memory, or as files for `in_memory: false`)."""
     if conf.name not in _PROVIDERS:
         raise ConfigError(f"dataset.name: unknown dataset {conf.name!r}; registered: {', '.join(provider_names())}")
-    data = _PROVIDERS[conf.name](conf, Path(cache_dir).expanduser())
+    data = _PROVIDERS[conf.name](conf, checked_folder(str(cache_dir), "common.cache_dir"))
     if not conf.in_memory and not isinstance(data.train, FileImages):
         raise ConfigError(
             f"dataset.in_memory: false streams images from disk, which only imagefolder supports; "
