@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import textwrap
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 import torch
@@ -150,6 +151,9 @@ def resolve_conf(args) -> ExperimentConf:
 
     conf = load_config(args.config, args.overrides)
     if getattr(args, "exp_name", None):
+        if Path(args.exp_name).is_absolute() or ".." in Path(args.exp_name).parts:
+            raise ConfigError(f"--exp-name {args.exp_name!r}: a name inside common.results_dir is expected (no "
+                              "absolute path, no '..'); set common.results_dir to put results elsewhere")
         conf.common.experiment_name = args.exp_name
     if not conf.common.experiment_name:
         conf.common.experiment_name = default_experiment_name(args.config)
@@ -192,6 +196,8 @@ def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
     from archnas.launch.experiment import run_experiment
     from archnas.launch.seeds import parse_seeds, run_seeds
 
+    if args.no_search and args.no_eval:
+        raise ConfigError("--no-search with --no-eval: that skips every phase, so nothing would run; drop one of them")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.algos:
         if seeds is not None:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 FORMAT = "archnas-checkpoint-1"
 LAST, PREV, BEST = "checkpoint_last.pt", "checkpoint_prev.pt", "checkpoint_best.pt"
+REQUIRED = {"config": dict, "rng": dict, "state": dict}  # what resuming reads, and of which type
 
 class Stateful(Protocol):
     def state_dict(self) -> Any: ...
@@ -143,6 +144,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not an archnas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})"
         )
+    lacking = [key for key, kind in REQUIRED.items() if not isinstance(ckpt.get(key), kind)]
+    if lacking:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no valid {', '.join(lacking)})")
     return ckpt
 
 
@@ -278,8 +282,16 @@ class Checkpointer:
                 problems.append(str(exc))
                 continue
             self._check(ckpt, path, self.force)
-            for name, obj in self._objects.items():
-                obj.load_state_dict(ckpt["state"][name])
+            try:
+                for name, obj in self._objects.items():
+                    obj.load_state_dict(ckpt["state"][name])
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+                # Whole on disk but not what this trainer saved (a damaged or hand-edited state): as
+                # with a corrupt file, the previous checkpoint restores every object again.
+                problem = f"{path}: its state {name!r} does not load ({type(exc).__name__}: {str(exc)[:200]})"
+                self.log.warning(f"{problem}; trying the previous checkpoint")
+                problems.append(problem)
+                continue
             return Resumed(path, ckpt["rng"])
         if problems:
             raise CheckpointError(
