@@ -282,16 +282,8 @@ class Checkpointer:
                 problems.append(str(exc))
                 continue
             self._check(ckpt, path, self.force)
-            try:
-                for name, obj in self._objects.items():
-                    obj.load_state_dict(ckpt["state"][name])
-            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-                # Whole on disk but not what this trainer saved (a damaged or hand-edited state): as
-                # with a corrupt file, the previous checkpoint restores every object again.
-                problem = f"{path}: its state {name!r} does not load ({type(exc).__name__}: {str(exc)[:200]})"
-                self.log.warning(f"{problem}; trying the previous checkpoint")
-                problems.append(problem)
-                continue
+            for name, obj in self._objects.items():
+                obj.load_state_dict(ckpt["state"][name])
             return Resumed(path, ckpt["rng"])
         if problems:
             raise CheckpointError(
