@@ -38,7 +38,7 @@ QUICK = ["nas.search.trainer.epochs=1", "nas.eval.trainer.epochs=1", "common.ten
 GENOTYPE = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], "
             "normal_concat=[2, 3], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
             "('max_pool_3x3', 1)], reduce_concat=[2, 3])")
-KILL_SEED = int(os.environ["ARCHNAS_KILL_SEED"])  # set and printed by conftest.py
+KILL_SEED = int(os.environ.get("ARCHNAS_KILL_SEED", "0"))  # set and printed by conftest.py
 
 
 # -- files the rows read ----------------------------------------------------------------------------
