@@ -8,7 +8,8 @@ import os
 import shlex
 import sys
 import textwrap
-from typing import Sequence
+from pathlib import Path
+from typing import NoReturn, Sequence
 
 import torch
 
@@ -50,6 +51,14 @@ OVERRIDE_HELP = textwrap.dedent(
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a UsageError like every other mistake: `main` prints it as the
+    one `archnas: error:` line (argparse would print its own, as `archnas stats: error:`, and exit)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -65,7 +74,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archnas",
         description="Run a neural architecture search experiment: search, finalize, then evaluate "
         "the final architecture. Rerunning the same command resumes an interrupted run. "
@@ -92,7 +101,7 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 
 def build_stats_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archnas stats",
         description="Print JSON with the parameter count and multiply-adds of one forward pass of the "
         "eval model (or the search supernet, a search space's range, one architecture of it) at the "
@@ -121,7 +130,9 @@ def build_stats_parser() -> argparse.ArgumentParser:
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
     """argparse for the flags; everything else must be a well-formed override."""
     known = {opt for action in parser._actions for opt in action.option_strings}
-    overrides, rest = parse_override_tokens(list(argv), known)
+    valued = {opt for action in parser._actions if action.nargs is None and action.option_strings
+              for opt in action.option_strings}
+    overrides, rest = parse_override_tokens(list(argv), known, valued)
     args = parser.parse_args(rest)
     args.config = [part for item in args.config for part in item.split(",") if part]
     if not args.config and not getattr(args, "algos", None):  # --algos brings confs/<algo>.yaml
@@ -146,6 +157,9 @@ def resolve_conf(args) -> ExperimentConf:
 
     conf = load_config(args.config, args.overrides)
     if getattr(args, "exp_name", None):
+        if Path(args.exp_name).is_absolute() or ".." in Path(args.exp_name).parts:
+            raise ConfigError(f"--exp-name {args.exp_name!r}: a name inside common.results_dir is expected (no "
+                              "absolute path, no '..'); set common.results_dir to put results elsewhere")
         conf.common.experiment_name = args.exp_name
     if not conf.common.experiment_name:
         conf.common.experiment_name = default_experiment_name(args.config)
@@ -189,6 +203,8 @@ def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
     from archnas.launch.experiment import run_experiment
     from archnas.launch.seeds import parse_seeds, run_seeds
 
+    if args.no_search and args.no_eval:
+        raise ConfigError("--no-search with --no-eval: that skips every phase, so nothing would run; drop one of them")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.algos:
         if seeds is not None:

@@ -98,7 +98,16 @@ def _run_on_ray(trials: Sequence[Trial[T]], conf: RayConf, on_result: OnResult) 
     started = not ray.is_initialized()
     if started:
         # Trials report through their own log files; Ray forwards their console lines too.
-        ray.init(address=conf.address, log_to_driver=True, include_dashboard=False)
+        try:
+            ray.init(address=conf.address, log_to_driver=True, include_dashboard=False)
+        except ConnectionError as exc:  # Ray's own when no cluster answers at the address
+            where = "no running Ray cluster was found" if conf.address == "auto" else \
+                f"no Ray cluster answers at {conf.address}"
+            raise ConfigError(
+                f"common.ray.address={conf.address}: {where} ({str(exc).splitlines()[0][:120]}); start one with "
+                "`ray start --head` (and `ray start --address HEAD:6379` on the other machines), or leave "
+                "common.ray.address null to start a local Ray for this run"
+            ) from None
     try:
         task = ray.remote(_trial_task).options(num_cpus=conf.cpus_per_trial, num_gpus=conf.gpus_per_trial)
         pending = {

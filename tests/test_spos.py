@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -38,6 +39,7 @@ TINY = ["common.tensorboard=false", "common.log_every_steps=1", "dataset.limit_t
         "nas.eval.loader.train_batch=40", "nas.eval.trainer.epochs=1"]
 GENERATION = re.compile(r"generation (\d+)/\d+: ")
 STEP = re.compile(r"pretrain epoch (\d+)/\d+: (\d+)/(\d+) steps")
+KILL_SEED = int(os.environ.get("ARCHNAS_KILL_SEED", "0"))  # set and printed by conftest.py
 
 
 def command(results: Path, *extra: str, ranks: int = 1) -> list[str]:
@@ -86,14 +88,16 @@ def test_a_pretrain_killed_mid_way_draws_the_same_paths_and_ends_bit_identical(t
     straight = command(tmp_path / "a", "--no-eval", "common.checkpoint.every_steps=1", "common.deterministic=true")
     assert run(straight).returncode == 0
     killed = command(tmp_path / "b", "--no-eval", "common.checkpoint.every_steps=1", "common.deterministic=true")
-    code = kill_when(killed, STEP, lambda m: int(m[1]) == 2 and int(m[2]) >= 1)  # in the second epoch
-    assert code == -signal.SIGKILL, "the pretrain ended before it was killed"
-    assert run(killed).returncode == 0
+    step = random.Random(f"{KILL_SEED}:spos").randint(1, 2)  # in the second epoch, of 3 steps
+    where = f"ARCHNAS_KILL_SEED={KILL_SEED}, SIGKILL at pretrain epoch 2 step {step}"
+    code = kill_when(killed, STEP, lambda m: int(m[1]) == 2 and int(m[2]) >= step)
+    assert code == -signal.SIGKILL, f"{where}: the pretrain ended before it was killed"
+    assert run(killed).returncode == 0, where
     a, b = (tmp_path / x / "sp" / "pretrain" for x in ("a", "b"))
     digests = [[json.loads(line)["path_digest"] for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b)]
-    assert digests[0] == digests[1] and len(digests[0]) == 2
+    assert digests[0] == digests[1] and len(digests[0]) == 2, where
     weights = [read_checkpoint(d / "checkpoint_last.pt")["state"]["model"] for d in (a, b)]
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), where
     assert (tmp_path / "a" / "sp" / "search" / "arch.yaml").read_text() == \
         (tmp_path / "b" / "sp" / "search" / "arch.yaml").read_text()
 

@@ -24,7 +24,7 @@ from archnas.config.copy_refs import resolve_copies
 from archnas.config.overrides import Override, apply_overrides, parse_override_tokens
 from archnas.config.schema import ExperimentConf, field_kinds
 from archnas.config.tree import ConfigTree
-from archnas.config.validate import schema_defaults, validate
+from archnas.config.validate import check_sections, schema_defaults, validate
 from archnas.config.yaml_files import load_config_file
 from archnas.errors import ConfigError
 
@@ -49,6 +49,7 @@ def load_config(config_files: Sequence[str | Path], overrides: Sequence[Override
     for name in config_files:
         tree.merge_tree(load_config_file(find_config_file(str(name))))
     apply_overrides(tree, list(overrides), field_kinds())
+    check_sections(tree)
     return validate(resolve_copies(tree.data), tree)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from archnas.config.copy_refs import COPY_KEY, is_value_ref, ref_target, resolve_copies
-from archnas.config.tree import ConfigTree, Path, did_you_mean, dotted, iter_paths
+from archnas.config.tree import MAX_DEPTH, ConfigTree, Path, did_you_mean, dotted, iter_paths, too_deep
 from archnas.errors import ConfigError
 
 
@@ -28,8 +28,12 @@ class Override:
         return tuple(self.key.split("."))
 
 
-def parse_override_tokens(tokens: list[str], known_flags: set[str]) -> tuple[list[Override], list[str]]:
-    """Split argv into overrides and the tokens argparse should see (known flags and their values)."""
+def parse_override_tokens(tokens: list[str], known_flags: set[str],
+                          valued_flags: frozenset[str] | set[str] = frozenset()) -> tuple[list[Override], list[str]]:
+    """Split argv into overrides and the tokens argparse should see (known flags and their values).
+
+    The token after a flag of `valued_flags` (written without `=`) is that flag's value, whatever
+    it holds: `--genotype "Genotype(normal=[...], ...)"` has `=` in it but is no override."""
     overrides: list[Override] = []
     rest: list[str] = []
     i = 0
@@ -38,12 +42,13 @@ def parse_override_tokens(tokens: list[str], known_flags: set[str]) -> tuple[lis
         if tok == "--":
             rest.extend(tokens[i:])
             break
+        if tok.startswith("-") and tok.split("=", 1)[0] in known_flags:
+            takes_next = "=" not in tok and tok in valued_flags and i + 1 < len(tokens)
+            rest.extend(tokens[i : i + 2] if takes_next else [tok])
+            i += 2 if takes_next else 1
+            continue
         if tok.startswith("--"):
             name = tok.split("=", 1)[0]
-            if name in known_flags:
-                rest.append(tok)
-                i += 1
-                continue
             key = name[2:]
             if "=" in tok:
                 overrides.append(Override(key, tok.split("=", 1)[1], tok))
@@ -67,11 +72,17 @@ def parse_override_tokens(tokens: list[str], known_flags: set[str]) -> tuple[lis
 
 
 def parse_value(ov: Override) -> Any:
+    deep = ConfigError(f"{ov.origin}: the value is nested too deeply (more than {MAX_DEPTH} levels)")
     try:
-        return yaml.safe_load(ov.text) if ov.text.strip() else ""
+        value = yaml.safe_load(ov.text) if ov.text.strip() else ""
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{ov.origin}: the value {ov.text!r} is not valid YAML ({problem})") from None
+    except RecursionError:
+        raise deep from None
+    if too_deep(value):
+        raise deep
+    return value
 
 
 def apply_overrides(tree: ConfigTree, overrides: list[Override], kinds: dict[Path, str]) -> None:

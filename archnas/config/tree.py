@@ -15,8 +15,26 @@ from typing import Any, Iterator
 Path = tuple[str, ...]
 
 
+# Deeper than any real config by far; PyYAML, the `_copy` resolver and OmegaConf all recurse, so
+# a tree much deeper than this would end in a RecursionError instead of a message.
+MAX_DEPTH = 40
+
+
 def dotted(path: Path) -> str:
     return ".".join(str(p) for p in path) if path else "<root>"
+
+
+def too_deep(node: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether mappings and lists nest more than `limit` levels (iterative: never recurses itself)."""
+    stack = [(node, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from archnas.config.tree import ConfigTree
+from archnas.config.tree import MAX_DEPTH, ConfigTree, too_deep
 from archnas.errors import ConfigError
 
 INCLUDE_KEY = "__include__"
@@ -45,16 +45,25 @@ def read_yaml_mapping(path: FsPath) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the config file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config (more than {MAX_DEPTH} levels)") from None
     if data is None:
-        return {}
+        # An empty file (or one of comments only) is almost always the wrong file or an unsaved
+        # one; running the defaults instead would train something nobody asked for.
+        raise ConfigError(f"{path}: the file is empty (no keys); a config file sets at least one key")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    if too_deep(data):
+        raise ConfigError(f"{path}: nested too deeply to be a config (more than {MAX_DEPTH} levels)")
     _check_keys(data, path, ())
     return data
 

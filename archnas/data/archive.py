@@ -15,6 +15,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 from archnas.errors import DatasetError
@@ -60,8 +61,9 @@ def unpack(archive: Path, cache_dir: Path) -> Path:
             tar.extractall(tmp, filter="data")  # refuses absolute paths, `..` and device files
         (tmp / DONE_MARKER).write_text(f"{archive}\n")
         _move_into_place(tmp, target)
-    except (tarfile.TarError, OSError) as exc:
-        raise DatasetError(f"{archive}: cannot unpack into {target.parent}: {exc}") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a damaged .gz
+        raise DatasetError(f"{archive}: cannot unpack into {target.parent} (truncated or corrupt?): "
+                           f"{exc or type(exc).__name__}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return unpacked_root(target)

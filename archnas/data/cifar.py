@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,21 +108,29 @@ def read_batches(spec: CifarSet, dataroot: Path, names: tuple[str, ...]) -> list
             )
         return [(str(folder / n), (folder / n).read_bytes()) for n in names]
     if archive.is_file():
-        with tarfile.open(archive, "r:*") as tar:
-            out = []
-            for n in names:
-                try:
-                    member = tar.extractfile(f"{spec.folder}/{n}")
-                except KeyError:
-                    member = None
-                if member is None:
-                    raise DatasetError(f"{archive}: no member {spec.folder}/{n}; is this the CIFAR python tarball?")
-                out.append((f"{archive}:{spec.folder}/{n}", member.read()))
-            return out
+        try:
+            return _read_members(spec, archive, names)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a damaged .gz
+            raise DatasetError(f"{archive}: cannot read the tarball (truncated or corrupt?): "
+                               f"{exc or type(exc).__name__}; download {spec.archive} again from {URL}") from None
     raise DatasetError(
         f"dataset {spec.name!r}: not found. Looked for the folder {folder} and the archive {archive}.\n"
         f"Download {spec.archive} from {URL} into {dataroot} (or set dataset.dataroot); unpacking is optional."
     )
+
+
+def _read_members(spec: CifarSet, archive: Path, names: tuple[str, ...]) -> list[tuple[str, bytes]]:
+    with tarfile.open(archive, "r:*") as tar:
+        out = []
+        for n in names:
+            try:
+                member = tar.extractfile(f"{spec.folder}/{n}")
+            except KeyError:
+                member = None
+            if member is None:
+                raise DatasetError(f"{archive}: no member {spec.folder}/{n}; is this the CIFAR python tarball?")
+            out.append((f"{archive}:{spec.folder}/{n}", member.read()))
+        return out
 
 
 def to_images(spec: CifarSet, batches: list[tuple[str, bytes]], n_classes: int) -> TensorImages:
@@ -169,11 +178,11 @@ def load_cifar(spec: CifarSet, conf: DatasetConf) -> LoadedDataset:
     return LoadedDataset(info, train, test)
 
 
-@register_provider("cifar10")
+@register_provider("cifar10", params=())
 def load_cifar10(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     return load_cifar(CIFAR10, conf)
 
 
-@register_provider("cifar100")
+@register_provider("cifar100", params=())
 def load_cifar100(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     return load_cifar(CIFAR100, conf)

@@ -20,7 +20,7 @@ TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 0
 
 
-@register_provider("digits")
+@register_provider("digits", params=())
 def load_digits(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     from sklearn.datasets import load_digits as sklearn_digits
 

@@ -8,6 +8,7 @@ package installs it.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,8 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read IDX file: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz; zlib.error: a damaged one
+        raise DatasetError(f"{path}: cannot read IDX file (truncated or corrupt?): {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
         raise DatasetError(f"{path}: not an IDX file of unsigned bytes (header {raw[:4].hex()})")
     ndim = raw[3]
@@ -137,11 +138,11 @@ def load_idx_set(spec: IdxSet, conf: DatasetConf) -> LoadedDataset:
     return LoadedDataset(info, parts["train"], parts["test"])
 
 
-@register_provider("mnist")
+@register_provider("mnist", params=())
 def load_mnist(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     return load_idx_set(MNIST, conf)
 
 
-@register_provider("fashion_mnist")
+@register_provider("fashion_mnist", params=())
 def load_fashion_mnist(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     return load_idx_set(FASHION_MNIST, conf)

@@ -39,6 +39,7 @@ from archnas.errors import ConfigError, DatasetError
 from archnas.utils import atomic
 
 PARAMS = ("train", "test", "size", "mode", "mean", "std")
+COMMON = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # named in messages; Pillow reads many more
 STATS_SAMPLE = 1000  # streamed sets measure mean/std on this many train images (seeded choice)
 
 
@@ -74,6 +75,10 @@ def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], li
         raise DatasetError(f"imagefolder: {root} is not a folder (expected <root>/<class>/<image files>)")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
+        if len(found) < 2:
+            what = f"only one class folder ({found[0]})" if found else "no class folders"
+            raise DatasetError(f"imagefolder: {root} has {what}; a classification set needs at least 2 "
+                               "(expected <root>/<class>/<image files>, one folder per class)")
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -85,6 +90,10 @@ def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], li
         in_class = []
         for folder, _, names in os.walk(root / name):
             in_class += [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in extensions]
+        if not in_class and (root / name).is_dir():
+            raise DatasetError(f"imagefolder: class folder {root / name} holds no image files (expected "
+                               f"{', '.join(sorted(e for e in extensions if e in COMMON))}, ...); add images or "
+                               "remove the folder")
         in_class.sort()
         files += in_class
         labels += [label] * len(in_class)
@@ -167,14 +176,9 @@ def _stats(
     return channel_stats(torch.stack([train.decode(train.paths[i]) for i in pick.tolist()]))
 
 
-@register_provider("imagefolder")
+@register_provider("imagefolder", params=PARAMS)
 def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     params = dict(conf.params)
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ConfigError(
-            f"dataset.params: unknown key(s) {', '.join(unknown)} for imagefolder; known: {', '.join(PARAMS)}"
-        )
     mode = str(params.get("mode", "RGB"))
     if mode not in ("RGB", "L"):
         raise ConfigError(f"dataset.params.mode: {mode!r} is not RGB or L")

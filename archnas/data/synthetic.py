@@ -22,11 +22,6 @@ DEFAULTS = {"n_train": 512, "n_test": 128, "n_classes": 4, "channels": 1, "size"
 
 
 def _params(conf: DatasetConf) -> dict[str, float | int]:
-    unknown = sorted(set(conf.params) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"dataset.params: unknown key(s) {', '.join(unknown)} for synthetic; known: {', '.join(DEFAULTS)}"
-        )
     params = {**DEFAULTS, **conf.params}
     for key, default in DEFAULTS.items():
         value = params[key]
@@ -43,7 +38,7 @@ def _params(conf: DatasetConf) -> dict[str, float | int]:
     return params
 
 
-@register_provider("synthetic")
+@register_provider("synthetic", params=tuple(DEFAULTS))
 def load_synthetic(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     p = _params(conf)
     gen = torch.Generator().manual_seed(int(p["seed"]))

@@ -51,6 +51,9 @@ def load_desc(path: str | Path, known_ops: Collection[str] | None = None) -> Mod
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DescError(f"desc file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise DescError(f"{path}: not a desc file: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start})") from None
     except OSError as exc:
         raise DescError(f"cannot read desc file {path}: {exc.strerror}") from None
     return desc_from_yaml(text, str(path), path.parent, known_ops)
@@ -65,6 +68,8 @@ def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None,
         raise DescError(f"{where}: refused: desc files are plain YAML without Python tags ({exc.problem})") from None
     except yaml.YAMLError as exc:
         raise DescError(f"{where}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise DescError(f"{where}: nested too deeply to be a desc file") from None
     f = Fields(data, where)
     version = f.get("schema_version", int)
     if version not in (1, SCHEMA_VERSION):

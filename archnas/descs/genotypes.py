@@ -117,6 +117,8 @@ def _literal(node: ast.expr, source: str) -> Any:
         return range(*(_literal(a, source) for a in node.args))
     try:
         return ast.literal_eval(node)
+    except RecursionError:
+        raise DescError(f"{source}: a genotype value is nested too deeply") from None
     except ValueError:
         raise DescError(f"{source}: only literals and range(a, b) are allowed in a genotype, got {ast.unparse(node)!r}") from None
 
@@ -127,6 +129,8 @@ def parse_genotype_string(text: str, source: str = "genotype", known_ops: Collec
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
         raise DescError(f"{source}: not a genotype string: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise DescError(f"{source}: not a genotype string: nested too deeply") from None
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Genotype"):
         raise DescError(f"{source}: expected Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)")
     if len(tree.args) > len(_FIELDS):
@@ -147,6 +151,8 @@ def parse_genotype(text: str, source: str = "genotype", known_ops: Collection[st
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DescError(f"{source}: neither a Genotype(...) string nor YAML: {exc}") from None
+    except RecursionError:
+        raise DescError(f"{source}: nested too deeply to be a genotype") from None
     if not isinstance(data, dict):
         raise DescError(f"{source}: expected Genotype(...) or a YAML mapping with {', '.join(_FIELDS)}")
     return _checked(data, source, known_ops)

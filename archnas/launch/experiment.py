@@ -18,6 +18,7 @@ from archnas.errors import ConfigError
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import ExperimentResult, ExperimentRunner
 from archnas.trials import check_ray_conf
+from archnas.utils.paths import checked_folder
 
 
 def default_experiment_name(config_files: Sequence[str]) -> str:
@@ -25,7 +26,10 @@ def default_experiment_name(config_files: Sequence[str]) -> str:
 
 
 def experiment_dir(conf: ExperimentConf) -> Path:
-    return Path(conf.common.results_dir).expanduser() / conf.common.experiment_name
+    path = checked_folder(conf.common.results_dir, "common.results_dir") / conf.common.experiment_name
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the experiment folder is a file; choose another --exp-name or move the file")
+    return path
 
 
 def open_experiment_dir(exp_dir: Path, conf: ExperimentConf, is_main: bool) -> None:
@@ -38,7 +42,10 @@ def open_experiment_dir(exp_dir: Path, conf: ExperimentConf, is_main: bool) -> N
         )
     barrier()  # every rank has looked at the folder before rank 0 writes into it
     if is_main:
-        exp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"common.results_dir: cannot create {exp_dir}: {exc.strerror or exc}") from None
     barrier()
 
 

@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 from archnas.config import ExperimentConf
 from archnas.context import RunContext
 from archnas.distributed import DistSession
+from archnas.config.validate import MAX_SEED
 from archnas.errors import ConfigError
 from archnas.launch.experiment import experiment_dir, open_experiment_dir, report
 from archnas.nas.registry import algorithm_class
@@ -26,8 +27,9 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         seeds = []
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r}: give distinct integers separated by commas, e.g. --seeds 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= MAX_SEED:
+        raise ConfigError(f"--seeds {text!r}: give distinct integers from 0 to {MAX_SEED - 1} separated by commas, "
+                          "e.g. --seeds 0,1,2")
     return seeds
 
 

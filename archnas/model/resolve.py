@@ -11,6 +11,7 @@ from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import load_desc
 from archnas.descs.genotypes import Genotype, parse_genotype, resolve_genotype
 from archnas.descs.model_desc import ModelDesc
+from archnas.errors import DescError
 from archnas.model.builder import ModelDescBuilder
 from archnas.ops.registry import registered_ops
 
@@ -40,6 +41,30 @@ def desc_from_spec(spec: str, conf: ModelDescConf, dataset_info: DatasetInfo,
     """A desc file (its first regular and reduction cells are the template), a named genotype
     (DARTS_V2, ...) or a genotype string, built at `conf`'s macro."""
     builder = builder or ModelDescBuilder()
-    if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
-        return builder.build(conf, dataset_info, template=load_checked_desc(spec))
+    if not spec.lstrip().startswith("Genotype") and (spec.endswith((".yaml", ".yml")) or _is_file(spec)):
+        template = load_checked_desc(spec)
+        _refuse_supernet(template, spec)
+        return builder.build(conf, dataset_info, template=template)
     return genotype_to_desc(checked_genotype(spec), conf, dataset_info, builder)
+
+
+def _is_file(spec: str) -> bool:
+    """False for text no file can be named by (a genotype string is longer than a file name may be)."""
+    try:
+        return Path(spec).expanduser().is_file()
+    except OSError:
+        return False
+
+
+def _refuse_supernet(desc: ModelDesc, where: str) -> None:
+    """A search's `full_model_desc.yaml` in place of its `final_model_desc.yaml` would train the
+    whole supernet, every candidate on every edge, as if it were the found architecture."""
+    for i, cell in enumerate(desc.cells):
+        for j, node in enumerate(cell.nodes):
+            for k, edge in enumerate(node.edges):
+                if edge.op_desc.children:
+                    raise DescError(
+                        f"{where}: a search supernet, not an architecture (cells.{i}.nodes.{j}.edges.{k} is a "
+                        f"{edge.op_desc.name} of {len(edge.op_desc.children)} candidates); give the search's "
+                        "final_model_desc.yaml, its genotype.txt string or a named genotype"
+                    )

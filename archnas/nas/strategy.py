@@ -95,7 +95,13 @@ class Strategy:
         if self.trains_alphas and self.first_order_only and order != BilevelOrder.first:
             raise ConfigError(
                 f"nas.search.trainer.bilevel_order: {self.name} trains its architecture weights first order, got "
-                f"{order!r}; {self.first_order_only}. Set it to first"
+                f"{BilevelOrder(order).value!r}; {self.first_order_only}. Set it to first"
+            )
+        if any(p.kind == "search" for p in self.phases) and search.loader.val_ratio <= 0:
+            raise ConfigError(
+                f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "
+                f"{self.name} search trains or scores architectures on them; set it between 0 and 1 "
+                "(confs/darts.yaml: 0.5)"
             )
 
     # -- the supernet ------------------------------------------------------------------------

@@ -59,6 +59,9 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
     if source.endswith((".yaml", ".yml", ".json")) or _is_file(path):
         try:
             source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpaceError(f"architecture file {text}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                             f"offset {exc.start})") from None
         except OSError as exc:
             raise SpaceError(f"architecture file {text}: {exc.strerror or exc}") from None
         where = str(path)
@@ -72,6 +75,8 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
         data = yaml.safe_load(source)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{where}: neither a NAS-Bench-201 string nor YAML/JSON: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise SpaceError(f"{where}: nested too deeply to be an architecture") from None
     if isinstance(data, str) and parse_string is not None:
         return parse_string(data)  # a space's own name of an architecture (proxylessnas: proxyless-mobile)
     if not isinstance(data, dict):

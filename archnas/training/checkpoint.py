@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 FORMAT = "archnas-checkpoint-1"
 LAST, PREV, BEST = "checkpoint_last.pt", "checkpoint_prev.pt", "checkpoint_best.pt"
+REQUIRED = {"config": dict, "rng": dict, "state": dict}  # what resuming reads, and of which type
 
 class Stateful(Protocol):
     def state_dict(self) -> Any: ...
@@ -143,6 +144,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not an archnas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})"
         )
+    lacking = [key for key, kind in REQUIRED.items() if not isinstance(ckpt.get(key), kind)]
+    if lacking:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no valid {', '.join(lacking)})")
     return ckpt
 
 

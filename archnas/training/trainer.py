@@ -78,6 +78,8 @@ class Trainer:
                 f"trainer: epochs ({conf.epochs}) >= 0, batch_chunks ({conf.batch_chunks}) >= 1, grad_clip "
                 f"({conf.grad_clip}) >= 0 and validation.freq ({conf.validation.freq}) >= 1 are required"
             )
+        if not 0 <= conf.drop_path_prob < 1:
+            raise ConfigError(f"trainer.drop_path_prob: {conf.drop_path_prob} is not a probability in [0, 1)")
         self.conf = conf
         self.env = env
         self.log = env.log

@@ -1,0 +1,23 @@
+"""Folders named in a config (`common.results_dir`, `common.cache_dir`), checked before use.
+
+A folder key that points at a file, or below one, would otherwise end deep inside a run in a
+NotADirectoryError from whichever write came first; checking the path up front names the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from archnas.errors import ConfigError
+
+
+def checked_folder(value: str, key: str) -> Path:
+    """`value` as a path that is a folder or can become one (nothing is created)."""
+    path = Path(value).expanduser()
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == path else f"is below {part}, which is a file"
+                raise ConfigError(f"{key}: {value} {where}; it must name a folder (created when missing)")
+            break
+    return path
