@@ -103,7 +103,7 @@ class TrainedModel:
     def preprocess(self, images: Tensor | np.ndarray) -> Tensor:
         """Normalized float `[N, C, H, W]` from uint8 pixels (0..255) or floats in [0, 1], as
         `[N, C, H, W]`, one `[C, H, W]` image, or `[N, H, W]` for a one-channel model."""
-        spec = self._spec()
+        spec = self.required_spec()
         x = torch.as_tensor(images)
         c, h, w = spec.shape
         if x.dim() == 3 and tuple(x.shape) == (c, h, w):
@@ -138,7 +138,8 @@ class TrainedModel:
         """The predicted class index of every image (int64 `[N]`, on the CPU)."""
         return self.logits(images, batch_size).argmax(dim=1).cpu()
 
-    def _spec(self) -> InputSpec:
+    def required_spec(self) -> InputSpec:
+        """The input spec, or a message saying the file is too old to have one."""
         if self.input_spec is None:
             where = f"{self.path}: " if self.path else ""
             raise InputError(f"{where}this model file (version 1) does not record its input normalization; "
