@@ -206,7 +206,7 @@ def eval_trainer(s: Settings) -> Trainer:
     evaluater, ctx = run_phase(s, "darts_cifar10", "manual", ["nas.eval.final_desc=DARTS_V2"], "eval")
     network = evaluater.network(DatasetInfo(10, 3, (32, 32)))
     spec = InputSpec((3, 32, 32), (0.5,) * 3, (0.25,) * 3)  # what model_best.pt would record; benches write none
-    return evaluater.build_trainer(ctx, network.build(), network, spec, [str(i) for i in range(10)])
+    return evaluater.build_trainer(ctx, network.build(), network, spec, [str(i) for i in range(10)], "cifar10")
 
 
 def baseline_search(ours: Model, s: Settings, size: int, channels: int, cells: int, in_ch: int) -> nn.Module:

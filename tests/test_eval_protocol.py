@@ -49,8 +49,8 @@ def test_chosen_epoch_follows_validation_not_test(tmp_path, monkeypatch):
     per_epoch_test: list[float] = []
     build = Evaluater.build_trainer
 
-    def probed(self, ctx, model, network, input_spec, classes):
-        trainer = build(self, ctx, model, network, input_spec, classes)
+    def probed(self, ctx, model, network, *what_it_trains_on):
+        trainer = build(self, ctx, model, network, *what_it_trains_on)
         from archnas.nas.searcher import load_data
 
         trainer.register_hooks([EveryEpochTest(load_data(ctx, ctx.conf.loader).loader("test", training=False),

@@ -53,14 +53,15 @@ class InputSpec:
 
 
 def save_model_file(path: str | Path, model: nn.Module, info: dict[str, Any], *, input_spec: InputSpec,
-                    classes: Sequence[str], space: Optional[dict[str, Any]] = None) -> None:
+                    classes: Sequence[str], dataset: str = "", space: Optional[dict[str, Any]] = None) -> None:
     """`info`: plain data to keep beside the weights (how the model was chosen, its epoch and
-    accuracies). A network of a search space over a module passes `space`: {name, factory,
-    params, input_shape, n_classes, arch}."""
+    accuracies); `dataset`: the name of the set it was trained on. A network of a search space
+    over a module passes `space`: {name, factory, params, input_shape, n_classes, arch}."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     network = {"space": space} if space is not None else {"desc": model.desc.to_dict()}
     atomic.torch_save(path, {"format": FORMAT, "version": VERSION, **network, "state_dict": state,
-                             "input": input_spec.to_dict(), "classes": list(classes), "info": info})
+                             "input": input_spec.to_dict(), "classes": list(classes), "dataset": dataset,
+                             "info": info})
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -71,7 +72,8 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DescError(f"model file not found: {path}") from None
     except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
-        raise DescError(f"{path}: not a readable archnas model file ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DescError(f"{path}: not a readable archnas model file ({type(exc).__name__}: {first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DescError(f"{path}: not an archnas model file (no format {FORMAT!r})")
     if data.get("version") not in (1, VERSION):
@@ -94,6 +96,7 @@ class TrainedModel:
     info: dict[str, Any]  # the metrics the model was chosen by, as saved
     input_spec: Optional[InputSpec]  # None for version 1 files
     classes: tuple[str, ...] = field(default=())  # class names in index order (empty: the set had none)
+    dataset: str = ""  # the set it was trained on
     path: Optional[Path] = None
 
     def to(self, device: str | torch.device) -> "TrainedModel":
@@ -157,7 +160,8 @@ def load_model_file(path: str | Path, affine: bool = True) -> TrainedModel:
         model = Model(ModelDesc.from_dict(data["desc"], where=f"{path}:desc"), droppath=False, affine=affine)
     model.load_state_dict(data["state_dict"])
     spec = InputSpec.from_dict(data["input"]) if "input" in data else None
-    return TrainedModel(model.eval(), data.get("info", {}), spec, tuple(data.get("classes", ())), path)
+    return TrainedModel(model.eval(), data.get("info", {}), spec, tuple(data.get("classes", ())),
+                        data.get("dataset", ""), path)
 
 
 def _space_network(space: dict[str, Any], path: Path) -> nn.Module:

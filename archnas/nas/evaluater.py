@@ -61,8 +61,8 @@ BEST_MODEL, LAST_MODEL = "model_best.pt", "model_last.pt"
 class SaveBestModel(HookBase):
     """`model_best.pt` whenever the val top-1 improves (rank 0): the model selection of the eval."""
 
-    def __init__(self, space: Optional[dict[str, Any]], input_spec: InputSpec, classes: Sequence[str]):
-        self.space, self.input_spec, self.classes = space, input_spec, classes
+    def __init__(self, space: Optional[dict[str, Any]], input_spec: InputSpec, classes: Sequence[str], dataset: str):
+        self.space, self.input_spec, self.classes, self.dataset = space, input_spec, classes, dataset
 
     def after_epoch(self) -> None:
         t = self.trainer
@@ -71,7 +71,7 @@ class SaveBestModel(HookBase):
             info = {"chosen_by": "val_top1", "epoch": record["epoch"], "val_top1": record.get("val_top1"),
                     "val_loss": record.get("val_loss")}
             save_model_file(t.env.dir / BEST_MODEL, t.base_model, info, input_spec=self.input_spec,
-                            classes=self.classes, space=self.space)
+                            classes=self.classes, dataset=self.dataset, space=self.space)
 
 
 @dataclass
@@ -184,7 +184,7 @@ class Evaluater(Phase):
                          "result (and there is no model_best.pt)")
         input_spec = InputSpec((data.info.channels, *data.info.image_size), data.info.mean, data.info.std)
         classes = data.info.classes or tuple(str(i) for i in range(data.info.n_classes))
-        trainer = self.build_trainer(ctx, model, network, input_spec, classes)
+        trainer = self.build_trainer(ctx, model, network, input_spec, classes, data.info.name)
         history = trainer.fit(data.loader("train", training=True),
                               data.loader("val", training=False) if val is not None else None)
         # The test set, once per model the phase hands out: the last epoch's, then the best-on-val one.
@@ -196,7 +196,7 @@ class Evaluater(Phase):
             info = {"chosen_by": "last_epoch", "epoch": last.get("epoch"), "val_top1": last.get("val_top1"),
                     "val_loss": last.get("val_loss"), **test_fields(test)}
             save_model_file(ctx.dir / LAST_MODEL, model, info, input_spec=input_spec, classes=classes,
-                            space=network.space)
+                            dataset=data.info.name, space=network.space)
         best_test = self.test_best(ctx, trainer, history, test, test_loader, n_test)
         metrics = self.summarize(history, test, best_test, stats, network.fingerprint)
         self.write_marker(ctx, metrics)  # last: marks the phase complete
@@ -224,10 +224,11 @@ class Evaluater(Phase):
         return best_test
 
     def build_trainer(self, ctx: PhaseContext, model: nn.Module, network: Network, input_spec: InputSpec,
-                      classes: Sequence[str]) -> Trainer:
-        """The trainer of the eval phase (also what `scripts/bench_supernet.py` times)."""
+                      classes: Sequence[str], dataset: str) -> Trainer:
+        """The trainer of the eval phase (also what `scripts/bench_supernet.py` times); what it
+        trains on (`input_spec`, `classes`, `dataset`) goes into `model_best.pt`."""
         return Trainer(ctx.conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, network.fingerprint),
-                       hooks=[SaveBestModel(network.space, input_spec, classes)])
+                       hooks=[SaveBestModel(network.space, input_spec, classes, dataset)])
 
     @staticmethod
     def summarize(history: MetricsHistory, test: dict[str, Any], best_test: Optional[dict[str, Any]],
