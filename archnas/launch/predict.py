@@ -115,7 +115,13 @@ def predict_from_cli(args: argparse.Namespace) -> int:
     """`args` from `build_predict_parser()`, after the plugins it names are imported."""
     if args.batch < 1:
         raise InputError(f"--batch {args.batch}: expected a positive number of images")
-    trained = load_model_file(args.model_file).to(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise InputError(f"--device {args.device!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: CUDA is not available on this machine")
+    trained = load_model_file(args.model_file).to(device)
     images, names = load_images(args.images, trained)
     probs = torch.softmax(trained.logits(images, args.batch).float(), dim=1).cpu()
     top, index = probs.max(dim=1)
