@@ -47,6 +47,10 @@ def test_an_imported_op_and_dataset_run_the_main_command_end_to_end(tmp_path, ca
     assert main(["predict", "--import", "my_plugin", str(exp / "eval" / "model_best.pt"), str(images)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(line.split("\t")[2] in ("horizontal", "vertical", "diagonal") for line in lines)
+    # the plugin's space, named in a config
+    assert main(["stats", "--import", "my_plugin", "--config", DARTS, "nas.search.space={name: gelu_or_relu, width: 4}",
+                 "--space"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"]["archs"] == 2  # act: gelu | relu
 
 
 def _distribution(site: Path, module: str, body: str) -> None:

@@ -77,7 +77,8 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DescError(f"{path}: not an archnas model file (no format {FORMAT!r})")
     if data.get("version") not in (1, VERSION):
-        raise DescError(f"{path}: model file version {data.get('version')!r} is not supported (expected 1 or {VERSION})")
+        raise DescError(f"{path}: model file version {data.get('version')!r} is not supported "
+                        f"(expected 1 or {VERSION})")
     return data
 
 
