@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from archnas.cli import main
@@ -106,3 +107,18 @@ def test_a_plugin_that_fails_to_import_is_one_message(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert "entry point ep_broken = 'ep_broken' (archnas.plugins of ep_broken-dist)" in err and "bad plugin" in err
 
+
+
+@pytest.mark.slow  # starting a local Ray takes 10-40 s on 2 cores
+def test_ray_trial_workers_load_the_commands_plugins(tmp_path):
+    """Random-search candidates on Ray train on the plugin's dataset with its op: each worker
+    imports the `--import` modules of the command that started it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "archnas", "--import", "my_plugin", "--config", str(REPO / "confs" / "random.yaml"),
+               "dataset.name=stripes", "nas.search.model_desc.primitives=[conv_3x3_gelu, skip_connect]",
+               "common.ray.enabled=true", "common.ray.cpus_per_trial=1", "nas.search.random.n_archs=2",
+               f"common.results_dir={tmp_path}", "--exp-name", "ray", *TINY]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for i in range(2):
+        assert (tmp_path / "ray" / "search" / f"candidate_{i:03d}" / "trial.json").is_file()
