@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shlex
 import sys
@@ -21,6 +20,7 @@ from archnas.config import (
 )
 from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted
+from archnas.utils.plugins import load_plugins
 from archnas.utils.versions import check_torch_version
 
 OVERRIDE_HELP = textwrap.dedent(
@@ -62,8 +62,9 @@ class _Parser(argparse.ArgumentParser):
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
-        help="import a Python module before the run, so the ops, datasets or algorithms it registers "
-        "can be named in configs (repeatable; the module must be importable, e.g. on PYTHONPATH)",
+        help="import a Python module before the run, so the ops, datasets, algorithms or spaces it registers "
+        "can be named in configs (repeatable; the module must be importable, e.g. on PYTHONPATH). Installed "
+        "packages' 'archnas.plugins' entry points are imported too, always",
     )
     parser.add_argument(
         "--config", "-c", action="append", default=[], metavar="FILE",
@@ -78,7 +79,8 @@ def build_run_parser() -> argparse.ArgumentParser:
         prog="archnas",
         description="Run a neural architecture search experiment: search, finalize, then evaluate "
         "the final architecture. Rerunning the same command resumes an interrupted run. "
-        "Use 'archnas stats --help' for parameter and multiply-add counts.",
+        "Use 'archnas stats --help' for parameter and multiply-add counts, 'archnas predict --help' to "
+        "classify images with a saved model file.",
         epilog=OVERRIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -142,14 +144,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
 
 
 def import_plugins(modules: Sequence[str]) -> None:
-    """The built-in algorithms, then the user's modules (`--import`), which register their own."""
+    """The built-in algorithms, then the user's plugins (`archnas.plugins` entry points and
+    `--import` modules), which register their own ops, datasets, algorithms and spaces."""
     import archnas.algos  # noqa: F401  (registers the built-in algorithms and their config sections)
 
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigError(f"--import {name}: cannot import it ({exc}); is it on PYTHONPATH?") from None
+    load_plugins(modules)
 
 
 def resolve_conf(args) -> ExperimentConf:
@@ -172,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_torch_version(torch.__version__)
         if argv and argv[0] == "stats":
             return _stats(argv[1:])
+        if argv and argv[0] == "predict":
+            return _predict(argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         return _run(argv)
@@ -234,6 +235,14 @@ def _stats(argv: list[str]) -> int:
     from archnas.launch.stats import stats_from_cli
 
     return stats_from_cli(conf, args)
+
+
+def _predict(argv: list[str]) -> int:
+    from archnas.launch.predict import build_predict_parser, predict_from_cli
+
+    args = build_predict_parser().parse_args(argv)
+    import_plugins(args.imports)
+    return predict_from_cli(args)
 
 
 if __name__ == "__main__":

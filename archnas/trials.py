@@ -24,6 +24,7 @@ from archnas.config import ExperimentConf
 from archnas.config.schema.common import RayConf
 from archnas.context import RunContext
 from archnas.errors import ConfigError
+from archnas.utils.plugins import import_flags, load_plugins
 
 T = TypeVar("T")
 OnResult = Callable[[int, Any], None]
@@ -123,5 +124,7 @@ def _run_on_ray(trials: Sequence[Trial[T]], conf: RayConf, on_result: OnResult) 
 
 
 def _trial_task(fn: Callable[..., T], conf: ExperimentConf, exp_dir: Path, argv: list[str], args: tuple) -> T:
-    """In a Ray worker: a fresh single-process context for the trial, then the trial itself."""
+    """In a Ray worker: the command's plugins, a fresh single-process context for the trial, then
+    the trial itself."""
+    load_plugins(import_flags(argv))
     return fn(RunContext.create(conf, exp_dir, argv), *args)

@@ -73,6 +73,7 @@ from archnas.config.schema import BilevelOrder  # noqa: E402
 from archnas.context import RunContext  # noqa: E402
 from archnas.descs import DatasetInfo, named_genotype  # noqa: E402
 from archnas.model import Model  # noqa: E402
+from archnas.model.model_file import InputSpec  # noqa: E402
 from archnas.nas.arch_trainer import ArchTrainer  # noqa: E402
 from archnas.nas.evaluater import Evaluater  # noqa: E402
 from archnas.nas.phase import Experiment  # noqa: E402
@@ -204,7 +205,8 @@ def eval_trainer(s: Settings) -> Trainer:
     torch.manual_seed(0)
     evaluater, ctx = run_phase(s, "darts_cifar10", "manual", ["nas.eval.final_desc=DARTS_V2"], "eval")
     network = evaluater.network(DatasetInfo(10, 3, (32, 32)))
-    return evaluater.build_trainer(ctx, network.build(), network)
+    spec = InputSpec((3, 32, 32), (0.5,) * 3, (0.25,) * 3)  # what model_best.pt would record; benches write none
+    return evaluater.build_trainer(ctx, network.build(), network, spec, [str(i) for i in range(10)], "cifar10")
 
 
 def baseline_search(ours: Model, s: Settings, size: int, channels: int, cells: int, in_ch: int) -> nn.Module:

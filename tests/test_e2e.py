@@ -60,7 +60,7 @@ def test_artifacts(finished: Path, capsys):
     # the eval metrics and the model files, which load without the config
     metrics = json.loads((ev / "metrics.json").read_text())
     assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["params"] > 0 and metrics["macs"] > 0
-    model, info = load_model_file(ev / "model_last.pt")
+    model = load_model_file(ev / "model_last.pt").model
     logits, aux = model(torch.zeros(2, 1, 8, 8))
     assert logits.shape == (2, 10) and aux is None
     result = json.loads((finished / "result.json").read_text())

@@ -49,7 +49,7 @@ def test_search_then_retrain_on_nb201(tmp_path, config):
     assert set(record["alphas"]) == set(arch["arch"]) and "arch_val_loss" in record
     from archnas.model.model_file import load_model_file
 
-    model, _ = load_model_file(exp / "eval" / "model_last.pt")  # rebuilt from the space and the architecture
+    model = load_model_file(exp / "eval" / "model_last.pt").model  # rebuilt from the space and the architecture
     assert sum(p.numel() for p in model.parameters()) == result["eval"]["params"]
 
 

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
         checkpointer = Checkpointer.in_env(ctx, config=phase_config(conf, conf.nas.eval), fingerprint="tinynet-8",
                                            force="--force" in rest)
         trainer = Trainer(conf.nas.eval.trainer, model, ctx, checkpointer=checkpointer, hooks=[PrintSteps()])
-        history = trainer.fit(data.loader("train", training=True), data.loader("test", training=False))
+        history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
     except RunInterrupted as exc:
         print(f"driver: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -8,7 +8,7 @@ imagefolder, synthetic).
 from archnas.data import cifar, digits, idx, imagefolder, synthetic  # noqa: F401  (registration)
 from archnas.data.augment import AugmentSpec, BatchTransform
 from archnas.data.bundle import DataBundle, build_data
-from archnas.data.info import DatasetInfo, FileImages, LoadedDataset, TensorImages
+from archnas.data.info import DatasetInfo, FileImages, LoadedDataset, TensorImages, channel_stats
 from archnas.data.loader import Batch, BatchLoader
 from archnas.data.registry import load_dataset, provider_names, register_provider
 from archnas.data.split import DataSplit
@@ -25,6 +25,7 @@ __all__ = [
     "LoadedDataset",
     "TensorImages",
     "build_data",
+    "channel_stats",
     "load_dataset",
     "provider_names",
     "register_provider",

@@ -56,7 +56,8 @@ def run_algorithms(args) -> int:
         phases = [("search", "--no-eval")] if searches and not args.no_search else []
         phases += [] if args.no_eval else [("eval", "--no-search")]
         for phase, flag in phases:
-            command = [sys.executable, "-m", "archnas", *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
+            command = [sys.executable, "-m", "archnas", *(t for m in args.imports for t in ("--import", m)),
+                       *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
                        "--exp-name", f"{root}/{name}", flag, *(["--force"] if args.force else []),
                        *(["--restart"] if args.restart else []),
                        *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]

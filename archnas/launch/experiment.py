@@ -80,5 +80,8 @@ def report(ctx: RunContext, result: ExperimentResult) -> None:
         e = result.eval
         lines.append(f"  test accuracy: {e['test_top1']:.2%} ({e['params_without_aux']:,} params, "
                      f"{e['macs']:,} multiply-adds, {e['train_time']:.0f}s of training)")
+        if e.get("test_top1_best_val") is not None:
+            lines.append(f"  best-on-val model (model_best.pt): val top-1 {e['best_val_top1']:.2%}, "
+                         f"test top-1 {e['test_top1_best_val']:.2%}")
     for line in lines:
         ctx.log.info(line)

@@ -3,9 +3,17 @@
 The architecture comes from `nas.eval.final_desc` (a desc file, a genotype string or a named
 genotype such as DARTS_V2) or, when that is null, from the search phase. Its cells are copied
 into the eval macro (`full_model_desc.yaml`: e.g. 20 cells of 36 channels), trained with the aux
-tower, drop-path ramp, cutout and the configured schedule, and evaluated every
-`trainer.validation.freq` epochs. The phase folder gets `model_best.pt` and `model_last.pt`
-(weights plus desc, see `archnas.model.model_file`) and, last, `metrics.json`.
+tower, drop-path ramp, cutout and the configured schedule.
+
+Model selection never sees the test set: `nas.eval.loader.val_ratio` (default 0.1) of the training
+images are held out as a validation split (stratified, seeded by `common.seed`, recorded in
+`split.json`), evaluated every `trainer.validation.freq` epochs; `model_best.pt` is the epoch with
+the best val top-1. The test set is evaluated once the training is over: the last epoch's model
+gives the final test accuracy (`test_top1`, the DARTS protocol's number) and the best-on-val model
+its own (`test_top1_best_val`). With `val_ratio: 0` nothing is selected: the model is trained on
+every training image, the last epoch's is the result and there is no `model_best.pt`. The phase
+folder gets `model_last.pt` (and `model_best.pt`; weights plus what rebuilds and feeds the network,
+see `archnas.model.model_file`) and, last, `metrics.json`.
 
 For a search space over a module (`nas.search.space`), the network is that space's at the
 searched architecture (or at `nas.eval.final_desc`: an architecture file, mapping or NAS-Bench-201
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from torch import nn
 
@@ -31,9 +39,10 @@ from archnas.context import PhaseContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import save_desc
 from archnas.descs.model_desc import ModelDesc
+from archnas.distributed import barrier
 from archnas.errors import ConfigError
 from archnas.model import Model, ModelDescBuilder, desc_from_spec
-from archnas.model.model_file import save_model_file
+from archnas.model.model_file import InputSpec, read_model_file, save_model_file, update_model_file_info
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import SearchResult, load_data
 from archnas.nas.spaces import ModuleSpace, check_space, eval_space
@@ -46,20 +55,23 @@ from archnas.training.metrics import MetricsHistory
 from archnas.training.trainer import Trainer
 
 METRICS_FILE = "metrics.json"
+BEST_MODEL, LAST_MODEL = "model_best.pt", "model_last.pt"
 
 
 class SaveBestModel(HookBase):
-    """`model_best.pt` whenever the validation metric improves (rank 0)."""
+    """`model_best.pt` whenever the val top-1 improves (rank 0): the model selection of the eval."""
 
-    def __init__(self, space: Optional[dict[str, Any]] = None):
-        self.space = space
+    def __init__(self, space: Optional[dict[str, Any]], input_spec: InputSpec, classes: Sequence[str], dataset: str):
+        self.space, self.input_spec, self.classes, self.dataset = space, input_spec, classes, dataset
 
     def after_epoch(self) -> None:
         t = self.trainer
         if t.new_best and t.env.is_main:
             record = t.history.last
-            save_model_file(t.env.dir / "model_best.pt", t.base_model,
-                            {"epoch": record["epoch"], "val_top1": record.get("val_top1")}, space=self.space)
+            info = {"chosen_by": "val_top1", "epoch": record["epoch"], "val_top1": record.get("val_top1"),
+                    "val_loss": record.get("val_loss")}
+            save_model_file(t.env.dir / BEST_MODEL, t.base_model, info, input_spec=self.input_spec,
+                            classes=self.classes, dataset=self.dataset, space=self.space)
 
 
 @dataclass
@@ -177,37 +189,78 @@ class Evaluater(Phase):
         ctx.write(lambda: network.save(ctx.dir))
         model = network.build().to(ctx.device)
         stats = model_stats(model, [data.info.channels, *data.info.image_size])
+        val = data.parts.get("val")
+        held_out = f"{len(val)} val (model selection) / " if val is not None else ""
         ctx.log.info(
             f"eval: {network.what}, {stats['params_without_aux']:,} parameters without the aux tower, "
-            f"{stats['macs']:,} multiply-adds per image; {len(data.parts['train'])} train / {len(data.parts['test'])} test images"
+            f"{stats['macs']:,} multiply-adds per image; {len(data.parts['train'])} train / {held_out}"
+            f"{len(data.parts['test'])} test images"
         )
-        trainer = self.build_trainer(ctx, model, network)
-        held_out = "val" if "val" in data.parts else "test"
-        history = trainer.fit(data.loader("train", training=True), data.loader(held_out, training=False))
-        test = trainer.evaluate(data.loader("test", training=False), "test")
-        metrics = self.summarize(history, test, stats, network.fingerprint)
+        if val is None:
+            ctx.log.info("eval: nas.eval.loader.val_ratio is 0: no model selection, the last epoch's model is the "
+                         "result (and there is no model_best.pt)")
+        input_spec = InputSpec((data.info.channels, *data.info.image_size), data.info.mean, data.info.std)
+        classes = data.info.classes or tuple(str(i) for i in range(data.info.n_classes))
+        trainer = self.build_trainer(ctx, model, network, input_spec, classes, data.info.name)
+        history = trainer.fit(data.loader("train", training=True),
+                              data.loader("val", training=False) if val is not None else None)
+        # The test set, once per model the phase hands out: the last epoch's, then the best-on-val one.
+        test_loader = data.loader("test", training=False)
+        n_test = len(data.parts["test"])
+        test = with_counts(trainer.evaluate(test_loader, "test"), n_test)
+        last = history.last or {}
         if ctx.is_main:
-            save_model_file(ctx.dir / "model_last.pt", model, {"epoch": len(history.records) - 1,
-                                                                 "test_top1": test["test_top1"]}, space=network.space)
+            info = {"chosen_by": "last_epoch", "epoch": last.get("epoch"), "val_top1": last.get("val_top1"),
+                    "val_loss": last.get("val_loss"), **test_fields(test)}
+            save_model_file(ctx.dir / LAST_MODEL, model, info, input_spec=input_spec, classes=classes,
+                            dataset=data.info.name, space=network.space)
+        best_test = self.test_best(ctx, trainer, history, test, test_loader, n_test)
+        metrics = self.summarize(history, test, best_test, stats, network.fingerprint)
         self.write_marker(ctx, metrics)  # last: marks the phase complete
-        best = "" if metrics["best_top1"] is None else \
-            f" (best {held_out} {metrics['best_top1']:.2%} at epoch {metrics['best_epoch'] + 1})"
-        ctx.log.info(f"test accuracy {test['test_top1']:.2%}{best}; results in {ctx.dir}")
+        best = "" if best_test is None else \
+            (f"; best val top-1 {metrics['best_val_top1']:.2%} at epoch {metrics['best_epoch'] + 1}, whose test "
+             f"accuracy is {best_test['test_top1']:.2%} ({BEST_MODEL})")
+        ctx.log.info(f"test accuracy {test['test_top1']:.2%} (the last epoch's model){best}; results in {ctx.dir}")
         return {**metrics, "config": self.config_record()}
 
-    def build_trainer(self, ctx: PhaseContext, model: nn.Module, network: Network) -> Trainer:
-        """The trainer of the eval phase (also what `scripts/bench_supernet.py` times)."""
+    def test_best(self, ctx: PhaseContext, trainer: Trainer, history: MetricsHistory, last_test: dict[str, Any],
+                  loader: Any, n_test: int) -> Optional[dict[str, Any]]:
+        """The test metrics of the best-on-val model (None without a val split), also added to
+        `model_best.pt`. Every rank reads the file rank 0 wrote, so a resumed run whose best epoch
+        came before the interruption evaluates the same weights."""
+        if history.best_epoch is None:
+            return None
+        if history.best_epoch == (history.last or {}).get("epoch"):
+            best_test = last_test  # the last epoch is the best: one test pass serves both
+        else:
+            barrier()  # model_best.pt is complete on rank 0
+            trainer.base_model.load_state_dict(read_model_file(ctx.dir / BEST_MODEL)["state_dict"])
+            best_test = with_counts(trainer.evaluate(loader, "test"), n_test)
+        if ctx.is_main:
+            update_model_file_info(ctx.dir / BEST_MODEL, test_fields(best_test))
+        return best_test
+
+    def build_trainer(self, ctx: PhaseContext, model: nn.Module, network: Network, input_spec: InputSpec,
+                      classes: Sequence[str], dataset: str) -> Trainer:
+        """The trainer of the eval phase (also what `scripts/bench_supernet.py` times); what it
+        trains on (`input_spec`, `classes`, `dataset`) goes into `model_best.pt`."""
         return Trainer(ctx.conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, network.fingerprint),
-                       hooks=[SaveBestModel(network.space)])
+                       hooks=[SaveBestModel(network.space, input_spec, classes, dataset)])
 
     @staticmethod
-    def summarize(history: MetricsHistory, test: dict[str, float], stats: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    def summarize(history: MetricsHistory, test: dict[str, Any], best_test: Optional[dict[str, Any]],
+                  stats: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+        """`test_*`: the last epoch's model on the test set (the final test accuracy);
+        `best_val_top1` / `best_epoch`: the model selection on the val split (null without one);
+        `test_top1_best_val`: the test accuracy of that best-on-val model (`model_best.pt`)."""
+        last = history.last or {}
         return {
-            "test_top1": test["test_top1"],
-            "test_topk": test.get("test_topk"),
-            "test_loss": test["test_loss"],
-            "best_top1": history.best_value,
+            **test_fields(test),
+            "val_top1": last.get("val_top1"),
+            "best_val_top1": history.best_value,
             "best_epoch": history.best_epoch,
+            "test_top1_best_val": None if best_test is None else best_test["test_top1"],
+            "test_correct_best_val": None if best_test is None else best_test["test_correct"],
             "epochs": len(history.records),
             "params": stats["params"],
             "params_without_aux": stats["params_without_aux"],
@@ -215,3 +268,12 @@ class Evaluater(Phase):
             "train_time": sum(r.get("epoch_time", 0.0) for r in history.records),
             "fingerprint": fingerprint,
         }
+
+
+def with_counts(test: dict[str, Any], n_images: int) -> dict[str, Any]:
+    """Test metrics plus the number of correct predictions (exact: top-1 is a ratio of counts)."""
+    return {**test, "test_correct": round(test["test_top1"] * n_images), "test_images": n_images}
+
+
+def test_fields(test: dict[str, Any]) -> dict[str, Any]:
+    return {k: test.get(k) for k in ("test_top1", "test_topk", "test_loss", "test_correct", "test_images")}

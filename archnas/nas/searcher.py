@@ -236,9 +236,11 @@ class PostTrain(Phase):
         data = load_data(ctx, ctx.conf.loader)
         model = Model(self.final, droppath=True, affine=True)
         trainer = Trainer(ctx.conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, self.final.fingerprint()))
-        part = "val" if "val" in data.parts else "test"
-        history = trainer.fit(data.loader("train", training=True), data.loader(part, training=False))
-        result = {"best_top1": history.best_value, "time": sum(r.get("epoch_time", 0.0) for r in history.records)}
+        # Scored on its own held-out share of train, never on the test set (no val split: not scored).
+        val = data.loader("val", training=False) if "val" in data.parts else None
+        history = trainer.fit(data.loader("train", training=True), val)
+        result = {"best_val_top1": history.best_value, "best_epoch": history.best_epoch,
+                  "time": sum(r.get("epoch_time", 0.0) for r in history.records)}
         self.write_marker(ctx, {"result": result, "fingerprint": self.final.fingerprint()})
         return result
 

@@ -59,7 +59,8 @@ class PostTrainConf:
     """Optional training of the finalized desc inside the search phase (trainer.epochs 0: off)."""
 
     trainer: TrainerConf = field(default_factory=lambda: TrainerConf(epochs=0))
-    loader: LoaderConf = field(default_factory=LoaderConf)
+    # val_ratio: the held-out share of train its best epoch is chosen on (0: none, no test set either)
+    loader: LoaderConf = field(default_factory=lambda: LoaderConf(val_ratio=0.1))
 
 
 @dataclass
@@ -138,7 +139,9 @@ class EvalConf:
             n_cells=20, aux_weight=0.4, model_stems=ModelStemsConf(init_node_ch=36)
         )
     )
-    loader: LoaderConf = field(default_factory=lambda: LoaderConf(train_batch=96, cutout=16))
+    # val_ratio: the share of the training images held out to choose model_best.pt on (the test
+    # set is evaluated once, after training); 0: no selection, the last epoch's model is the result.
+    loader: LoaderConf = field(default_factory=lambda: LoaderConf(train_batch=96, cutout=16, val_ratio=0.1))
     trainer: TrainerConf = field(default_factory=lambda: TrainerConf(epochs=600, drop_path_prob=0.2, aux_weight=0.4))
 
 
