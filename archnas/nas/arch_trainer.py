@@ -168,5 +168,5 @@ class AlphasToTensorBoard(HookBase):
         for ctype, report in record["alphas"].items():
             for edge, row in report["softmax"].items():
                 for op, value in zip(report["ops"], row):
-                    tb.add_scalar(f"alphas/{ctype}/{edge}/{op}", value, record["epoch"])
+                    tb.add_scalar(f"alphas/{ctype}/{edge}/{op}", value, record["global_step"])
         tb.flush()

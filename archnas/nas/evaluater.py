@@ -170,11 +170,11 @@ class Evaluater(Phase):
         test = trainer.evaluate(data.loader("test", training=False), "test")
         metrics = self.summarize(history, test, stats, network.fingerprint)
         if ctx.is_main:
-            save_model_file(ctx.dir / "model_last.pt", model, {"epoch": len(history.records) - 1,
+            save_model_file(ctx.dir / "model_last.pt", model, {"epoch": len(history.records),
                                                                  "test_top1": test["test_top1"]}, space=network.space)
         self.write_marker(ctx, metrics)  # last: marks the phase complete
         best = "" if metrics["best_top1"] is None else \
-            f" (best {held_out} {metrics['best_top1']:.2%} at epoch {metrics['best_epoch'] + 1})"
+            f" (best {held_out} {metrics['best_top1']:.2%} at epoch {metrics['best_epoch']})"
         ctx.log.info(f"test accuracy {test['test_top1']:.2%}{best}; results in {ctx.dir}")
         return {**metrics, "config": self.config_record()}
 
