@@ -8,7 +8,11 @@ are checkpointed with everything else, so a search resumes exactly like any trai
 Each epoch's record holds, per label of the architecture store (a DARTS cell type), the softmax of every edge's alphas, their mean entropy
 and the share of `skip_connect` and `none` among the edges' current argmax: skip-connect collapse,
 the best-known DARTS failure, shows up there (and in TensorBoard under `alphas/`) long before the
-final architecture does.
+final architecture does. The log says how far the alphas moved: every epoch the mean entropy per
+label against where it started (ln 8 = 2.0794 is uniform over the 8 DARTS ops), and at the end
+the start and end values, which the search records (`alpha_summary()`, in search_result.json).
+It also says, once, why the supernet's val accuracy trails its train accuracy early, and warns
+when the strategy takes no architecture step in the whole search (a warm-up longer than it).
 """
 
 from __future__ import annotations
@@ -99,7 +103,8 @@ class ArchTrainer(Trainer):
         self.register_state("alpha_optimizer", self.alpha_optimizer)
         self.register_state("val_stream", val_stream)
         self.register_state("arch_loss", self.arch_loss)
-        self.register_hooks([AlphasToTensorBoard(), *strategy.trainer_hooks()])
+        self.alphas_at_start = alpha_report(self.base_model.arch)  # before resume: the seeded init of every run
+        self.register_hooks([AlphasToTensorBoard(), AlphaProgress(), *strategy.trainer_hooks()])
 
     def run_step(self, batch: Batch) -> None:
         if self.strategy.takes_arch_step(self.epoch):
@@ -136,6 +141,14 @@ class ArchTrainer(Trainer):
         record.update(self.strategy.epoch_metrics(self.base_model))
         return record
 
+    def alpha_summary(self) -> dict[str, Any]:
+        """How far the alphas moved, per label: mean edge entropy at the start and now, the
+        uniform maximum, and each candidate's share of the edges' argmax now."""
+        now = alpha_report(self.base_model.arch)
+        return {label: {"entropy_start": self.alphas_at_start[label]["entropy"], "entropy_end": report["entropy"],
+                        "max_entropy": report["max_entropy"], "argmax_share_end": report["argmax_share"]}
+                for label, report in now.items()}
+
 
 def alpha_report(store: ArchStore) -> dict[str, dict[str, Any]]:
     """Per label: each row's softmax weights (named by the row: a DARTS edge's node and input),
@@ -154,6 +167,60 @@ def alpha_report(store: ArchStore) -> dict[str, dict[str, Any]]:
             "argmax_share": {name: float((winners == k).float().mean()) for k, name in enumerate(spec.candidates)},
         }
     return out
+
+
+def entropy_line(trainer: ArchTrainer, report: dict[str, dict[str, Any]]) -> str:
+    """`regular 2.0794 -> 1.7012, reduction ...` (the mean over all labels when there are many)."""
+    start = trainer.alphas_at_start
+    if len(report) <= 4:
+        return ", ".join(f"{label} {start[label]['entropy']:.4f} -> {r['entropy']:.4f}" for label, r in report.items())
+    mean = lambda rs: sum(r["entropy"] for r in rs.values()) / len(rs)  # noqa: E731
+    return f"mean over {len(report)} labels {mean(start):.4f} -> {mean(report):.4f}"
+
+
+class AlphaProgress(HookBase):
+    """What the log says about the architecture parameters: the notes before the search, the
+    entropy every epoch, and how far they moved at the end."""
+
+    def before_fit(self) -> None:
+        t: ArchTrainer = self.trainer  # type: ignore[assignment]
+        epochs = t.conf.epochs
+        if epochs and not any(t.strategy.takes_arch_step(e) for e in range(epochs)):
+            warmup = getattr(t.strategy.section, "arch_warmup_epochs", None)
+            why = "" if warmup is None else (f" (nas.search.{t.strategy.name}.arch_warmup_epochs = {warmup} covers all "
+                                             f"{epochs} epochs of nas.search.trainer.epochs)")
+            t.log.warning(f"no architecture step in any of the {epochs} search epochs{why}: the alphas keep their "
+                          "random initialization and the final architecture says nothing; search longer or shorten "
+                          "the warm-up")
+        has_plain_bn = any(isinstance(m, torch.nn.BatchNorm2d) and not m.affine and m.track_running_stats
+                           for m in t.base_model.modules())
+        if t.epochs_done == 0 and t.epoch_step == 0 and has_plain_bn:
+            bn = next(m for m in t.base_model.modules() if isinstance(m, torch.nn.BatchNorm2d) and not m.affine)
+            left = (1 - (bn.momentum or 0.1)) ** t.steps_per_epoch
+            t.log.info(
+                "note: the supernet's val accuracy is measured in eval mode, where its BatchNorm layers (non-affine, "
+                "as in DARTS) normalize with running statistics; these trail the fast-changing weights and alphas "
+                f"(momentum {bn.momentum}: after the first epoch's {t.steps_per_epoch} steps {left:.0%} of the "
+                "initial statistics remain), so val top-1 lags train top-1 in the first epochs. Training and the "
+                "architecture steps use batch statistics and are not affected."
+            )
+
+    def after_epoch(self) -> None:
+        t: ArchTrainer = self.trainer  # type: ignore[assignment]
+        record = t.history.last or {}
+        if "alphas" in record:
+            uniform = {round(r["max_entropy"], 4) for r in record["alphas"].values()}
+            t.log.info(f"alphas: mean edge entropy {entropy_line(t, record['alphas'])} "
+                       f"(uniform: {', '.join(f'{u:.4f}' for u in sorted(uniform))})")
+
+    def after_fit(self) -> None:
+        t: ArchTrainer = self.trainer  # type: ignore[assignment]
+        now = alpha_report(t.base_model.arch)
+        shares = "; ".join(f"{label} " + ", ".join(f"{op} {r['argmax_share'][op]:.0%}" for op in WATCHED_OPS
+                                                    if op in r["argmax_share"])
+                           for label, r in now.items() if any(op in r["argmax_share"] for op in WATCHED_OPS))
+        t.log.info(f"alphas moved over the search: mean edge entropy {entropy_line(t, now)}"
+                   + (f"; argmax share {shares}" if shares else ""))
 
 
 class AlphasToTensorBoard(HookBase):

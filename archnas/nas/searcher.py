@@ -152,6 +152,7 @@ class Searcher(SearchPhase):
             "best_val_top1": history.best_value,
             "final_val_top1": history.last.get("val_top1") if history.last else None,
             "supernet_fingerprint": desc.fingerprint(),
+            "alphas": trainer.alpha_summary(),  # mean edge entropy at the start and the end, per cell type
         }
         return self.save_result(ctx, final, metrics)
 
@@ -179,6 +180,7 @@ class Searcher(SearchPhase):
             "best_val_top1": history.best_value,
             "final_val_top1": history.last.get("val_top1") if history.last else None,
             "supernet_fingerprint": fingerprint,
+            "alphas": trainer.alpha_summary(),
         }
         path = ctx.dir / ARCH_FILE
         if ctx.is_main:
