@@ -3,6 +3,7 @@ signal acknowledged at once, TensorBoard's step-level scalars and hparams, one n
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -160,3 +161,32 @@ def test_tensorboard_has_step_loss_and_lr_hparams_and_no_bookkeeping_scalars(tmp
     start = hparams["_hparams_/session_start_info"].decode("latin-1")
     for key in ("eval.trainer.optimizer.lr", "eval.trainer.epochs", "seed", "dataset"):
         assert key in start, key
+
+
+def write_idx(folder: Path, n: int = 20) -> None:
+    folder.mkdir(parents=True)
+    images = bytes([0, 0, 8, 3]) + n.to_bytes(4, "big") + (4).to_bytes(4, "big") * 2 + bytes(range(16)) * n
+    labels = bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes(i % 10 for i in range(n))
+    for prefix in ("train", "t10k"):
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(images)
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
+
+
+def test_the_data_source_is_where_the_files_were_read_not_the_configured_dataroot(tmp_path, monkeypatch):
+    """fashion_mnist with nothing in the dataroot falls back to the system folder: split.json and
+    the log name that folder, resolved."""
+    import dataclasses
+
+    from archnas.data import idx
+    from archnas.nas.searcher import load_data
+
+    system = tmp_path / "system" / "fashion-mnist"
+    write_idx(system)
+    monkeypatch.setattr(idx, "FASHION_MNIST", dataclasses.replace(idx.FASHION_MNIST, system_dirs=(str(system),)))
+    ctx, lines = phase(tmp_path, "dataset.name=fashion_mnist", f"dataset.dataroot={tmp_path / 'empty'}",
+                       "nas.eval.loader.cutout=0")
+    load_data(ctx, ctx.conf.loader)
+    split = json.loads((ctx.dir / "split.json").read_text())
+    assert split["dataset"] == "fashion_mnist" and split["source"] == str(system.resolve())
+    assert f"data: fashion_mnist read from {system.resolve()}" in lines.messages
+    assert "train_idx" in split and "digest" in split  # the split itself, as before

@@ -28,7 +28,8 @@ ROWS = ["n0_in0", "n0_in1", "n1_in0", "n1_in1", "n1_in2"]
 def tiny_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("learns")
     assert main(["--config", TINY_DARTS, "--exp-name", "tiny", f"common.results_dir={tmp}", "common.log_every_steps=0",
-                 "common.tensorboard=false", "nas.search.trainer.alpha_optimizer.lr=0.3", "nas.eval.trainer.epochs=1"]) == 0
+                 "common.tensorboard=false", "nas.search.trainer.alpha_optimizer.lr=0.3", "nas.eval.trainer.epochs=1",
+                 "nas.search.trainer.alpha_lr_schedule={type: cosine, min_lr: 0.03}"]) == 0
     return tmp / "tiny"
 
 
@@ -43,12 +44,16 @@ def test_the_log_and_the_result_say_how_far_the_alphas_moved(tiny_run):
         assert m["entropy_end"] == pytest.approx(records[-1]["alphas"][label]["entropy"])
         assert m["entropy_end"] < m["entropy_start"] - 0.01  # lr 0.3: they did move
         assert sum(m["argmax_share_end"].values()) == pytest.approx(1.0)
+    # the alpha lr annealed over the search's 2 epochs, stepped with every step
+    assert [r["alpha_lr"] for r in records] == pytest.approx([(0.3 + 0.03) / 2, 0.03])
     assert log.count("alphas: mean edge entropy regular") == 2  # every epoch ...
     end = f"regular {moved['regular']['entropy_start']:.4f} -> {moved['regular']['entropy_end']:.4f}"
     assert f"alphas moved over the search: mean edge entropy {end}" in log  # ... and at the end
     assert "argmax share regular skip_connect" in log
     assert log.count("val top-1 lags train top-1") == 1 and "running statistics" in log  # once
     assert "no architecture step" not in log
+    split = json.loads((tiny_run / "search" / "split.json").read_text())
+    assert split["dataset"] == "digits" and "load_digits" in split["source"]
 
 
 def test_check_run_reads_a_finished_run_and_reports_every_bar(tiny_run, capsys):

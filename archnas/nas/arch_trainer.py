@@ -18,6 +18,7 @@ when the strategy takes no architecture step in the whole search (a warm-up long
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
@@ -32,6 +33,7 @@ from archnas.space.store import ArchStore, Searchable
 from archnas.training.env import TrainingEnv
 from archnas.training.hooks import HookBase
 from archnas.training.optim import build_optimizer
+from archnas.training.schedules import build_scheduler
 from archnas.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class ArchTrainer(Trainer):
         self.alpha_optimizer = build_optimizer(conf.alpha_optimizer, arch_params, key="nas.search.trainer.alpha_optimizer")
         self.bilevel = BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn,
                                         conf.bilevel_order, hessian_vector_product=conf.hessian_vector_product)
+        self.alpha_scheduler: Any = None  # built by fit(), which knows the steps per epoch
         self.arch_loss = RunningMean()
         self.register_state("arch_params", ArchParamsState(self.base_model))
         self.register_state("alpha_optimizer", self.alpha_optimizer)
@@ -106,10 +109,36 @@ class ArchTrainer(Trainer):
         self.alphas_at_start = alpha_report(self.base_model.arch)  # before resume: the seeded init of every run
         self.register_hooks([AlphasToTensorBoard(), AlphaProgress(), *strategy.trainer_hooks()])
 
+    def fit(self, train_loader: BatchLoader, val_loader=None):
+        self.alpha_scheduler = self._new_alpha_scheduler(len(train_loader))
+        self.register_state("alpha_scheduler", self.alpha_scheduler)
+        return super().fit(train_loader, val_loader)
+
+    def _new_alpha_scheduler(self, steps_per_epoch: int) -> Any:
+        return build_scheduler(self.conf.alpha_lr_schedule, self.alpha_optimizer, max(self.conf.epochs, 1),
+                               max(steps_per_epoch, 1))
+
+    def _replay_schedule(self, saved_epochs: int) -> None:
+        """A new search length changes the alpha lr schedule too: rebuilt and stepped to now."""
+        super()._replay_schedule(saved_epochs)
+        for group in self.alpha_optimizer.param_groups:
+            group["lr"] = self.conf.alpha_optimizer.lr
+            group.pop("initial_lr", None)
+        scheduler = self._new_alpha_scheduler(self.steps_per_epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(self.global_step):
+                scheduler.step()
+        self.alpha_scheduler.load_state_dict(scheduler.state_dict())
+
     def run_step(self, batch: Batch) -> None:
         if self.strategy.takes_arch_step(self.epoch):
             self.arch_step(batch, self.val_stream.next())
         self.weight_step(batch)
+        if self.alpha_scheduler is not None:  # None: a step taken outside fit() (a benchmark, a test)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # warm-up steps take no alpha step, yet the schedule runs on
+                self.alpha_scheduler.step()
 
     def arch_step(self, train: Batch, val: Batch) -> None:
         """One step of the architecture parameters (the DARTS bilevel step, first or second
@@ -132,6 +161,7 @@ class ArchTrainer(Trainer):
         arch_loss = self.arch_loss.pop()
         if arch_loss is not None:
             record["arch_val_loss"] = arch_loss
+        record["alpha_lr"] = self.alpha_optimizer.param_groups[0]["lr"]  # at the epoch's end
         record["alphas"] = alpha_report(self.base_model.arch)
         for label, report in record["alphas"].items():
             record[f"alpha_entropy_{label}"] = report["entropy"]

@@ -58,14 +58,17 @@ class SearchResult:
 
 
 def load_data(ctx: PhaseContext, loader_conf) -> DataBundle:
-    """The phase's data, split as its loader section says; the split is recorded in the phase folder."""
+    """The phase's data, split as its loader section says; the split is recorded in the phase
+    folder (`split.json`), with the dataset and where its files were actually read from."""
     conf = ctx.run.conf
     data = build_data(
         conf.dataset, loader_conf, seed=conf.common.seed, device=ctx.device, cache_dir=conf.common.cache_dir,
         rank=ctx.rank, world_size=ctx.world_size,
     )
+    ctx.log.info(f"data: {conf.dataset.name} read from {data.source}")
     if ctx.is_main:
-        data.split.save(ctx.dir / "split.json")
+        atomic.write_json(ctx.dir / "split.json", {"dataset": conf.dataset.name, "source": data.source,
+                                                   **data.split.to_dict()})
     return data
 
 
