@@ -226,12 +226,11 @@ class AlphaProgress(HookBase):
                            for m in t.base_model.modules())
         if t.epochs_done == 0 and t.epoch_step == 0 and has_plain_bn:
             bn = next(m for m in t.base_model.modules() if isinstance(m, torch.nn.BatchNorm2d) and not m.affine)
-            left = (1 - (bn.momentum or 0.1)) ** t.steps_per_epoch
             t.log.info(
                 "note: the supernet's val accuracy is measured in eval mode, where its BatchNorm layers (non-affine, "
                 "as in DARTS) normalize with running statistics; these trail the fast-changing weights and alphas "
-                f"(momentum {bn.momentum}: after the first epoch's {t.steps_per_epoch} steps {left:.0%} of the "
-                "initial statistics remain), so val top-1 lags train top-1 in the first epochs. Training and the "
+                f"(each training forward moves them only a fraction {bn.momentum} of the way, and an epoch here has "
+                f"{t.steps_per_epoch} steps), so val top-1 lags train top-1 in the first epochs. Training and the "
                 "architecture steps use batch statistics and are not affected."
             )
 
