@@ -116,7 +116,8 @@ class RunContext:
         return PhaseContext(run=self, name=name, conf=section, dir=folder, log=log, device=self.device,
                             checkpoint=common.checkpoint, resume=common.resume, log_every_steps=common.log_every_steps,
                             log_every_seconds=common.log_every_seconds,
-                            tensorboard=common.tensorboard, hparams=self.hparams(name, section), rank=self.rank, world_size=self.world_size,
+                            tensorboard=common.tensorboard, hparams=self.hparams(name, section),
+                            rank=self.rank, world_size=self.world_size,
                             control_group=self.control_group)
 
     def hparams(self, name: str, section: Any) -> dict[str, Any]:

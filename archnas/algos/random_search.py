@@ -3,14 +3,15 @@
 The space is that of a finalized supernet: every node keeps `max_final_edges` of its inputs, each
 with one candidate op other than `none`, the same in every cell of a type. Candidates are
 numbered from 1, in logs, folders and records alike; candidate n is what `RandomFinalizers` picks
-with seed `candidate_seed(common.seed, n)`; candidate 1 uses common.seed itself, so it is exactly the architecture the random-finalizer baseline
+with seed `candidate_seed(common.seed, n)`; candidate 1 uses common.seed itself, so it is
+exactly the architecture the random-finalizer baseline
 (`nas.search.finalizer.type: random`) gives, and `nas.search.random.n_archs: 1` is that baseline
 without training a supernet (nothing is trained: there is nothing to choose between).
 
 Each candidate is an independent trial, a phase of its own (`Candidate`): its folder
-`search/candidate_<nnn>/` (`candidate_001` for candidate 1: desc, split, checkpoints, metrics, `trial.json`), its RNGs
-seeded from (common.seed, its folder name), trained from scratch at the search macro with a plain
-Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
+`search/candidate_<nnn>/` (`candidate_001` for candidate 1: desc, split, checkpoints, metrics,
+`trial.json`), its RNGs seeded from (common.seed, its folder name), trained from scratch at the
+search macro with a plain Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
 top-1 on the search val split. It depends on nothing but the config and n, so trials can run in
 any order or on other machines: they go through `archnas.trials.run_trials`, one after another
 in this process, or as Ray tasks when `common.ray.enabled`. `trial.json`, written last, marks it
@@ -106,7 +107,8 @@ class Candidate(Phase):
         if ctx.is_main:
             save_desc(desc, ctx.dir / FINAL_DESC_FILE)
         model = Model(desc, droppath=True, affine=True)
-        result = TrialResult(number=self.number, seed=seed, genotype=genotype_or_none(desc), fingerprint=desc.fingerprint(),
+        result = TrialResult(number=self.number, seed=seed, genotype=genotype_or_none(desc),
+                             fingerprint=desc.fingerprint(),
                              params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
                              train_time=0.0)
         if self.train:

@@ -39,7 +39,8 @@ def seed_conf(conf: ExperimentConf, seed: int) -> ExperimentConf:
     return out
 
 
-def run_seed(run: RunContext, search: bool, eval: bool, force: bool, number: int = 1, total: int = 1) -> ExperimentResult:
+def run_seed(run: RunContext, search: bool, eval: bool, force: bool, number: int = 1,
+             total: int = 1) -> ExperimentResult:
     """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped. Its
     header is logged here, where the work starts (in this process or a Ray worker)."""
     run.log.info(f"seed {run.conf.common.seed} ({number}/{total}): starting; results in {run.exp_dir}")
