@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import archnas
-from archnas.config import ExperimentConf, config_to_yaml
+from archnas.config import ExperimentConf, config_to_dict, config_to_yaml
 from archnas.config.compat import section_path
 from archnas.errors import ConfigError
 from archnas.training.env import TrainingEnv
@@ -78,6 +78,9 @@ class RunContext:
         set_deterministic(conf.common.deterministic)
         if conf.common.num_threads < 0:
             raise ConfigError(f"common.num_threads: {conf.common.num_threads} is negative (0 means torch's default)")
+        if conf.common.log_every_steps < 0 or conf.common.log_every_seconds < 0:
+            raise ConfigError(f"common.log_every_steps ({conf.common.log_every_steps}) and common.log_every_seconds "
+                              f"({conf.common.log_every_seconds}) must be >= 0 (0 turns that kind of progress line off)")
         if conf.common.num_threads:
             torch.set_num_threads(conf.common.num_threads)
         log = _make_logger(f"archnas.{exp_dir.resolve()}.r{rank}", conf.common.log_level, console=rank == 0)
@@ -116,8 +119,15 @@ class RunContext:
         path = section_path(self.conf, section) if section is not None else None
         return PhaseContext(run=self, name=name, conf=section, dir=folder, log=log, device=self.device,
                             checkpoint=common.checkpoint, resume=common.resume, log_every_steps=common.log_every_steps,
-                            tensorboard=common.tensorboard, rank=self.rank, world_size=self.world_size,
+                            log_every_seconds=common.log_every_seconds,
+                            tensorboard=common.tensorboard, hparams=self.hparams(name, section),
+                            rank=self.rank, world_size=self.world_size,
                             control_group=self.control_group, section_key=".".join(path or ()))
+
+    def hparams(self, name: str, section: Any) -> dict[str, Any]:
+        """The settings of a phase as TensorBoard's hparams record them: seed, dataset, the phase's section."""
+        return {"seed": self.conf.common.seed, "dataset": self.conf.dataset.name, "algo": self.conf.nas.algo,
+                name.replace("/", "."): config_to_dict(section)}
 
     def run_info(self) -> dict[str, Any]:
         return {

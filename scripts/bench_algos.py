@@ -8,7 +8,7 @@ the DARTS CIFAR-10 search: batch 64 of 3x32x32 images, 8 cells, 16 initial chann
 architecture step on a val batch from its loader, then the weight step) on synthetic images. PC-DARTS uses batch 256 in its paper; here
 every variant uses the same batch so the comparison is of the algorithms, not the batch.
 
-    darts          DARTS as confs/darts.yaml searches: second-order (unrolled) architecture step
+    darts          DARTS with the paper's second-order (unrolled) architecture step
     darts_first    DARTS with a first-order architecture step, the step the other two take
     darts_first_unfused  the same with every candidate computed on its own (no fused cell): the
                    DARTS the PC-DARTS and GDAS papers measured themselves against
@@ -56,7 +56,7 @@ from archnas.utils.memory import current_bytes, process_peak_bytes  # noqa: E402
 # candidate on its own, `Cell.fused = None`), which is the DARTS that the PC-DARTS and GDAS papers
 # compare against; archnas's default DARTS cell is the fused one (archnas/model/fused_cell.py).
 VARIANTS = {
-    "darts": ("darts", [], True),
+    "darts": ("darts", ["nas.search.trainer.bilevel_order=second"], True),
     "darts_first": ("darts", ["nas.search.trainer.bilevel_order=first"], True),
     "darts_first_unfused": ("darts", ["nas.search.trainer.bilevel_order=first"], False),
     "pc_darts": ("pc_darts", ["nas.search.pc_darts.arch_warmup_epochs=0"], True),

@@ -143,6 +143,14 @@ def test_algos_runs_each_phase_in_its_own_process_and_writes_the_summary(tmp_pat
         command = json.loads((folder / "pc_darts" / phase / "run.json").read_text())["command"]
         assert flag in command and "cmp/pc_darts" in command
     assert "| pc_darts |" in out.stdout and "| manual |" in out.stdout
+    # each header before its work, each phase's closing line saying which phase finished, the summary's path last
+    said = [line for line in out.stdout.splitlines() if line.startswith("--algos") or " finished; results in " in line]
+    norm = lambda s: s.split(" -> ")[0].split("; ")[0] if s.startswith("--algos") else s.split("; ")[0].split(" ", 1)[1]  # noqa: E731
+    assert [norm(s) for s in said] == [
+        "--algos 1/2: pc_darts search", "pc_darts search finished", "--algos 1/2: pc_darts eval",
+        "pc_darts eval finished", "--algos 2/2: manual eval", "manual eval finished", "--algos: 2 algorithms finished",
+    ], said
+    assert said[-1].endswith(f"summary in {folder / 'summary.md'} and {folder / 'summary.csv'}")
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def test_two_rank_searches_keep_the_same_alphas_on_every_rank(tmp_path):
         assert cosine > MIN_COSINE, f"{name}: 2 ranks vs 1 process: cosine {cosine:.3f}"
     # rank 0 alone wrote the phase's files: one metrics line per epoch
     lines = (tmp_path / "darts_second_2" / "search" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
 # -- torchrun, the user-facing path ------------------------------------------------------------------

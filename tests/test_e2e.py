@@ -69,7 +69,7 @@ def test_artifacts(finished: Path, capsys):
 
 def test_search_records_and_tensorboard(finished: Path):
     records = [json.loads(line) for line in (finished / "search" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
     alphas = records[-1]["alphas"]["regular"]
     assert len(alphas["softmax"]) == 5 and all(len(row) == 8 for row in alphas["softmax"].values())
     assert {"alpha_entropy_regular", "argmax_skip_connect_regular", "argmax_none_reduction", "arch_val_loss"} <= set(records[-1])

@@ -1,4 +1,4 @@
-"""Random search: deterministic under a seed, candidate 0 is the random-finalizer baseline,
+"""Random search: deterministic under a seed, candidate 1 is the random-finalizer baseline,
 finished candidates are not retrained, and each candidate is an independent trial."""
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def test_random_search_is_deterministic_under_a_seed(tmp_path):
     candidates = a["metrics"]["candidates"]
     assert len({c["genotype"] for c in candidates}) == 3  # three different cells ...
     assert all(c["val_top1"] is not None and c["train_time"] > 0 for c in candidates)  # ... each trained
-    best = max(candidates, key=lambda c: (c["val_top1"], -c["index"]))
-    assert a["metrics"]["best_candidate"] == best["index"] and a["genotype"] == best["genotype"]
+    best = max(candidates, key=lambda c: (c["val_top1"], -c["number"]))
+    assert a["metrics"]["best_candidate"] == best["number"] and a["genotype"] == best["genotype"]
     # another seed samples other cells
     c = run(tmp_path, "c", "nas.search.random.n_archs=1", "common.seed=5")
     assert c["genotype"] != candidates[0]["genotype"]
@@ -45,12 +45,12 @@ def test_one_candidate_is_the_random_finalizer_baseline_without_training(tmp_pat
     one = run(tmp_path, "one", "nas.search.random.n_archs=1")
     assert one["genotype"] == baseline["genotype"]
     assert one["metrics"]["candidates"][0]["val_top1"] is None
-    assert not list((tmp_path / "one" / "search" / "candidate_000").glob("checkpoint_*.pt"))
+    assert not list((tmp_path / "one" / "search" / "candidate_001").glob("checkpoint_*.pt"))
 
 
 def test_finished_candidates_are_not_retrained(tmp_path, monkeypatch):
     trained: list[str] = []
-    fail_at = ["search/candidate_002"]
+    fail_at = ["search/candidate_003"]
 
     class Recording(Trainer):
         def fit(self, *args, **kwargs):
@@ -62,29 +62,29 @@ def test_finished_candidates_are_not_retrained(tmp_path, monkeypatch):
     monkeypatch.setattr(random_search, "Trainer", Recording)
     with pytest.raises(RuntimeError, match="killed"):
         run(tmp_path, "r", "nas.search.random.n_archs=3")
-    assert trained == ["search/candidate_000", "search/candidate_001", "search/candidate_002"]
+    assert trained == ["search/candidate_001", "search/candidate_002", "search/candidate_003"]
     folder = tmp_path / "r" / "search"
-    finished = {i: (folder / f"candidate_00{i}" / "trial.json").read_bytes() for i in (0, 1)}
-    assert not (folder / "candidate_002" / "trial.json").exists() and not (folder / "search_result.json").exists()
+    finished = {i: (folder / f"candidate_00{i}" / "trial.json").read_bytes() for i in (1, 2)}
+    assert not (folder / "candidate_003" / "trial.json").exists() and not (folder / "search_result.json").exists()
 
     trained.clear()
     fail_at.clear()
     result = run(tmp_path, "r", "nas.search.random.n_archs=3")
-    assert trained == ["search/candidate_002"]
-    assert {i: (folder / f"candidate_00{i}" / "trial.json").read_bytes() for i in (0, 1)} == finished
-    assert [c["index"] for c in result["metrics"]["candidates"]] == [0, 1, 2]
+    assert trained == ["search/candidate_003"]
+    assert {i: (folder / f"candidate_00{i}" / "trial.json").read_bytes() for i in (1, 2)} == finished
+    assert [c["number"] for c in result["metrics"]["candidates"]] == [1, 2, 3]
     trained.clear()
     run(tmp_path, "r", "nas.search.random.n_archs=3")  # all finished: nothing trains
     assert trained == []
 
 
 def test_a_candidate_alone_gives_what_it_gave_in_the_search(tmp_path):
-    """Trials depend on the config and their index only, so they can run anywhere in any order."""
+    """Trials depend on the config and their number only, so they can run anywhere in any order."""
     full = run(tmp_path, "full", "nas.search.random.n_archs=2")["metrics"]["candidates"][1]
     conf = tiny_conf("random", f"common.results_dir={tmp_path}", "nas.search.random.n_archs=2")
     run_context = RunContext.create(conf, tmp_path / "alone", [])
-    alone = random_search.run_candidate(run_context, 1, True, False).to_dict()
-    assert (tmp_path / "alone" / "search" / "candidate_001" / "trial.json").is_file()
+    alone = random_search.run_candidate(run_context, 2, True, False).to_dict()
+    assert (tmp_path / "alone" / "search" / "candidate_002" / "trial.json").is_file()
     assert {k: v for k, v in alone.items() if k != "train_time"} == {k: v for k, v in full.items() if k != "train_time"}
 
 

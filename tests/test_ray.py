@@ -33,14 +33,14 @@ def test_three_random_search_trials_on_ray_give_what_the_sequential_path_gives(t
     assert on_ray["metrics"]["best_candidate"] == sequential["metrics"]["best_candidate"]
     assert on_ray["genotype"] == sequential["genotype"] and on_ray["final_desc_fingerprint"] == sequential["final_desc_fingerprint"]
     for i in range(3):  # each trial in its own folder, marked finished
-        assert (tmp_path / "ray" / "search" / f"candidate_00{i}" / "trial.json").is_file()
+        assert (tmp_path / "ray" / "search" / f"candidate_00{i + 1}" / "trial.json").is_file()
     # finished trials are not rerun: a rerun of the search does not even start Ray
     (tmp_path / "ray" / "search" / "search_result.json").unlink()
-    stamps = [(tmp_path / "ray" / "search" / f"candidate_00{i}" / "trial.json").stat().st_mtime_ns for i in range(3)]
+    stamps = [(tmp_path / "ray" / "search" / f"candidate_00{i + 1}" / "trial.json").stat().st_mtime_ns for i in range(3)]
     capsys.readouterr()
     assert run(tmp_path, "ray", "common.ray.enabled=true")["genotype"] == sequential["genotype"]
     assert capsys.readouterr().out.count("already finished") == 3
-    assert stamps == [(tmp_path / "ray" / "search" / f"candidate_00{i}" / "trial.json").stat().st_mtime_ns for i in range(3)]
+    assert stamps == [(tmp_path / "ray" / "search" / f"candidate_00{i + 1}" / "trial.json").stat().st_mtime_ns for i in range(3)]
 
 
 def test_ray_settings_it_cannot_honour_are_refused():

@@ -95,7 +95,7 @@ def assert_identical_runs(reference: Path, resumed: Path, context: str) -> None:
     assert ref["state"]["model"]  # something was compared
     lines = [json.loads(x) for x in (resumed / "eval" / "metrics.jsonl").read_text().splitlines()]
     ref_lines = [json.loads(x) for x in (reference / "eval" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [0, 1, 2], f"{context}: metrics.jsonl has {len(lines)} lines"
+    assert [r["epoch"] for r in lines] == [1, 2, 3], f"{context}: metrics.jsonl has {len(lines)} lines"
     assert [without_timings(r) for r in lines] == [without_timings(r) for r in ref_lines], context
 
 
@@ -148,4 +148,6 @@ def test_sigterm_checkpoints_exits_with_a_resume_message_and_rerun_is_bit_identi
     assert_identical_runs(ref, tmp_path / "exp", context)
     events = EventAccumulator(str(tmp_path / "exp" / "eval" / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("train_loss")] == [0, 1, 2], context  # no epoch twice
+    per_epoch = STEPS // 3  # TensorBoard's x axis is the global step: no epoch and no step twice, none lost
+    assert [e.step for e in events.Scalars("train_loss")] == [per_epoch, 2 * per_epoch, STEPS], context
+    assert [e.step for e in events.Scalars("step/train_loss")] == list(range(1, STEPS + 1)), context

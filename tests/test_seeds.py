@@ -35,6 +35,10 @@ def test_seeds_run_one_experiment_per_seed_and_skip_finished_ones(tmp_path, caps
     assert set(summary["seeds"]) == {"0", "1"} and len(summary["test_top1"]) == 2
     assert "test_top1_mean" in summary and "test_top1_std" in summary
     assert not (root / "search").exists()  # nothing outside the seed folders but the summary
+    out = capsys.readouterr().out
+    order = [out.index(s) for s in ("seed 0 (1/2): starting", "seed 0 (1/2) done", "seed 1 (2/2): starting",
+                                    "seed 1 (2/2) done", f"summary in {root / 'seeds.json'}")]
+    assert order == sorted(order)  # each seed's header before its work, the summary's path at the end
 
     # a rerun with one more seed: 0 and 1 are finished and skipped, 2 runs
     stamps = {s: (root / f"seed_{s}" / "eval" / "model_last.pt").stat().st_mtime_ns for s in (0, 1)}

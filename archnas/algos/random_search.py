@@ -1,21 +1,22 @@
 """Random search: sample architectures from the cell space DARTS searches, train each, keep the best.
 
 The space is that of a finalized supernet: every node keeps `max_final_edges` of its inputs, each
-with one candidate op other than `none`, the same in every cell of a type. Candidate i is what
-`RandomFinalizers` picks with seed `candidate_seed(common.seed, i)`; candidate 0 uses common.seed
-itself, so it is exactly the architecture the random-finalizer baseline
+with one candidate op other than `none`, the same in every cell of a type. Candidates are
+numbered from 1, in logs, folders and records alike; candidate n is what `RandomFinalizers` picks
+with seed `candidate_seed(common.seed, n)`; candidate 1 uses common.seed itself, so it is
+exactly the architecture the random-finalizer baseline
 (`nas.search.finalizer.type: random`) gives, and `nas.search.random.n_archs: 1` is that baseline
 without training a supernet (nothing is trained: there is nothing to choose between).
 
 Each candidate is an independent trial, a phase of its own (`Candidate`): its folder
-`search/candidate_<i>/` (desc, split, checkpoints, metrics, `trial.json`), its RNGs
-seeded from (common.seed, its folder name), trained from scratch at the search macro with a plain
-Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
-top-1 on the search val split. It depends on nothing but the config and i, so trials can run in
+`search/candidate_<nnn>/` (`candidate_001` for candidate 1: desc, split, checkpoints, metrics,
+`trial.json`), its RNGs seeded from (common.seed, its folder name), trained from scratch at the
+search macro with a plain Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
+top-1 on the search val split. It depends on nothing but the config and n, so trials can run in
 any order or on other machines: they go through `archnas.trials.run_trials`, one after another
 in this process, or as Ray tasks when `common.ray.enabled`. `trial.json`, written last, marks it
 finished, and a rerun reuses finished trials and resumes an interrupted one from its checkpoint.
-The best candidate (ties: the lower index) is the search result, retrained from scratch by the
+The best candidate (ties: the lower number) is the search result, retrained from scratch by the
 eval phase.
 """
 
@@ -53,24 +54,24 @@ TRIAL_FILE = "trial.json"
 class RandomSearchConf:
     """`nas.search.random`: random search over the cells the supernet finalizes to."""
 
-    # Architectures sampled (candidate 0 is the one `finalizer.type: random` picks for common.seed),
+    # Architectures sampled (candidate 1 is the one `finalizer.type: random` picks for common.seed),
     # each trained from scratch at the search macro with nas.search.trainer and ranked by its final
     # val top-1. 1: the random-finalizer baseline, one random architecture and nothing trained.
     n_archs: int = 8
 
 
-def candidate_seed(seed: int, index: int) -> int:
-    """The sampling seed of candidate `index`: common.seed for candidate 0, derived for the others."""
-    return seed if index == 0 else phase_seed(seed, f"random_search/candidate_{index}")
+def candidate_seed(seed: int, number: int) -> int:
+    """The sampling seed of candidate `number` (1-based): common.seed for candidate 1, derived for the others."""
+    return seed if number == 1 else phase_seed(seed, f"random_search/candidate_{number}")
 
 
-def trial_name(index: int) -> str:
-    return f"search/candidate_{index:03d}"
+def trial_name(number: int) -> str:
+    return f"search/candidate_{number:03d}"
 
 
 @dataclass
 class TrialResult:
-    index: int
+    number: int  # 1-based, as the log and the folder name (candidate_001) say it
     seed: int  # the sampling seed (candidate_seed)
     genotype: Optional[str]
     fingerprint: str  # of the candidate's desc, checked when the winner's desc file is read back
@@ -94,18 +95,19 @@ class Candidate(Phase):
     kind = "search"
     marker = TRIAL_FILE
 
-    def __init__(self, experiment: Experiment, index: int, train: bool = True):
-        super().__init__(experiment, trial_name(index))
-        self.index, self.train = index, train
+    def __init__(self, experiment: Experiment, number: int, train: bool = True):
+        super().__init__(experiment, trial_name(number))
+        self.number, self.train = number, train
 
     def work(self, ctx: PhaseContext) -> TrialResult:
         conf = ctx.conf
         data = load_data(ctx, conf.loader)
-        seed = candidate_seed(ctx.seed, self.index)
+        seed = candidate_seed(ctx.seed, self.number)
         desc = sample(self.strategy, conf, data.info, seed)
         ctx.write(lambda: save_desc(desc, ctx.dir / FINAL_DESC_FILE))
         model = Model(desc, droppath=True, affine=True)
-        result = TrialResult(index=self.index, seed=seed, genotype=genotype_or_none(desc), fingerprint=desc.fingerprint(),
+        result = TrialResult(number=self.number, seed=seed, genotype=genotype_or_none(desc),
+                             fingerprint=desc.fingerprint(),
                              params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
                              train_time=0.0)
         if self.train:
@@ -127,19 +129,19 @@ def sample(strategy: Strategy, conf, dataset_info, seed: int) -> ModelDesc:
     return RandomFinalizers(conf.finalizer, conf.model_desc.max_final_edges, seed).finalize_desc(supernet)
 
 
-def _candidate(run: RunContext, index: int, train: bool, force: bool) -> Candidate:
-    return Candidate(Experiment(run, algorithm_class(run.conf.nas.algo)(run.conf), force), index, train)
+def _candidate(run: RunContext, number: int, train: bool, force: bool) -> Candidate:
+    return Candidate(Experiment(run, algorithm_class(run.conf.nas.algo)(run.conf), force), number, train)
 
 
-def run_candidate(run: RunContext, index: int, train: bool, force: bool) -> TrialResult:
-    """Candidate `index` as a trial (`archnas.trials`), built from the run alone, so the same call
+def run_candidate(run: RunContext, number: int, train: bool, force: bool) -> TrialResult:
+    """Candidate `number` (1-based) as a trial (`archnas.trials`), built from the run alone, so the same call
     runs in this process or in a Ray worker; finished, it is read back, interrupted, resumed."""
-    return _candidate(run, index, train, force).execute()
+    return _candidate(run, number, train, force).execute()
 
 
-def finished_candidate(run: RunContext, index: int, train: bool, force: bool) -> Optional[TrialResult]:
-    """Candidate `index`'s recorded result if it finished under this config, else None."""
-    return _candidate(run, index, train, force).load_finished()
+def finished_candidate(run: RunContext, number: int, train: bool, force: bool) -> Optional[TrialResult]:
+    """Candidate `number`'s recorded result if it finished under this config, else None."""
+    return _candidate(run, number, train, force).load_finished()
 
 
 class RandomSearch(SearchPhase):
@@ -151,24 +153,25 @@ class RandomSearch(SearchPhase):
 
         def report(i: int, result: TrialResult) -> None:
             score = "not trained" if result.val_top1 is None else f"val top-1 {result.val_top1:.2%}"
-            ctx.log.info(f"candidate {i + 1}/{n_archs}: {score}, {result.params:,} parameters")
+            ctx.log.info(f"candidate {result.number}/{n_archs}: {score}, {result.params:,} parameters")
 
-        trials = [Trial(f"candidate_{i:03d}", ctx.run, run_candidate, (i, n_archs > 1, self.force), finished_candidate)
-                  for i in range(n_archs)]
+        trials = [Trial(f"candidate_{n:03d}", ctx.run, run_candidate, (n, n_archs > 1, self.force), finished_candidate)
+                  for n in range(1, n_archs + 1)]
         results = run_trials(trials, ctx.common.ray, on_result=report)
-        best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.index))
+        best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.number))
         final = self.candidate_desc(best)
-        ctx.log.info(f"best: candidate {best.index}" + ("" if best.val_top1 is None else f", val top-1 {best.val_top1:.2%}"))
+        ctx.log.info(f"best: candidate {best.number}/{n_archs} ({trial_name(best.number)})"
+                     + ("" if best.val_top1 is None else f", val top-1 {best.val_top1:.2%}"))
         metrics = {
             "search_time": sum(r.train_time for r in results),
-            "best_candidate": best.index,
+            "best_candidate": best.number,
             "best_val_top1": best.val_top1,
             "candidates": [r.to_dict() for r in results],
         }
         return self.save_result(ctx, final, metrics)
 
     def candidate_desc(self, result: TrialResult) -> ModelDesc:
-        path = self.run.exp_dir / trial_name(result.index) / FINAL_DESC_FILE
+        path = self.run.exp_dir / trial_name(result.number) / FINAL_DESC_FILE
         desc = load_desc(path)
         if desc.fingerprint() != result.fingerprint:
             raise DescError(f"{path} does not match the candidate recorded beside it in {TRIAL_FILE}; "

@@ -22,6 +22,7 @@ SAFE_KEYS = (
     "common.resume",
     "common.log_level",
     "common.log_every_steps",
+    "common.log_every_seconds",
     "common.tensorboard",
     "common.cache_dir",
     "common.checkpoint.*",

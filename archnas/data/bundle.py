@@ -44,6 +44,7 @@ class DataBundle:
     device: torch.device
     rank: int
     world_size: int
+    source: str = ""  # where the images were read from (LoadedDataset.source)
 
     def loader(self, part: Part, training: bool) -> BatchLoader:
         """`training`: shuffled and augmented batches of `train_batch`; else in order, `test_batch`."""
@@ -110,4 +111,4 @@ def build_data(
         hflip=data.info.hflip if loader.hflip is None else loader.hflip,
         cutout=loader.cutout,
     )
-    return DataBundle(data.info, split, parts, loader, augment, seed, device, rank, world_size)
+    return DataBundle(data.info, split, parts, loader, augment, seed, device, rank, world_size, data.source)

@@ -175,7 +175,9 @@ def load_cifar(spec: CifarSet, conf: DatasetConf) -> LoadedDataset:
         hflip=True,
         classes=classes,
     )
-    return LoadedDataset(info, train, test)
+    folder = dataroot / spec.folder
+    source = folder if folder.is_dir() else dataroot / spec.archive  # the one read_batches read
+    return LoadedDataset(info, train, test, source=str(source.resolve()))
 
 
 @register_provider("cifar10", params=())

@@ -43,4 +43,4 @@ def load_digits(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
         hflip=False,
         classes=tuple(str(d) for d in range(10)),
     )
-    return LoadedDataset(info, train, test)
+    return LoadedDataset(info, train, test, source="scikit-learn's bundled copy (sklearn.datasets.load_digits)")

@@ -135,7 +135,8 @@ def load_idx_set(spec: IdxSet, conf: DatasetConf) -> LoadedDataset:
         hflip=spec.hflip,
         classes=spec.classes,
     )
-    return LoadedDataset(info, parts["train"], parts["test"])
+    folders = sorted({str(path.parent.resolve()) for path in files.values()})
+    return LoadedDataset(info, parts["train"], parts["test"], source=", ".join(folders))
 
 
 @register_provider("mnist", params=())

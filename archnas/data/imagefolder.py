@@ -212,4 +212,5 @@ def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
         hflip=True,
         classes=tuple(classes),
     )
-    return LoadedDataset(info, train, test)
+    source = f"train {Path(train_root).resolve()}, test {Path(test_root).resolve()}"
+    return LoadedDataset(info, train, test, source=source)

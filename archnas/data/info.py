@@ -79,6 +79,10 @@ class LoadedDataset:
     info: DatasetInfo
     train: ImageSet
     test: ImageSet
+    # Where the images were read from, resolved (the folder or archive a provider found, which
+    # need not be the configured dataset.dataroot: fashion_mnist falls back to a system folder);
+    # recorded in each phase's split.json and log.
+    source: str = ""
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

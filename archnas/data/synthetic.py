@@ -65,4 +65,4 @@ def load_synthetic(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
         hflip=False,
         classes=tuple(f"class_{i}" for i in range(int(p["n_classes"]))),
     )
-    return LoadedDataset(info, train, test)
+    return LoadedDataset(info, train, test, source="generated (no files)")

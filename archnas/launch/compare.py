@@ -49,13 +49,15 @@ def run_algorithms(args) -> int:
     first = confs[names[0]]
     root = args.exp_name or first.common.experiment_name or (default_experiment_name(args.config) if args.config else "compare")
     results = []
-    for name in names:
+    for number, name in enumerate(names, 1):
         exp_dir = Path(confs[name].common.results_dir).expanduser() / root / name
         result = ExperimentResult(name, exp_dir)
         searches = any(phase.kind == "search" for phase in algorithm_class(name).phases)
         phases = [("search", "--no-eval")] if searches and not args.no_search else []
         phases += [] if args.no_eval else [("eval", "--no-search")]
         for phase, flag in phases:
+            # Said before the child starts (and flushed: the child writes to the same stdout).
+            print(f"--algos {number}/{len(names)}: {name} {phase} -> {exp_dir}", flush=True)
             command = [sys.executable, "-m", "archnas", *(t for m in args.imports for t in ("--import", m)),
                        *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
                        "--exp-name", f"{root}/{name}", flag, *(["--force"] if args.force else []),
@@ -74,6 +76,8 @@ def run_algorithms(args) -> int:
     summary_dir = Path(first.common.results_dir).expanduser() / root
     write_summary(summary_dir, results)
     sys.stdout.write((summary_dir / "summary.md").read_text())
+    print(f"--algos: {len(names)} algorithms finished; summary in {summary_dir / 'summary.md'} and "
+          f"{summary_dir / 'summary.csv'}", flush=True)
     return 0
 
 

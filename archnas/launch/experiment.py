@@ -71,7 +71,10 @@ def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = Tru
 
 
 def report(ctx: RunContext, result: ExperimentResult) -> None:
-    lines = [f"{result.algorithm} finished; results in {result.exp_dir}"]
+    """What the run did, said once it is done: the phases it ran (a `--no-eval` run says its
+    search finished, not the algorithm), where the results are, the genotype and test accuracy."""
+    done = " and ".join(kind for kind, part in (("search", result.search), ("eval", result.eval)) if part)
+    lines = [f"{result.algorithm} {done or 'run'} finished; results in {result.exp_dir}"]
     if result.search.get("genotype"):
         lines.append(f"  genotype: {result.search['genotype']}")
     if result.search:

@@ -41,8 +41,11 @@ def seed_conf(conf: ExperimentConf, seed: int) -> ExperimentConf:
     return out
 
 
-def run_seed(run: RunContext, search: bool, eval: bool, force: bool, restart: bool = False) -> ExperimentResult:
-    """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped."""
+def run_seed(run: RunContext, search: bool, eval: bool, force: bool, restart: bool = False, number: int = 1,
+             total: int = 1) -> ExperimentResult:
+    """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped. Its
+    header is logged here, where the work starts (in this process or a Ray worker)."""
+    run.log.info(f"seed {run.conf.common.seed} ({number}/{total}): starting; results in {run.exp_dir}")
     open_experiment_dir(run.exp_dir, run.conf, run.is_main)
     return ExperimentRunner(run, force=force, restart=restart).run(search=search, eval=eval)
 
@@ -59,14 +62,14 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], s
     device = session.device if session else None
     log = RunContext.create(conf, root, list(argv), rank=rank, world_size=world_size, device=device).log
     trials = []
-    for seed in seeds:
+    for number, seed in enumerate(seeds, 1):
         sconf = seed_conf(conf, seed)
         run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device,
                                 control_group=session.control_group if session else None)
-        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force, restart)))
+        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force, restart, number, len(seeds))))
 
     def reported(i: int, result: ExperimentResult) -> None:
-        log.info(f"seed {seeds[i]} ({i + 1}/{len(seeds)}):")
+        log.info(f"seed {seeds[i]} ({i + 1}/{len(seeds)}) done:")
         report(trials[i].run, result)
 
     results = run_trials(trials, conf.common.ray, on_result=reported)
@@ -79,9 +82,10 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], s
         mean = sum(accuracies) / len(accuracies)
         std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / max(len(accuracies) - 1, 1))
         summary.update(test_top1_mean=mean, test_top1_std=std)
-        log.info(f"{len(accuracies)} seeds: test accuracy {mean:.2%} +- {std:.2%}; summary in {root / SEEDS_FILE}")
+        log.info(f"{len(accuracies)} seeds: test accuracy {mean:.2%} +- {std:.2%}")
     if rank == 0:
         atomic.write_json(root / SEEDS_FILE, summary)
+    log.info(f"--seeds: {len(seeds)} seeds finished; summary in {root / SEEDS_FILE}")
     return results
 
 

@@ -8,12 +8,17 @@ are checkpointed with everything else, so a search resumes exactly like any trai
 Each epoch's record holds, per label of the architecture store (a DARTS cell type), the softmax of every edge's alphas, their mean entropy
 and the share of `skip_connect` and `none` among the edges' current argmax: skip-connect collapse,
 the best-known DARTS failure, shows up there (and in TensorBoard under `alphas/`) long before the
-final architecture does.
+final architecture does. The log says how far the alphas moved: every epoch the mean entropy per
+label against where it started (ln 8 = 2.0794 is uniform over the 8 DARTS ops), and at the end
+the start and end values, which the search records (`alpha_summary()`, in search_result.json).
+It also says, once, why the supernet's val accuracy trails its train accuracy early, and warns
+when the strategy takes no architecture step in the whole search (a warm-up longer than it).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
@@ -29,6 +34,7 @@ from archnas.space.store import ArchStore, Searchable
 from archnas.training.env import TrainingEnv
 from archnas.training.hooks import HookBase
 from archnas.training.optim import apply_hyperparameters, build_optimizer
+from archnas.training.schedules import build_scheduler
 from archnas.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -95,26 +101,59 @@ class ArchTrainer(Trainer):
         self.alpha_optimizer = build_optimizer(conf.alpha_optimizer, arch_params, key="nas.search.trainer.alpha_optimizer")
         self.bilevel = BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn,
                                         conf.bilevel_order, hessian_vector_product=conf.hessian_vector_product)
+        self.alpha_scheduler: Any = None  # built by fit(), which knows the steps per epoch
         self.arch_loss = RunningMean()
         self.register_state("arch_params", ArchParamsState(self.base_model))
         self.register_state("alpha_optimizer", self.alpha_optimizer)
         self.register_state("val_stream", val_stream)
         self.register_state("arch_loss", self.arch_loss)
-        self.register_hooks([AlphasToTensorBoard(), *strategy.trainer_hooks()])
+        self.alphas_at_start = alpha_report(self.base_model.arch)  # before resume: the seeded init of every run
+        self.register_hooks([AlphasToTensorBoard(), AlphaProgress(), *strategy.trainer_hooks()])
+
+    def fit(self, train_loader: BatchLoader, val_loader=None):
+        self.alpha_scheduler = self._new_alpha_scheduler(len(train_loader))
+        self.register_state("alpha_scheduler", self.alpha_scheduler)
+        return super().fit(train_loader, val_loader)
+
+    def _new_alpha_scheduler(self, steps_per_epoch: int) -> Any:
+        return build_scheduler(self.conf.alpha_lr_schedule, self.alpha_optimizer, max(self.conf.epochs, 1),
+                               max(steps_per_epoch, 1))
+
+    def _replay_schedule(self) -> None:
+        """A new search length changes the alpha lr schedule too: rebuilt and stepped to now."""
+        super()._replay_schedule()
+        self._replay_alpha_schedule()
+
+    def _replay_alpha_schedule(self) -> None:
+        for group in self.alpha_optimizer.param_groups:
+            group["lr"] = self.conf.alpha_optimizer.lr
+            group.pop("initial_lr", None)
+        scheduler = self._new_alpha_scheduler(self.steps_per_epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(self.global_step):
+                scheduler.step()
+        self.alpha_scheduler.load_state_dict(scheduler.state_dict())
 
     def settings(self) -> dict[str, str]:
-        return {**super().settings(), "alpha_optimizer": config_hash(self.conf.alpha_optimizer)}
+        return {**super().settings(), "alpha_optimizer": config_hash(self.conf.alpha_optimizer),
+                "alpha_lr_schedule": config_hash(self.conf.alpha_lr_schedule)}
 
     def reconfigure(self, changed: set[str]) -> None:
         super().reconfigure(changed)
-        if "alpha_optimizer" in changed:  # no schedule: its lr too comes from the config from here on
+        if changed & {"alpha_optimizer", "alpha_lr_schedule"}:  # from the config, and the schedule from it
             apply_hyperparameters(self.alpha_optimizer, self.conf.alpha_optimizer, self.base_model.arch_params(),
                                   self._key("alpha_optimizer"), keep_lr=False)
+            self._replay_alpha_schedule()
 
     def run_step(self, batch: Batch) -> None:
         if self.strategy.takes_arch_step(self.epoch):
             self.arch_step(batch, self.val_stream.next())
         self.weight_step(batch)
+        if self.alpha_scheduler is not None:  # None: a step taken outside fit() (a benchmark, a test)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # warm-up steps take no alpha step, yet the schedule runs on
+                self.alpha_scheduler.step()
 
     def arch_step(self, train: Batch, val: Batch) -> None:
         """One step of the architecture parameters (the DARTS bilevel step, first or second
@@ -137,6 +176,7 @@ class ArchTrainer(Trainer):
         arch_loss = self.arch_loss.pop()
         if arch_loss is not None:
             record["arch_val_loss"] = arch_loss
+        record["alpha_lr"] = self.alpha_optimizer.param_groups[0]["lr"]  # at the epoch's end
         record["alphas"] = alpha_report(self.base_model.arch)
         for label, report in record["alphas"].items():
             record[f"alpha_entropy_{label}"] = report["entropy"]
@@ -145,6 +185,14 @@ class ArchTrainer(Trainer):
                     record[f"argmax_{op}_{label}"] = report["argmax_share"][op]
         record.update(self.strategy.epoch_metrics(self.base_model))
         return record
+
+    def alpha_summary(self) -> dict[str, Any]:
+        """How far the alphas moved, per label: mean edge entropy at the start and now, the
+        uniform maximum, and each candidate's share of the edges' argmax now."""
+        now = alpha_report(self.base_model.arch)
+        return {label: {"entropy_start": self.alphas_at_start[label]["entropy"], "entropy_end": report["entropy"],
+                        "max_entropy": report["max_entropy"], "argmax_share_end": report["argmax_share"]}
+                for label, report in now.items()}
 
 
 def alpha_report(store: ArchStore) -> dict[str, dict[str, Any]]:
@@ -166,6 +214,59 @@ def alpha_report(store: ArchStore) -> dict[str, dict[str, Any]]:
     return out
 
 
+def entropy_line(trainer: ArchTrainer, report: dict[str, dict[str, Any]]) -> str:
+    """`regular 2.0794 -> 1.7012, reduction ...` (the mean over all labels when there are many)."""
+    start = trainer.alphas_at_start
+    if len(report) <= 4:
+        return ", ".join(f"{label} {start[label]['entropy']:.4f} -> {r['entropy']:.4f}" for label, r in report.items())
+    mean = lambda rs: sum(r["entropy"] for r in rs.values()) / len(rs)  # noqa: E731
+    return f"mean over {len(report)} labels {mean(start):.4f} -> {mean(report):.4f}"
+
+
+class AlphaProgress(HookBase):
+    """What the log says about the architecture parameters: the notes before the search, the
+    entropy every epoch, and how far they moved at the end."""
+
+    def before_fit(self) -> None:
+        t: ArchTrainer = self.trainer  # type: ignore[assignment]
+        epochs = t.conf.epochs
+        if epochs and not any(t.strategy.takes_arch_step(e) for e in range(epochs)):
+            warmup = getattr(t.strategy.section, "arch_warmup_epochs", None)
+            why = "" if warmup is None else (f" (nas.search.{t.strategy.name}.arch_warmup_epochs = {warmup} covers all "
+                                             f"{epochs} epochs of nas.search.trainer.epochs)")
+            t.log.warning(f"no architecture step in any of the {epochs} search epochs{why}: the alphas keep their "
+                          "random initialization and the final architecture says nothing; search longer or shorten "
+                          "the warm-up")
+        has_plain_bn = any(isinstance(m, torch.nn.BatchNorm2d) and not m.affine and m.track_running_stats
+                           for m in t.base_model.modules())
+        if t.epochs_done == 0 and t.epoch_step == 0 and has_plain_bn:
+            bn = next(m for m in t.base_model.modules() if isinstance(m, torch.nn.BatchNorm2d) and not m.affine)
+            t.log.info(
+                "note: the supernet's val accuracy is measured in eval mode, where its BatchNorm layers (non-affine, "
+                "as in DARTS) normalize with running statistics; these trail the fast-changing weights and alphas "
+                f"(each training forward moves them only a fraction {bn.momentum} of the way, and an epoch here has "
+                f"{t.steps_per_epoch} steps), so val top-1 lags train top-1 in the first epochs. Training and the "
+                "architecture steps use batch statistics and are not affected."
+            )
+
+    def after_epoch(self) -> None:
+        t: ArchTrainer = self.trainer  # type: ignore[assignment]
+        record = t.history.last or {}
+        if "alphas" in record:
+            uniform = {round(r["max_entropy"], 4) for r in record["alphas"].values()}
+            t.log.info(f"alphas: mean edge entropy {entropy_line(t, record['alphas'])} "
+                       f"(uniform: {', '.join(f'{u:.4f}' for u in sorted(uniform))})")
+
+    def after_fit(self) -> None:
+        t: ArchTrainer = self.trainer  # type: ignore[assignment]
+        now = alpha_report(t.base_model.arch)
+        shares = "; ".join(f"{label} " + ", ".join(f"{op} {r['argmax_share'][op]:.0%}" for op in WATCHED_OPS
+                                                    if op in r["argmax_share"])
+                           for label, r in now.items() if any(op in r["argmax_share"] for op in WATCHED_OPS))
+        t.log.info(f"alphas moved over the search: mean edge entropy {entropy_line(t, now)}"
+                   + (f"; argmax share {shares}" if shares else ""))
+
+
 class AlphasToTensorBoard(HookBase):
     """The softmax of every edge's alphas as TensorBoard scalars, `alphas/<cell type>/<edge>/<op>`."""
 
@@ -178,5 +279,5 @@ class AlphasToTensorBoard(HookBase):
         for ctype, report in record["alphas"].items():
             for edge, row in report["softmax"].items():
                 for op, value in zip(report["ops"], row):
-                    tb.add_scalar(f"alphas/{ctype}/{edge}/{op}", value, record["epoch"])
+                    tb.add_scalar(f"alphas/{ctype}/{edge}/{op}", value, record["global_step"])
         tb.flush()

@@ -218,7 +218,7 @@ class Evaluater(Phase):
         metrics = self.summarize(history, test, best_test, stats, network.fingerprint)
         self.write_marker(ctx, metrics)  # last: marks the phase complete
         best = "" if best_test is None else \
-            (f"; best val top-1 {metrics['best_val_top1']:.2%} at epoch {metrics['best_epoch'] + 1}, whose test "
+            (f"; best val top-1 {metrics['best_val_top1']:.2%} at epoch {metrics['best_epoch']}, whose test "
              f"accuracy is {best_test['test_top1']:.2%} ({BEST_MODEL})")
         ctx.log.info(f"test accuracy {test['test_top1']:.2%} (the last epoch's model){best}; results in {ctx.dir}")
         return {**metrics, "config": self.config_record()}

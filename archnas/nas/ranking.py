@@ -93,7 +93,7 @@ class StandaloneArch(Phase):
         net = space.network(self.arch, data.info)
         trainer = Trainer(trainer_conf, net, ctx, checkpointer=self.checkpointer(ctx, space.fingerprint(self.arch)))
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
-        result = {"index": self.index, "arch": self.arch, "val_top1": (history.last or {}).get("val_top1"),
+        result = {"number": self.index + 1, "arch": self.arch, "val_top1": (history.last or {}).get("val_top1"),
                   "train_time": sum(r.get("epoch_time", 0.0) for r in history.records)}
         self.write_marker(ctx, {"result": result})
         return result

@@ -58,13 +58,16 @@ class SearchResult:
 
 
 def load_data(ctx: PhaseContext, loader_conf) -> DataBundle:
-    """The phase's data, split as its loader section says; the split is recorded in the phase folder."""
+    """The phase's data, split as its loader section says; the split is recorded in the phase
+    folder (`split.json`), with the dataset and where its files were actually read from."""
     conf = ctx.run.conf
     data = build_data(
         conf.dataset, loader_conf, seed=conf.common.seed, device=ctx.device, cache_dir=conf.common.cache_dir,
         rank=ctx.rank, world_size=ctx.world_size,
     )
-    ctx.write(lambda: data.split.save(ctx.dir / "split.json"))  # held until the phase commits
+    ctx.log.info(f"data: {conf.dataset.name} read from {data.source}")
+    ctx.write(lambda: atomic.write_json(ctx.dir / "split.json", {"dataset": conf.dataset.name, "source": data.source,
+                                                                 **data.split.to_dict()}))  # held until the phase commits
     return data
 
 
@@ -158,6 +161,7 @@ class Searcher(SearchPhase):
             "best_val_top1": history.best_value,
             "final_val_top1": history.last.get("val_top1") if history.last else None,
             "supernet_fingerprint": desc.fingerprint(),
+            "alphas": trainer.alpha_summary(),  # mean edge entropy at the start and the end, per cell type
         }
         return self.save_result(ctx, final, metrics)
 
@@ -184,6 +188,7 @@ class Searcher(SearchPhase):
             "best_val_top1": history.best_value,
             "final_val_top1": history.last.get("val_top1") if history.last else None,
             "supernet_fingerprint": fingerprint,
+            "alphas": trainer.alpha_summary(),
         }
         path = ctx.dir / ARCH_FILE
         if ctx.is_main:

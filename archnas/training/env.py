@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -32,8 +32,11 @@ class TrainingEnv:
     device: torch.device
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     resume: bool = True  # continue from the folder's checkpoint, if it has one
-    log_every_steps: int = 50  # plain progress lines when stdout is not a terminal (0: none)
+    log_every_steps: int = 50  # plain progress lines when stdout is not a terminal (0: none by count)
+    log_every_seconds: float = 30.0  # ... and one whenever this long passed since the last (0: none by time)
+    clock: Callable[[], float] = time.monotonic  # what progress lines measure time with (tests pass a fake one)
     tensorboard: bool = True
+    hparams: dict[str, Any] = field(default_factory=dict)  # the settings TensorBoard's hparams tab shows (nested)
     rank: int = 0
     world_size: int = 1
     control_group: Any = None  # a gloo group for host-side agreement between ranks (None: the default group)
@@ -72,19 +75,29 @@ class TrainingEnv:
         if self.is_main:
             atomic.write_text(self.dir / filename, "".join(json.dumps(r, default=float) + "\n" for r in records))
 
-    def progress(self, items: Iterable[T], total: int, desc: str) -> Iterator[T]:
-        """Iterate with a progress bar on a terminal, or plain lines every `log_every_steps` otherwise."""
+    def progress(self, items: Iterable[T], total: int, desc: str, done: int = 0) -> Iterator[T]:
+        """Iterate with a progress bar on a terminal, or, otherwise (a pipe, a log file), plain
+        lines every `log_every_steps` steps and whenever `log_every_seconds` passed since the
+        last line: a count alone says nothing for minutes when an epoch has few slow steps.
+        `total` counts every step of the epoch, `done` those finished before (a resumed epoch)."""
         if self.is_main and sys.stdout.isatty():
             from tqdm import tqdm
 
-            yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            yield from tqdm(items, total=total, initial=done, desc=desc, leave=False, dynamic_ncols=True)
             return
         every = self.log_every_steps if self.is_main else 0
-        start = time.perf_counter()
-        for i, item in enumerate(items, 1):
+        seconds = self.log_every_seconds if self.is_main else 0.0
+        start = last = self.clock()
+        for i, item in enumerate(items, done + 1):
             yield item
-            if every and i % every == 0 and i < total:
-                self.log.info(f"{desc}: {i}/{total} steps, {time.perf_counter() - start:.1f}s")
+            if i >= total or not (every or seconds):
+                continue  # the epoch line follows
+            now = self.clock()
+            if (every and i % every == 0) or (seconds and now - last >= seconds):
+                elapsed = now - start
+                left = elapsed / (i - done) * (total - i)
+                self.log.info(f"{desc}: step {i}/{total}, {elapsed:.0f}s, about {left:.0f}s left in the epoch")
+                last = now
 
     def close(self) -> None:
         if self._tb is not None:

@@ -1,7 +1,8 @@
 """SIGINT/SIGTERM during training: finish the step, write a checkpoint, stop with a clear message.
 
 `StopSignals` turns the first signal into a request the training loop polls between steps, so a
-step is never cut in half; the loop then checkpoints and raises `RunInterrupted`, which the
+step is never cut in half, and tells `on_signal` at once (the trainer logs that the signal
+arrived, since a step can take seconds); the loop then checkpoints and raises `RunInterrupted`, which the
 command line prints with the command that resumes. A second signal while stopping (an impatient
 Ctrl-C) raises KeyboardInterrupt at once; checkpoints are written atomically, so even that
 leaves the previous checkpoint intact.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,8 +36,12 @@ class StopSignals:
     keep their previous behaviour and `requested` stays None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_signal: Optional[Callable[[int], None]] = None) -> None:
+        """`on_signal(signum)` runs in the handler, when the first signal arrives: Python runs
+        handlers in the main thread between bytecodes, so it comes within milliseconds of the
+        signal while a step computes (a call into C, one torch op, finishes first)."""
         self.requested: Optional[int] = None
+        self.on_signal = on_signal
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -44,6 +49,8 @@ class StopSignals:
             self._restore()
             raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}) while stopping")
         self.requested = signum
+        if self.on_signal is not None:
+            self.on_signal(signum)
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

@@ -21,7 +21,9 @@ What a subclass (the search phase's ArchTrainer) overrides or uses:
   `optimizer` (over `params`), `scheduler`, `precision` (autocast, GradScaler, channels_last).
 
 Counters: `epoch` (0-based, the one running), `epochs_done`, `epoch_step` (steps done in the
-running epoch) and `global_step` (optimizer steps since the start). Everything the loop does
+running epoch) and `global_step` (optimizer steps since the start). What a user reads counts from
+1: the log's "epoch 3/6", and each record's `epoch` field (metrics.jsonl, `best_epoch`) is the
+number of epochs done when it was written, so epoch 1 is the first. Everything the loop does
 after a resume is what it would have done without the interruption: the checkpoint holds every
 counter, the half-finished epoch's running sums, the loader position and every RNG state.
 """
@@ -29,6 +31,8 @@ counter, the half-finished epoch's running sums, the loader position and every R
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import signal
 import time
 import warnings
@@ -107,7 +111,8 @@ class Trainer:
         self.new_best = False
         self.train_loader: Optional[BatchLoader] = None
         self.val_loader: Optional[Iterable[Batch]] = None
-        self.stop_signals = StopSignals()
+        self.step_loss: Any = None  # the last weight step's mean loss, a device tensor (never read here)
+        self.stop_signals = StopSignals(on_signal=self._acknowledge_signal)
         self._saved_at: Optional[tuple[int, int]] = None  # (epochs_done, global_step) of the last save
         self._checkpoint_requested = False
         self._checkpoint_shape = (0, 0)  # (epochs, steps per epoch) of the run a checkpoint came from
@@ -151,6 +156,7 @@ class Trainer:
             for xc, yc in zip(x.tensor_split(self.conf.batch_chunks), y.tensor_split(self.conf.batch_chunks))
             if len(yc)
         ]
+        step_loss = None
         for i, (xc, yc) in enumerate(chunks):
             # Under DDP, gradients are all-reduced once, on the last chunk.
             sync = (
@@ -162,8 +168,11 @@ class Trainer:
                 with self.precision.autocast():
                     outputs = self.model(self.precision.prepare_input(xc))
                     loss = self.loss_fn(outputs, yc)
-                self.precision.scaler.scale(loss * (yc.shape[0] / y.shape[0])).backward()
+                share = loss * (yc.shape[0] / y.shape[0])
+                self.precision.scaler.scale(share).backward()
             self.meter.update(split_outputs(outputs)[0], yc, loss)
+            step_loss = share.detach() if step_loss is None else step_loss + share.detach()
+        self.step_loss = step_loss
         self.step_optimizer()
 
     def step_optimizer(self) -> None:
@@ -180,6 +189,12 @@ class Trainer:
     def epoch_metrics(self) -> dict[str, Any]:
         """Extra fields for the finished epoch's record; override to add some."""
         return {}
+
+    def hparams(self) -> dict[str, Any]:
+        """What TensorBoard's hparams tab shows for this training: the run's settings the env
+        carries (its phase's config), else the trainer's own section, as flat scalar keys."""
+        source = self.env.hparams or {"trainer": dataclasses.asdict(self.conf)}
+        return flat_scalars(source)
 
     def evaluate(self, loader: Iterable[Batch], prefix: str = "test") -> dict[str, float]:
         return self.tester.evaluate(loader, prefix)
@@ -225,7 +240,7 @@ class Trainer:
         batches = self.train_loader.epoch(self.epoch)
         desc = f"{self.env.name} epoch {self.epoch + 1}/{self.conf.epochs}"
         start = time.perf_counter()
-        for batch in self.env.progress(batches, self.steps_per_epoch - self.epoch_step, desc):
+        for batch in self.env.progress(batches, self.steps_per_epoch, desc, done=self.epoch_step):
             for hook in self._hooks:
                 hook.before_step()
             self.run_step(batch)
@@ -245,7 +260,7 @@ class Trainer:
         self.meter.all_reduce()
         seconds = max(self.meter.seconds, 1e-9)
         record: dict[str, Any] = {
-            "epoch": self.epoch,
+            "epoch": self.epoch + 1,  # 1-based, as the log says it
             "global_step": self.global_step,
             "lr": self.epoch_lr,
             **self.meter.result("train"),
@@ -270,6 +285,8 @@ class Trainer:
             return
         if last and self._saved_at == (self.epochs_done, self.global_step) and not best:
             return
+        for hook in self._hooks:
+            hook.before_save()
         self.checkpointer.save(last=last, best=best)
         if last:
             self._saved_at = (self.epochs_done, self.global_step)
@@ -287,6 +304,14 @@ class Trainer:
         signum, save = agree_max(local, self.env.control_group)
         self._checkpoint_requested = False
         return signum or None, bool(save)
+
+    def _acknowledge_signal(self, signum: int) -> None:
+        """Said at once, from the signal handler: the step in progress may take a while yet."""
+        self.log.warning(
+            f"received {signal.Signals(signum).name}: stopping after the current step (epoch {self.epoch + 1}/"
+            f"{self.conf.epochs}, step {self.epoch_step + 1}/{self.steps_per_epoch}), then saving a checkpoint; "
+            "a second signal stops at once"
+        )
 
     def _stop_if_requested(self) -> None:
         signum, save = self._agree()
@@ -420,3 +445,20 @@ class _SchedulerSlot:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.trainer._saved_scheduler = state
+
+
+def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`, keeping numbers, strings and booleans (None as "null",
+    enums by value); lists and other values are left out: TensorBoard's hparams take scalars."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_scalars(value, name + "."))
+        elif isinstance(value, enum.Enum):
+            out[name] = value.value
+        elif value is None:
+            out[name] = "null"
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+    return out

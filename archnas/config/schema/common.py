@@ -50,7 +50,11 @@ class CommonConf:
     num_threads: int = 0
     resume: bool = True  # rerunning the same command continues an interrupted run
     log_level: str = "INFO"
-    log_every_steps: int = 50  # plain progress lines when stdout is not a terminal (0: epoch lines only)
+    # Plain progress lines when stdout is not a terminal (a pipe, a log file, a batch job): one every
+    # N steps and, whichever comes first, one whenever this many seconds passed since the last line,
+    # so a slow CPU epoch still shows it is alive. 0 turns either off (both 0: epoch lines only).
+    log_every_steps: int = 50
+    log_every_seconds: float = 30.0
     tensorboard: bool = True  # event files under <phase>/tb/
     cache_dir: str = "~/.cache/archnas"  # decoded datasets are cached here
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional
 from archnas.config.schema.model_desc import ModelDescConf, ModelStemsConf
 from archnas.config.schema.training import (
     LoaderConf,
+    LrScheduleConf,
+    LrScheduleType,
     OptimizerConf,
     OptimizerType,
     TrainerConf,
@@ -44,6 +46,10 @@ def _alpha_optimizer() -> OptimizerConf:
 @dataclass
 class ArchTrainerConf(TrainerConf):
     alpha_optimizer: OptimizerConf = field(default_factory=_alpha_optimizer)
+    # The alpha lr over the search, stepped with every training step (warm-up epochs included).
+    # constant (the default): as in DARTS. cosine anneals it, so the alphas settle and the last
+    # epochs' genotype stops flipping between near-equal ops.
+    alpha_lr_schedule: LrScheduleConf = field(default_factory=lambda: LrScheduleConf(type=LrScheduleType.constant))
     bilevel_order: BilevelOrder = BilevelOrder.second
     hessian_vector_product: HessianVectorProduct = HessianVectorProduct.finite_difference  # second order only
 
