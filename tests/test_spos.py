@@ -84,22 +84,31 @@ def test_a_step_path_is_a_function_of_seed_and_step():
     assert min(counts.values()) > 60, f"uniform over the 5 candidates: {counts}"
 
 
-def test_a_pretrain_killed_mid_way_draws_the_same_paths_and_ends_bit_identical(tmp_path):
-    straight = command(tmp_path / "a", "--no-eval", "common.checkpoint.every_steps=1", "common.deterministic=true")
-    assert run(straight).returncode == 0
-    killed = command(tmp_path / "b", "--no-eval", "common.checkpoint.every_steps=1", "common.deterministic=true")
+def test_a_run_killed_in_pretrain_and_after_generation_3_ends_bit_identical(tmp_path):
+    """SIGKILL in the second pretrain epoch, rerun, SIGKILL after the third generation, rerun: the
+    same sampled paths (their digests per epoch), the same supernet weights and the same search
+    (arch.yaml, every scored candidate, the cost statistics) as one uninterrupted run."""
+    settings = ("--no-eval", "common.checkpoint.every_steps=1", "common.deterministic=true")
+    assert run(command(tmp_path / "a", *settings)).returncode == 0
+    killed = command(tmp_path / "b", *settings)
     step = random.Random(f"{KILL_SEED}:spos").randint(1, 2)  # in the second epoch, of 3 steps
-    where = f"ARCHNAS_KILL_SEED={KILL_SEED}, SIGKILL at pretrain epoch 2 step {step}"
+    where = f"ARCHNAS_KILL_SEED={KILL_SEED}, SIGKILL at pretrain epoch 2 step {step}, then after generation 3"
     code = kill_when(killed, STEP, lambda m: int(m[1]) == 2 and int(m[2]) >= step)
     assert code == -signal.SIGKILL, f"{where}: the pretrain ended before it was killed"
-    assert run(killed).returncode == 0, where
-    a, b = (tmp_path / x / "sp" / "pretrain" for x in ("a", "b"))
-    digests = [[json.loads(line)["path_digest"] for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b)]
+    assert kill_when(killed, GENERATION, lambda m: int(m[1]) == 3) == -signal.SIGKILL, where
+    assert "search_result.json" not in os.listdir(tmp_path / "b" / "sp" / "search")
+    out = run(killed)
+    assert out.returncode == 0 and "resumed the search" in out.stdout + out.stderr, where
+    a, b = (tmp_path / x / "sp" for x in ("a", "b"))
+    digests = [[json.loads(line)["path_digest"] for line in (d / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+               for d in (a, b)]
     assert digests[0] == digests[1] and len(digests[0]) == 2, where
-    weights = [read_checkpoint(d / "checkpoint_last.pt")["state"]["model"] for d in (a, b)]
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), where
-    assert (tmp_path / "a" / "sp" / "search" / "arch.yaml").read_text() == \
-        (tmp_path / "b" / "sp" / "search" / "arch.yaml").read_text()
+    weights = [read_checkpoint(d / "pretrain" / "checkpoint_last.pt")["state"]["model"] for d in (a, b)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    for name in ("arch.yaml", "pareto.csv", "latency_stats.json"):
+        assert (a / "search" / name).read_text() == (b / "search" / name).read_text(), name
+    result = json.loads((a / "search" / "search_result.json").read_text())
+    assert result["metrics"]["generations"] == 5 and result["metrics"]["candidates_scored"] >= 4 + 4 * 2
 
 
 def test_two_ranks_draw_the_paths_one_process_draws(tmp_path):
@@ -215,20 +224,6 @@ def _roundtrip(obj):
     return buffer
 
 
-def test_a_search_killed_after_generation_3_ends_identical_to_an_uninterrupted_one(tmp_path):
-    assert run(command(tmp_path / "a", "--no-eval")).returncode == 0
-    killed = command(tmp_path / "b", "--no-eval")
-    assert kill_when(killed, GENERATION, lambda m: int(m[1]) == 3) == -signal.SIGKILL
-    assert "search_result.json" not in os.listdir(tmp_path / "b" / "sp" / "search")
-    out = run(killed)
-    assert out.returncode == 0 and "resumed the search" in out.stdout + out.stderr
-    a, b = (tmp_path / x / "sp" / "search" for x in ("a", "b"))
-    for name in ("arch.yaml", "pareto.csv", "latency_stats.json"):
-        assert (a / name).read_text() == (b / name).read_text(), name
-    result = json.loads((a / "search_result.json").read_text())
-    assert result["metrics"]["generations"] == 5 and result["metrics"]["candidates_scored"] >= 4 + 4 * 2
-
-
 # -- Pareto front and limits ----------------------------------------------------------------------
 
 
@@ -237,8 +232,11 @@ def test_pareto_front_keeps_the_candidates_no_other_beats():
     assert pareto_front(points) == [True, True, False, False, True, True, False]
 
 
-def test_a_limited_run_picks_within_the_limit_and_records_the_front(tmp_path):
-    out = run(command(tmp_path, "nas.search.cost.max_params=9000", "nas.search.cost.pareto=params"))
+def test_a_limited_run_picks_within_the_limit_records_the_front_and_checks_the_ranking(tmp_path):
+    """One whole run (pretrain, search under a limit, ranking check, eval); the ranking check's
+    tau and rho are scipy's on the accuracies it records."""
+    out = run(command(tmp_path, "nas.search.cost.max_params=9000", "nas.search.cost.pareto=params",
+                      "nas.search.ranking_check={n_archs: 5, epochs: 1}"))
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "sp"
     stats_file = json.loads((exp / "search" / "latency_stats.json").read_text())
@@ -254,6 +252,16 @@ def test_a_limited_run_picks_within_the_limit_and_records_the_front(tmp_path):
     assert result["search"]["best_costs"]["params"] == result["eval"]["params"]
     arch = yaml.safe_load((exp / "search" / "arch.yaml").read_text())["arch"]
     assert arch == result["search"]["arch"]
+    ranking = json.loads((exp / "ranking" / "ranking.json").read_text())
+    standalone = [a["standalone_val_top1"] for a in ranking["archs"]]
+    inherited = [a["inherited_val_top1"] for a in ranking["archs"]]
+    assert len(standalone) == 5 and len({json.dumps(a["arch"], sort_keys=True) for a in ranking["archs"]}) == 5
+    tau, rho = stats.kendalltau(standalone, inherited).statistic, stats.spearmanr(standalone, inherited).statistic
+    assert ranking["kendall_tau"] == pytest.approx(tau, nan_ok=True) or (ranking["kendall_tau"] is None and tau != tau)
+    assert ranking["spearman_rho"] == pytest.approx(rho, nan_ok=True) or (ranking["spearman_rho"] is None and rho != rho)
+    assert "Kendall's tau" in out.stdout + out.stderr
+    assert result["search"]["ranking"]["n_archs"] == 5
+    assert f"best within max_params 9,000: {arch}" in out.stdout + out.stderr, "the summary names it"
 
 
 # -- the ranking check ----------------------------------------------------------------------------
@@ -268,22 +276,6 @@ def test_rank_correlations_are_scipys_on_a_constructed_ranking():
     assert out["kendall_tau"] == pytest.approx(13 / 15)  # one discordant pair (0.85/0.88 vs 0.35/0.45) of 15
     assert rank_correlations([1, 2, 3], [3, 2, 1])["spearman_rho"] == pytest.approx(-1)
     assert rank_correlations([1, 1, 1], [3, 2, 1])["kendall_tau"] is None
-
-
-def test_the_ranking_check_of_a_run_is_scipys_on_its_recorded_accuracies(tmp_path):
-    out = run(command(tmp_path, "--no-eval", "nas.search.ranking_check={n_archs: 5, epochs: 1}",
-                      "nas.search.spos.evolution.generations=1"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    ranking = json.loads((tmp_path / "sp" / "ranking" / "ranking.json").read_text())
-    standalone = [a["standalone_val_top1"] for a in ranking["archs"]]
-    inherited = [a["inherited_val_top1"] for a in ranking["archs"]]
-    assert len(standalone) == 5 and len({json.dumps(a["arch"], sort_keys=True) for a in ranking["archs"]}) == 5
-    tau, rho = stats.kendalltau(standalone, inherited).statistic, stats.spearmanr(standalone, inherited).statistic
-    assert ranking["kendall_tau"] == pytest.approx(tau, nan_ok=True) or (ranking["kendall_tau"] is None and tau != tau)
-    assert ranking["spearman_rho"] == pytest.approx(rho, nan_ok=True) or (ranking["spearman_rho"] is None and rho != rho)
-    assert "Kendall's tau" in out.stdout
-    summary = json.loads((tmp_path / "sp" / "result.json").read_text())["search"]["ranking"]
-    assert summary["n_archs"] == 5
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -2,16 +2,18 @@
 
 Both follow the same protocol, so numbers from different runs compare: eval mode, no autograd,
 a fixed number of threads (set for the measurement and restored after), `warmup` untimed runs
-(allocator, caches, lazy initialization), then the fastest of `repeats` timed runs of one batch.
-The fastest rather than the mean or median, as `timeit` advises: the slower runs measure whatever
-else the machine did meanwhile (on a 2-core machine shared with other jobs, the median of a small
-network's runs was seen at 2.8x its fastest), while the fastest is reproducible.
+(allocator, caches, lazy initialization), then the median of `repeats` timed runs of one batch.
+The median rather than the mean: one run preempted by another job moves the mean but not the
+median. On a machine busy with other work every run slows alike and the median with them, so
+time on an otherwise idle machine (a 2-core machine shared with other jobs was seen at 2.8x its
+idle times).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fastest_ms(run: Callable[[], object], protocol: TimingProtocol) -> float:
+def median_ms(run: Callable[[], object], protocol: TimingProtocol) -> float:
     for _ in range(protocol.warmup):
         run()
     times = []
@@ -49,7 +51,7 @@ def fastest_ms(run: Callable[[], object], protocol: TimingProtocol) -> float:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return 1000.0 * min(times)
+    return 1000.0 * statistics.median(times)
 
 
 def cpu_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> float:
@@ -59,7 +61,7 @@ def cpu_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> 
     x = torch.zeros(protocol.batch_size, *input_shape)
     try:
         with torch_threads(protocol.threads), torch.inference_mode():
-            return fastest_ms(lambda: net(x), protocol)
+            return median_ms(lambda: net(x), protocol)
     finally:
         net.train(was_training)
 
@@ -84,7 +86,7 @@ def ort_session(model: bytes, threads: int):
         import onnxruntime
     except ImportError:
         raise ConfigError("the ort_ms cost model measures with onnxruntime, which is not installed: "
-                          "pip install onnxruntime, or use cpu_ms") from None
+                          "pip install \"archnas[onnx]\" (onnxruntime and onnx), or use cpu_ms") from None
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -96,7 +98,7 @@ def ort_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> 
     """Milliseconds per batch of the exported network in onnxruntime on the CPU."""
     session = ort_session(onnx_bytes(net, input_shape, protocol.batch_size), protocol.threads)
     feed = {"input": torch.zeros(protocol.batch_size, *input_shape).numpy()}
-    return fastest_ms(lambda: session.run(None, feed), protocol)
+    return median_ms(lambda: session.run(None, feed), protocol)
 
 
 MEASURES = {"cpu_ms": cpu_ms, "ort_ms": ort_ms}

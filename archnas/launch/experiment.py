@@ -79,6 +79,13 @@ def report(ctx: RunContext, result: ExperimentResult) -> None:
         lines.append(f"  genotype: {result.search['genotype']}")
     if result.search:
         lines.append(f"  search: {result.search.get('search_time', 0):.0f}s, final desc {result.search.get('final_desc')}")
+    for row in result.search.get("best_within_limits") or ():
+        lines.append(f"  best within {row['limit']} {row['bound']:,g}: {result.search['arch']} ({row['cost_model']} "
+                     f"{row['cost']:,.6g}, inherited val top-1 {result.search['best_val_top1']:.2%})")
+    ranking = result.search.get("ranking")
+    if ranking:
+        lines.append(f"  ranking check over {ranking['n_archs']} architectures: Kendall's tau "
+                     f"{_number(ranking['kendall_tau'])}, Spearman's rho {_number(ranking['spearman_rho'])}")
     if result.eval:
         e = result.eval
         lines.append(f"  test accuracy: {e['test_top1']:.2%} ({e['params_without_aux']:,} params, "
@@ -88,3 +95,7 @@ def report(ctx: RunContext, result: ExperimentResult) -> None:
                          f"test top-1 {e['test_top1_best_val']:.2%}")
     for line in lines:
         ctx.log.info(line)
+
+
+def _number(value: float | None) -> str:
+    return "undefined (tied accuracies)" if value is None else f"{value:.3f}"

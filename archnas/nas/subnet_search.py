@@ -149,6 +149,9 @@ class SubnetSearchPhase(SearchPhase):
             "best_generation": best.generation,
             "best_costs": {n: chosen[n] for n in names},
             "limits": limits.describe(),
+            # one row per limit given, for the summary: the chosen architecture's cost against it
+            "best_within_limits": [{"limit": limits.keys[m].rsplit(".", 1)[1], "bound": b, "cost_model": m,
+                                    "cost": chosen[m]} for m, b in limits.bounds.items()],
             "pareto_cost": pareto,
             "pareto_front_size": sum(front),
             "supernet_fingerprint": space.fingerprint(),

@@ -85,7 +85,7 @@ class TimingConf:
 
     threads: int = 1  # intra-op threads during a measurement (restored after)
     warmup: int = 5  # untimed runs first
-    repeats: int = 20  # timed runs; the fastest is the time
+    repeats: int = 20  # timed runs; their median is the time
     batch_size: int = 1
 
 
