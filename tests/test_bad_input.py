@@ -449,7 +449,7 @@ def test_a_genotype_as_archnas_writes_it_is_a_final_desc_and_a_stats_value(finis
 
 # -- signals ------------------------------------------------------------------------------------------
 
-PROGRESS = re.compile(r"search epoch (\d+)/\d+: (\d+)/(\d+) steps")
+PROGRESS = re.compile(r"search epoch (\d+)/\d+: step (\d+)/(\d+)")
 
 
 class SignalAtStep(io.StringIO):

@@ -124,7 +124,7 @@ def test_no_search_with_a_named_genotype(tmp_path, capsys):
 # -- kill at a random point and resume --------------------------------------------------------------
 
 SEED = int(os.environ.get("ARCHNAS_KILL_SEED", time.time_ns() % 100_000))
-PROGRESS = re.compile(r"(search|eval) epoch (\d+)/\d+: (\d+)/(\d+) steps")
+PROGRESS = re.compile(r"(search|eval) epoch (\d+)/\d+: step (\d+)/(\d+)")
 
 
 def _cmd(results: Path) -> list[str]:

@@ -26,7 +26,7 @@ TINY = ["common.tensorboard=false", "common.log_every_steps=1", "dataset.limit_t
         "nas.search.space={name: nb201, C: 4, N: 1}", "nas.search.loader.train_batch=40",
         "nas.search.trainer.epochs=2", "nas.eval.loader.train_batch=40", "nas.eval.trainer.epochs=2"]
 SEED = int(os.environ.get("ARCHNAS_KILL_SEED", time.time_ns() % 100_000))
-PROGRESS = re.compile(r"search epoch (\d+)/\d+: (\d+)/(\d+) steps")
+PROGRESS = re.compile(r"search epoch (\d+)/\d+: step (\d+)/(\d+)")
 
 
 def command(config: str, results: Path, *extra: str) -> list[str]:

@@ -38,7 +38,7 @@ TINY = ["common.tensorboard=false", "common.log_every_steps=1", "dataset.limit_t
         "nas.search.spos.bn_recalibration.batches=2", "nas.search.cost.max_params=null",
         "nas.eval.loader.train_batch=40", "nas.eval.trainer.epochs=1"]
 GENERATION = re.compile(r"generation (\d+)/\d+: ")
-STEP = re.compile(r"pretrain epoch (\d+)/\d+: (\d+)/(\d+) steps")
+STEP = re.compile(r"pretrain epoch (\d+)/\d+: step (\d+)/(\d+)")
 KILL_SEED = int(os.environ.get("ARCHNAS_KILL_SEED", "0"))  # set and printed by conftest.py
 
 
