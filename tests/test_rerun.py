@@ -138,12 +138,15 @@ def test_more_eval_epochs_train_exactly_one_more_epoch_from_the_checkpoint(exp: 
 
 
 def test_more_search_epochs_train_on_and_the_eval_follows_the_new_architecture(exp: Path, capsys):
+    """With a forced change of the alpha optimizer (no schedule: its lr is the config's from here on)."""
     old_marker = json.loads((exp / "search" / "search_result.json").read_text())
     old_eval = tree_hashes(exp / "eval")
     capsys.readouterr()
-    assert run(exp.parent, "nas.search.trainer.epochs=3") == 0
+    assert run(exp.parent, "nas.search.trainer.epochs=3", "nas.search.trainer.alpha_optimizer.lr=0.01", "--force") == 0
     out = capsys.readouterr().out
     assert steps(exp / "search") == 3 * SEARCH_STEPS and epochs_in(exp / "search") == [0, 1, 2]
+    state = read_checkpoint(exp / "search" / "checkpoint_last.pt")["state"]
+    assert [g["lr"] for g in state["alpha_optimizer"]["param_groups"]] == [0.01]
     assert f"lr schedule recomputed (from 2 to 3 epochs, {SEARCH_STEPS} -> {SEARCH_STEPS} steps per epoch) at " \
            f"global step {2 * SEARCH_STEPS}" in out
     marker = json.loads((exp / "search" / "search_result.json").read_text())

@@ -346,6 +346,13 @@ class Trainer:
         if "optimizer" in changed:
             apply_hyperparameters(self.optimizer, self.conf.optimizer, self.weights, self._key("optimizer"), keep_lr=True)
 
+    def _changed_settings(self) -> set[str]:
+        """The `settings()` that differ from the checkpoint's: by their recorded hashes, or by the
+        config keys the checkpointer found changed under them (a checkpoint that predates the hashes)."""
+        changed = {k for k, v in self.settings().items() if self._checkpoint_settings.get(k, v) != v}
+        keys = self.checkpointer.changes
+        return changed | {name for name in self.settings() if any(k.startswith(self._key(name) + ".") for k in keys)}
+
     def _resume(self) -> Optional[Resumed]:
         resumed = self.checkpointer.resume()
         if resumed is None:
@@ -363,7 +370,7 @@ class Trainer:
                 f"({done}); a run cannot be shortened: set it to {trained} or more, or pass --restart to train "
                 f"{self.conf.epochs} from scratch (the old folder is kept)"
             )
-        changed = {k for k, v in self.settings().items() if self._checkpoint_settings.get(k, v) != v}
+        changed = self._changed_settings()
         self.reconfigure(changed)
         saved_epochs, saved_steps = self._checkpoint_shape
         shape_changed = (saved_epochs, saved_steps) != (self.conf.epochs, self.steps_per_epoch)
