@@ -124,7 +124,7 @@ def test_more_eval_epochs_train_exactly_one_more_epoch_from_the_checkpoint(exp: 
     capsys.readouterr()
     assert run(exp.parent, "nas.eval.trainer.epochs=3") == 0
     out = capsys.readouterr().out
-    assert steps(exp / "eval") == 3 * EVAL_STEPS and epochs_in(exp / "eval") == [0, 1, 2]
+    assert steps(exp / "eval") == 3 * EVAL_STEPS and epochs_in(exp / "eval") == [1, 2, 3]
     where = f"at global step {2 * EVAL_STEPS} (epoch 3, step 0)"
     assert f"lr schedule recomputed (from 2 to 3 epochs, {EVAL_STEPS} -> {EVAL_STEPS} steps per epoch) {where}" in out
     assert f"resumed from {exp / 'eval' / 'checkpoint_last.pt'} at epoch 3" in out
@@ -144,7 +144,7 @@ def test_more_search_epochs_train_on_and_the_eval_follows_the_new_architecture(e
     capsys.readouterr()
     assert run(exp.parent, "nas.search.trainer.epochs=3", "nas.search.trainer.alpha_optimizer.lr=0.01", "--force") == 0
     out = capsys.readouterr().out
-    assert steps(exp / "search") == 3 * SEARCH_STEPS and epochs_in(exp / "search") == [0, 1, 2]
+    assert steps(exp / "search") == 3 * SEARCH_STEPS and epochs_in(exp / "search") == [1, 2, 3]
     state = read_checkpoint(exp / "search" / "checkpoint_last.pt")["state"]
     assert [g["lr"] for g in state["alpha_optimizer"]["param_groups"]] == [0.01]
     assert f"lr schedule recomputed (from 2 to 3 epochs, {SEARCH_STEPS} -> {SEARCH_STEPS} steps per epoch) at " \
