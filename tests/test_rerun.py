@@ -183,7 +183,7 @@ def test_restart_keeps_the_old_folder_and_never_overwrites_a_kept_one(exp: Path,
     first = tree_hashes(exp / "eval")
     run_json = json.loads((exp / "eval" / "run.json").read_text())
     assert run_json["restarted"]["kept"].endswith("eval.old-1") and "resumed" not in run_json
-    assert steps(exp / "eval") == 2 * EVAL_STEPS and epochs_in(exp / "eval") == [0, 1]
+    assert steps(exp / "eval") == 2 * EVAL_STEPS and epochs_in(exp / "eval") == [1, 2]
     assert run(exp.parent, "--restart", "--no-search", "nas.eval.trainer.epochs=1") == 0
     assert tree_hashes(exp / "eval.old-1") == old and tree_hashes(exp / "eval.old-2") == first
     assert steps(exp / "eval") == EVAL_STEPS
