@@ -16,7 +16,9 @@ def recomputed_test_top1(exp: Path) -> float:
     conf = load_config([str(exp / "eval" / "config.yaml")])
     data = build_data(conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=torch.device("cpu"),
                       cache_dir=conf.common.cache_dir)
-    model, _ = load_model_file(exp / "eval" / "model_last.pt")
+    loaded = load_model_file(exp / "eval" / "model_last.pt")
+    # (model, info) from archnas before the TrainedModel record, .model since
+    model = loaded[0] if isinstance(loaded, tuple) else loaded.model
     model.eval()
     correct = total = 0
     with torch.no_grad():
