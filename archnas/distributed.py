@@ -99,6 +99,10 @@ def distributed_session(device_spec: str, environ: Mapping[str, str] | None = No
     control = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     try:
         yield DistSession(rank, world, local, device, control)
+        if not already:
+            # Every rank is done with the group before any tears its connections down: a rank
+            # leaving while a peer is still mid-collective can abort in gloo's C++ teardown.
+            dist.barrier(group=control)
     finally:
         if not already:
             dist.destroy_process_group()

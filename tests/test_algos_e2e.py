@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from accuracy import recomputed_test_top1
 from tiny_algos import TINY
 
 from archnas.cli import main
@@ -37,7 +38,8 @@ def test_search_then_eval(tmp_path, algo):
     exp = tmp_path / algo
     result = json.loads((exp / "result.json").read_text())
     assert result["algorithm"] == algo
-    assert 0.0 <= result["eval"]["test_top1"] <= 1.0 and result["eval"]["params"] > 0
+    assert result["eval"]["test_top1"] == pytest.approx(recomputed_test_top1(exp), abs=1e-9)
+    assert result["eval"]["params"] > 0
     assert result["search"]["peak_memory"] > 0 and result["eval"]["peak_memory"] > 0
     # the final desc is an ordinary cell at full channels, whatever the supernet looked like
     final = load_desc(exp / "search" / "final_model_desc.yaml")
@@ -59,7 +61,8 @@ def test_search_then_eval(tmp_path, algo):
 def test_manual_evaluates_a_named_genotype_a_genotype_string_or_a_desc_file(tmp_path, capsys):
     assert run(tmp_path, "manual", "named") == 0
     result = json.loads((tmp_path / "named" / "result.json").read_text())
-    assert result["search"] == {} and 0.0 <= result["eval"]["test_top1"] <= 1.0
+    assert result["search"] == {}
+    assert result["eval"]["test_top1"] == pytest.approx(recomputed_test_top1(tmp_path / "named"), abs=1e-9)
     assert not (tmp_path / "named" / "search").exists()
     cells = load_desc(tmp_path / "named" / "eval" / "full_model_desc.yaml").cells
     assert [(e.op_desc.name, e.input_ids[0]) for e in cells[0].edges()][:2] == [("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]

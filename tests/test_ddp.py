@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_ranks import gloo_group
 from test_bilevel import _setup
 from tiny_algos import tiny_conf
 from torch import nn
@@ -73,18 +74,16 @@ def _average_grads(params: list[torch.Tensor]) -> None:
 
 
 def bilevel_worker(rank: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    out = {}
-    for order in BilevelOrder:
-        model, bilevel, train, val = _toy(order)
-        half = lambda batch: tuple(t.tensor_split(2)[rank] for t in batch)  # noqa: E731
-        bilevel.alpha_optimizer.zero_grad(set_to_none=True)
-        bilevel.compute_grads(half(train), half(val))
-        _average_grads(bilevel.arch_params)
-        out[order.value] = model.alphas.grad.clone()
-    torch.save(out, f"{root}/rank{rank}.pt")
-    dist.destroy_process_group()
+    with gloo_group(root, rank):
+        out = {}
+        for order in BilevelOrder:
+            model, bilevel, train, val = _toy(order)
+            half = lambda batch: tuple(t.tensor_split(2)[rank] for t in batch)  # noqa: E731
+            bilevel.alpha_optimizer.zero_grad(set_to_none=True)
+            bilevel.compute_grads(half(train), half(val))
+            _average_grads(bilevel.arch_params)
+            out[order.value] = model.alphas.grad.clone()
+        torch.save(out, f"{root}/rank{rank}.pt")
 
 
 def test_two_ranks_compute_the_alpha_gradient_of_the_whole_batch(tmp_path):
@@ -133,10 +132,8 @@ def search_alphas(root: str, name: str, rank: int = 0, world_size: int = 1) -> l
 
 
 def search_worker(rank: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    torch.save({name: search_alphas(root, name, rank, 2) for name in SEARCHES}, f"{root}/search{rank}.pt")
-    dist.destroy_process_group()
+    with gloo_group(root, rank):
+        torch.save({name: search_alphas(root, name, rank, 2) for name in SEARCHES}, f"{root}/search{rank}.pt")
 
 
 def test_two_rank_searches_keep_the_same_alphas_on_every_rank(tmp_path):

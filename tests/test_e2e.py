@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from accuracy import recomputed_test_top1
 
 from archnas.cli import main
 from archnas.config import load_config
@@ -59,7 +60,8 @@ def test_artifacts(finished: Path, capsys):
     assert {"start_time", "command", "git_commit", "versions", "host", "device"} <= set(run)
     # the eval metrics and the model files, which load without the config
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["params"] > 0 and metrics["macs"] > 0
+    assert metrics["test_top1"] == pytest.approx(recomputed_test_top1(finished), abs=1e-9)  # model_last.pt's
+    assert metrics["params"] > 0 and metrics["macs"] > 0
     model = load_model_file(ev / "model_last.pt").model
     logits, aux = model(torch.zeros(2, 1, 8, 8))
     assert logits.shape == (2, 10) and aux is None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_ranks import gloo_group
 from tiny_algos import search_parts, tiny_conf
 
 from archnas.algos.gdas import (
@@ -173,13 +173,11 @@ def test_finalizer_ranks_input_op_pairs_as_gdas_does():
 
 
 def ddp_worker(rank: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    conf = tiny_conf("gdas", f"common.results_dir={root}", "nas.search.trainer.epochs=2")
-    run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
-    found = Searcher(Experiment(run, Gdas(conf))).execute()
-    torch.save({"genotype": found.genotype, "epochs": found.metrics["epochs"]}, f"{root}/rank{rank}.pt")
-    dist.destroy_process_group()
+    with gloo_group(root, rank):
+        conf = tiny_conf("gdas", f"common.results_dir={root}", "nas.search.trainer.epochs=2")
+        run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
+        found = Searcher(Experiment(run, Gdas(conf))).execute()
+        torch.save({"genotype": found.genotype, "epochs": found.metrics["epochs"]}, f"{root}/rank{rank}.pt")
 
 
 def test_two_ddp_ranks_search_with_unsampled_candidates(tmp_path):

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_ranks import gloo_group
 from test_fused_cell import supernet
 from tiny_algos import search_parts
 from torch import Tensor, nn
@@ -264,30 +265,29 @@ def test_fused_cell_under_autocast_computes_the_gradient_of_the_plain_cell():
 
 
 def _rng_worker(rank: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    import logging
+    with gloo_group(root, rank):
+        import logging
 
-    from archnas.distributed import gather_to_main
-    from archnas.training.checkpoint import (
-        Checkpointer,
-        rank_rng_state,
-        read_checkpoint,
-        restore_rng,
-    )
+        from archnas.distributed import gather_to_main
+        from archnas.training.checkpoint import (
+            Checkpointer,
+            rank_rng_state,
+            read_checkpoint,
+            restore_rng,
+        )
 
-    torch.manual_seed(1)
-    torch.rand(rank + 1)  # the ranks' generators now differ, as after uneven draws
-    expected = torch.get_rng_state()
-    log = logging.getLogger(f"rng{rank}")
-    ckpt = Checkpointer(root, config={}, full_config={}, fingerprint=None, is_main=rank == 0, log=log,
-                        gather=gather_to_main)
-    ckpt.save(last=True)
-    dist.barrier()
-    torch.rand(5)  # training goes on, then the run is killed and resumed
-    saved = read_checkpoint(Path(root) / "checkpoint_last.pt")["rng"]
-    restore_rng(rank_rng_state(saved, rank, 2, log), torch.device("cpu"))
-    torch.save({"restored": torch.get_rng_state(), "expected": expected}, f"{root}/rng{rank}.pt")
-    dist.destroy_process_group()
+        torch.manual_seed(1)
+        torch.rand(rank + 1)  # the ranks' generators now differ, as after uneven draws
+        expected = torch.get_rng_state()
+        log = logging.getLogger(f"rng{rank}")
+        ckpt = Checkpointer(root, config={}, full_config={}, fingerprint=None, is_main=rank == 0, log=log,
+                            gather=gather_to_main)
+        ckpt.save(last=True)
+        dist.barrier()
+        torch.rand(5)  # training goes on, then the run is killed and resumed
+        saved = read_checkpoint(Path(root) / "checkpoint_last.pt")["rng"]
+        restore_rng(rank_rng_state(saved, rank, 2, log), torch.device("cpu"))
+        torch.save({"restored": torch.get_rng_state(), "expected": expected}, f"{root}/rng{rank}.pt")
 
 
 def test_every_rank_resumes_with_its_own_rng_states(tmp_path):
@@ -321,38 +321,36 @@ def test_capturing_rng_states_leaves_cuda_alone(monkeypatch):
 
 
 def _channels_last_worker(rank: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    from archnas.config import load_config, parse_override_tokens
-    from archnas.context import RunContext
-    from archnas.data import build_data
-    from archnas.training import precision
-    from archnas.training.trainer import Trainer
+    with gloo_group(root, rank):
+        from archnas.config import load_config, parse_override_tokens
+        from archnas.context import RunContext
+        from archnas.data import build_data
+        from archnas.training import precision
+        from archnas.training.trainer import Trainer
 
-    original = precision.Precision.__init__
+        original = precision.Precision.__init__
 
-    def channels_last_here(self, amp, channels_last, device):  # CPU stands in for CUDA
-        original(self, amp, channels_last, device)
-        self.channels_last = channels_last
+        def channels_last_here(self, amp, channels_last, device):  # CPU stands in for CUDA
+            original(self, amp, channels_last, device)
+            self.channels_last = channels_last
 
-    precision.Precision.__init__ = channels_last_here
-    tokens = ["common.tensorboard=false", "dataset.name=synthetic", "nas.eval.trainer.epochs=1",
-              "nas.eval.trainer.channels_last=true", "nas.eval.loader.train_batch=16", "common.log_every_steps=0",
-              "dataset.params={n_train: 64, n_test: 16}", "nas.eval.loader.cutout=0"]
-    conf = load_config([], parse_override_tokens(tokens, set())[0])
-    run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
-    ctx = run.phase("eval", conf.nas.eval)
-    data = build_data(conf.dataset, conf.nas.eval.loader, seed=0, device=run.device, cache_dir=Path(root) / "cache",
-                      rank=rank, world_size=2)
-    model = nn.Sequential(nn.Conv2d(data.info.channels, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, data.info.n_classes))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        Trainer(conf.nas.eval.trainer, model, ctx).fit(data.loader("train", training=True))
-    messages = [str(w.message) for w in caught]
-    torch.save({"messages": messages, "channels_last": model[0].weight.is_contiguous(memory_format=torch.channels_last)},
-               f"{root}/cl{rank}.pt")
-    dist.destroy_process_group()
+        precision.Precision.__init__ = channels_last_here
+        tokens = ["common.tensorboard=false", "dataset.name=synthetic", "nas.eval.trainer.epochs=1",
+                  "nas.eval.trainer.channels_last=true", "nas.eval.loader.train_batch=16", "common.log_every_steps=0",
+                  "dataset.params={n_train: 64, n_test: 16}", "nas.eval.loader.cutout=0"]
+        conf = load_config([], parse_override_tokens(tokens, set())[0])
+        run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
+        ctx = run.phase("eval", conf.nas.eval)
+        data = build_data(conf.dataset, conf.nas.eval.loader, seed=0, device=run.device, cache_dir=Path(root) / "cache",
+                          rank=rank, world_size=2)
+        model = nn.Sequential(nn.Conv2d(data.info.channels, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, data.info.n_classes))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Trainer(conf.nas.eval.trainer, model, ctx).fit(data.loader("train", training=True))
+        messages = [str(w.message) for w in caught]
+        torch.save({"messages": messages, "channels_last": model[0].weight.is_contiguous(memory_format=torch.channels_last)},
+                   f"{root}/cl{rank}.pt")
 
 
 def test_channels_last_is_applied_before_the_ddp_wrapper(tmp_path):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from accuracy import recomputed_test_top1
 
 from archnas.cli import main
 
@@ -27,7 +28,8 @@ def test_seeds_run_one_experiment_per_seed_and_skip_finished_ones(tmp_path, caps
     for seed in (0, 1):
         folder = root / f"seed_{seed}"
         assert (folder / "search" / "search_result.json").is_file() and (folder / "eval" / "metrics.json").is_file()
-        assert json.loads((folder / "result.json").read_text())["eval"]["test_top1"] is not None
+        top1 = json.loads((folder / "result.json").read_text())["eval"]["test_top1"]
+        assert top1 == pytest.approx(recomputed_test_top1(folder), abs=1e-9)
         assert "seed: %d" % seed in (folder / "search" / "config.yaml").read_text()
         genotypes.append((folder / "search" / "genotype.txt").read_text())
     assert genotypes[0] != genotypes[1]  # each seed searched on its own

@@ -7,8 +7,8 @@ import signal
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_ranks import gloo_group
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -29,47 +29,45 @@ class SignalOnRank1(HookBase):
 
 
 def worker(rank: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    out = {}
-    meter = EpochMeter(torch.device("cpu"))
-    meter.update(torch.eye(3)[: rank + 1] * 5, torch.zeros(rank + 1, dtype=torch.long), torch.tensor(1.0 + rank))
-    meter.all_reduce()
-    out["meter"] = (meter.images, meter.sums.tolist())
+    with gloo_group(root, rank):
+        out = {}
+        meter = EpochMeter(torch.device("cpu"))
+        meter.update(torch.eye(3)[: rank + 1] * 5, torch.zeros(rank + 1, dtype=torch.long), torch.tensor(1.0 + rank))
+        meter.all_reduce()
+        out["meter"] = (meter.images, meter.sums.tolist())
 
-    tokens = [
-        "common.tensorboard=false",
-        "nas.eval.trainer.batch_chunks=2",
-        "nas.eval.loader.train_batch=32",
-        "dataset.name=synthetic",
-        "nas.eval.loader.cutout=0",
-        "nas.eval.trainer.epochs=1",
-        "common.checkpoint.every_epochs=0",
-    ]
-    conf = load_config([], parse_override_tokens(tokens, set())[0])
-    run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
-    ctx = run.phase("eval", conf.nas.eval)
-    data = build_data(
-        conf.dataset,
-        conf.nas.eval.loader,
-        seed=0,
-        device=run.device,
-        cache_dir=Path(root) / "cache",
-        rank=rank,
-        world_size=2,
-    )
-    torch.manual_seed(0)
-    model = DistributedDataParallel(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)))
-    trainer = Trainer(conf.nas.eval.trainer, model, ctx, hooks=[SignalOnRank1()])
-    loader = data.loader("train", training=True)
-    out["first_batch"] = loader.index_batches(0)[0].tolist()
-    try:
-        trainer.fit(loader)
-    except RunInterrupted as exc:
-        out["stopped"] = (exc.exit_code, trainer.global_step)
-    out["weight"] = model.module[1].weight.detach().clone()
-    torch.save(out, f"{root}/rank{rank}.pt")
-    dist.destroy_process_group()
+        tokens = [
+            "common.tensorboard=false",
+            "nas.eval.trainer.batch_chunks=2",
+            "nas.eval.loader.train_batch=32",
+            "dataset.name=synthetic",
+            "nas.eval.loader.cutout=0",
+            "nas.eval.trainer.epochs=1",
+            "common.checkpoint.every_epochs=0",
+        ]
+        conf = load_config([], parse_override_tokens(tokens, set())[0])
+        run = RunContext.create(conf, Path(root) / "exp", [], rank=rank, world_size=2)
+        ctx = run.phase("eval", conf.nas.eval)
+        data = build_data(
+            conf.dataset,
+            conf.nas.eval.loader,
+            seed=0,
+            device=run.device,
+            cache_dir=Path(root) / "cache",
+            rank=rank,
+            world_size=2,
+        )
+        torch.manual_seed(0)
+        model = DistributedDataParallel(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)))
+        trainer = Trainer(conf.nas.eval.trainer, model, ctx, hooks=[SignalOnRank1()])
+        loader = data.loader("train", training=True)
+        out["first_batch"] = loader.index_batches(0)[0].tolist()
+        try:
+            trainer.fit(loader)
+        except RunInterrupted as exc:
+            out["stopped"] = (exc.exit_code, trainer.global_step)
+        out["weight"] = model.module[1].weight.detach().clone()
+        torch.save(out, f"{root}/rank{rank}.pt")
 
 
 def test_two_ranks_shard_accumulate_sum_and_stop_together(tmp_path):

@@ -27,7 +27,12 @@ def default_experiment_name(config_files: Sequence[str]) -> str:
 
 def experiment_dir(conf: ExperimentConf) -> Path:
     path = checked_folder(conf.common.results_dir, "common.results_dir") / conf.common.experiment_name
-    if path.exists() and not path.is_dir():
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except (OSError, ValueError) as exc:  # a name longer than the file system allows
+        raise ConfigError(f"common.experiment_name (--exp-name) {conf.common.experiment_name[:60]!r}...: not a usable "
+                          f"folder name ({getattr(exc, 'strerror', None) or exc})") from None
+    if is_file:
         raise ConfigError(f"{path}: the experiment folder is a file; choose another --exp-name or move the file")
     return path
 
@@ -44,8 +49,9 @@ def open_experiment_dir(exp_dir: Path, conf: ExperimentConf, is_main: bool) -> N
     if is_main:
         try:
             exp_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"common.results_dir: cannot create {exp_dir}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot create the experiment folder {exp_dir} (common.results_dir / --exp-name): "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
     barrier()
 
 
