@@ -23,7 +23,7 @@ DARTS = str(REPO / "confs" / "darts.yaml")
 TINY = ["common.tensorboard=false", "common.log_every_steps=0", "nas.search.model_desc.n_cells=3",
         "nas.search.model_desc.n_nodes=2", "nas.search.model_desc.model_stems.init_node_ch=4",
         "nas.search.loader.train_batch=40", "nas.search.trainer.epochs=1", "nas.eval.model_desc.n_cells=3",
-        "nas.eval.model_desc.model_stems.init_node_ch=4", "nas.eval.trainer.epochs=2"]
+        "nas.eval.model_desc.model_stems.init_node_ch=4", "nas.eval.trainer.epochs=1"]
 
 
 def test_an_imported_op_and_dataset_run_the_main_command_end_to_end(tmp_path, capsys, monkeypatch):
