@@ -38,6 +38,8 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml,confs/my_overrides.yaml --exp-name try2
       archnas --config confs/darts.yaml --no-search nas.eval.final_desc=DARTS_V2
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
+      archnas predict results/darts/eval/model_best.pt digit.png images.npy
+      archnas --import my_module --config confs/darts.yaml dataset.name=my_set   (a plugin's dataset)
 
     many processes, GPUs and machines:
       torchrun --nproc_per_node 2 scripts/main.py --config confs/darts.yaml
