@@ -16,6 +16,7 @@ from archnas.data.info import LoadedDataset, TensorImages
 from archnas.model.model_file import load_model_file, read_model_file
 from archnas.nas.evaluater import Evaluater
 from archnas.training.hooks import HookBase
+from archnas.training.metrics import MetricsHistory
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "fixtures" / "confs" / "tiny_darts.yaml")
@@ -95,3 +96,17 @@ def test_no_val_split_means_no_selection(tmp_path):
     assert json.loads((ev / "split.json").read_text())["n_val"] == 0
     assert "val_top1" not in json.loads((ev / "metrics.jsonl").read_text().splitlines()[0])
     assert torch.load(ev / "model_last.pt", weights_only=True)["input"]["shape"] == [1, 8, 8]
+
+
+def test_equal_val_accuracies_go_to_the_lower_val_loss():
+    """A 144-image val split has 0.7% steps: equal top-1 at several epochs is common."""
+    h = MetricsHistory()
+    assert h.add({"epoch": 0, "val_top1": 0.9, "val_loss": 0.3})
+    assert h.add({"epoch": 1, "val_top1": 0.9, "val_loss": 0.2})
+    assert not h.add({"epoch": 2, "val_top1": 0.9, "val_loss": 0.25})
+    assert not h.add({"epoch": 3, "val_top1": 0.8, "val_loss": 0.1})
+    assert h.best_epoch == 1
+    resumed = MetricsHistory()
+    resumed.load_state_dict(h.state_dict())
+    assert not resumed.add({"epoch": 4, "val_top1": 0.9, "val_loss": 0.21}) and resumed.add(
+        {"epoch": 5, "val_top1": 0.9, "val_loss": 0.19})
