@@ -41,6 +41,8 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml nas.eval.trainer.epochs=600   # train a finished eval on
       archnas --config confs/darts.yaml --restart --no-search         # the eval again, old kept in eval.old-1
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
+      archnas predict results/darts/eval/model_best.pt digit.png images.npy
+      archnas --import my_module --config confs/darts.yaml dataset.name=my_set   (a plugin's dataset)
 
     many processes, GPUs and machines:
       torchrun --nproc_per_node 2 scripts/main.py --config confs/darts.yaml

@@ -16,6 +16,7 @@ from archnas.data.info import LoadedDataset, TensorImages
 from archnas.model.model_file import load_model_file, read_model_file
 from archnas.nas.evaluater import Evaluater
 from archnas.training.hooks import HookBase
+from archnas.training.metrics import MetricsHistory
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "fixtures" / "confs" / "tiny_darts.yaml")
@@ -67,14 +68,15 @@ def test_chosen_epoch_follows_validation_not_test(tmp_path, monkeypatch):
     metrics = json.loads((ev / "metrics.json").read_text())
     # validation and test disagree about the best epoch; the choice is validation's
     assert max(val) > 0.5 and val.index(max(val)) != per_epoch_test.index(max(per_epoch_test))
-    assert metrics["best_epoch"] == val.index(max(val)) and metrics["best_val_top1"] == max(val)
-    assert metrics["best_epoch"] < len(records) - 1  # model_best.pt is not model_last.pt: it was read back
+    chosen = val.index(max(val))  # position in the records, whatever the epoch numbering
+    assert metrics["best_epoch"] == records[chosen]["epoch"] and metrics["best_val_top1"] == max(val)
+    assert chosen < len(records) - 1  # model_best.pt is not model_last.pt: it was read back
     assert not any(k.startswith("test") for r in records for k in r)  # training never looked at the test set
     best = load_model_file(ev / "model_best.pt")
     assert best.info["chosen_by"] == "val_top1" and best.info["epoch"] == metrics["best_epoch"]
     # the test set was used once per handed-out model, afterwards: last epoch and best-on-val
     assert metrics["test_top1"] == pytest.approx(per_epoch_test[-1])
-    assert metrics["test_top1_best_val"] == pytest.approx(per_epoch_test[metrics["best_epoch"]])
+    assert metrics["test_top1_best_val"] == pytest.approx(per_epoch_test[chosen])
     assert best.info["test_top1"] == metrics["test_top1_best_val"]
     assert best.info["test_correct"] == metrics["test_correct_best_val"] == round(
         metrics["test_top1_best_val"] * metrics["test_images"])
@@ -95,3 +97,17 @@ def test_no_val_split_means_no_selection(tmp_path):
     assert json.loads((ev / "split.json").read_text())["n_val"] == 0
     assert "val_top1" not in json.loads((ev / "metrics.jsonl").read_text().splitlines()[0])
     assert torch.load(ev / "model_last.pt", weights_only=True)["input"]["shape"] == [1, 8, 8]
+
+
+def test_equal_val_accuracies_go_to_the_lower_val_loss():
+    """A 144-image val split has 0.7% steps: equal top-1 at several epochs is common."""
+    h = MetricsHistory()
+    assert h.add({"epoch": 0, "val_top1": 0.9, "val_loss": 0.3})
+    assert h.add({"epoch": 1, "val_top1": 0.9, "val_loss": 0.2})
+    assert not h.add({"epoch": 2, "val_top1": 0.9, "val_loss": 0.25})
+    assert not h.add({"epoch": 3, "val_top1": 0.8, "val_loss": 0.1})
+    assert h.best_epoch == 1
+    resumed = MetricsHistory()
+    resumed.load_state_dict(h.state_dict())
+    assert not resumed.add({"epoch": 4, "val_top1": 0.9, "val_loss": 0.21}) and resumed.add(
+        {"epoch": 5, "val_top1": 0.9, "val_loss": 0.19})

@@ -99,7 +99,8 @@ def test_predict_reads_image_files_and_reports_bad_input(evaluated, capsys):
     np.save(tmp / "wrong.npy", np.zeros((2, 3, 8, 8), dtype=np.uint8))
     for argv, message in (([str(tmp / "wrong.npy")], "the model takes [N, 1, 8, 8]"),
                           ([str(tmp / "missing.png")], "no such file"),
-                          ([paths[0], "--labels", str(tmp / "labels.npy")], "120 labels for 1 images")):
+                          ([paths[0], "--labels", str(tmp / "labels.npy")], "120 labels for 1 images"),
+                          ([paths[0], "--batch", "0"], "--batch 0"), ([paths[0], "--bogus"], "--bogus")):
         assert main(["predict", str(ev / "model_best.pt"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("archnas: error:") == 1 and message in err, err

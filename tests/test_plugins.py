@@ -23,7 +23,7 @@ DARTS = str(REPO / "confs" / "darts.yaml")
 TINY = ["common.tensorboard=false", "common.log_every_steps=0", "nas.search.model_desc.n_cells=3",
         "nas.search.model_desc.n_nodes=2", "nas.search.model_desc.model_stems.init_node_ch=4",
         "nas.search.loader.train_batch=40", "nas.search.trainer.epochs=1", "nas.eval.model_desc.n_cells=3",
-        "nas.eval.model_desc.model_stems.init_node_ch=4", "nas.eval.trainer.epochs=2"]
+        "nas.eval.model_desc.model_stems.init_node_ch=4", "nas.eval.trainer.epochs=1"]
 
 
 def test_an_imported_op_and_dataset_run_the_main_command_end_to_end(tmp_path, capsys, monkeypatch):
@@ -120,5 +120,4 @@ def test_ray_trial_workers_load_the_commands_plugins(tmp_path):
                f"common.results_dir={tmp_path}", "--exp-name", "ray", *TINY]
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    for i in range(2):
-        assert (tmp_path / "ray" / "search" / f"candidate_{i:03d}" / "trial.json").is_file()
+    assert len(list((tmp_path / "ray" / "search").glob("candidate_*/trial.json"))) == 2  # both trained, on Ray

@@ -14,20 +14,27 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import numpy as np
 import torch
 
 from archnas.data.imagefolder import decode_image
 from archnas.errors import DatasetError
-from archnas.model.model_file import InputError, TrainedModel, load_model_file
+from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file
 
 ARRAY_SUFFIXES = (".npy", ".pt")
 
 
+class _PredictParser(argparse.ArgumentParser):
+    """A bad flag or a missing argument is a usage error like any other: one `archnas: error:` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message} (see 'archnas predict --help')")
+
+
 def build_predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _PredictParser(
         prog="archnas predict",
         description="Classify images with a model file (model_best.pt / model_last.pt of an eval phase). "
         "IMAGES are image files (.png, .jpg, ...; converted to the model's channels and resized to its input "
@@ -57,18 +64,10 @@ def load_images(paths: Sequence[str], trained: TrainedModel) -> tuple[torch.Tens
         if not path.is_file():
             raise DatasetError(f"archnas predict: {path}: no such file")
         if path.suffix.lower() in ARRAY_SUFFIXES:
-            x = _read_array(path)
-            if x.dim() == 3 and tuple(x.shape) == (c, h, w):
-                x = x[None]
-            elif x.dim() == 3 and c == 1:
-                x = x[:, None]
-            if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
-                raise InputError(f"{path}: an array of shape {tuple(x.shape)}; the model takes [N, {c}, {h}, {w}], "
-                                 f"[{c}, {h}, {w}]" + (f" or [N, {h}, {w}]" if c == 1 else ""))
-            if x.dtype != torch.uint8:
-                if not x.is_floating_point():
-                    raise InputError(f"{path}: dtype {x.dtype}; expected uint8 pixels (0..255) or floats in [0, 1]")
-                x = x.float()
+            try:
+                x = as_batch(_read_array(path), (c, h, w))
+            except InputError as exc:
+                raise InputError(f"{path}: {exc}") from None
             batches.append(x)
             names += [f"{name}[{i}]" for i in range(x.shape[0])]
         else:
@@ -77,8 +76,8 @@ def load_images(paths: Sequence[str], trained: TrainedModel) -> tuple[torch.Tens
                 raise InputError(f"{path}: {image.shape[0]} channels; the model takes {c}")
             batches.append(image[None])
             names.append(name)
-    if any(b.dtype != batches[0].dtype for b in batches):  # mixing pixel files with float arrays
-        batches = [b.float().div(255.0) if b.dtype == torch.uint8 else b for b in batches]
+    if any(b.dtype != batches[0].dtype for b in batches):  # pixel files with float arrays: all floats in [0, 1]
+        batches = [b.float().div(255.0) if b.dtype == torch.uint8 else b.float() for b in batches]
     return torch.cat(batches), names
 
 

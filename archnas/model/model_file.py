@@ -105,24 +105,10 @@ class TrainedModel:
         return self
 
     def preprocess(self, images: Tensor | np.ndarray) -> Tensor:
-        """Normalized float `[N, C, H, W]` from uint8 pixels (0..255) or floats in [0, 1], as
-        `[N, C, H, W]`, one `[C, H, W]` image, or `[N, H, W]` for a one-channel model."""
+        """Normalized float `[N, C, H, W]` on the model's device, from what `as_batch` takes."""
         spec = self.required_spec()
-        x = torch.as_tensor(images)
-        c, h, w = spec.shape
-        if x.dim() == 3 and tuple(x.shape) == (c, h, w):
-            x = x[None]
-        elif x.dim() == 3 and c == 1 and tuple(x.shape[1:]) == (h, w):
-            x = x[:, None]
-        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
-            raise InputError(f"images of shape {tuple(x.shape)}: the model takes [N, {c}, {h}, {w}] "
-                             f"(or one [{c}, {h}, {w}] image{f', or [N, {h}, {w}]' if c == 1 else ''})")
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        elif x.is_floating_point():
-            x = x.float()
-        else:
-            raise InputError(f"images of dtype {x.dtype}: expected uint8 pixels (0..255) or floats in [0, 1]")
+        x = as_batch(images, spec.shape)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         device = next(self.model.parameters()).device
         mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -149,6 +135,23 @@ class TrainedModel:
             raise InputError(f"{where}this model file (version 1) does not record its input normalization; "
                              "retrain or rerun the eval phase to write a version 2 file")
         return self.input_spec
+
+
+def as_batch(images: Tensor | np.ndarray, shape: Sequence[int]) -> Tensor:
+    """Images for a model taking `shape` = [C, H, W], as `[N, C, H, W]`: from `[N, C, H, W]`, one
+    `[C, H, W]` image, or `[N, H, W]` when C is 1; uint8 pixels (0..255) or floats in [0, 1]."""
+    x = torch.as_tensor(images)
+    c, h, w = shape
+    if x.dim() == 3 and tuple(x.shape) == (c, h, w):
+        x = x[None]
+    elif x.dim() == 3 and c == 1 and tuple(x.shape[1:]) == (h, w):
+        x = x[:, None]
+    if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+        raise InputError(f"images of shape {tuple(x.shape)}: the model takes [N, {c}, {h}, {w}] "
+                         f"(or one [{c}, {h}, {w}] image{f', or [N, {h}, {w}]' if c == 1 else ''})")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise InputError(f"images of dtype {x.dtype}: expected uint8 pixels (0..255) or floats in [0, 1]")
+    return x
 
 
 def load_model_file(path: str | Path, affine: bool = True) -> TrainedModel:

@@ -3,7 +3,7 @@
 An `EpochMeter` sums loss, top-1 and top-k hits and image counts in one float64 device tensor, so
 a step costs no host sync, a checkpoint can carry a half-finished epoch, and DDP can all-reduce
 it in one call. `MetricsHistory` keeps one record per epoch (what metrics.jsonl holds) and the
-best epoch by the validation metric.
+best epoch by the validation metric (ties, frequent on a small val split, go to the lower val loss).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from archnas.distributed import is_distributed
 
 TOPK = 5  # top-k accuracy reports k = min(TOPK, n_classes)
 BEST_METRIC = "val_top1"  # higher is better
+TIE_BREAK = "val_loss"  # lower is better: decides between epochs of equal BEST_METRIC
 
 
 def is_timing(key: str) -> bool:
@@ -89,19 +90,25 @@ class EpochMeter:
 
 
 class MetricsHistory:
-    """One record per finished epoch, and the best epoch by `BEST_METRIC`."""
+    """One record per finished epoch, and the best epoch by `BEST_METRIC` (then `TIE_BREAK`)."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.best_epoch: Optional[int] = None
         self.best_value: Optional[float] = None
+        self.best_tie_break: Optional[float] = None
 
     def add(self, record: dict[str, Any]) -> bool:
         """Append the epoch's record (adding best_epoch/best_val_top1); True if it is a new best."""
-        value = record.get(BEST_METRIC)
-        improved = value is not None and (self.best_value is None or value > self.best_value)
+        value, tie_break = record.get(BEST_METRIC), record.get(TIE_BREAK)
+        improved = value is not None and (
+            self.best_value is None or value > self.best_value
+            or (value == self.best_value and tie_break is not None and self.best_tie_break is not None
+                and tie_break < self.best_tie_break)
+        )
         if improved:
             self.best_epoch, self.best_value = int(record["epoch"]), float(value)
+            self.best_tie_break = None if tie_break is None else float(tie_break)
         record["best_epoch"] = self.best_epoch
         record[f"best_{BEST_METRIC}"] = self.best_value
         self.records.append(record)
@@ -116,12 +123,14 @@ class MetricsHistory:
             "records": [dict(r) for r in self.records],
             "best_epoch": self.best_epoch,
             "best_value": self.best_value,
+            "best_tie_break": self.best_tie_break,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = [dict(r) for r in state["records"]]
         self.best_epoch = state["best_epoch"]
         self.best_value = state["best_value"]
+        self.best_tie_break = state.get("best_tie_break")  # absent in checkpoints of older versions
 
 
 def without_timings(record: dict[str, Any]) -> dict[str, Any]:

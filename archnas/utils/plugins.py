@@ -51,7 +51,8 @@ def _import(module: str, what: str) -> None:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
-            raise ConfigError(f"{what}: there is no module {module!r}; is it installed or on PYTHONPATH?") from None
+            raise ConfigError(f"{what}: cannot import it: there is no module {module!r}; is it installed or on "
+                              "PYTHONPATH?") from None
         raise ConfigError(f"{what}: importing it failed{_where(exc)}: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any failure of user code: one message, the run never starts)
         raise ConfigError(f"{what}: importing it failed{_where(exc)}: {type(exc).__name__}: {exc}") from None
