@@ -8,7 +8,7 @@ import shlex
 import sys
 import textwrap
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 import torch
 
@@ -22,6 +22,7 @@ from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted
 from archnas.utils.plugins import load_plugins
 from archnas.utils.versions import check_torch_version
+from archnas.utils.usage_parser import UsageParser
 
 OVERRIDE_HELP = textwrap.dedent(
     """\
@@ -53,14 +54,6 @@ OVERRIDE_HELP = textwrap.dedent(
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a UsageError like every other mistake: `main` prints it as the
-    one `archnas: error:` line (argparse would print its own, as `archnas stats: error:`, and exit)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{message} (see '{self.prog} --help')")
-
-
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -77,7 +70,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="archnas",
         description="Run a neural architecture search experiment: search, finalize, then evaluate "
         "the final architecture. Rerunning the same command resumes an interrupted run. "
@@ -105,7 +98,7 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 
 def build_stats_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="archnas stats",
         description="Print JSON with the parameter count and multiply-adds of one forward pass of the "
         "eval model (or the search supernet, a search space's range, one architecture of it) at the "

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,19 +22,13 @@ import torch
 from archnas.data.imagefolder import decode_image
 from archnas.errors import DatasetError
 from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file
+from archnas.utils.usage_parser import UsageParser
 
 ARRAY_SUFFIXES = (".npy", ".pt")
 
 
-class _PredictParser(argparse.ArgumentParser):
-    """A bad flag or a missing argument is a usage error like any other: one `archnas: error:` line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise InputError(f"{message} (see 'archnas predict --help')")
-
-
 def build_predict_parser() -> argparse.ArgumentParser:
-    parser = _PredictParser(
+    parser = UsageParser(
         prog="archnas predict",
         description="Classify images with a model file (model_best.pt / model_last.pt of an eval phase). "
         "IMAGES are image files (.png, .jpg, ...; converted to the model's channels and resized to its input "
