@@ -241,7 +241,7 @@ ROWS = [
     cfg("common..seed=1", match=r"'common\.\.seed' is not a config key"),
     cfg("nas.search.trainer.epochs=[1,", match=r"is not valid YAML"),
     cfg("dataset.params=" + "[" * 100 + "]" * 100, match=r"nested too deeply"),
-    cfg("nas.eval.trainer.epochs=-1", match=r"epochs.{0,3}-1"),
+    cfg("--no-search", "nas.eval.final_desc=DARTS_V2", "nas.eval.trainer.epochs=-1", match=r"epochs.{0,3}-1"),
     cfg("nas.search.loader.train_batch=0", match=r"train_batch: 0 is not a positive batch size"),
     cfg("--no-search", "nas.eval.final_desc=DARTS_V2", "nas.eval.trainer.drop_path_prob=1.5",
         match=r"drop_path_prob: 1\.5 is not a probability"),
