@@ -121,7 +121,8 @@ class SignalsItself(Trainer):
     def run_step(self, batch):
         if self.global_step == 2:
             os.kill(os.getpid(), signal.SIGTERM)
-            self.said_during_step = [m for m in self.env.log.handlers[-1].messages if "SIGTERM" in m]
+            held = next(h for h in self.env.log.handlers if hasattr(h, "messages"))  # the test's, beside log.txt's
+            self.said_during_step = [m for m in held.messages if "SIGTERM" in m]
         super().run_step(batch)
 
 
@@ -181,11 +182,12 @@ def test_the_data_source_is_where_the_files_were_read_not_the_configured_dataroo
     from archnas.nas.searcher import load_data
 
     system = tmp_path / "system" / "fashion-mnist"
-    write_idx(system)
+    write_idx(system, 100)  # 10 a class: the eval's val split (0.1) holds one of each
     monkeypatch.setattr(idx, "FASHION_MNIST", dataclasses.replace(idx.FASHION_MNIST, system_dirs=(str(system),)))
     ctx, lines = phase(tmp_path, "dataset.name=fashion_mnist", f"dataset.dataroot={tmp_path / 'empty'}",
                        "nas.eval.loader.cutout=0")
     load_data(ctx, ctx.conf.loader)
+    ctx.commit()  # split.json is held until the phase commits (a refused run writes nothing)
     split = json.loads((ctx.dir / "split.json").read_text())
     assert split["dataset"] == "fashion_mnist" and split["source"] == str(system.resolve())
     assert f"data: fashion_mnist read from {system.resolve()}" in lines.messages

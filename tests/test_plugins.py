@@ -54,6 +54,18 @@ def test_an_imported_op_and_dataset_run_the_main_command_end_to_end(tmp_path, ca
     assert json.loads(capsys.readouterr().out)["macs"]["archs"] == 2  # act: gelu | relu
 
 
+@pytest.fixture(autouse=True)
+def registries_as_before(monkeypatch):
+    """What a test's plugins register is gone after it: an algorithm's config section would
+    otherwise be part of every later test's config, which Ray workers (without the plugin's
+    temporary folder on their path) could not unpickle."""
+    from archnas.config import schema
+    from archnas.nas import registry
+
+    monkeypatch.setattr(registry, "_ALGORITHMS", dict(registry._ALGORITHMS))
+    monkeypatch.setattr(schema, "_SEARCH_SECTIONS", dict(schema._SEARCH_SECTIONS))
+
+
 def _distribution(site: Path, module: str, body: str) -> None:
     """An installed distribution on `site` (what pip leaves): a module and its entry point."""
     (site / f"{module}.py").write_text(textwrap.dedent(body))
