@@ -283,10 +283,13 @@ class Trainer:
     def save_checkpoint(self, last: bool = True, best: bool = False) -> None:
         if not self.env.checkpoint.enabled:
             return
-        if last and self._saved_at == (self.epochs_done, self.global_step) and not best:
-            return
+        # Hooks write out what they buffered up to this step even when the checkpoint of this step
+        # exists already (a stop right after a periodic checkpoint, whose hook ran before the
+        # step's records were buffered): a resume purges only what comes after this step.
         for hook in self._hooks:
             hook.before_save()
+        if last and self._saved_at == (self.epochs_done, self.global_step) and not best:
+            return
         self.checkpointer.save(last=last, best=best)
         if last:
             self._saved_at = (self.epochs_done, self.global_step)
