@@ -185,7 +185,7 @@ def check_resume(device: str, tmp: Path) -> str:
     child = subprocess.Popen([*common, "--exp-name", "killed"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, cwd=REPO)
     for line in child.stdout:
-        if re.search(r"search epoch 1/1: 3/\d+ steps", line):
+        if re.search(r"search epoch 1/1: step 3/\d+", line):
             child.send_signal(signal.SIGTERM)
             break
     child.communicate(timeout=240)
