@@ -1,9 +1,12 @@
 """The built-in algorithms register their config sections when imported, as the `archnas`
 command does at start; tests that load configs in process need them too. Also the one seed of
-every kill and signal point."""
+every kill and signal point, and signal handlers kept from leaking between tests."""
 
 import os
+import signal
 import time
+
+import pytest
 
 import archnas.algos  # noqa: F401
 
@@ -14,3 +17,13 @@ os.environ.setdefault("ARCHNAS_KILL_SEED", str(time.time_ns() % 100_000))
 
 def pytest_report_header(config):
     return f"ARCHNAS_KILL_SEED={os.environ['ARCHNAS_KILL_SEED']} (kill and signal points; set it to replay a run)"
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_as_before():
+    """SIGINT and SIGTERM as they were before each test: a library a test starts in process (Ray's
+    driver leaves SIGINT ignored) must not change what a later test's run receives."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
