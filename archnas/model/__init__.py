@@ -1,7 +1,7 @@
 """Models built from descs: the ModelDescBuilder, Model, Cell, DagEdge, AuxTower, and the
 conversions from what a user names (desc files, genotypes) to checked descs."""
 
-from archnas import ops  # noqa: F401  (registers the built-in ops)
+import archnas.ops  # noqa: F401  (registers the built-in ops)
 from archnas.model.aux_tower import AuxTower
 from archnas.model.builder import ModelDescBuilder, template_nodes
 from archnas.model.cell import Cell
