@@ -11,10 +11,8 @@ Order of resolution, lowest to highest precedence:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +22,7 @@ from archnas.config.copy_refs import resolve_copies
 from archnas.config.overrides import Override, apply_overrides, parse_override_tokens
 from archnas.config.schema import ExperimentConf, field_kinds
 from archnas.config.tree import ConfigTree
-from archnas.config.validate import check_sections, schema_defaults, validate
+from archnas.config.validate import check_sections, config_to_dict, schema_defaults, validate
 from archnas.config.yaml_files import load_config_file
 from archnas.errors import ConfigError
 
@@ -51,19 +49,6 @@ def load_config(config_files: Sequence[str | Path], overrides: Sequence[Override
     apply_overrides(tree, list(overrides), field_kinds())
     check_sections(tree)
     return validate(resolve_copies(tree.data), tree)
-
-
-def config_to_dict(conf: Any) -> Any:
-    """Plain dicts, lists and scalars (enums as strings), ready for `yaml.safe_dump` or JSON."""
-    if dataclasses.is_dataclass(conf):
-        return {f.name: config_to_dict(getattr(conf, f.name)) for f in dataclasses.fields(conf)}
-    if isinstance(conf, dict):
-        return {k: config_to_dict(v) for k, v in conf.items()}
-    if isinstance(conf, (list, tuple)):
-        return [config_to_dict(v) for v in conf]
-    if isinstance(conf, Enum):
-        return conf.value
-    return conf
 
 
 def config_to_yaml(conf: Any) -> str:

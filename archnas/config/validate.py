@@ -23,17 +23,20 @@ def schema_defaults() -> dict[str, Any]:
     """The schema's defaults as plain data: the bottom layer every config is merged over. Read off
     the dataclasses directly (what OmegaConf.structured would give, a hundred times faster: every
     config load and override check needs them)."""
-    return _plain(experiment_conf_class()())
+    return config_to_dict(experiment_conf_class()())
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.value if isinstance(value, Enum) else value
+def config_to_dict(conf: Any) -> Any:
+    """Plain dicts, lists and scalars (enums as strings), ready for `yaml.safe_dump` or JSON."""
+    if dataclasses.is_dataclass(conf):
+        return {f.name: config_to_dict(getattr(conf, f.name)) for f in dataclasses.fields(conf)}
+    if isinstance(conf, dict):
+        return {k: config_to_dict(v) for k, v in conf.items()}
+    if isinstance(conf, (list, tuple)):
+        return [config_to_dict(v) for v in conf]
+    if isinstance(conf, Enum):
+        return conf.value
+    return conf
 
 
 # Seeds feed numpy's SeedSequence (non-negative only) and torch's manual_seed (64 bits).
