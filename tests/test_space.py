@@ -466,8 +466,9 @@ def test_bad_space_input_is_one_message(tmp_path):
                                                                                 "PATH": "/usr/bin:/bin"})
 
     cases = [
-        (["nas.search.space={factory: 'no_such_module:build'}"], "cannot import 'no_such_module'"),
-        (["nas.search.space={factory: 'my_space:nothing'}"], "has no callable 'nothing'"),
+        (["nas.search.space={factory: 'no_such_module:build'}"], "'no_such_module' is not a loaded plugin"),
+        (["nas.search.space={factory: 'my_space:build'}"], "--import my_space"),  # a factory's module is a plugin
+        (["--import", "my_space", "nas.search.space={factory: 'my_space:nothing'}"], "has no callable 'nothing'"),
         (["nas.search.space={name: nb201, C: 4, M: 2}"], "unknown parameters M"),
         (["nas.search.space={name: nb999}"], "unknown space 'nb999'"),
         (["--no-search", "nas.eval.final_desc={cell__0_1: none}"], "no value for"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -46,10 +47,16 @@ STATS_SAMPLE = 1000  # streamed sets measure mean/std on this many train images 
 def decode_image(path: str, mode: str, size: Optional[tuple[int, int]], resize: bool) -> torch.Tensor:
     """One image as uint8 [C, H, W] of `size` (H, W): resized to it, or checked against it.
 
-    Module-level so DataLoader workers can pickle it.
+    Module-level so DataLoader workers can pickle it. An image of more pixels than Pillow's
+    decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) is refused before it is decoded: a
+    small file can declare a size whose decoding takes gigabytes.
     """
     try:
         with Image.open(path) as img:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and img.width * img.height > limit:
+                raise DatasetError(_bomb_message(path, f"{img.width}x{img.height} = {img.width * img.height:,} pixels",
+                                                 limit))
             img = img.convert(mode)
             if size is not None and (img.height, img.width) != size:
                 if not resize:
@@ -59,10 +66,20 @@ def decode_image(path: str, mode: str, size: Optional[tuple[int, int]], resize: 
                     )
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, at twice the limit, in Image.open
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise DatasetError(_bomb_message(path, f"{int(pixels[1]):,} pixels" if pixels else "its size",
+                                         Image.MAX_IMAGE_PIXELS)) from None
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"{path}: cannot decode image: {exc}") from None
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _bomb_message(path: str, size: str, limit: Optional[int]) -> str:
+    return (f"{path}: {size} is over Pillow's decompression-bomb limit of {limit or 0:,} pixels "
+            "(PIL.Image.MAX_IMAGE_PIXELS); refused before decoding, as a small file can expand to gigabytes "
+            "(shrink the image)")
 
 
 def scan(root: Path, classes: Optional[list[str]] = None) -> tuple[list[str], list[str], list[int]]:

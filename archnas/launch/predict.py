@@ -6,6 +6,11 @@ input size when they differ) or arrays (.npy, or .pt holding one tensor: `[N, C,
 [0, 1]). The model file says how to normalize them. One line per image: its name, the class index,
 the class name and the softmax probability; with `--labels` (one int per image, .npy / .pt / a
 text file of integers) also how many predictions are correct.
+
+Everything is checked before a prediction is printed: the model file's fields and weights (see
+`archnas.model.model_file`; its space or ops come only from archnas and the `--import` plugins),
+float pixels outside [0, 1] (0..255 floats, NaN, infinities, negatives), an array's shape, and
+image files over Pillow's decompression-bomb limit.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from archnas.data.imagefolder import decode_image
 from archnas.errors import DatasetError
-from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file
+from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file, torch_load_problem
 from archnas.utils.usage_parser import UsageParser
 
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -33,12 +40,13 @@ def build_predict_parser() -> argparse.ArgumentParser:
         description="Classify images with a model file (model_best.pt / model_last.pt of an eval phase). "
         "IMAGES are image files (.png, .jpg, ...; converted to the model's channels and resized to its input "
         "size) or arrays (.npy, or .pt with one tensor) of shape [N, C, H, W], [N, H, W] (one channel) or "
-        "[C, H, W], uint8 0..255 or float in [0, 1]. Prints one line per image: name, class index, class "
-        "name, probability.",
+        "[C, H, W], uint8 0..255 or float in [0, 1] (other floats are refused). Prints one line per image: name, "
+        "class index, class name, probability.",
         allow_abbrev=False,
     )
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import a module first: the plugin whose ops or space the model uses (repeatable)")
+                        help="import a module first: the plugin whose ops or space the model uses (repeatable); "
+                        "a model file never makes archnas import a module itself")
     parser.add_argument("model_file", metavar="MODEL_FILE", help="a model file written by the eval phase")
     parser.add_argument("images", metavar="IMAGES", nargs="+", help="image files and/or .npy / .pt arrays")
     parser.add_argument("--labels", metavar="FILE", help="the true class index of every image, in order (.npy, .pt or "
@@ -65,7 +73,9 @@ def load_images(paths: Sequence[str], trained: TrainedModel) -> tuple[torch.Tens
             batches.append(x)
             names += [f"{name}[{i}]" for i in range(x.shape[0])]
         else:
-            image = decode_image(str(path), "L" if c == 1 else "RGB", (h, w), resize=True)
+            with warnings.catch_warnings():  # decode_image refuses what Pillow would only warn about
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = decode_image(str(path), "L" if c == 1 else "RGB", (h, w), resize=True)
             if image.shape[0] != c:
                 raise InputError(f"{path}: {image.shape[0]} channels; the model takes {c}")
             batches.append(image[None])
@@ -80,8 +90,8 @@ def _read_array(path: Path) -> torch.Tensor:
         if path.suffix.lower() == ".npy":
             return torch.from_numpy(np.load(path, allow_pickle=False))
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: say which
-        raise DatasetError(f"{path}: cannot read it as an array ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a corrupt, foreign or harmful file: say which, in one line
+        raise DatasetError(f"{path}: cannot read it as an array ({torch_load_problem(exc)})") from None
     if not isinstance(data, torch.Tensor):
         raise DatasetError(f"{path}: holds a {type(data).__name__}, expected one tensor")
     return data

@@ -5,17 +5,21 @@ Built-in spaces register when `archnas.hub` is imported (the nas layer and the C
 plugin module registers its own at import. A factory takes the dataset's `input_shape`
 (`[channels, height, width]`) and `n_classes` by keyword, plus the space's own parameters. A
 user factory named in a config (`module:function`) has the same signature.
+
+Nothing here imports a module: a name (from a config, a model file) reaches only what built-ins
+and the user's plugins registered, and a `module:function` only a function that a module loaded
+as a plugin (`--import module`, an `archnas.plugins` entry point) defines itself.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from torch import nn
 
 from archnas.errors import SpaceError
+from archnas.utils.plugins import plugin_module
 
 SpaceFactory = Callable[..., nn.Module]
 ArchParser = Callable[[str], dict]  # a space's own architecture strings (NB201's, names) -> {label: choice}
@@ -44,18 +48,27 @@ def space_names() -> list[str]:
     return sorted(_SPACES)
 
 
-def import_factory(spec: str) -> SpaceFactory:
-    """`package.module:function` -> the function (SpaceError naming what failed)."""
+def space_module(name: str) -> Optional[str]:
+    """The module whose factory is registered as `name` (a plugin to load before naming it), or None."""
+    factory = _SPACES.get(name)
+    return getattr(factory, "__module__", None) if factory is not None else None
+
+
+def plugin_factory(spec: str) -> SpaceFactory:
+    """`package.module:function` -> the function, when `package.module` is a loaded plugin that
+    defines it (a SpaceError naming what failed, and the plugin to load)."""
     module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
+    if not sep or not module_name or not attr.isidentifier():
         raise SpaceError(f"space factory {spec!r}: expected 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpaceError(f"space factory {spec!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise SpaceError(f"space factory {spec!r}: {module_name} has no callable {attr!r}")
+    module = plugin_module(module_name)
+    if module is None:
+        raise SpaceError(f"space factory {spec!r}: {module_name!r} is not a loaded plugin, and archnas imports no "
+                         f"module on a file's say; if it is a plugin you trust, load it with --import {module_name} "
+                         f"(in Python: archnas.utils.plugins.load_plugins([{module_name!r}]))")
+    factory = vars(module).get(attr)
+    # its own function: not a callable it imported from elsewhere (`from logging import basicConfig`)
+    if not callable(factory) or getattr(factory, "__module__", None) != module_name:
+        raise SpaceError(f"space factory {spec!r}: {module_name} has no callable {attr!r} of its own")
     return factory
 
 
@@ -65,9 +78,10 @@ def space_factory(name: str | None, factory: str | None) -> tuple[str, SpaceFact
         raise SpaceError("a space is named by exactly one of name (a registered space: "
                          f"{', '.join(space_names()) or 'none'}) and factory ('package.module:function')")
     if factory is not None:
-        return factory, import_factory(factory)
+        return factory, plugin_factory(factory)
     if name not in _SPACES:
-        raise SpaceError(f"unknown space {name!r}; registered spaces: {', '.join(space_names()) or 'none'}")
+        raise SpaceError(f"unknown space {name!r}; registered spaces: {', '.join(space_names()) or 'none'} "
+                         "(a plugin's space is registered once the plugin is loaded: --import MODULE)")
     return name, _SPACES[name]
 
 
@@ -88,4 +102,7 @@ def create_space(name: str | None = None, *, factory: str | None = None, input_s
     except TypeError as exc:
         raise SpaceError(f"space {what}: {exc} (a space factory takes input_shape=, n_classes= and its own "
                          "parameters by keyword)") from None
-    return fn(**kwargs)
+    model = fn(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise SpaceError(f"space {what}: its factory returned a {type(model).__name__}, not an nn.Module")
+    return model

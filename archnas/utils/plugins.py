@@ -7,6 +7,9 @@ named with `--import` on the command line. Importing is all that happens: a modu
 what it defines at import time, and importing it again (a second run in one process) is a no-op.
 A plugin that fails to import is the user's error, reported as one message (exit code 2) that
 names the plugin and where it failed, never a traceback.
+
+These are the only modules archnas imports on anyone's say: a `module:function` a config or a
+model file names resolves only in a module loaded here (`plugin_module`), never by importing it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import importlib
 import traceback
 from importlib.metadata import entry_points
-from typing import Sequence
+from types import ModuleType
+from typing import Optional, Sequence
 
 from archnas.errors import ConfigError
 
 GROUP = "archnas.plugins"
+_LOADED: dict[str, ModuleType] = {}  # the registration table of this process's plugins, by module name
 
 
 def load_plugins(modules: Sequence[str]) -> list[str]:
@@ -32,6 +37,12 @@ def load_plugins(modules: Sequence[str]) -> list[str]:
         _import(name, f"--import {name}")
         loaded.append(name)
     return loaded
+
+
+def plugin_module(name: str) -> Optional[ModuleType]:
+    """The module `name` if this process loaded it as a plugin (an entry point or `--import`), else
+    None: what a name read from a file may point into, so that no file picks the code archnas runs."""
+    return _LOADED.get(name)
 
 
 def import_flags(argv: Sequence[str]) -> list[str]:
@@ -48,7 +59,7 @@ def import_flags(argv: Sequence[str]) -> list[str]:
 
 def _import(module: str, what: str) -> None:
     try:
-        importlib.import_module(module)
+        _LOADED[module] = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
             raise ConfigError(f"{what}: cannot import it: there is no module {module!r}; is it installed or on "
