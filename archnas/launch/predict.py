@@ -28,7 +28,8 @@ from PIL import Image
 
 from archnas.data.imagefolder import decode_image
 from archnas.errors import DatasetError
-from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file, torch_load_problem
+from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file
+from archnas.utils.torch_files import torch_load_problem
 from archnas.utils.usage_parser import UsageParser
 
 ARRAY_SUFFIXES = (".npy", ".pt")

@@ -24,8 +24,6 @@ file is one message naming what is missing or mismatched.
 from __future__ import annotations
 
 import math
-import pickle
-import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from archnas.space import create_space, fixed_arch
 from archnas.space.registry import space_module, space_names
 from archnas.utils import atomic
 from archnas.utils.plugins import load_plugins
+from archnas.utils.torch_files import torch_load_problem
 
 FORMAT = "archnas-model"
 VERSION = 2  # 2 added `input` and `classes`; version 1 files load, but cannot normalize input for predict()
@@ -97,20 +96,6 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         raise DescError(f"{path}: model file version {_show(data.get('version'))} is not supported "
                         f"(expected 1 or {VERSION})")
     return data
-
-
-def torch_load_problem(exc: BaseException) -> str:
-    """Why `torch.load(weights_only=True)` refused a file, in one line: for a pickle that would
-    call code, the global it names (torch's own message advises loading it with weights_only=False,
-    which would run that code)."""
-    text = str(exc)
-    named = re.search(r"GLOBAL ([\w.]+)", text)
-    if isinstance(exc, pickle.UnpicklingError) and named:
-        return (f"it holds a pickled Python object ({named[1]}) that loading would call: refused, an archnas model "
-                "file holds only tensors and plain data")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if "weights_only" not in line and not line.startswith("Check the documentation")]
-    return f"{type(exc).__name__}: {(useful or lines or [''])[0][:200]}"
 
 
 def update_model_file_info(path: str | Path, extra: dict[str, Any]) -> None:
