@@ -345,7 +345,7 @@ class _Fields:
         if missing:
             raise self.error(f"space has no {' and no '.join(missing)}: the network cannot be built without it")
         name, factory, params = space.get("name"), space.get("factory"), space.get("params", {})
-        if (name is None) == (factory is None) or not isinstance(name or factory, str):
+        if (name is None) == (factory is None) or not isinstance(name or factory, str) or len(name or factory) > 200:
             raise self.error(f"space: expected a registered space's name or a plugin's factory "
                              f"('module:function'), got name {_show(name)} and factory {_show(factory)}")
         if not _positive_ints(space["input_shape"], 3):
