@@ -74,8 +74,8 @@ def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], root: st
                        *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]
             code = _run_child(command)
             if code > 128:
-                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal after saving its "
-                                                 f"checkpoint; the algorithms before it are finished")
+                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal (what it had saved "
+                                                 f"is kept); the algorithms before it are finished")
             if code:
                 sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
                 return code
