@@ -57,10 +57,16 @@ def start_holder(folder: Path) -> subprocess.Popen:
     return holder
 
 
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (from /proc; a zombie, which only waits to be reaped, does not)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def children_of(pid: int) -> list[int]:
     """The live processes whose parent is `pid` (from /proc)."""
-    from archnas.utils.lock import pid_running
-
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -68,7 +74,7 @@ def children_of(pid: int) -> list[int]:
                 stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            if int(stat[1]) == pid and pid_running(int(entry.name)):
+            if int(stat[1]) == pid and alive(int(entry.name)):
                 out.append(int(entry.name))
     return out
 
@@ -141,8 +147,6 @@ def test_two_runs_started_together_one_runs_one_exits_2_and_the_result_is_a_lone
 
 @pytest.mark.slow
 def test_kill_9_of_an_algos_parent_leaves_no_child_running(tmp_path):
-    from archnas.utils.lock import LOCK_FILE, ExperimentLock, pid_running
-
     command = [sys.executable, "-m", "archnas", "--algos", "manual", "--config", TINY, "--exp-name", "cmp",
                f"common.results_dir={tmp_path}", f"common.cache_dir={tmp_path / 'cache'}", "common.log_every_steps=1",
                "common.tensorboard=false", "dataset.limit_train=120", "dataset.limit_test=60",
@@ -158,9 +162,9 @@ def test_kill_9_of_an_algos_parent_leaves_no_child_running(tmp_path):
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 10
-        while any(pid_running(c) for c in children) and time.monotonic() < deadline:
+        while any(alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [c for c in children if pid_running(c)], "children of the killed --algos parent still run"
+        assert not [c for c in children if alive(c)], "children of the killed --algos parent still run"
     finally:
         parent.kill()
         for child in children:
@@ -169,6 +173,8 @@ def test_kill_9_of_an_algos_parent_leaves_no_child_running(tmp_path):
             except ProcessLookupError:
                 pass
     # The child died holding its lock: a rerun takes it over (no second writer was left to refuse it).
+    from archnas.utils.lock import LOCK_FILE, ExperimentLock
+
     lock = ExperimentLock(tmp_path / "cmp" / "manual", ["archnas"]).acquire()
     try:
         assert any("is no longer running" in line for line in lock.found()), lock.found()
@@ -199,16 +205,14 @@ print(child.pid, flush=True)
 
 
 def test_a_child_follows_its_parent_without_the_parent_death_signal_too():
-    from archnas.utils.lock import pid_running
-
     parent = subprocess.run([sys.executable, "-c", FALLBACK_PARENT, FALLBACK_CHILD], env=ENV, capture_output=True,
                             text=True, timeout=60)
     child = int(parent.stdout.strip())
     try:
         deadline = time.monotonic() + 10
-        while pid_running(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not pid_running(child), "the child outlived its parent"
+        assert not alive(child), "the child outlived its parent"
     finally:
         try:
             os.kill(child, signal.SIGKILL)
