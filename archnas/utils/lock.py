@@ -54,7 +54,7 @@ def _now() -> str:
 def describe_owner(owner: Optional[dict[str, Any]]) -> str:
     """`pid 123 on host h, started 2026-01-02T03:04:05+00:00: archnas --config ...` from a lock record."""
     if not owner:
-        return "an archnas run that has not recorded itself yet"
+        return "which has not written its pid, host and command into the lock yet"
     command = owner.get("command")
     command = " ".join(map(str, command)) if isinstance(command, list) else str(command)
     return (f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('start_time')}: "
@@ -220,9 +220,12 @@ class ExperimentLock:
         try:
             if _same_file(fd, self.path):
                 os.unlink(self.path)
-        except OSError:
-            pass  # a read-only folder: the lock dies with the file description below
-        os.close(fd)
+        except OSError:  # a folder that became read-only: empty the record at least (not a dead run's lock)
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+        os.close(fd)  # drops the OS lock
         self._remove_created()
 
     def _remove_created(self) -> None:
