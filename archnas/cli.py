@@ -19,7 +19,8 @@ from archnas.config import (
     parse_override_tokens,
 )
 from archnas.errors import ConfigError, UsageError
-from archnas.training.signals import RunInterrupted
+from archnas.training.signals import RunInterrupted, StopSignals
+from archnas.utils.lock import under_parent
 from archnas.utils.plugins import load_plugins
 from archnas.utils.versions import check_torch_version
 from archnas.utils.usage_parser import UsageParser
@@ -163,20 +164,23 @@ def resolve_conf(args) -> ExperimentConf:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        check_torch_version(torch.__version__)
-        if argv and argv[0] == "stats":
-            return _stats(argv[1:])
-        if argv and argv[0] == "predict":
-            return _predict(argv[1:])
-        if argv and argv[0] == "run":
-            argv = argv[1:]
-        return _run(argv)
+        with StopSignals(at_once=True):  # SIGINT/SIGTERM from here to the end stop at a safe point
+            check_torch_version(torch.__version__)
+            if argv and argv[0] == "stats":
+                return _stats(argv[1:])
+            if argv and argv[0] == "predict":
+                return _predict(argv[1:])
+            if argv and argv[0] == "run":
+                argv = argv[1:]
+            return _run(argv)
     except UsageError as exc:
         print(f"archnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except RunInterrupted as exc:  # SIGINT/SIGTERM: the trainer saved a checkpoint first
-        again = [a for a in sys.orig_argv if a != "--restart"]  # resuming must not start over once more
-        print(f"archnas: {exc}\narchnas: resume with: {shlex.join(again)}", file=sys.stderr)
+    except RunInterrupted as exc:  # SIGINT/SIGTERM: stopped at a safe point (the trainer saves a checkpoint first)
+        print(f"archnas: {exc}", file=sys.stderr)
+        if not under_parent():  # an --algos child's parent says how to resume the whole command
+            again = [a for a in sys.orig_argv if a != "--restart"]  # resuming must not start over once more
+            print(f"archnas: resume with: {shlex.join(again)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("archnas: interrupted", file=sys.stderr)
@@ -209,7 +213,7 @@ def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
         if ranks_from_env(os.environ)[1] > 1:
             raise ConfigError("--algos under torchrun: --algos starts one process per phase itself; run each "
                               "algorithm with its own torchrun command (--config confs/<algo>.yaml) instead")
-        return run_algorithms(args)
+        return run_algorithms(args, argv)
     with distributed_session(conf.common.device) as session:
         if seeds is None:
             run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force,

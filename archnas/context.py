@@ -27,6 +27,7 @@ from archnas.errors import ConfigError
 from archnas.training.env import TrainingEnv
 from archnas.utils import atomic
 from archnas.utils.device import resolve_device, set_deterministic
+from archnas.utils.nofollow import AppendFileHandler, unplant
 from archnas.utils.seeding import phase_seed, seed_everything
 
 REPO_ROOT = Path(archnas.__file__).resolve().parents[1]
@@ -232,7 +233,8 @@ class PhaseContext(TrainingEnv):
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.dir / "config.yaml", config_to_yaml(self.run.conf))
         atomic.write_json(self.dir / "run.json", info)
-        file_handler = logging.FileHandler(self.dir / "log.txt", encoding="utf-8")
+        unplant(self.dir / "log.txt", self.log)  # a link planted there is replaced, never written through
+        file_handler = AppendFileHandler(self.dir / "log.txt")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         for record in held.records:
             file_handler.handle(record)

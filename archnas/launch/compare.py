@@ -15,11 +15,12 @@ from typing import Any, Sequence
 
 from archnas.config import find_config_file, load_config
 from archnas.errors import ConfigError
-from archnas.launch.experiment import default_experiment_name
+from archnas.launch.experiment import default_experiment_name, experiment_lock
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import ExperimentResult
 from archnas.training.signals import RunInterrupted
 from archnas.utils import atomic
+from archnas.utils.lock import child_env
 
 SUMMARY_COLUMNS = [
     ("algorithm", "algorithm"), ("test_top1", "test top-1"), ("params", "params"), ("macs", "MACs"),
@@ -28,7 +29,7 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def run_algorithms(args) -> int:
+def run_algorithms(args: Any, argv: Sequence[str]) -> int:
     """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs and overrides,
     into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv.
 
@@ -36,8 +37,8 @@ def run_algorithms(args) -> int:
     <exp>/<algo> --no-eval`, then `--no-search`): memory a process has freed stays in its resident
     set, so only a fresh process measures one phase's peak memory on CPU. Signals are passed on
     to the running phase, which checkpoints; the sequence stops at the first phase that fails or
-    is interrupted, and rerunning the command skips what finished and resumes the rest. Returns
-    the exit code.
+    is interrupted, and rerunning the command skips what finished and resumes the rest. The
+    parent holds the lock of results/<exp>/ throughout. Returns the exit code.
     """
     names = [a.strip() for a in args.algos.split(",") if a.strip()]
     if not names or len(set(names)) != len(names):
@@ -48,6 +49,14 @@ def run_algorithms(args) -> int:
         confs[name] = load_config([find_config_file(name), *args.config], args.overrides)
     first = confs[names[0]]
     root = args.exp_name or first.common.experiment_name or (default_experiment_name(args.config) if args.config else "compare")
+    summary_dir = Path(first.common.results_dir).expanduser() / root
+    with experiment_lock(summary_dir, argv) as lock:  # each child locks its own <exp>/<algo>
+        for line in lock.found() if lock is not None else ():
+            print(f"archnas: {line}", flush=True)
+        return _run_algorithms(args, names, confs, root, summary_dir)
+
+
+def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], root: str, summary_dir: Path) -> int:
     results = []
     for number, name in enumerate(names, 1):
         exp_dir = Path(confs[name].common.results_dir).expanduser() / root / name
@@ -65,15 +74,14 @@ def run_algorithms(args) -> int:
                        *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]
             code = _run_child(command)
             if code > 128:
-                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal after saving its "
-                                                 f"checkpoint; the algorithms before it are finished")
+                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal (what it had saved "
+                                                 f"is kept); the algorithms before it are finished")
             if code:
                 sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
                 return code
             setattr(result, phase, json.loads((exp_dir / "result.json").read_text())[phase])
         atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval})
         results.append(result)
-    summary_dir = Path(first.common.results_dir).expanduser() / root
     write_summary(summary_dir, results)
     sys.stdout.write((summary_dir / "summary.md").read_text())
     print(f"--algos: {len(names)} algorithms finished; summary in {summary_dir / 'summary.md'} and "
@@ -83,8 +91,11 @@ def run_algorithms(args) -> int:
 
 def _run_child(command: list[str]) -> int:
     """Run `command` in its own process group, passing SIGINT/SIGTERM to it exactly once each
-    (a Ctrl-C from the terminal reaches this process only), and return its exit code."""
-    child = subprocess.Popen(command, process_group=0)
+    (a Ctrl-C from the terminal reaches this process only), and return its exit code. The child
+    dies with this process (`archnas.utils.lock.follow_parent`, which `python -m archnas` calls
+    first), so killing the parent leaves no orphan writing on; and it leaves the resume hint to
+    this process, whose command is the one to rerun."""
+    child = subprocess.Popen(command, process_group=0, env=child_env())
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):

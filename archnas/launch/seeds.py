@@ -12,7 +12,7 @@ from archnas.context import RunContext
 from archnas.distributed import DistSession
 from archnas.config.validate import MAX_SEED
 from archnas.errors import ConfigError
-from archnas.launch.experiment import experiment_dir, open_experiment_dir, report
+from archnas.launch.experiment import experiment_dir, experiment_lock, log_lock, open_experiment_dir, report
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import ExperimentResult, ExperimentRunner
 from archnas.trials import Trial, check_ray_conf, run_trials
@@ -46,26 +46,38 @@ def run_seed(run: RunContext, search: bool, eval: bool, force: bool, restart: bo
     """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped. Its
     header is logged here, where the work starts (in this process or a Ray worker)."""
     run.log.info(f"seed {run.conf.common.seed} ({number}/{total}): starting; results in {run.exp_dir}")
-    open_experiment_dir(run.exp_dir, run.conf, run.is_main)
-    return ExperimentRunner(run, force=force, restart=restart).run(search=search, eval=eval)
+    with experiment_lock(run.exp_dir, run.argv, run.rank, run.control_group) as lock:  # its own, as on Ray
+        log_lock(run, lock)
+        open_experiment_dir(run.exp_dir, run.conf, run.is_main)
+        return ExperimentRunner(run, force=force, restart=restart).run(search=search, eval=eval)
 
 
 def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], search: bool = True, eval: bool = True,
               force: bool = False, session: Optional[DistSession] = None,
               restart: bool = False) -> list[ExperimentResult]:
     """The experiment once per seed, in `<experiment>/seed_<s>/`, then `<experiment>/seeds.json`
-    with each seed's results and the mean and standard deviation of the test accuracy."""
+    with each seed's results and the mean and standard deviation of the test accuracy. The
+    experiment's lock is held throughout, and each seed's folder has its own while it runs."""
     algorithm_class(conf.nas.algo)  # a bad name fails before anything runs
     root = experiment_dir(conf)
     rank, world_size = (session.rank, session.world_size) if session else (0, 1)
     check_ray_conf(conf.common.ray, world_size)
     device = session.device if session else None
-    log = RunContext.create(conf, root, list(argv), rank=rank, world_size=world_size, device=device).log
+    control_group = session.control_group if session else None
+    with experiment_lock(root, argv, rank, control_group) as lock:
+        top = RunContext.create(conf, root, list(argv), rank=rank, world_size=world_size, device=device)
+        log_lock(top, lock)
+        return _run_seeds(conf, top, seeds, search, eval, force, restart, control_group)
+
+
+def _run_seeds(conf: ExperimentConf, top: RunContext, seeds: Sequence[int], search: bool, eval: bool, force: bool,
+               restart: bool, control_group: Any) -> list[ExperimentResult]:
+    log, root = top.log, top.exp_dir
     trials = []
     for number, seed in enumerate(seeds, 1):
         sconf = seed_conf(conf, seed)
-        run = RunContext.create(sconf, experiment_dir(sconf), list(argv), rank=rank, world_size=world_size, device=device,
-                                control_group=session.control_group if session else None)
+        run = RunContext.create(sconf, experiment_dir(sconf), top.argv, rank=top.rank, world_size=top.world_size,
+                                device=top.device, control_group=control_group)
         trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force, restart, number, len(seeds))))
 
     def reported(i: int, result: ExperimentResult) -> None:
@@ -83,7 +95,7 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], s
         std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / max(len(accuracies) - 1, 1))
         summary.update(test_top1_mean=mean, test_top1_std=std)
         log.info(f"{len(accuracies)} seeds: test accuracy {mean:.2%} +- {std:.2%}")
-    if rank == 0:
+    if top.is_main:
         atomic.write_json(root / SEEDS_FILE, summary)
     log.info(f"--seeds: {len(seeds)} seeds finished; summary in {root / SEEDS_FILE}")
     return results

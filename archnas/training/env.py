@@ -20,6 +20,7 @@ import torch
 
 from archnas.config.schema import CheckpointConf
 from archnas.utils import atomic
+from archnas.utils.nofollow import open_append, unplant
 
 T = TypeVar("T")
 
@@ -61,13 +62,15 @@ class TrainingEnv:
         if self._tb is None and self.is_main and self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
+            unplant(self.dir / "tb", self.log, folder=True)  # events go into the phase's own folder, not a link's
             self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=purge_step)
         return self._tb
 
     def write_metrics(self, record: dict[str, Any], filename: str = "metrics.jsonl") -> None:
         """Append one JSON line (rank 0 only)."""
         if self.is_main:
-            with open(self.dir / filename, "a", encoding="utf-8") as f:
+            unplant(self.dir / filename, self.log)  # never appended through a link planted in the folder
+            with open_append(self.dir / filename) as f:
                 f.write(json.dumps(record, default=float) + "\n")
 
     def rewrite_metrics(self, records: Iterable[dict[str, Any]], filename: str = "metrics.jsonl") -> None:
