@@ -227,7 +227,7 @@ class ValueChoice(Resolvable, ValueExpr, Choice):
         if w.chosen is None:
             raise SpaceError(f"ValueChoice {self.label_key!r} is read in forward, which needs one value per forward, "
                              "but the strategy mixes its candidates by soft weights: search this space with a "
-                             "sampling strategy (gdas, spos), or pass the choice to an archnas.space.nn layer")
+                             "sampling strategy (spos, gdas), or pass the choice to an archnas.space.nn layer")
         return self.candidates[w.chosen[0]]
 
     def frozen(self, arch: Mapping[str, Any]) -> FixedValue:
