@@ -1,7 +1,8 @@
 """The plain modules a search space becomes at one architecture (`archnas.space.freeze`,
 `archnas.space.fixed_arch`): what is left of an InputChoice, a Cell and a NAS-Bench-201 cell once
-their choices are made. Plain torch modules, with nothing of the search space in them, so a
-frozen network loads and runs (and exports) wherever torch does.
+their choices are made, and of a ValueChoice read in a forward (`FixedValue`). Plain torch
+modules, with nothing of the search space in them, so a frozen network loads and runs (and
+exports) wherever torch does.
 
 The search-space modules compute their fixed-architecture forward through the same functions
 (`reduce_inputs`, `dense_cell_forward`), so a frozen network gives bitwise what the search-space
@@ -10,7 +11,9 @@ model gave at that architecture.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import math
+import operator
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -96,3 +99,88 @@ class FixedCell(nn.Module):
             states.append(node)
         out = torch.cat([states[i] for i in self.output_node_indices], self.concat_dim)
         return self.postprocessor(out, predecessors) if self.postprocessor is not None else out
+
+
+def _on_value(fn: Callable[[Any, Any], Any]) -> tuple[Callable, Callable]:
+    """The binary operator `fn` applied to a FixedValue's value, and its reflected form."""
+    def left(self: "FixedValue", other: Any) -> Any:
+        return fn(self.value, other.value if isinstance(other, FixedValue) else other)
+
+    def right(self: "FixedValue", other: Any) -> Any:
+        return fn(other, self.value)
+
+    return left, right
+
+
+class FixedValue(nn.Module):
+    """A ValueChoice at one architecture. Called, it gives the value (NNI's `self.rate()` in a
+    forward); in a model's constructor it stands for the value (arithmetic, comparisons, `int`,
+    `float`, `round`, `format`, a size argument of archnas.space layers), so the code that built a
+    search space builds the network of one architecture unchanged. A module (no parameters), so
+    `freeze` and `fixed_arch` leave the same thing where the choice was."""
+
+    def __init__(self, value: Any):
+        super().__init__()
+        self.value = value
+
+    def forward(self) -> Any:
+        return self.value
+
+    def extra_repr(self) -> str:
+        return repr(self.value)
+
+    __add__, __radd__ = _on_value(operator.add)
+    __sub__, __rsub__ = _on_value(operator.sub)
+    __mul__, __rmul__ = _on_value(operator.mul)
+    __truediv__, __rtruediv__ = _on_value(operator.truediv)
+    __floordiv__, __rfloordiv__ = _on_value(operator.floordiv)
+    __mod__, __rmod__ = _on_value(operator.mod)
+    __pow__, __rpow__ = _on_value(operator.pow)
+    __lshift__, __rlshift__ = _on_value(operator.lshift)
+    __rshift__, __rrshift__ = _on_value(operator.rshift)
+    __and__, __rand__ = _on_value(operator.and_)
+    __or__, __ror__ = _on_value(operator.or_)
+    __xor__, __rxor__ = _on_value(operator.xor)
+    __lt__, __gt__ = _on_value(operator.lt)[0], _on_value(operator.gt)[0]
+    __le__, __ge__ = _on_value(operator.le)[0], _on_value(operator.ge)[0]
+    __eq__, __ne__ = _on_value(operator.eq)[0], _on_value(operator.ne)[0]
+    __hash__ = nn.Module.__hash__  # by identity, as every module
+
+    def __neg__(self) -> Any:
+        return -self.value
+
+    def __pos__(self) -> Any:
+        return +self.value
+
+    def __invert__(self) -> Any:
+        return ~self.value
+
+    def __abs__(self) -> Any:
+        return abs(self.value)
+
+    def __round__(self, ndigits: Optional[int] = None) -> Any:
+        return round(self.value, ndigits)
+
+    def __floor__(self) -> Any:
+        return math.floor(self.value)
+
+    def __ceil__(self) -> Any:
+        return math.ceil(self.value)
+
+    def __trunc__(self) -> Any:
+        return math.trunc(self.value)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __int__(self) -> int:
+        return int(self.value)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __index__(self) -> int:
+        return operator.index(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)

@@ -113,9 +113,14 @@ class LayerChoice(Resolvable, Choice):
             out = y if out is None else out + y
         return out
 
+    def reachable(self, arch: Mapping[str, Any]) -> list[nn.Module]:
+        """The submodules a forward at `arch` runs: the chosen candidate; choices inside the
+        others need no value in `arch`."""
+        return [self.candidates[choice_index(self.spec(), arch[self.label_key])]]
+
     def frozen(self, arch: Mapping[str, Any]) -> nn.Module:
         """The chosen candidate (what `freeze` puts in this module's place)."""
-        return self.candidates[choice_index(self.spec(), arch[self.label_key])]
+        return self.reachable(arch)[0]
 
 
 class SearchVariantsContainer(LayerChoice):
@@ -250,10 +255,13 @@ class Repeat(Resolvable, nn.Module):
                     out = w.probs[k] * x if out is None else out + w.probs[k] * x
         return out
 
+    def reachable(self, arch: Mapping[str, Any]) -> list[nn.Module]:
+        """The blocks a forward at `arch` runs: choices in blocks beyond the depth need no value."""
+        d = self.depth.candidates[choice_index(self.depth.spec(), arch[self.depth.label_key])]
+        return list(self.blocks[:d])
+
     def frozen(self, arch: Mapping[str, Any]) -> nn.Module:
-        value = arch[self.depth.label_key]
-        d = self.depth.candidates[choice_index(self.depth.spec(), value)]
-        return nn.Sequential(*self.blocks[:d])
+        return nn.Sequential(*self.reachable(arch))
 
 
 def _label_of(depth: Any) -> Optional[str]:

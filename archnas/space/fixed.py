@@ -4,8 +4,8 @@
         net = NasBench201()          # no choice module is made: each returns its chosen part
 
 Inside the block every choice constructor returns what the architecture chooses instead of a
-choice (a LayerChoice its chosen candidate, a ValueChoice its value, a Repeat the chosen number
-of blocks, ...), so the network has exactly the modules, parameters and state-dict keys that
+choice (a LayerChoice its chosen candidate, a ValueChoice its value as a `FixedValue`, a Repeat
+the chosen number of blocks, ...), so the network has exactly the modules, parameters and state-dict keys that
 `freeze` of a trained search-space model gives at the same architecture. Choices need labels
 here: an unlabelled choice only gets its label (its module path) once a SearchSpaceModel sees
 the whole model, which a network built from scratch never does.
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
 
 from archnas.errors import SpaceError
+from archnas.ops.frozen import FixedValue
 
 
 @dataclass
@@ -53,14 +54,22 @@ def _same(value: Any, choice: Any) -> bool:
 KEEP = object()  # what `_instead` returns when the constructor should build the module itself
 
 
+def value_of(value: Any) -> Any:
+    """The value a `FixedValue` (a ValueChoice made under `fixed_arch`) stands for; anything else as is."""
+    return value.value if isinstance(value, FixedValue) else value
+
+
 class Resolvable:
     """A module whose constructor may return something else: the chosen part under `fixed_arch`,
     or a plain torch layer when no argument is a choice. Subclasses say what in `_instead` (called
-    with the constructor's arguments; `KEEP` to build the module). Copying and unpickling call
-    `__new__` without arguments, and always get the module itself."""
+    with the constructor's arguments, a `FixedValue` among them replaced by its value; `KEEP` to
+    build the module). Copying and unpickling call `__new__` without arguments, and always get the
+    module itself."""
 
     def __new__(cls, *args: Any, **kwargs: Any):
         if args or kwargs:
+            args = tuple(value_of(a) for a in args)
+            kwargs = {k: value_of(v) for k, v in kwargs.items()}
             instead = cls._instead(*args, **kwargs)
             if instead is not KEEP:
                 return instead

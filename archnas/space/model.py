@@ -166,15 +166,20 @@ class SearchSpaceModel(Searchable):
         return arch
 
     def check_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
-        """`arch` checked against the space: every label known and present, every value one of
-        its candidates (SpaceError naming the culprit and the valid labels or values)."""
+        """`arch` checked against the space: every label known, every value one of its candidates,
+        every label the forward at `arch` reads present (SpaceError naming the culprit and the
+        valid labels or values). Labels no forward at `arch` reads (inside a LayerChoice's other
+        candidates, in a Repeat's blocks beyond its depth) may be left out, as NNI allows; the
+        architecture returned gives them their defaults, which change nothing the network computes."""
         unknown = sorted(set(arch) - set(self.specs))
         if unknown:
             raise SpaceError(f"unknown labels {', '.join(map(repr, unknown))}; the space's labels: "
                              f"{', '.join(self.specs)}")
-        missing = [label for label in self.specs if label not in arch]
-        if missing:
-            raise SpaceError(f"the architecture has no value for {', '.join(map(repr, missing))}")
+        if any(label not in arch for label in self.specs):
+            missing = [label for label in _read_labels(self.model, arch) if label not in arch]
+            if missing:
+                raise SpaceError(f"the architecture has no value for {', '.join(map(repr, missing))}")
+            arch = {**self.default_architecture(), **arch}
         return {label: choice_value(spec, choice_index(spec, arch[label])) for label, spec in self.specs.items()}
 
     def set_architecture(self, arch: Mapping[str, Any]) -> None:
@@ -262,6 +267,31 @@ class SearchSpaceModel(Searchable):
 
     def get_network_with_best_arch(self) -> nn.Module:
         return freeze(self, self.export())
+
+
+def _read_labels(model: nn.Module, arch: Mapping[str, Any]) -> list[str]:
+    """The labels a forward of `model` at `arch` reads, in module order: below a choice that says
+    which submodules run (`reachable`), only those; below one whose label `arch` lacks, nothing
+    (that label is reported missing first)."""
+    labels: dict[str, None] = {}
+    seen: set[int] = set()
+
+    def visit(module: nn.Module) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        own = ([module.label_key] if isinstance(module, Choice) else []) + \
+            [leaf.label_key for _, leaf in _named_leaves(module)]
+        labels.update(dict.fromkeys(own))
+        if hasattr(module, "reachable") and type(module).__module__.startswith("archnas.space"):
+            children = module.reachable(arch) if all(label in arch for label in own) else []
+        else:
+            children = list(module.children())
+        for child in children:
+            visit(child)
+
+    visit(model)
+    return list(labels)
 
 
 def _without_label(spec: ChoiceSpec) -> tuple:

@@ -1,5 +1,6 @@
-"""ValueChoice and the expressions built from it (`+ - * // /`, `round`, `max`, `min`, comparisons,
-`condition`), evaluated lazily once the labelled choices they depend on are decided.
+"""ValueChoice and the expressions built from it (every arithmetic, bitwise and comparison operator,
+`abs`, `round`, `max`, `min`, `condition`, `to_int`, `to_float`), evaluated lazily once the labelled
+choices they depend on are decided.
 
     width = ValueChoice([16, 32, 64], label="width")
     self.conv = archnas.space.nn.Conv2d(3, width, kernel_size=3)
@@ -7,8 +8,17 @@
 
 An expression knows the leaf choices it depends on (`leaves`, one per label) and computes its
 value from a `{label: value}` mapping (`evaluate`); `all_options` lists every value it can take.
-Equality is identity (choices are modules and must stay hashable), so `condition` takes a
-comparison made with `<`, `<=`, `>` or `>=`.
+`==` and `!=` build expressions too (`ValueChoice.condition(k == 3, 10, 20)`), as in NNI, so code
+that holds choices compares them with `is` or by label; choices stay hashable by identity.
+
+A ValueChoice can also be read in a forward, NNI's pattern for functional calls:
+
+    self.p = ValueChoice([0.1, 0.5], label="p")     # in __init__
+    return F.dropout(x, self.p())                    # in forward: the value of this forward's architecture
+
+Under `fixed_arch` the constructor returns a `FixedValue` (archnas.ops.frozen), and `freeze`
+replaces the choice with one: called, it gives the chosen value; used in the constructor
+(arithmetic, comparisons, a layer's argument) it stands for that value.
 """
 
 from __future__ import annotations
@@ -19,9 +29,21 @@ import operator
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from archnas.errors import SpaceError
-from archnas.space.choice import Choice
-from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
+from archnas.ops.frozen import FixedValue
+from archnas.space.choice import Choice, choice_index
+from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch, value_of
 from archnas.space.store import ChoiceSpec
+
+
+def _binary(fn: Callable[[Any, Any], Any], symbol: str) -> tuple[Callable, Callable]:
+    """The operator `fn` as a method with the expression on the left, and its reflected form."""
+    def left(self: "ValueExpr", other: Any) -> "ValueExpr":
+        return Compose(fn, (self, other), symbol)
+
+    def right(self: "ValueExpr", other: Any) -> "ValueExpr":
+        return Compose(fn, (other, self), symbol)
+
+    return left, right
 
 
 class ValueExpr:
@@ -43,55 +65,77 @@ class ValueExpr:
                 seen.append(value)
         return seen
 
-    # -- arithmetic: each operator makes a new expression node --------------------------------
+    # -- operators: each makes a new expression node (NNI overloads them all) ----------------
 
-    def _op(self, fn: Callable[..., Any], *others: Any, symbol: str) -> "ValueExpr":
-        return Compose(fn, (self, *others), symbol)
+    __add__, __radd__ = _binary(operator.add, "+")
+    __sub__, __rsub__ = _binary(operator.sub, "-")
+    __mul__, __rmul__ = _binary(operator.mul, "*")
+    __truediv__, __rtruediv__ = _binary(operator.truediv, "/")
+    __floordiv__, __rfloordiv__ = _binary(operator.floordiv, "//")
+    __mod__, __rmod__ = _binary(operator.mod, "%")
+    __pow__, __rpow__ = _binary(operator.pow, "**")
+    __lshift__, __rlshift__ = _binary(operator.lshift, "<<")
+    __rshift__, __rrshift__ = _binary(operator.rshift, ">>")
+    __and__, __rand__ = _binary(operator.and_, "&")
+    __or__, __ror__ = _binary(operator.or_, "|")
+    __xor__, __rxor__ = _binary(operator.xor, "^")
+    # comparisons: `a < b` is `b > a` when Python reflects one, so each side builds the same node
+    __lt__, __gt__ = _binary(operator.lt, "<")[0], _binary(operator.gt, ">")[0]
+    __le__, __ge__ = _binary(operator.le, "<=")[0], _binary(operator.ge, ">=")[0]
+    __eq__, __ne__ = _binary(operator.eq, "==")[0], _binary(operator.ne, "!=")[0]
+    __hash__ = object.__hash__  # hashable by identity, as modules are, although == builds an expression
 
-    def __add__(self, o): return self._op(operator.add, o, symbol="+")  # noqa: E704
-    def __radd__(self, o): return Compose(operator.add, (o, self), "+")  # noqa: E704
-    def __sub__(self, o): return self._op(operator.sub, o, symbol="-")  # noqa: E704
-    def __rsub__(self, o): return Compose(operator.sub, (o, self), "-")  # noqa: E704
-    def __mul__(self, o): return self._op(operator.mul, o, symbol="*")  # noqa: E704
-    def __rmul__(self, o): return Compose(operator.mul, (o, self), "*")  # noqa: E704
-    def __floordiv__(self, o): return self._op(operator.floordiv, o, symbol="//")  # noqa: E704
-    def __rfloordiv__(self, o): return Compose(operator.floordiv, (o, self), "//")  # noqa: E704
-    def __truediv__(self, o): return self._op(operator.truediv, o, symbol="/")  # noqa: E704
-    def __rtruediv__(self, o): return Compose(operator.truediv, (o, self), "/")  # noqa: E704
-    def __neg__(self): return Compose(operator.neg, (self,), "-")  # noqa: E704
-    def __lt__(self, o): return self._op(operator.lt, o, symbol="<")  # noqa: E704
-    def __le__(self, o): return self._op(operator.le, o, symbol="<=")  # noqa: E704
-    def __gt__(self, o): return self._op(operator.gt, o, symbol=">")  # noqa: E704
-    def __ge__(self, o): return self._op(operator.ge, o, symbol=">=")  # noqa: E704
+    def __neg__(self) -> "ValueExpr":
+        return Compose(operator.neg, (self,), "-")
+
+    def __pos__(self) -> "ValueExpr":
+        return Compose(operator.pos, (self,), "+")
+
+    def __invert__(self) -> "ValueExpr":
+        return Compose(operator.invert, (self,), "~")
+
+    def __abs__(self) -> "ValueExpr":
+        return Compose(abs, (self,), "abs")
 
     def __round__(self, ndigits: Optional[int] = None) -> "ValueExpr":
         return Compose(lambda v: round(v, ndigits), (self,), "round")
+
+    def __floor__(self) -> "ValueExpr":
+        return Compose(math.floor, (self,), "floor")
+
+    def __ceil__(self) -> "ValueExpr":
+        return Compose(math.ceil, (self,), "ceil")
+
+    def __trunc__(self) -> "ValueExpr":
+        return Compose(math.trunc, (self,), "trunc")
 
     def __bool__(self) -> bool:
         raise SpaceError("a ValueChoice has no value until the architecture is chosen: use it as a layer argument, "
                          "or ValueChoice.condition(...) instead of if/and/or")
 
+    # -- functions: lazy over expressions, evaluated at once over plain values (as NNI's) -------
+
     @staticmethod
     def max(arg0: Any, *args: Any) -> Any:
         items = list(arg0) if not args and isinstance(arg0, Iterable) and not isinstance(arg0, ValueExpr) else [arg0, *args]
-        return Compose(lambda *v: max(v), tuple(items), "max")
+        return compose(lambda *v: max(v), items, "max")
 
     @staticmethod
     def min(arg0: Any, *args: Any) -> Any:
         items = list(arg0) if not args and isinstance(arg0, Iterable) and not isinstance(arg0, ValueExpr) else [arg0, *args]
-        return Compose(lambda *v: min(v), tuple(items), "min")
+        return compose(lambda *v: min(v), items, "min")
 
     @staticmethod
     def condition(pred: Any, true: Any, false: Any) -> Any:
-        return Compose(lambda p, t, f: t if p else f, (pred, true, false), "condition")
+        return compose(lambda p, t, f: t if p else f, (pred, true, false), "condition")
 
     @staticmethod
     def to_int(obj: Any) -> Any:
-        return Compose(int, (obj,), "int")
+        return compose(int, (obj,), "int")
 
     @staticmethod
     def to_float(obj: Any) -> Any:
-        return Compose(float, (obj,), "float")
+        return compose(float, (obj,), "float")
 
 
 class Compose(ValueExpr):
@@ -115,6 +159,14 @@ class Compose(ValueExpr):
         return f"{self.symbol}({', '.join(map(repr, self.args))})"
 
 
+def compose(fn: Callable[..., Any], args: Sequence[Any], symbol: str) -> Any:
+    """`fn(*args)` as an expression when an argument is one, else its value now (a value chosen
+    under `fixed_arch` counts as its value)."""
+    if any(isinstance(a, ValueExpr) for a in args):
+        return Compose(fn, args, symbol)
+    return fn(*(value_of(a) for a in args))
+
+
 def evaluate(value: Any, values: Mapping[str, Any]) -> Any:
     """`value` itself, or the expression's value under `values`."""
     return value.evaluate(values) if isinstance(value, ValueExpr) else value
@@ -134,7 +186,7 @@ class ValueChoice(Resolvable, ValueExpr, Choice):
     """One value out of `candidates`, as an argument of `archnas.space.nn` layers, `Repeat`'s depth,
     or called in a forward (`self.rate()` gives the chosen value).
 
-    Under `fixed_arch` the constructor returns the chosen value itself.
+    Under `fixed_arch` the constructor returns the chosen value as a `FixedValue`.
     """
 
     kind = "value"
@@ -143,7 +195,7 @@ class ValueChoice(Resolvable, ValueExpr, Choice):
     def _instead(cls, candidates: Sequence[Any], *, prior: Optional[Sequence[float]] = None, label: Optional[str] = None):
         fixed = current_fixed_arch()
         if fixed is not None:
-            return fixed.choose(label, "ValueChoice", tuple(candidates))
+            return FixedValue(fixed.choose(label, "ValueChoice", tuple(candidates)))
         return KEEP
 
     def __init__(self, candidates: Sequence[Any], *, prior: Optional[Sequence[float]] = None, label: Optional[str] = None):
@@ -166,15 +218,26 @@ class ValueChoice(Resolvable, ValueExpr, Choice):
         return values[self.label_key]
 
     def forward(self) -> Any:
-        """The value the bound architecture chose (the first candidate outside a search-space model)."""
-        chosen = self.chosen_indices()
-        return self.candidates[chosen[0] if chosen else 0]
+        """The value this forward's architecture chose (a fixed one, or a one-hot sample); the first
+        candidate outside a search-space model, as NNI's. Soft weights (DARTS) choose no value, and
+        a value read in a forward cannot be mixed: that is an error, not a silent first candidate."""
+        w = self.weights()
+        if w is None:
+            return self.candidates[0]
+        if w.chosen is None:
+            raise SpaceError(f"ValueChoice {self.label_key!r} is read in forward, which needs one value per forward, "
+                             "but the strategy mixes its candidates by soft weights: search this space with a "
+                             "sampling strategy (spos, gdas), or pass the choice to an archnas.space.nn layer")
+        return self.candidates[w.chosen[0]]
+
+    def frozen(self, arch: Mapping[str, Any]) -> FixedValue:
+        """What `freeze` leaves of a choice read in forward: its value, still called the same way."""
+        return FixedValue(self.candidates[choice_index(self.spec(), arch[self.label_key])])
 
     def __repr__(self) -> str:
         return f"ValueChoice({self.candidates}, label={self.label!r})"
 
-    # hashable as a module (ValueExpr's comparisons build expressions, so equality stays identity)
-    __hash__ = Choice.__hash__
+    __hash__ = Choice.__hash__  # by identity, as a module (ValueExpr's == builds an expression)
 
 
 def product_weights(leaves: Sequence["ValueChoice"], weights: Mapping[str, Any]) -> list[tuple[dict[str, Any], Any]]:
