@@ -6,7 +6,9 @@ model called directly, the architecture kept in the state dict, and ENOT's indic
 from __future__ import annotations
 
 import io
+import sys
 from collections import Counter, OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from archnas.algos.gdas import GumbelWeighting
+from archnas.cli import main
 from archnas.errors import SpaceError
 from archnas.space import (
     ArchWeights, Cell, InputChoice, LayerChoice, SearchSpaceModel, Weighting, fixed_arch, freeze,
 )
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +135,42 @@ def test_gdas_refuses_an_input_choice_of_any_number_naming_strategy_and_label():
     with pytest.raises(SpaceError, match=r"gdas .*'pick'.*n_chosen=None"):
         space.arch.use(GumbelWeighting(1.0))
     assert space.architecture == {"pick": [0, 1, 2]}  # the refused weighting was not taken
+
+
+ANY_INPUTS = """
+from torch import nn
+from archnas.space import InputChoice
+
+
+class Net(nn.Module):
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.a = nn.Conv2d(input_shape[0], 4, 3, padding=1)
+        self.b = nn.Conv2d(input_shape[0], 4, 1)
+        self.pick = InputChoice(2, None, label="skip")
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, n_classes))
+
+    def forward(self, x):
+        return self.head(self.pick([self.a(x), self.b(x)]))
+
+
+def build(input_shape, n_classes):
+    return Net(input_shape, n_classes)
+"""
+
+
+def test_a_gdas_run_over_an_input_choice_of_any_number_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    (tmp_path / "any_inputs.py").write_text(ANY_INPUTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    code = main(["--config", str(REPO / "confs" / "gdas.yaml"), f"common.results_dir={tmp_path / 'res'}",
+                 "--exp-name", "e", "common.tensorboard=false", "dataset.limit_train=40", "dataset.limit_test=20",
+                 "nas.search.trainer.epochs=1", "nas.search.space={factory: 'any_inputs:build'}"])
+    err = capsys.readouterr().err
+    sys.modules.pop("any_inputs", None)
+    errors = [line for line in err.splitlines() if line.startswith("archnas: error:")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err[-3000:]
+    assert "gdas cannot search the InputChoice 'skip' of n_chosen=None" in errors[0]
 
 
 def test_a_weighting_that_samples_one_input_for_two_is_refused():
