@@ -46,6 +46,10 @@ class Pick(nn.Module):
         return self.pick([x, 10 * x, 100 * x])
 
 
+def value(y: torch.Tensor) -> float:
+    return float(y.detach())
+
+
 class Neg(nn.Module):
     def forward(self, x):
         return -x
@@ -62,8 +66,8 @@ def test_gdas_sums_two_distinct_inputs_and_every_alpha_gets_a_gradient():
     seen = Counter()
     for _ in range(40):
         y = space(x)
-        seen[round(float(y.detach()))] += 1
-        torch.testing.assert_close(y.detach(), torch.full((1, 1), float(round(float(y.detach())))))
+        seen[round(value(y))] += 1
+        torch.testing.assert_close(y.detach(), torch.full((1, 1), float(round(value(y)))))
     assert set(seen) == {11, 101, 110}, seen  # two distinct inputs, never one (1, 10, 100) nor one twice
     space.zero_grad()
     space(x).sum().backward()
@@ -90,11 +94,11 @@ def test_gdas_draws_k_inputs_without_replacement_by_softmax_alpha():
         space.arch.alpha("pick").copy_(torch.tensor(p).log())
     n = 3000
     with torch.no_grad():
-        counts = Counter(round(float(space(torch.ones(1, 1)))) for _ in range(n))
+        counts = Counter(round(value(space(torch.ones(1, 1)))) for _ in range(n))
     pair = {11: (0, 1), 101: (0, 2), 110: (1, 2)}
-    for value, (a, b) in pair.items():
+    for total, (a, b) in pair.items():
         expected = p[a] * p[b] / (1 - p[a]) + p[b] * p[a] / (1 - p[b])
-        assert abs(counts[value] / n - expected) < 0.03, (value, counts[value] / n, expected)
+        assert abs(counts[total] / n - expected) < 0.03, (total, counts[total] / n, expected)
 
 
 def test_input_choice_of_any_number_under_random_sampling_darts_and_fixed_arch():
@@ -107,11 +111,11 @@ def test_input_choice_of_any_number_under_random_sampling_darts_and_fixed_arch()
     for _ in range(30):  # random sampling (SPOS, random search): a non-empty subset
         arch = space.sample_random_arch(generator)
         sizes.add(len(arch["pick"]))
-        value = sum((1, 10, 100)[i] for i in arch["pick"])
-        assert float(space(x)) == value == float(freeze(space, arch)(x))
+        total = sum((1, 10, 100)[i] for i in arch["pick"])
+        assert value(space(x)) == total == value(freeze(space, arch)(x))
     assert sizes == {1, 2, 3}
     space.set_architecture({"pick": [2]})
-    assert float(space(x)) == 100.0
+    assert value(space(x)) == 100.0
     with pytest.raises(SpaceError, match="at least 1 distinct"):
         space.set_architecture({"pick": []})
 
@@ -127,7 +131,7 @@ def test_input_choice_of_any_number_under_random_sampling_darts_and_fixed_arch()
 
     with fixed_arch({"pick": [0, 2]}):
         fixed = Pick(None)
-    assert float(fixed(x)) == 101.0
+    assert value(fixed(x)) == 101.0
 
 
 def test_gdas_refuses_an_input_choice_of_any_number_naming_strategy_and_label():
@@ -273,21 +277,21 @@ class Two(nn.Module):
 def test_resample_sets_the_path_the_module_runs():
     space = SearchSpaceModel(Two())
     x = torch.ones(1, 1)
-    assert float(space(x)) == 2.0  # the default: identity, one
+    assert value(space(x)) == 2.0  # the default: identity, one
     memo = {"act": 1}
     new = space.model.a.resample(memo)
     assert new == {} and memo == {"act": 1}
-    assert space.architecture == {"act": 1, "scale": "one"} and float(space(x)) == -2.0  # both choices of "act"
+    assert space.architecture == {"act": 1, "scale": "one"} and value(space(x)) == -2.0  # both choices of "act"
     new = space.model.scale.resample(memo, torch.Generator().manual_seed(0))
     assert set(new) == {"scale"} and memo["scale"] == new["scale"] == space.architecture["scale"]
-    assert float(space(x).detach()) == (-4.0 if new["scale"] == "two" else -2.0)
+    assert value(space(x)) == (-4.0 if new["scale"] == "two" else -2.0)
     with pytest.raises(SpaceError, match="'scale'"):
         space.model.scale.resample({"scale": "three"})
 
     alone = LayerChoice([nn.Identity(), Neg()], label="alone")  # in no search-space model
-    assert float(alone(x)) == 1.0
+    assert value(alone(x)) == 1.0
     alone.resample({"alone": 1})
-    assert float(alone(x)) == -1.0 and alone.export({}) == {"alone": 1}
+    assert value(alone(x)) == -1.0 and alone.export({}) == {"alone": 1}
 
 
 def test_the_wrapped_model_called_directly_runs_the_architecture_of_the_space():
@@ -296,12 +300,11 @@ def test_the_wrapped_model_called_directly_runs_the_architecture_of_the_space():
     space = SearchSpaceModel(net)
     x = torch.ones(1, 1)
     space.set_architecture({"act": 1, "scale": "two"})
-    with torch.no_grad():
-        assert float(net(x)) == float(space(x)) == -4.0
-    assert float(net.a(x)) == -1.0  # a choice on its own too: the architecture set on the space
+    assert value(net(x)) == value(space(x)) == -4.0
+    assert value(net.a(x)) == -1.0  # a choice on its own too: the architecture set on the space
     space.arch.use(GumbelWeighting(1.0))
     for _ in range(5):  # one sample per call of the model: both choices of "act" agree
-        assert round(abs(float(net(x).detach())), 4) in (2.0, 4.0)  # (not 0: -1 + 1)
+        assert round(abs(value(net(x))), 4) in (2.0, 4.0)  # (not 0: -1 + 1)
     with pytest.raises(SpaceError, match="'act' was called on its own while the strategy's GumbelWeighting"):
         net.a(x)
 
@@ -317,7 +320,7 @@ def test_the_architecture_is_in_the_state_dict_and_old_state_dicts_still_load():
     loaded = SearchSpaceModel(Two())
     loaded.load_state_dict(state)
     assert loaded.architecture == {"act": 1, "scale": "two"}
-    assert float(loaded(torch.ones(1, 1))) == float(space(torch.ones(1, 1))) == -4.0
+    assert value(loaded(torch.ones(1, 1))) == value(space(torch.ones(1, 1))) == -4.0
 
     old = {k: v for k, v in state.items() if k != "_extra_state"}  # saved before the architecture was kept
     fresh = SearchSpaceModel(Two())
@@ -338,7 +341,7 @@ def test_get_network_by_indexes_takes_any_integer():
     space = SearchSpaceModel(Two())
     x = torch.ones(1, 1)
     for indices in (np.array([1, 1]), [np.int32(1), np.int64(1)], [torch.tensor(1), 1]):
-        assert float(space.get_network_by_indexes(indices)(x)) == -4.0
+        assert value(space.get_network_by_indexes(indices)(x)) == -4.0
     space.forward_architecture = np.array([1, 0])
     assert space.architecture == {"act": 1, "scale": "one"}
     for bad in ([True, 0], [1.0, 0], [np.bool_(True), 0], [2, 0]):
