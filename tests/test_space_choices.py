@@ -345,6 +345,6 @@ def test_get_network_by_indexes_takes_any_integer():
         assert value(space.get_network_by_indexes(indices)(x)) == -4.0
     space.forward_architecture = np.array([1, 0])
     assert space.architecture == {"act": 1, "scale": "one"}
-    for bad in ([True, 0], [1.0, 0], [np.bool_(True), 0], [2, 0]):
+    for bad in ([True, 0], [1.0, 0], [np.bool_(True), 0], [torch.tensor(True), 0], [2, 0]):
         with pytest.raises(SpaceError, match="is not an integer in"):
             space.get_network_by_indexes(bad)

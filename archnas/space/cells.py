@@ -10,8 +10,9 @@ exactly the loose ends its frozen network does, so its width depends on the arch
 documents (`len(cell.output_node_indices) * C`; under `fixed_arch` the cell is built at its
 architecture, and a layer after it sized that way fits). Soft weights read every node, so there
 (and in a cell not wrapped yet, whose nodes all read input 0) it is all of them, as NNI's one-shot
-strategies treat a loose-end cell; a layer after a loose-end cell searched with soft weights and
-with sampling (or frozen) must take any multiple of the node width.
+strategies treat a loose-end cell. So a supernet whose loose-end cell runs at more than one
+architecture (sampled, or soft then frozen) needs a next layer that takes any multiple of the
+node width.
 
 `NasBench201Cell(op_candidates, in_features, out_features, num_tensors=4, label)`: every earlier
 tensor feeds every later one through its own LayerChoice `<label>__<j>_<t>` (NNI's labels); cells

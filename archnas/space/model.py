@@ -346,7 +346,7 @@ class SearchSpaceModel(Searchable):
 
 def _integral(value: Any) -> Optional[int]:
     """`value` as an int when it is an integer of any kind (numpy's, a 0-d tensor's), not a bool."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
         return None
     try:
         return operator.index(value)
