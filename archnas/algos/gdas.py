@@ -18,6 +18,12 @@ its saving in time and memory comes from. How it maps onto the shared machinery:
   module space's LayerChoices (NAS-Bench-201) the output also adds the other candidates' weights,
   which are exactly 0 in value, so all of the label's alphas get a gradient, as the GDAS code's
   NAS-Bench-201 cell does (`archnas.space.choice.sampled_output`).
+- An InputChoice of n_chosen = k > 1 inputs draws k distinct inputs at once (`hard_gumbel_top_k`):
+  the k largest of log_softmax(alpha) + Gumbel noise, an exact sample without replacement from
+  softmax(alpha); its gradient is that of the relaxed k-hot of k successive tempered softmaxes,
+  each damping what the ones before it took (Xie and Ermon, "Reparameterizable Subset Sampling
+  via Continuous Relaxations", 2019), which for k = 1 is GDAS's own. An input choice of any number
+  (n_chosen None) has no fixed k to draw: GDAS refuses it (DARTS and SPOS search it).
 - Temperature (`GumbelTemperature` hook): tau_max - (tau_max - tau_min) * epoch / (epochs - 1),
   set before every epoch; a function of the epoch only, so a resumed run uses the same tau.
 - Architecture step: first order. The GDAS loop takes a weight step on a train batch, then an
@@ -41,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archnas.descs.model_desc import CellDesc, ConvMacroParams, NodeDesc, OpDesc
-from archnas.errors import ConfigError, DescError
+from archnas.errors import ConfigError, DescError, SpaceError
 from archnas.nas.finalizers import NONE_OP, Finalizers
 from archnas.nas.registry import register_algorithm
 from archnas.nas.strategy import Strategy
@@ -58,39 +64,87 @@ class GdasConf:
     tau_min: float = 0.1  # at the last epoch
 
 
+def _gumbel_scores(alphas: Tensor) -> Tensor:
+    """log_softmax(alpha) + Gumbel noise. An exponential draw of exactly 0 (noise of +inf, which the
+    GDAS code redraws) is raised to the smallest normal float instead: no host sync, and every
+    other draw is what it was."""
+    draws = torch.empty_like(alphas).exponential_().clamp_min_(torch.finfo(alphas.dtype).tiny)
+    return F.log_softmax(alphas, dim=-1) - draws.log()
+
+
 def hard_gumbel_softmax(alphas: Tensor, tau: float) -> Tensor:
     """One-hot samples of each row's categorical softmax(alpha), with the gradient of the
     tempered Gumbel-softmax (straight-through).
 
     The argmax of log_softmax(alpha) + Gumbel noise is an exact sample of softmax(alpha) at any
-    tau; tau only shapes the gradient. An exponential draw of exactly 0 (noise of +inf, which
-    the GDAS code redraws) is raised to the smallest normal float instead: no host sync, and
-    every other draw is what it was.
+    tau; tau only shapes the gradient.
     """
-    draws = torch.empty_like(alphas).exponential_().clamp_min_(torch.finfo(alphas.dtype).tiny)
-    gumbels = -draws.log()
-    probs = F.softmax((F.log_softmax(alphas, dim=-1) + gumbels) / tau, dim=-1)
+    probs = F.softmax(_gumbel_scores(alphas) / tau, dim=-1)
     one_hot = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
     return one_hot - probs.detach() + probs
 
 
+def hard_gumbel_top_k(alphas: Tensor, k: int, tau: float) -> tuple[Tensor, Tensor]:
+    """A k-hot sample of k distinct candidates of the vector softmax(alpha), drawn without
+    replacement, with the gradient of its relaxation (straight-through), and the k indices.
+
+    The k largest Gumbel-perturbed log-probabilities are an exact sample without replacement at
+    any tau. The relaxation adds k tempered softmaxes of the perturbed scores, each after damping
+    the scores by log(1 - what the previous softmax took), so its k-hot limit as tau -> 0 is the
+    sample, and every alpha reaches every chosen weight.
+    """
+    scores = _gumbel_scores(alphas)
+    indices = scores.topk(k, dim=-1).indices
+    hard = torch.zeros_like(scores).scatter_(-1, indices, 1.0)
+    relaxed = torch.zeros_like(scores)
+    taken = torch.zeros_like(scores)
+    tiny = torch.finfo(scores.dtype).tiny
+    for _ in range(k):
+        scores = scores + torch.log((1.0 - taken).clamp_min(tiny))
+        taken = F.softmax(scores / tau, dim=-1)
+        relaxed = relaxed + taken
+    return hard - relaxed.detach() + relaxed, indices
+
+
 class GumbelWeighting(Weighting):
-    """DARTS's alphas, turned into one hard sample per edge and forward; `tau` is set by the
-    `GumbelTemperature` hook before every epoch (until then it is tau_max)."""
+    """DARTS's alphas, turned into one hard sample per edge and forward (k distinct inputs for an
+    input choice of k); `tau` is set by the `GumbelTemperature` hook before every epoch (until
+    then it is tau_max)."""
 
     def __init__(self, tau: float):
         self.tau = tau
 
+    def attach(self, store: ArchStore) -> None:
+        """Refuses input choices of any number of inputs, which a draw of k cannot search."""
+        anything = [label for label, spec in store.specs.items() if spec.n_chosen is None]
+        if anything:
+            raise SpaceError(f"gdas cannot search the InputChoice {anything[0]!r} of n_chosen=None (any number of "
+                             "inputs): its Gumbel sample draws a fixed number of candidates; give the InputChoice an "
+                             "n_chosen, or search it with darts (weights every input) or spos (samples subsets)")
+
     def weights(self, store: ArchStore) -> dict[str, ArchWeights]:
         """The chosen candidates of every edge are read back to the host in one transfer for the
         whole forward (the mixed ops branch on them)."""
-        samples = {label: hard_gumbel_softmax(store.alpha(label), self.tau) for label in store.specs}
-        chosen = torch.cat([s.detach().argmax(-1).flatten() for s in samples.values()]).tolist()
+        samples, picks = {}, []
+        for label, spec in store.specs.items():
+            alpha = store.alpha(label)
+            if spec.n_chosen is not None and spec.n_chosen > 1:
+                samples[label], indices = hard_gumbel_top_k(alpha, spec.n_chosen, self.tau)
+            else:
+                samples[label] = hard_gumbel_softmax(alpha, self.tau)
+                indices = samples[label].detach().argmax(-1)
+            picks.append(indices.flatten())
+        chosen = torch.cat(picks).tolist()
         out, start = {}, 0
-        for label, sample in samples.items():
-            rows = sample.shape[0] if sample.dim() > 1 else 1
-            out[label] = ArchWeights(sample, chosen=chosen[start: start + rows])
-            start += rows
+        for label, spec in store.specs.items():
+            sample = samples[label]
+            if spec.n_chosen is not None and spec.n_chosen > 1:
+                out[label] = ArchWeights(sample, chosen=[tuple(sorted(chosen[start: start + spec.n_chosen]))])
+                start += spec.n_chosen
+            else:
+                rows = sample.shape[0] if sample.dim() > 1 else 1
+                out[label] = ArchWeights(sample, chosen=chosen[start: start + rows])
+                start += rows
         return out
 
 

@@ -5,7 +5,14 @@ InputChoice, so every strategy searches them as it searches any choice.
 (numbered after the predecessors) sums `num_ops_per_node` ops, each a LayerChoice
 `<label>/op_<i>_<k>` applied to an InputChoice `<label>/input_<i>_<k>` over every earlier state,
 as NNI labels them. The output concatenates all nodes, or with `merge_op="loose_end"` the nodes no
-other node reads (soft weights read every node, so there it is all of them).
+other node reads (NNI's definition): at a fixed or sampled architecture the supernet concatenates
+exactly the loose ends its frozen network does, so its width depends on the architecture, as NNI
+documents (`len(cell.output_node_indices) * C`; under `fixed_arch` the cell is built at its
+architecture, and a layer after it sized that way fits). Soft weights read every node, so there
+(and in a cell not wrapped yet, whose nodes all read input 0) it is all of them, as NNI's one-shot
+strategies treat a loose-end cell. So a supernet whose loose-end cell runs at more than one
+architecture (sampled, or soft then frozen) needs a next layer that takes any multiple of the
+node width.
 
 `NasBench201Cell(op_candidates, in_features, out_features, num_tensors=4, label)`: every earlier
 tensor feeds every later one through its own LayerChoice `<label>__<j>_<t>` (NNI's labels); cells
@@ -87,8 +94,19 @@ class Cell(Resolvable, nn.Module):
 
     @property
     def output_node_indices(self) -> list[int]:
-        """All nodes, as this module computes them (which nodes are loose ends is known once frozen)."""
-        return list(range(self.num_predecessors, self.num_predecessors + self.num_nodes))
+        """The nodes the output concatenates: all of them, or for `merge_op="loose_end"` those no node
+        reads at the architecture that runs (every node while soft weights read them all, and,
+        outside a forward, while a strategy weighs the candidates)."""
+        nodes = list(range(self.num_predecessors, self.num_predecessors + self.num_nodes))
+        if self.merge_op == "all" or not all(choose.readable() for node in self.inputs for choose in node):
+            return nodes
+        chosen = []
+        for node in self.inputs:
+            selected = [choose.selected() for choose in node]
+            if any(s is None for s in selected):
+                return nodes
+            chosen.append([i for s in selected for i in s])
+        return _outputs(self.merge_op, self.num_predecessors, self.num_nodes, chosen)
 
     def forward(self, *inputs):
         return FixedCell.forward(self, *inputs)

@@ -5,12 +5,15 @@ with one label share one decision) and a spec (its candidates, `archnas.space.st
 Inside a search-space model it is bound to the model's architecture store: at each forward it
 reads its label's weights from the binding (soft weights: it mixes its candidates; a one-hot
 sample with the chosen index: it runs only that candidate, times its weight, so gradients still
-reach the architecture parameters). Outside one (a model not wrapped yet) it runs its default
-candidate.
+reach the architecture parameters). Called outside that forward, it runs the architecture set on
+the space (`set_architecture`, `resample`), and refuses while a strategy weighs the candidates
+(soft weights or samples exist only within one forward). Outside a search-space model (a model
+not wrapped yet) it runs its default candidate, or the path `resample` chose for it.
 
 The contract every choice implements, as NNI's supernet modules do:
 - `search_space_spec()` -> `{label: ChoiceSpec}`;
-- `resample(memo)` -> a random choice for each label not yet in `memo` (the new ones);
+- `resample(memo)` -> a random choice for each label not yet in `memo` (the new ones); from then
+  on the module runs `memo`'s value of each of its labels, as NNI's path-sampling modules do;
 - `export(memo)` -> the strongest choice for each label not yet in `memo`;
 - `mutate(module, name, memo, mutate_kwargs)` (classmethod): the hook a user registers
   (`archnas.space.register_supernet_module`) to replace matching modules of their own with a
@@ -26,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from archnas.errors import SpaceError
-from archnas.space.store import ArchBinding, ArchWeights, ChoiceSpec
+from archnas.space.store import ArchBinding, ArchWeights, ChoiceSpec, FixedWeighting, one_hot_weights
 
 
 class Choice(nn.Module):
@@ -45,6 +48,7 @@ class Choice(nn.Module):
         self.label_key: str = label or ""  # set from the module path by SearchSpaceModel when unlabelled
         self.prior: tuple[float, ...] = tuple(prior) if prior is not None else ()
         self._binding: Optional[ArchBinding] = None
+        self._sampled: dict[str, Any] = {}  # label -> index `resample` chose while no model binds this choice
 
     # -- what a subclass provides ------------------------------------------------------------
 
@@ -57,10 +61,28 @@ class Choice(nn.Module):
         self._binding = binding
 
     def weights(self) -> Optional[ArchWeights]:
-        """This forward's weights of the label, or None outside a search-space model's forward."""
-        if self._binding is None or self._binding.current is None:
-            return None
-        return self._binding.get(self.label_key)
+        """This forward's weights of the label; outside a forward, those of the architecture set on
+        the space; None for a choice in no search-space model that `resample` has not set (it runs
+        its default)."""
+        binding = self._binding
+        if binding is None or binding.store is None:
+            index = self._sampled.get(self.label_key)
+            return None if index is None else one_hot_weights(self.spec(), index)
+        if binding.current is not None:
+            return binding.get(self.label_key)
+        weighting = binding.store.weighting
+        if isinstance(weighting, FixedWeighting):
+            return weighting.label_weights(binding.store, self.label_key)
+        raise SpaceError(f"choice {self.label_key!r} was called on its own while the strategy's "
+                         f"{type(weighting).__name__} weighs the candidates (its weights exist only within one forward "
+                         "of the model); call the SearchSpaceModel or the model it wraps, or set_architecture first")
+
+    def readable(self) -> bool:
+        """Whether `weights()` answers now: False only outside a forward while a strategy weighs the
+        candidates."""
+        binding = self._binding
+        return binding is None or binding.store is None or binding.current is not None or \
+            isinstance(binding.store.weighting, FixedWeighting)
 
     def chosen_indices(self) -> Optional[list]:
         """The candidates a one-hot sample chose (one entry: an index, or a tuple of indices), or
@@ -74,11 +96,24 @@ class Choice(nn.Module):
         return {self.label_key: self.spec()}
 
     def resample(self, memo: dict[str, Any], generator: Optional[torch.Generator] = None) -> dict[str, Any]:
-        """A random choice (by the prior, else uniform) for each of this module's labels not in `memo`."""
+        """A random choice (by the prior, else uniform) for each of this module's labels not in `memo`
+        (returned, and added to `memo`); from now on the module runs `memo`'s value of each of its
+        labels. In a search-space model that sets them in the architecture it runs (the other labels
+        keep theirs; while a strategy weighs the candidates, they take the strongest ones), so
+        choices that share a label follow; outside one, the module keeps its own path."""
         new = {}
-        for label, spec in self.search_space_spec().items():
+        specs = self.search_space_spec()
+        for label, spec in specs.items():
             if label not in memo:
                 memo[label] = new[label] = sample_choice(spec, generator)
+        indices = {label: choice_index(spec, memo[label]) for label, spec in specs.items()}
+        store = None if self._binding is None else self._binding.store
+        if store is None:
+            self._sampled.update(indices)
+            return new
+        current = store.weighting.indices if isinstance(store.weighting, FixedWeighting) else {
+            label: strongest(spec, store.alpha(label).detach()) for label, spec in store.specs.items()}
+        store.use(FixedWeighting({**current, **indices}))
         return new
 
     def export(self, memo: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +124,7 @@ class Choice(nn.Module):
         for label, spec in self.search_space_spec().items():
             if label not in memo:
                 if store is None:
-                    index: Any = tuple(range(spec.n_chosen)) if spec.n_chosen > 1 else 0
+                    index: Any = self._sampled.get(label, default_index(spec))
                 else:
                     index = strongest(spec, store.alpha(label).detach())
                 memo[label] = new[label] = choice_value(spec, index)
@@ -104,16 +139,42 @@ class Choice(nn.Module):
         return f"label={self.label_key!r}"
 
 
+def several(spec: ChoiceSpec) -> bool:
+    """Whether an architecture picks a set of candidates for the label (an input choice of several,
+    or of any number), recorded as a list, rather than one candidate."""
+    return spec.n_chosen != 1
+
+
+def default_index(spec: ChoiceSpec) -> Any:
+    """The candidate a choice runs by default: the first (the first n_chosen inputs; every input
+    for an input choice of any number, as NNI's `[:n_chosen]` of None takes them all)."""
+    if not several(spec):
+        return 0
+    return tuple(range(len(spec.candidates) if spec.n_chosen is None else spec.n_chosen))
+
+
 def sample_choice(spec: ChoiceSpec, generator: Optional[torch.Generator] = None) -> Any:
-    """A random value of `spec` (n_chosen distinct inputs for an input choice)."""
-    probs = torch.tensor(spec.prior or [1.0] * len(spec.candidates), dtype=torch.float64)
+    """A random value of `spec` (n_chosen distinct inputs for an input choice, drawn without
+    replacement by the prior; for n_chosen None a non-empty subset, uniformly among them all)."""
+    n = len(spec.candidates)
+    if spec.n_chosen is None:
+        while True:  # each input in or out with probability 1/2, the empty set redrawn: uniform over the rest
+            picked = torch.nonzero(torch.rand(n, generator=generator) < 0.5).flatten().tolist()
+            if picked:
+                return choice_value(spec, tuple(picked))
+    probs = torch.tensor(spec.prior or [1.0] * n, dtype=torch.float64)
     picked = torch.multinomial(probs, spec.n_chosen, replacement=False, generator=generator).tolist()
-    return choice_value(spec, tuple(sorted(picked)) if spec.n_chosen > 1 else picked[0])
+    return choice_value(spec, tuple(sorted(picked)) if several(spec) else picked[0])
 
 
 def strongest(spec: ChoiceSpec, alpha: Tensor) -> Any:
-    """The index (or the n_chosen indices, in input order) with the largest architecture weights."""
-    if spec.n_chosen > 1:
+    """The index (or the n_chosen indices, in input order) with the largest architecture weights;
+    for an input choice of any number, every input weighted at least as much as in a uniform mix
+    (softmax(alpha) >= 1 / n: the strongest always is)."""
+    if spec.n_chosen is None:
+        probs = torch.softmax(alpha.double(), -1)
+        return tuple(torch.nonzero(probs >= probs.max().clamp_max(1.0 / len(spec.candidates))).flatten().tolist())
+    if several(spec):
         return tuple(sorted(alpha.topk(spec.n_chosen).indices.tolist()))
     return int(alpha.argmax())
 
@@ -129,11 +190,12 @@ def choice_value(spec: ChoiceSpec, index: Any) -> Any:
 def choice_index(spec: ChoiceSpec, value: Any) -> Any:
     """The inverse of `choice_value`; a SpaceError naming the valid values when `value` is none of them."""
     choices = [str(c) for c in spec.choices]
-    if spec.n_chosen > 1:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if len(items) != spec.n_chosen or any(str(v) not in choices for v in items) or len(set(map(str, items))) != len(items):
-            raise SpaceError(f"{spec.label!r}: {value!r} is not {spec.n_chosen} distinct values out of "
-                             f"{', '.join(choices)}")
+    if several(spec):
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        size = "at least 1" if spec.n_chosen is None else str(spec.n_chosen)
+        if (spec.n_chosen is not None and len(items) != spec.n_chosen) or not items or \
+                any(str(v) not in choices for v in items) or len(set(map(str, items))) != len(items):
+            raise SpaceError(f"{spec.label!r}: {value!r} is not {size} distinct values out of {', '.join(choices)}")
         return tuple(sorted(choices.index(str(v)) for v in items))
     if isinstance(value, (list, tuple)) or str(value) not in choices:
         raise SpaceError(f"{spec.label!r}: {value!r} is not one of its candidates {', '.join(choices)}")
@@ -142,10 +204,14 @@ def choice_index(spec: ChoiceSpec, value: Any) -> Any:
 
 def option_indices(spec: ChoiceSpec) -> list:
     """Every index an architecture may pick for the label, in order: one per candidate, or every
-    combination of n_chosen candidates for an input choice of several."""
-    if spec.n_chosen > 1:
-        return list(itertools.combinations(range(len(spec.choices)), spec.n_chosen))
-    return list(range(len(spec.choices)))
+    combination of n_chosen candidates for an input choice of several (of every size from 1 for
+    an input choice of any number)."""
+    n = len(spec.choices)
+    if spec.n_chosen is None:
+        return [c for k in range(1, n + 1) for c in itertools.combinations(range(n), k)]
+    if several(spec):
+        return list(itertools.combinations(range(n), spec.n_chosen))
+    return list(range(n))
 
 
 def options(spec: ChoiceSpec) -> list:

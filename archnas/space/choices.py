@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from archnas.errors import SpaceError
 from archnas.ops.frozen import REDUCTIONS, ChosenInputs, reduce_inputs
-from archnas.space.choice import Choice, choice_index, options, sampled_output, scaled
+from archnas.space.choice import Choice, choice_index, default_index, options, sampled_output, scaled
 from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
-from archnas.space.store import ChoiceSpec
+from archnas.space.store import ArchWeights, ChoiceSpec
 from archnas.space.value import ValueChoice
 
 Candidates = Union[Sequence[nn.Module], Mapping[str, nn.Module]]
@@ -152,22 +152,31 @@ class SearchVariantsContainer(LayerChoice):
 
 class InputChoice(Resolvable, Choice):
     """`n_chosen` of `n_candidates` inputs (its forward takes the list of candidate tensors),
-    combined by `reduction`: sum, mean, concat (dim 1) or none (the list)."""
+    combined by `reduction`: sum, mean, concat (dim 1) or none (the list). `n_chosen=None` (NNI:
+    any number) picks a non-empty subset; an architecture records a list of input indices then,
+    as for n_chosen > 1.
+
+    How strategies search it: a one-hot sample (GDAS's Gumbel top-k, SPOS's and random search's
+    draws without replacement) reads its chosen inputs, each times its weight so the gradient
+    reaches the architecture parameters, and reduces them as the frozen network does. Soft weights
+    (DARTS) mix all inputs by softmax(alpha) (times n_chosen for a sum of several, the scale of
+    the sum it stands for; for n_chosen None as NNI's differentiable input choice does, unscaled),
+    which only sum and mean can do. Not wrapped yet, it reads the first n_chosen inputs (all of them
+    for None)."""
 
     kind = "input"
 
     @classmethod
-    def _instead(cls, n_candidates: int, n_chosen: int = 1, reduction: str = "sum", *,
-                prior: Optional[Sequence[float]] = None, label: Optional[str] = None):
+    def _instead(cls, n_candidates: int, n_chosen: Optional[int] = 1, reduction: str = "sum", *,
+                 prior: Optional[Sequence[float]] = None, label: Optional[str] = None):
         fixed = current_fixed_arch()
         if fixed is not None:
             spec = _input_spec(label or "", n_candidates, n_chosen, reduction, prior)
             value = fixed.choose(label, "InputChoice", tuple(options(spec)))
-            index = choice_index(spec, value)
-            return ChosenInputs(list(index) if isinstance(index, tuple) else [index], reduction)
+            return ChosenInputs(_as_list(choice_index(spec, value)), reduction)
         return KEEP
 
-    def __init__(self, n_candidates: int, n_chosen: int = 1, reduction: str = "sum", *,
+    def __init__(self, n_candidates: int, n_chosen: Optional[int] = 1, reduction: str = "sum", *,
                  prior: Optional[Sequence[float]] = None, label: Optional[str] = None):
         _input_spec(label or "", n_candidates, n_chosen, reduction, prior)
         super().__init__(label, prior, n_candidates)
@@ -176,35 +185,65 @@ class InputChoice(Resolvable, Choice):
     def spec(self) -> ChoiceSpec:
         return _input_spec(self.label_key, self.n_candidates, self.n_chosen, self.reduction, self.prior)
 
+    def selected(self) -> Optional[list[int]]:
+        """The inputs the forward reads, in order; None when soft weights mix them all."""
+        return self._selected(self.weights())
+
+    def _selected(self, w: Optional[ArchWeights]) -> Optional[list[int]]:
+        if w is None:
+            return _as_list(default_index(self.spec()))
+        if w.chosen is None:
+            return None
+        indices = _as_list(w.chosen[0])
+        size = len(indices) if self.n_chosen is None else self.n_chosen
+        if not indices or len(set(indices)) != len(indices) or len(indices) != size or \
+                not all(0 <= i < self.n_candidates for i in indices):
+            weighting = type(self._binding.store.weighting).__name__ if self._binding is not None else "resample"
+            raise SpaceError(f"InputChoice {self.label_key!r} takes "
+                             f"{'at least 1' if self.n_chosen is None else self.n_chosen} distinct inputs out of "
+                             f"{self.n_candidates}, but {weighting} chose {indices}: a weighting must sample the label's "
+                             "n_chosen inputs (archnas.space.choice.sample_choice draws them)")
+        return indices
+
     def forward(self, candidate_inputs: Sequence[Tensor]) -> Any:
         if len(candidate_inputs) != self.n_candidates:
             raise SpaceError(f"InputChoice {self.label_key!r}: got {len(candidate_inputs)} inputs, expects "
                              f"{self.n_candidates}")
         w = self.weights()
-        if w is None:
-            return reduce_inputs(list(candidate_inputs[: self.n_chosen]), self.reduction)
-        if w.chosen is not None:
-            chosen = w.chosen[0]
-            indices = list(chosen) if isinstance(chosen, tuple) else [chosen]
+        indices = self._selected(w)
+        if indices is not None:
+            if w is None:
+                return reduce_inputs([candidate_inputs[i] for i in indices], self.reduction)
             return reduce_inputs([scaled(candidate_inputs[i], w.probs[i]) for i in indices], self.reduction)
-        if self.n_chosen > 1 and self.reduction in ("concat", "none"):
-            raise SpaceError(f"InputChoice {self.label_key!r}: soft weights cannot mix {self.n_chosen} inputs by "
+        if self.n_chosen != 1 and self.reduction in ("concat", "none"):
+            raise SpaceError(f"InputChoice {self.label_key!r}: soft weights cannot mix "
+                             f"{'any number of' if self.n_chosen is None else self.n_chosen} inputs by "
                              f"{self.reduction!r}; search it with a sampling strategy (gdas, spos)")
         mixed = sum(w.probs[i] * x for i, x in enumerate(candidate_inputs))
-        return mixed * self.n_chosen if self.reduction == "sum" else mixed
+        return mixed * self.n_chosen if self.reduction == "sum" and self.n_chosen is not None else mixed
 
     def frozen(self, arch: Mapping[str, Any]) -> nn.Module:
-        index = choice_index(self.spec(), arch[self.label_key])
-        return ChosenInputs(list(index) if isinstance(index, tuple) else [index], self.reduction)
+        return ChosenInputs(_as_list(choice_index(self.spec(), arch[self.label_key])), self.reduction)
 
 
-def _input_spec(label: str, n_candidates: int, n_chosen: int, reduction: str,
+def _as_list(index: Any) -> list[int]:
+    return list(index) if isinstance(index, tuple) else [index]
+
+
+def _input_spec(label: str, n_candidates: int, n_chosen: Optional[int], reduction: str,
                 prior: Optional[Sequence[float]]) -> ChoiceSpec:
-    if not isinstance(n_candidates, int) or n_candidates < 1 or not isinstance(n_chosen, int) or \
-            not 1 <= n_chosen <= n_candidates:
-        raise SpaceError(f"InputChoice {label}: needs 1 <= n_chosen ({n_chosen}) <= n_candidates ({n_candidates})")
+    def counts(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not counts(n_candidates) or n_candidates < 1 or \
+            (n_chosen is not None and (not counts(n_chosen) or not 1 <= n_chosen <= n_candidates)):
+        raise SpaceError(f"InputChoice {label}: needs 1 <= n_chosen ({n_chosen}) <= n_candidates ({n_candidates}), "
+                         "or n_chosen None (any number of inputs)")
     if reduction not in REDUCTIONS:
         raise SpaceError(f"InputChoice {label}: reduction {reduction!r} is not one of {', '.join(REDUCTIONS)}")
+    if n_chosen is None and prior:
+        raise SpaceError(f"InputChoice {label}: a prior weighs the pick of one candidate; n_chosen None picks any "
+                         "subset of the inputs (uniformly): give no prior, or an n_chosen")
     return ChoiceSpec(label, tuple(str(i) for i in range(n_candidates)), kind="input",
                       values=tuple(range(n_candidates)), n_chosen=n_chosen, prior=tuple(prior or ()))
 

@@ -10,7 +10,13 @@ The choices' parameters live in an `ArchStore` (`space.arch`), one per label; ch
 a label share one. Every forward binds the store's weights once (a strategy's weighting: softmax
 for DARTS, a Gumbel sample for GDAS; by default the one architecture set with
 `forward_architecture` / `set_architecture`, initially every choice's default), and each
-choice reads its own. So the model's `forward` is the user's, unchanged.
+choice reads its own. So the model's `forward` is the user's, unchanged; calling that model
+directly (`space.model(x)`, or the module that was wrapped) binds the weights for its forward the
+same way, so it runs what the space runs.
+
+The architecture set on the space is part of its state dict (`_extra_state`: which candidates
+each label chose, as one tensor), so a space saved and loaded runs the architecture it ran; a
+state dict saved before it was kept loads too and leaves the current architecture.
 
 ENOT's names: `search_variants_containers`, `architecture_probabilities`, `forward_architecture`,
 `sample_random_arch`, `sample_best_arch`, `get_network_by_indexes`, `get_network_with_best_arch`.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import operator
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -30,9 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archnas.errors import SpaceError
-from archnas.space.choice import Choice, choice_index, choice_value, sample_choice
+from archnas.space.choice import Choice, choice_index, choice_value, default_index, sample_choice
 from archnas.space.choices import SearchVariantsContainer
-from archnas.space.store import ArchStore, ChoiceSpec, FixedWeighting, Searchable
+from archnas.space.store import ArchBinding, ArchStore, ChoiceSpec, FixedWeighting, Searchable
 from archnas.space.value import ValueChoice, leaves_of
 
 # Supernet module classes whose `mutate` hook may replace a model's modules (timm-style table,
@@ -57,6 +64,31 @@ def _named_leaves(module: nn.Module) -> list[tuple[str, ValueChoice]]:
     if hasattr(module, "value_leaves"):
         return [("depth", leaf) for leaf in module.value_leaves()]
     return []
+
+
+class _BindOnCall:
+    """The forward pre-hook and hook of a wrapped model: a call of the model itself (not through the
+    space) binds the store's weights for its forward, as the space's forward does (once per call,
+    so choices sharing a label read one sample); within the space's forward it does nothing."""
+
+    def __init__(self, binding: ArchBinding):
+        self.binding: Optional[ArchBinding] = binding
+        self.open: list = []  # per call being run: the binding it entered, or None
+
+    def before(self, module: nn.Module, args: Any) -> None:
+        bound = None
+        if self.binding is not None and self.binding.store is not None and self.binding.current is None:
+            bound = self.binding.store.bound()
+            bound.__enter__()
+        self.open.append(bound)
+
+    def after(self, module: nn.Module, args: Any, output: Any) -> None:
+        bound = self.open.pop() if self.open else None
+        if bound is not None:
+            bound.__exit__(None, None, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"binding": self.binding, "open": []}
 
 
 class SearchSpaceModel(Searchable):
@@ -84,6 +116,9 @@ class SearchSpaceModel(Searchable):
         for choice in self.choices:
             choice.bind_arch(self.arch.binding)
         self.set_architecture(self.default_architecture())
+        hook = _BindOnCall(self.arch.binding)
+        self._hook_ids = (self.model.register_forward_pre_hook(hook.before).id,
+                          self.model.register_forward_hook(hook.after, always_call=True).id)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -161,8 +196,7 @@ class SearchSpaceModel(Searchable):
         defaults = {c.label_key: c.default_operation_index for c in self.choices
                     if isinstance(c, SearchVariantsContainer) and c.default_operation_index is not None}
         for label, spec in self.specs.items():
-            index = tuple(range(spec.n_chosen)) if spec.n_chosen > 1 else defaults.get(label, 0)
-            arch[label] = choice_value(spec, index)
+            arch[label] = choice_value(spec, defaults.get(label, default_index(spec)))
         return arch
 
     def check_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -194,6 +228,51 @@ class SearchSpaceModel(Searchable):
         if not isinstance(weighting, FixedWeighting):
             return None
         return {label: choice_value(spec, weighting.indices[label]) for label, spec in self.specs.items()}
+
+    # -- the architecture in the state dict ----------------------------------------------------
+
+    def get_extra_state(self) -> Tensor:
+        """The architecture set on the space, as one int64 tensor: per label (in the store's order)
+        a 0/1 mask over its candidates; all zeros while a strategy weighs the candidates. A tensor,
+        so the state dict stays one of tensors (checkpoints, `weights_only` loads, copies)."""
+        weighting = self.arch.weighting
+        masks = []
+        for label, spec in self.specs.items():
+            mask = torch.zeros(len(spec.candidates), dtype=torch.int64)
+            if isinstance(weighting, FixedWeighting):
+                index = weighting.indices[label]
+                mask[list(index) if isinstance(index, tuple) else index] = 1
+            masks.append(mask)
+        return torch.cat(masks)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Run the architecture a state dict recorded (all zeros: leave the current one)."""
+        sizes = [len(spec.candidates) for spec in self.specs.values()]
+        if not isinstance(state, Tensor) or state.dim() != 1 or state.numel() != sum(sizes):
+            raise SpaceError(f"state dict: its architecture ({_describe(state)}) is not one of this space's, which "
+                             f"has {sum(sizes)} candidates over {len(sizes)} labels; was it saved from another space?")
+        masks = state.detach().cpu().to(torch.int64).split(sizes)
+        if not any(bool(m.any()) for m in masks):
+            return
+        arch = {}
+        for (label, spec), mask in zip(self.specs.items(), masks):
+            picked = torch.nonzero(mask).flatten().tolist()
+            if any(v not in (0, 1) for v in mask.tolist()) or not picked or \
+                    (spec.n_chosen is not None and len(picked) != spec.n_chosen):
+                raise SpaceError(f"state dict: its architecture gives {label!r} the candidates {picked}, not "
+                                 f"{'a set' if spec.n_chosen is None else spec.n_chosen} of {list(spec.choices)}")
+            arch[label] = choice_value(spec, tuple(picked) if spec.n_chosen != 1 else picked[0])
+        self.set_architecture(arch)
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        """As torch's, but a state dict saved before the architecture was kept in it loads too."""
+        before = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + "_extra_state"
+        if key not in state_dict and key in missing_keys[before:]:
+            missing_keys.remove(key)
 
     def export(self) -> dict[str, Any]:
         """The strongest choice of every label by the architecture parameters (each module's `export`)."""
@@ -256,9 +335,10 @@ class SearchSpaceModel(Searchable):
                              f"{', '.join(s.label for s in specs)}), got {len(indices)}")
         arch = {}
         for spec, i in zip(specs, indices):
-            if not isinstance(i, int) or not 0 <= i < len(spec.candidates):
-                raise SpaceError(f"{spec.label!r}: index {i!r} is not in [0, {len(spec.candidates)})")
-            arch[spec.label] = choice_value(spec, i)
+            index = _integral(i)
+            if index is None or not 0 <= index < len(spec.candidates):
+                raise SpaceError(f"{spec.label!r}: index {i!r} is not an integer in [0, {len(spec.candidates)})")
+            arch[spec.label] = choice_value(spec, index)
         return arch
 
     def get_network_by_indexes(self, selected_op_index: Sequence[int]) -> nn.Module:
@@ -294,6 +374,22 @@ def _read_labels(model: nn.Module, arch: Mapping[str, Any]) -> list[str]:
     return list(labels)
 
 
+def _integral(value: Any) -> Optional[int]:
+    """`value` as an int when it is an integer of any kind (numpy's, a 0-d tensor's), not a bool."""
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _describe(state: Any) -> str:
+    if isinstance(state, Tensor):
+        return f"a tensor of shape {list(state.shape)}"
+    return type(state).__name__
+
+
 def _without_label(spec: ChoiceSpec) -> tuple:
     return spec.kind, tuple(map(str, spec.choices)), spec.n_chosen, spec.rows
 
@@ -304,6 +400,10 @@ def freeze(space: SearchSpaceModel, arch: Mapping[str, Any]) -> nn.Module:
     statistics; no archnas.space module is left in it."""
     arch = space.check_arch(arch)
     net = copy.deepcopy(space.model, memo={id(space.arch.binding): None})
+    pre, post = space._hook_ids  # the copy's hooks would bind nothing: a frozen network has none
+    net._forward_pre_hooks.pop(pre, None)
+    net._forward_hooks.pop(post, None)
+    net._forward_hooks_always_called.pop(post, None)
 
     def convert(module: nn.Module) -> nn.Module:
         while hasattr(module, "frozen") and type(module).__module__.startswith("archnas.space"):

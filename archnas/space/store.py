@@ -34,7 +34,8 @@ class ChoiceSpec:
     `candidates` are display names; `values` what an exported architecture records for each
     (a LayerChoice's candidate names or indices, an InputChoice's input indices, a ValueChoice's
     values, a Repeat's depths; the names when not given). `kind` says which choice it is
-    (`op`, `input`, `value`, `depth`); an input choice picks `n_chosen` candidates at once.
+    (`op`, `input`, `value`, `depth`); an input choice picks `n_chosen` candidates at once (None:
+    any number of them, at least one, as NNI's `n_chosen=None`).
     `rows` names the rows of a matrix label (a DARTS cell type: one per edge, `n<node>_in<input>`)
     and is empty for a single choice; `groups` says how many consecutive rows belong together
     (a DARTS node's incoming edges), for strategies that normalize over them.
@@ -46,7 +47,7 @@ class ChoiceSpec:
     groups: tuple[int, ...] = ()
     kind: str = "op"
     values: tuple = ()
-    n_chosen: int = 1
+    n_chosen: int | None = 1
     prior: tuple[float, ...] = ()  # sampling probabilities of the candidates (uniform when empty)
 
     @property
@@ -104,16 +105,22 @@ class FixedWeighting(Weighting):
         self.indices = dict(indices)
 
     def weights(self, store: "ArchStore") -> dict[str, ArchWeights]:
-        out = {}
-        for label, spec in store.specs.items():
-            alpha = store.alpha(label)
-            index = self.indices[label]
-            rows = index if isinstance(index, list) else [index] * max(len(spec.rows), 1)
-            probs = torch.zeros((len(rows), len(spec.candidates)), dtype=alpha.dtype, device=alpha.device)
-            for r, chosen in enumerate(rows):
-                probs[r, list(chosen) if isinstance(chosen, tuple) else chosen] = 1.0
-            out[label] = ArchWeights(probs.reshape(spec.shape), chosen=rows)
-        return out
+        return {label: self.label_weights(store, label) for label in store.specs}
+
+    def label_weights(self, store: "ArchStore", label: str) -> ArchWeights:
+        """The weights of one label (what a choice reads when it runs outside a forward of its model)."""
+        return one_hot_weights(store.specs[label], self.indices[label], store.alpha(label))
+
+
+def one_hot_weights(spec: ChoiceSpec, index: Any, like: Tensor | None = None) -> ArchWeights:
+    """Constant one-hot weights of `index` (a tuple of indices for an input choice of several, a
+    list with one index per row for a matrix label), in the dtype and on the device of `like`."""
+    rows = index if isinstance(index, list) else [index] * max(len(spec.rows), 1)
+    probs = torch.zeros((len(rows), len(spec.candidates)), dtype=None if like is None else like.dtype,
+                        device=None if like is None else like.device)
+    for r, chosen in enumerate(rows):
+        probs[r, list(chosen) if isinstance(chosen, tuple) else chosen] = 1.0
+    return ArchWeights(probs.reshape(spec.shape), chosen=rows)
 
 
 class ArchBinding:
@@ -165,9 +172,10 @@ class ArchStore(nn.Module):
 
     def use(self, weighting: Weighting) -> None:
         """Compute weights with `weighting` from now on (a strategy sets its own once, before
-        optimizers are built: it may add parameters)."""
-        self.weighting = weighting
+        optimizers are built: it may add parameters). A weighting that refuses the store's
+        choices leaves the current one in place."""
         weighting.attach(self)
+        self.weighting = weighting
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[dict[str, ArchWeights]]:
