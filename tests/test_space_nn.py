@@ -21,6 +21,7 @@ from archnas.algos.gdas import GumbelWeighting
 from archnas.errors import SpaceError
 from archnas.ops.frozen import ChosenInputs
 from archnas.space import SearchSpaceModel, Weighting, fixed_arch, freeze
+from archnas.training.bn_recalibration import recalibrate_bn
 
 
 @pytest.fixture(autouse=True)
@@ -437,3 +438,20 @@ def test_soft_weights_over_values_of_different_shapes_are_refused_with_the_way_o
     space.arch.use(Weighting())
     with pytest.raises(SpaceError, match="values that differ in stride run apart.*sampling strategy"):
         space(torch.randn(1, 3, 4, 4))
+
+
+def test_bn_recalibration_reaches_the_shared_statistics_with_the_momentum_it_sets():
+    """SPOS's recalibration resets the statistics and sets momentum None on the supernet's BatchNorms:
+    the value that runs must see both, as the plain layer does."""
+    torch.manual_seed(0)
+    width = snn.ValueChoice([2, 4], label="w")
+    space = SearchSpaceModel(nn.Sequential(snn.Conv2d(3, width, 3, padding=1), snn.BatchNorm2d(width)))
+    arch = {"w": 2}
+    space.set_architecture(arch)
+    plain = freeze(space, arch)
+    batches = [(torch.randn(4, 3, 5, 5) * (i + 1) + i, None) for i in range(3)]
+    assert recalibrate_bn(space, batches) == recalibrate_bn(plain, batches) == 3
+    recalibrated = freeze(space, arch)[1]
+    for key, value in plain[1].state_dict().items():
+        torch.testing.assert_close(recalibrated.state_dict()[key], value, msg=key)
+    assert space.model[1].momentum == recalibrated.momentum == 0.1  # restored, and frozen with it

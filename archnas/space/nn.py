@@ -165,6 +165,11 @@ class ValueLayer(Resolvable):
         self._largest_args = {**self._plain_args, **largest}
         for values in self._all_values():  # every value is checked now, not at its first forward
             self._value(self._at(values))
+        # the settings a value's layer shares with this one (BatchNorm's momentum, a stride, ...): set
+        # on it at every run, so a change made to this layer later (recalibration's momentum None) holds
+        self._settings = [name for name in self._plain_args if name not in choices and name in self.__dict__
+                          and not isinstance(self.__dict__[name], (Tensor, _nn.Module))
+                          and all(v.layer.__dict__.get(name) == self.__dict__[name] for v in self._values.values())]
 
     # -- the values ------------------------------------------------------------------------------
 
@@ -260,10 +265,16 @@ class ValueLayer(Resolvable):
             parts.append((name, region, isinstance(t, _nn.Parameter)))
         return _Value(layer, parts)
 
+    def _settle(self, layer: _nn.Module) -> _nn.Module:
+        """`layer` with this layer's current settings."""
+        for name in self._settings:
+            setattr(layer, name, getattr(self, name))
+        return layer
+
     def _run(self, value: _Value, tensors: Mapping[str, Tensor], args: tuple, kwargs: Mapping[str, Any]) -> Any:
         if value.layer.training != self.training:
             value.layer.train(self.training)
-        return functional_call(value.layer, dict(tensors), args, dict(kwargs))
+        return functional_call(self._settle(value.layer), dict(tensors), args, dict(kwargs))
 
     # -- forward and freeze ------------------------------------------------------------------------
 
@@ -325,7 +336,7 @@ class ValueLayer(Resolvable):
         floats = [t for t in shared.values() if t.is_floating_point()]
         device = next(iter(shared.values())).device if shared else None
         arguments = self._at(self.values_of(arch))
-        plain = self._plain(arguments, device, floats[0].dtype if floats else None)
+        plain = self._settle(self._plain(arguments, device, floats[0].dtype if floats else None))
         regions = {name: region for name, region, _ in self._value(arguments).parts}
         with torch.no_grad():
             for name, t in _state(plain):
