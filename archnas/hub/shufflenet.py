@@ -10,8 +10,8 @@ Every candidate of a block has the block's input and output widths, so parameter
 multiply-adds are additive over the choices.
 
 NNI's channel search (`channel_search=True`: each block's inner width one of 0.2x..1.6x) is left
-out: its depthwise convs would need a grouped value-choice conv, which `archnas.space.nn` does
-not have, and a width label would tie two costs together.
+out: a width label would tie two costs together (its depthwise convs could be
+`archnas.space.nn.Conv2d` with `groups` a ValueChoice now).
 
 Small inputs: as in `archnas.hub.proxylessnas`, a stride-2 layer runs at stride 1 once the map
 it gets has a side under `2 * min_size` (a stage's first block keeps its projection branch), so
