@@ -188,10 +188,20 @@ def _run(argv: list[str]) -> int:
     args = parse_args(build_run_parser(), argv)
     import_plugins(args.imports)
     conf = resolve_conf(args)
+    if args.algos is None:
+        check_algorithm_settings(conf)
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))
         return 0
     return run_from_cli(conf, args, argv)
+
+
+def check_algorithm_settings(conf: ExperimentConf) -> None:
+    """The algorithm's own judgement of the config (`Strategy.check`: its section, limits, counts),
+    when the config is loaded: before an experiment folder is made or anything runs."""
+    from archnas.nas.registry import algorithm_class
+
+    algorithm_class(conf.nas.algo)(conf)
 
 
 def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
