@@ -1,7 +1,7 @@
 """Hard limits on what a subnet search may pick: `max_params`, `max_macs`, `max_latency_ms`.
 
 A candidate over any limit is rejected before it is scored. A limit no architecture of the space
-can meet is a usage error, raised before the search starts and naming the space's minimum.
+can meet is a usage error, raised before the supernet is pretrained and naming the space's minimum.
 """
 
 from __future__ import annotations
