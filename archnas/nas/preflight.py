@@ -24,6 +24,8 @@ from archnas.stats import dataset_info
 def check_before_work(experiment: Experiment, search: bool, eval: bool) -> None:
     """Everything the phases about to run would refuse later, judged now (ConfigError)."""
     conf = experiment.run.conf
+    kinds = {phase.kind for phase in experiment.strategy.phases}
+    search, eval = search and "search" in kinds, eval and "eval" in kinds
     check_splits(conf, search, eval)
     if search and experiment.strategy.scores_subnets:
         check_subnet_search(experiment)
