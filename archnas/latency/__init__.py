@@ -12,5 +12,6 @@ from archnas.latency.measure import TimingProtocol
 from archnas.latency.models import COST_MODELS, LATENCY_MODELS, UNITS, CostModel, SpaceCosts, check_cost_model
 from archnas.latency.table import CostTable
 
-__all__ = ["COST_MODELS", "LATENCY_MODELS", "UNITS", "CostModel", "CostTable", "Limits", "check_cost_conf", "check_limits_reachable", "SpaceCosts", "TimingProtocol",
+__all__ = ["COST_MODELS", "LATENCY_MODELS", "UNITS", "CostModel", "CostTable", "Limits", "SpaceCosts", "TimingProtocol",
+           "check_cost_conf", "check_limits_reachable",
            "check_cost_model"]
