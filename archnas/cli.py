@@ -7,7 +7,6 @@ import os
 import shlex
 import sys
 import textwrap
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -18,6 +17,7 @@ from archnas.config import (
     load_config,
     parse_override_tokens,
 )
+from archnas.config.validate import check_experiment_name
 from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted, StopSignals
 from archnas.utils.lock import under_parent
@@ -133,6 +133,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]):
     overrides, rest = parse_override_tokens(list(argv), known, valued)
     args = parser.parse_args(rest)
     args.config = [part for item in args.config for part in item.split(",") if part]
+    if getattr(args, "algos", None) is not None and not args.algos.replace(",", "").strip():
+        raise ConfigError(f"--algos {args.algos!r}: no algorithm named; give names separated by commas "
+                          "(e.g. --algos darts,gdas)")
     if not args.config and not getattr(args, "algos", None):  # --algos brings confs/<algo>.yaml
         parser.error("no config given; use --config FILE (for example --config confs/darts.yaml)")
     args.overrides = overrides
@@ -151,10 +154,8 @@ def resolve_conf(args) -> ExperimentConf:
     from archnas.launch.experiment import default_experiment_name
 
     conf = load_config(args.config, args.overrides)
-    if getattr(args, "exp_name", None):
-        if Path(args.exp_name).is_absolute() or ".." in Path(args.exp_name).parts:
-            raise ConfigError(f"--exp-name {args.exp_name!r}: a name inside common.results_dir is expected (no "
-                              "absolute path, no '..'); set common.results_dir to put results elsewhere")
+    if getattr(args, "exp_name", None) is not None:
+        check_experiment_name(args.exp_name, "--exp-name")
         conf.common.experiment_name = args.exp_name
     if not conf.common.experiment_name:
         conf.common.experiment_name = default_experiment_name(args.config)
@@ -191,10 +192,20 @@ def _run(argv: list[str]) -> int:
     args = parse_args(build_run_parser(), argv)
     import_plugins(args.imports)
     conf = resolve_conf(args)
+    if args.algos is None:
+        check_algorithm_settings(conf)
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))
         return 0
     return run_from_cli(conf, args, argv)
+
+
+def check_algorithm_settings(conf: ExperimentConf) -> None:
+    """The algorithm's own judgement of the config (`Strategy.check`: its section, limits, counts),
+    when the config is loaded: before an experiment folder is made or anything runs."""
+    from archnas.nas.registry import algorithm_class
+
+    algorithm_class(conf.nas.algo)(conf)
 
 
 def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
@@ -206,7 +217,7 @@ def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
     if args.no_search and args.no_eval:
         raise ConfigError("--no-search with --no-eval: that skips every phase, so nothing would run; drop one of them")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    if args.algos:
+    if args.algos is not None:  # `--algos ''` is refused there, not taken for no --algos
         if seeds is not None:
             raise ConfigError("--seeds with --algos: repeat one algorithm per command (--seeds runs a whole "
                               "experiment once per seed)")

@@ -93,6 +93,9 @@ class Spos(Strategy):
                 e.mutations + e.crossovers < 1 or not 0 <= e.mutation_prob <= 1:
             raise ConfigError(f"nas.search.spos.evolution: need population, parents and generations >= 1, mutations "
                               f"and crossovers >= 0 (not both 0) and 0 <= mutation_prob <= 1; got {e}")
+        if e.parents > e.population:
+            raise ConfigError(f"nas.search.spos.evolution.parents: {e.parents} is more than the population "
+                              f"({e.population}); the parents are the best of one population, so at most that many")
         if s.random.n_archs < 1 or s.random.per_generation < 1:
             raise ConfigError(f"nas.search.spos.random: n_archs ({s.random.n_archs}) and per_generation "
                               f"({s.random.per_generation}) must be at least 1")

@@ -20,7 +20,7 @@ import yaml
 
 from archnas.config.copy_refs import resolve_copies
 from archnas.config.overrides import Override, apply_overrides, parse_override_tokens
-from archnas.config.schema import ExperimentConf, field_kinds
+from archnas.config.schema import SPACE_SECTIONS, ExperimentConf, field_kinds
 from archnas.config.tree import ConfigTree
 from archnas.config.validate import check_sections, config_to_dict, schema_defaults, validate
 from archnas.config.yaml_files import load_config_file
@@ -42,11 +42,11 @@ def find_config_file(name: str) -> Path:
 
 def load_config(config_files: Sequence[str | Path], overrides: Sequence[Override] = ()) -> ExperimentConf:
     """Merge files and overrides into a validated config (see the module docstring for the order)."""
-    tree = ConfigTree()
+    tree = ConfigTree(keyed=SPACE_SECTIONS)
     tree.merge(schema_defaults(), "<defaults>")
     for name in config_files:
-        tree.merge_tree(load_config_file(find_config_file(str(name))))
-    apply_overrides(tree, list(overrides), field_kinds())
+        tree.merge_tree(load_config_file(find_config_file(str(name)), keyed=SPACE_SECTIONS))
+    apply_overrides(tree, list(overrides), field_kinds(), check=check_sections)
     check_sections(tree)
     return validate(resolve_copies(tree.data), tree)
 

@@ -7,14 +7,20 @@ names it, never silently ignored. A mapping merges into a mapping key by key, wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from archnas.config.copy_refs import COPY_KEY, is_value_ref, ref_target, resolve_copies
-from archnas.config.tree import MAX_DEPTH, ConfigTree, Path, did_you_mean, dotted, iter_paths, too_deep
+from archnas.config.tree import IDENTITY_KEYS, MAX_DEPTH, ConfigTree, Path, did_you_mean, dotted, iter_paths, too_deep
+from archnas.config.yaml_files import MAX_CONFIG_NODES, safe_load_bounded
 from archnas.errors import ConfigError
+
+
+# A number in exponent notation without a dot (`1e-4`, `-2E3`), which YAML 1.1 leaves a string.
+_FLOAT_TEXT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def parse_override_tokens(tokens: list[str], known_flags: set[str],
 def parse_value(ov: Override) -> Any:
     deep = ConfigError(f"{ov.origin}: the value is nested too deeply (more than {MAX_DEPTH} levels)")
     try:
-        value = yaml.safe_load(ov.text) if ov.text.strip() else ""
+        value = safe_load_bounded(ov.text, MAX_CONFIG_NODES) if ov.text.strip() else ""
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{ov.origin}: the value {ov.text!r} is not valid YAML ({problem})") from None
@@ -85,16 +91,36 @@ def parse_value(ov: Override) -> Any:
     return value
 
 
-def apply_overrides(tree: ConfigTree, overrides: list[Override], kinds: dict[Path, str]) -> None:
+def apply_overrides(tree: ConfigTree, overrides: list[Override], kinds: dict[Path, str],
+                    check: Callable[[ConfigTree], None] = lambda tree: None) -> None:
     """Apply overrides in order. `kinds` marks schema fields that the current values cannot tell
-    about: "free" mappings that accept new keys and "str" fields (which may currently be null)."""
+    about: "free" mappings that accept new keys and "str" fields (which may currently be null).
+    `check` runs on the tree before each override: the `_copy` view an override is checked against
+    would otherwise blame an emptied section on a copy of it elsewhere."""
+    origins = {ov.origin for ov in overrides}
     for ov in overrides:
+        check(tree)
         view = resolve_copies(tree.data)  # what the run would see, copies included
         if kinds.get(ov.path) == "str" and ov.text.strip() not in ("null", "~"):
             value: Any = ov.text  # a string field takes the text as typed, never parsed as YAML
         else:
             value = parse_value(ov)
+        if ov.path[:-1] in tree.keyed and ov.path[-1] in IDENTITY_KEYS:
+            _start_afresh(tree, ov, value, origins)
         _apply_one(tree, view, ov, ov.path, value, ov.text, kinds)
+
+
+def _start_afresh(tree: ConfigTree, ov: Override, value: Any, origins: set[str]) -> None:
+    """A new space name (or factory) starts from that space's parameters: the section keeps only
+    what other overrides set in it, not the parameters files gave the space it replaces."""
+    section = ov.path[:-1]
+    current = tree.get(section) if _lookup(tree.data, section)[0] else None
+    if not isinstance(current, dict) or current.get(ov.path[-1]) == value:
+        return
+    kept = {k: v for k, v in current.items() if tree.sources.get(section + (k,)) in origins}
+    kept_sources = {section + (k,): tree.sources[section + (k,)] for k in kept}
+    tree.set(section, kept, ov.origin)
+    tree.sources.update(kept_sources)
 
 
 def _apply_one(
@@ -141,6 +167,10 @@ def _checked(ov: Override, path: Path, current: Any, value: Any, text: str | Non
         raise wrong("an integer")
     if isinstance(current, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; a config file's `lr: 1e-4` reaches the
+            # float field as that string too and is converted there, so the command line does the same.
             return float(value)
         raise wrong("a number")
     if isinstance(current, str):

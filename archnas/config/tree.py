@@ -37,21 +37,38 @@ def too_deep(node: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+# The keys that say which thing a keyed mapping describes (a search space: its registered name or
+# its factory). The other keys are that thing's parameters, meaningless for another one.
+IDENTITY_KEYS = ("name", "factory")
+
+
+def renames(old: Any, new: Any) -> bool:
+    """Whether mapping `new`, merged over mapping `old`, names another thing (see IDENTITY_KEYS)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)) or not any(k in new for k in IDENTITY_KEYS):
+        return False
+    return any(old.get(k) != new.get(k) for k in IDENTITY_KEYS)
+
+
 @dataclass
 class ConfigTree:
-    """Config values as plain dicts/lists/scalars, plus the source of every node."""
+    """Config values as plain dicts/lists/scalars, plus the source of every node.
+
+    `keyed`: paths of mappings that describe one named thing (`nas.search.space`): merging one
+    that names another thing replaces the mapping instead of merging into it, so a config that
+    includes another and picks a different space does not inherit the other space's parameters."""
 
     data: dict[str, Any] = field(default_factory=dict)
     sources: dict[Path, str] = field(default_factory=dict)
+    keyed: frozenset[Path] = frozenset()
 
     def merge(self, other: dict[str, Any], source: str, base: Path = ()) -> None:
         """Merge `other` into the subtree at `base`; mappings merge key by key, anything else replaces."""
         target = self.get(base) if base else self.data
-        _merge_into(target, other, base, self.sources, source)
+        _merge_into(target, other, base, self.sources, source, keyed=self.keyed)
 
     def merge_tree(self, other: "ConfigTree") -> None:
         """Merge another tree, keeping the sources it recorded."""
-        _merge_into(self.data, other.data, (), self.sources, None, other.sources)
+        _merge_into(self.data, other.data, (), self.sources, None, other.sources, keyed=self.keyed)
 
     def get(self, path: Path) -> Any:
         node: Any = self.data
@@ -105,15 +122,18 @@ def _merge_into(
     sources: dict[Path, str],
     source: str | None,
     other_sources: dict[Path, str] | None = None,
+    keyed: frozenset[Path] = frozenset(),
 ) -> None:
     for key, value in other.items():
         path = base + (key,)
         # `_copy` nodes must not be deep-merged with what they replace: they stand on their own.
         mergeable = isinstance(value, dict) and "_copy" not in value
+        if path in keyed and renames(target.get(key), value):
+            mergeable = False
         if mergeable and isinstance(target.get(key), dict):
             if other_sources is not None and path in other_sources:
                 sources[path] = other_sources[path]
-            _merge_into(target[key], value, path, sources, source, other_sources)
+            _merge_into(target[key], value, path, sources, source, other_sources, keyed)
             continue
         target[key] = copy.deepcopy(value)
         _forget_below(sources, path)

@@ -14,6 +14,7 @@ from omegaconf.errors import (
 )
 
 from archnas.config.copy_refs import is_value_ref
+from archnas.config.ranges import RangeError, check_phase_trainers
 from archnas.config.schema import ExperimentConf, experiment_conf_class, field_kinds
 from archnas.config.tree import ConfigTree, did_you_mean, dotted, iter_paths
 from archnas.errors import ConfigError
@@ -52,6 +53,11 @@ def validate(resolved: dict[str, Any], tree: ConfigTree) -> ExperimentConf:
     except OmegaConfBaseException as exc:
         raise _explain(exc, tree) from None
     _check_common(conf, tree)
+    try:
+        check_phase_trainers(conf)
+    except RangeError as exc:
+        where = tree.source_of(tuple(exc.key.split("."))) or "config"
+        raise ConfigError(f"{where}: {exc}") from None
     return conf
 
 
@@ -61,10 +67,32 @@ def _check_common(conf: ExperimentConf, tree: ConfigTree) -> None:
     if not 0 <= seed < MAX_SEED:
         where = tree.source_of(("common", "seed")) or "config"
         raise ConfigError(f"{where}: common.seed: {seed} is not a seed; expected an integer from 0 to {MAX_SEED - 1}")
+    if conf.common.experiment_name:
+        where = tree.source_of(("common", "experiment_name")) or "config"
+        try:
+            check_experiment_name(conf.common.experiment_name, "common.experiment_name")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     if conf.common.log_level.upper() not in levels:
         where = tree.source_of(("common", "log_level")) or "config"
         raise ConfigError(f"{where}: common.log_level: {conf.common.log_level!r} is not one of {', '.join(levels)}")
+
+
+def check_experiment_name(name: str, key: str) -> None:
+    """An experiment name is a folder inside common.results_dir: relative, every part of it a real
+    name (not empty, `.` or `..`, so the results never land in results_dir itself or outside it),
+    printable (a newline or tab would make a folder nobody can type). `a/b` is allowed: --algos
+    and --seeds keep one experiment per algorithm or seed under a common folder that way."""
+    expected = ("a name inside common.results_dir is expected (a folder name, or parts separated by '/'; "
+                "no absolute path, no empty, '.' or '..' part)")
+    if not name.strip():
+        raise ConfigError(f"{key} {name!r}: the name is empty; {expected}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or name != name.strip():
+        raise ConfigError(f"{key} {name!r}: the name has a control character or leading/trailing space; {expected}")
+    parts = name.split("/")
+    if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ConfigError(f"{key} {name!r}: {expected}")
 
 
 def check_sections(tree: ConfigTree) -> None:

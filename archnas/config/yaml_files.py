@@ -12,14 +12,97 @@ from typing import Any
 
 import yaml
 
-from archnas.config.tree import MAX_DEPTH, ConfigTree, too_deep
+from archnas.config.tree import MAX_DEPTH, ConfigTree, Path, too_deep
 from archnas.errors import ConfigError
 
 INCLUDE_KEY = "__include__"
 
+# Nodes a YAML document may hold once its aliases are expanded. A config has a few hundred and a
+# DARTS supernet's desc file tens of thousands; a "billion laughs" file of a few hundred bytes
+# (nine anchors, each a list of nine aliases of the previous one) expands to 9**9 nodes, which
+# every later walk over the data (merging, `_copy`, OmegaConf) would take hours and gigabytes to
+# visit. The count is taken on the composed node graph, where an alias is one shared node, so
+# counting is linear in the text however large the expansion.
+MAX_YAML_NODES = 1_000_000
+# A config file or a command-line value: the shipped configs have at most a few hundred nodes.
+MAX_CONFIG_NODES = 100_000
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which PyYAML would silently collapse to the last."""
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases expand past `max_nodes` nodes."""
+
+    max_nodes = MAX_YAML_NODES
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node, self.max_nodes)
+        return node
+
+
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Raise a ComposerError when `root` expanded (every alias copied out) has more than `limit`
+    nodes, or refers to itself (an anchor used inside its own value expands without end)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if finished:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > limit:
+                raise yaml.composer.ComposerError(
+                    None, None, f"its aliases expand to more than {limit:,} nodes (an alias bomb?); "
+                    "write the values out instead of nesting aliases of aliases", node.start_mark)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise yaml.composer.ComposerError(
+                None, None, "an anchor is used inside its own value, which expands without end", node.start_mark)
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def safe_load_bounded(text: str, max_nodes: int = MAX_YAML_NODES) -> Any:
+    """`yaml.safe_load` for untrusted text: the same values, but a document whose aliases expand
+    past `max_nodes` nodes is refused with a `yaml.YAMLError` instead of being walked for hours."""
+    return _parse(text, BoundedSafeLoader, max_nodes)
+
+
+def _parse(text: str, loader_class: type[BoundedSafeLoader], max_nodes: int) -> Any:
+    loader = loader_class(text)
+    loader.max_nodes = max_nodes
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line ("line 6, column 4: found ..."), for an `archnas: error:` message."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f"{exc.context} " if exc.context else ""
+        return f"{where}{context}{exc.problem}"
+    return " ".join(str(exc).split())
+
+
+class _StrictLoader(BoundedSafeLoader):
+    """Bounded SafeLoader that refuses duplicate keys, which PyYAML would silently collapse to the last."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -51,9 +134,9 @@ def read_yaml_mapping(path: FsPath) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _parse(text, _StrictLoader, MAX_CONFIG_NODES)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config (more than {MAX_DEPTH} levels)") from None
     if data is None:
@@ -82,9 +165,11 @@ def _check_keys(node: Any, file: FsPath, prefix: tuple[str, ...]) -> None:
             _check_keys(item, file, prefix)
 
 
-def load_config_file(path: str | FsPath, display_root: FsPath | None = None) -> ConfigTree:
-    """Load a file and everything it includes into one tree with per-key sources."""
-    return _load(FsPath(path).resolve(), [], display_root or FsPath.cwd())
+def load_config_file(path: str | FsPath, display_root: FsPath | None = None,
+                     keyed: frozenset[Path] = frozenset()) -> ConfigTree:
+    """Load a file and everything it includes into one tree with per-key sources (`keyed`: see
+    ConfigTree)."""
+    return _load(FsPath(path).resolve(), [], display_root or FsPath.cwd(), keyed)
 
 
 def _display(path: FsPath, root: FsPath) -> str:
@@ -94,7 +179,7 @@ def _display(path: FsPath, root: FsPath) -> str:
         return str(path)
 
 
-def _load(path: FsPath, chain: list[FsPath], root: FsPath) -> ConfigTree:
+def _load(path: FsPath, chain: list[FsPath], root: FsPath, keyed: frozenset[Path]) -> ConfigTree:
     if path in chain:
         cycle = " -> ".join(_display(p, root) for p in chain + [path])
         raise ConfigError(f"include cycle: {cycle}")
@@ -106,11 +191,11 @@ def _load(path: FsPath, chain: list[FsPath], root: FsPath) -> ConfigTree:
         includes = [includes]
     elif not (isinstance(includes, list) and all(isinstance(i, str) for i in includes)):
         raise ConfigError(f"{_display(path, root)}: {INCLUDE_KEY} must be a file path or a list of paths")
-    tree = ConfigTree()
+    tree = ConfigTree(keyed=keyed)
     for inc in includes:
         inc_path = (path.parent / FsPath(inc).expanduser()).resolve()
         if not inc_path.is_file():
             raise ConfigError(f"{_display(path, root)}: included file {inc!r} not found (looked at {inc_path})")
-        tree.merge_tree(_load(inc_path, chain + [path], root))
+        tree.merge_tree(_load(inc_path, chain + [path], root, keyed))
     tree.merge(data, _display(path, root))
     return tree

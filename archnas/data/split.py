@@ -82,11 +82,12 @@ class DataSplit:
         atomic.write_json(path, self.to_dict())
 
 
-def make_split(labels: Tensor, val_ratio: float, limit_train: int, seed: int) -> DataSplit:
-    """The `limit_train` subset (stratified), then the stratified train/val split of what is left."""
+def make_split(labels: Tensor, val_ratio: float, limit_train: int, seed: int, loader_key: str = "loader") -> DataSplit:
+    """The `limit_train` subset (stratified), then the stratified train/val split of what is left.
+    `loader_key`: where the loader section sits in the config, for messages (nas.eval.loader)."""
     n = len(labels)
     if not 0.0 <= val_ratio < 1.0:
-        raise ConfigError(f"loader.val_ratio: {val_ratio} is not in [0, 1)")
+        raise ConfigError(f"{loader_key}.val_ratio: {val_ratio} is not in [0, 1)")
     if limit_train < 0:
         raise ConfigError(f"dataset.limit_train: {limit_train} is negative")
     limited = torch.arange(n)
@@ -96,5 +97,5 @@ def make_split(labels: Tensor, val_ratio: float, limit_train: int, seed: int) ->
     if val_ratio == 0.0:
         train_idx, val_idx = torch.arange(len(limited)), torch.zeros(0, dtype=torch.int64)
     else:
-        train_idx, val_idx = stratified_split(kept_labels, val_ratio, seed, "loader.val_ratio")
+        train_idx, val_idx = stratified_split(kept_labels, val_ratio, seed, f"{loader_key}.val_ratio")
     return DataSplit(seed, val_ratio, limit_train, limited, train_idx, val_idx)

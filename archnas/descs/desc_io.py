@@ -15,6 +15,7 @@ from typing import Any, Collection
 import torch
 import yaml
 
+from archnas.config.yaml_files import safe_load_bounded, yaml_problem
 from archnas.descs.fields import Fields
 from archnas.descs.genotypes import unknown_op_message
 from archnas.descs.model_desc import ModelDesc, TrainablesRefs
@@ -63,11 +64,11 @@ def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None,
                    known_ops: Collection[str] | None = None) -> ModelDesc:
     """Parse a desc file's text; `folder` is where its trainables sidecar is looked up."""
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_bounded(text)
     except yaml.constructor.ConstructorError as exc:
         raise DescError(f"{where}: refused: desc files are plain YAML without Python tags ({exc.problem})") from None
     except yaml.YAMLError as exc:
-        raise DescError(f"{where}: invalid YAML: {exc}") from None
+        raise DescError(f"{where}: invalid YAML: {yaml_problem(exc)}") from None
     except RecursionError:
         raise DescError(f"{where}: nested too deeply to be a desc file") from None
     f = Fields(data, where)

@@ -17,6 +17,7 @@ from typing import Any, Collection
 
 import yaml
 
+from archnas.config.yaml_files import safe_load_bounded
 from archnas.descs.model_desc import CellType, ConvMacroParams, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archnas.errors import DescError
 
@@ -148,7 +149,7 @@ def parse_genotype(text: str, source: str = "genotype", known_ops: Collection[st
     if text.lstrip().startswith("Genotype"):
         return parse_genotype_string(text, source, known_ops)
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_bounded(text)
     except yaml.YAMLError as exc:
         raise DescError(f"{source}: neither a Genotype(...) string nor YAML: {exc}") from None
     except RecursionError:

@@ -7,10 +7,11 @@ one protocol (`archnas.latency.measure`) and summarizes a cost over the space (t
 (`max_params`, `max_macs`, `max_latency_ms`).
 """
 
-from archnas.latency.limits import Limits
+from archnas.latency.limits import Limits, check_cost_conf, check_limits_reachable
 from archnas.latency.measure import TimingProtocol
 from archnas.latency.models import COST_MODELS, LATENCY_MODELS, UNITS, CostModel, SpaceCosts, check_cost_model
 from archnas.latency.table import CostTable
 
 __all__ = ["COST_MODELS", "LATENCY_MODELS", "UNITS", "CostModel", "CostTable", "Limits", "SpaceCosts", "TimingProtocol",
+           "check_cost_conf", "check_limits_reachable",
            "check_cost_model"]

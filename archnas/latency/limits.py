@@ -1,17 +1,20 @@
 """Hard limits on what a subnet search may pick: `max_params`, `max_macs`, `max_latency_ms`.
 
 A candidate over any limit is rejected before it is scored. A limit no architecture of the space
-can meet is a usage error, raised before the search starts and naming the space's minimum.
+can meet is a usage error, raised before the supernet is pretrained and naming the space's minimum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+
+from torch import nn
 
 from archnas.config.schema import CostConf
 from archnas.errors import ConfigError
-from archnas.latency.models import LATENCY_MODELS, UNITS, SpaceCosts, check_cost_model
+from archnas.latency.models import LATENCY_MODELS, UNITS, SpaceCosts, check_cost_model, check_timing
+from archnas.space.store import ChoiceSpec
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,22 @@ class Limits:
 
     def describe(self) -> dict[str, float]:
         return {self.keys[m].rsplit(".", 1)[1]: b for m, b in self.bounds.items()}
+
+
+def check_cost_conf(conf: CostConf, prefix: str = "nas.search.cost") -> Limits:
+    """Everything in a cost section that is judged without building the space: the model names,
+    the limits' values, the held-out count and the timing protocol."""
+    limits = Limits.from_conf(conf, prefix)
+    check_timing(conf, prefix)
+    return limits
+
+
+def check_limits_reachable(conf: CostConf, specs: Mapping[str, ChoiceSpec],
+                           network_of: Callable[[dict[str, Any]], nn.Module], input_shape: list[int],
+                           seed: int) -> None:
+    """Before a supernet is pretrained: a limit below the space's cheapest architecture is refused.
+    Parameters and multiply-adds are counted (exact, a few networks); a latency limit is judged on
+    the same measured table the search builds, so it costs the timing of that table once more."""
+    limits = check_cost_conf(conf)
+    if limits:
+        limits.check_reachable(SpaceCosts.from_conf(conf, specs, network_of, input_shape, seed=seed))

@@ -47,6 +47,16 @@ def check_cost_model(name: str, key: str) -> str:
     return name
 
 
+def check_timing(conf: CostConf, prefix: str = "nas.search.cost") -> None:
+    """The counts of a cost section: held-out architectures and the timing protocol."""
+    t = conf.timing
+    for key, value, low in (("held_out", conf.held_out, 1), ("timing.threads", t.threads, 1),
+                            ("timing.warmup", t.warmup, 0), ("timing.repeats", t.repeats, 1),
+                            ("timing.batch_size", t.batch_size, 1)):
+        if value < low:
+            raise ConfigError(f"{prefix}.{key}: {value} is below {low}; it must be an integer of at least {low}")
+
+
 class CostModel:
     """One cost of the architectures of a space."""
 
@@ -106,11 +116,8 @@ class SpaceCosts:
     @classmethod
     def from_conf(cls, conf: CostConf, specs: Mapping[str, ChoiceSpec],
                   network_of: Callable[[dict[str, Any]], nn.Module], input_shape: list[int], seed: int) -> "SpaceCosts":
+        check_timing(conf)
         t = conf.timing
-        if min(t.threads, t.repeats, t.batch_size) < 1 or t.warmup < 0 or conf.held_out < 1:
-            raise ConfigError(f"nas.search.cost: timing.threads, repeats and batch_size ({t.threads}, {t.repeats}, "
-                              f"{t.batch_size}) and held_out ({conf.held_out}) must be at least 1, timing.warmup "
-                              f"({t.warmup}) at least 0")
         return cls(specs, network_of, input_shape, TimingProtocol(t.threads, t.warmup, t.repeats, t.batch_size),
                    seed=seed, held_out=conf.held_out)
 

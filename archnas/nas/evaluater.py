@@ -58,6 +58,19 @@ METRICS_FILE = "metrics.json"
 BEST_MODEL, LAST_MODEL = "model_best.pt", "model_last.pt"
 
 
+
+def check_eval_mode(conf: Any) -> None:
+    """`nas.eval.mode: tune` fine-tunes the searched supernet's own weights: there must be one (a
+    space over a module) and the eval must not name another macro of it (`nas.eval.space`)."""
+    if conf.nas.eval.mode != EvalMode.tune:
+        return
+    if conf.nas.eval.space:
+        raise ConfigError("nas.eval.mode: tune fine-tunes the searched supernet itself; leave nas.eval.space "
+                          "empty (the search's space)")
+    if not conf.nas.search.space:
+        raise ConfigError("nas.eval.mode: tune fine-tunes a searched space over a module (nas.search.space); "
+                          "DARTS cells are retrained (nas.eval.mode=retrain)")
+
 class SaveBestModel(HookBase):
     """`model_best.pt` whenever the val top-1 improves (rank 0): the model selection of the eval."""
 
@@ -112,11 +125,9 @@ class Evaluater(Phase):
 
     def network(self, info: DatasetInfo) -> Network:
         conf = self.section
+        check_eval_mode(self.run.conf)
         space = eval_space(self.run.conf)
         if space is None:
-            if conf.mode == EvalMode.tune:
-                raise ConfigError("nas.eval.mode: tune fine-tunes a searched space over a module (nas.search.space); "
-                                  "DARTS cells are retrained (nas.eval.mode=retrain)")
             desc = self.full_desc(info)
             return Network(desc.fingerprint(), f"{len(desc.cells)} cells", lambda: Model(desc, droppath=True, affine=True),
                            lambda folder: save_desc(desc, folder / "full_model_desc.yaml"))
@@ -131,9 +142,6 @@ class Evaluater(Phase):
         record = {**space.description(), "input_shape": [info.channels, *info.image_size],
                   "n_classes": info.n_classes, "arch": arch}
         if conf.mode == EvalMode.tune:
-            if self.run.conf.nas.eval.space:
-                raise ConfigError("nas.eval.mode: tune fine-tunes the searched supernet itself; leave nas.eval.space "
-                                  "empty (the search's space)")
             build = lambda: self.inherited(space, arch, info)  # noqa: E731
         else:
             build = lambda: space.network(arch, info)  # noqa: E731

@@ -60,13 +60,18 @@ RANKING_FILE = "ranking.json"
 TRIAL_FILE = "trial.json"
 
 
+def check_ranking_count(specs: Any, n: int) -> None:
+    """The ranking check draws `n` distinct architectures: the space must hold that many."""
+    total = space_size(specs)
+    if n > total:
+        raise ConfigError(f"nas.search.ranking_check.n_archs: {n} is more than the {total} architectures of the space")
+
+
 def ranking_archs(specs: Any, n: int, seed: int) -> list[dict[str, Any]]:
     """`n` distinct architectures drawn uniformly from the space (a pure function of the seed)."""
     rng = random.Random(phase_seed(seed, "ranking_check"))
     rows: list[list[int]] = []
-    total = space_size(specs)
-    if n > total:
-        raise ConfigError(f"nas.search.ranking_check.n_archs: {n} is more than the {total} architectures of the space")
+    check_ranking_count(specs, n)
     while len(rows) < n:
         row = random_rows(specs, 1, rng)[0]
         if row not in rows:

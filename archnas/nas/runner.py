@@ -23,6 +23,7 @@ from typing import Any
 from archnas.context import RunContext
 from archnas.distributed import barrier
 from archnas.nas.phase import Experiment
+from archnas.nas.preflight import check_before_work
 from archnas.nas.registry import algorithm_class
 from archnas.utils import atomic
 
@@ -45,6 +46,7 @@ class ExperimentRunner:
 
     def run(self, search: bool = True, eval: bool = True) -> ExperimentResult:
         wanted = {"search": search, "eval": eval}
+        check_before_work(self.experiment, search, eval)  # what would be refused late, refused now
         result = ExperimentResult(self.strategy.name, self.run_context.exp_dir)
         for phase_class in self.strategy.phases:
             phase = phase_class(self.experiment)

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from archnas.config.schema import BilevelOrder, ExperimentConf
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import ConfigError
-from archnas.latency import Limits
+from archnas.latency import check_cost_conf
 from archnas.model.builder import ModelDescBuilder, darts_mixed_op
-from archnas.nas.evaluater import Evaluater
+from archnas.nas.evaluater import Evaluater, check_eval_mode
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
 from archnas.nas.searcher import Searcher
 from archnas.space.store import Weighting
@@ -90,7 +90,8 @@ class Strategy:
                               f"(or 0: off) and epochs {search.ranking_check.epochs} at least 1; fewer architectures "
                               "give rank correlations too noisy to read")
         if self.scores_subnets:
-            Limits.from_conf(cost)  # names and values checked before anything runs
+            check_cost_conf(cost)  # names, values and counts checked before anything runs
+        check_eval_mode(self.conf)
         order = search.trainer.bilevel_order
         if self.trains_alphas and self.first_order_only and order != BilevelOrder.first:
             raise ConfigError(

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
+from archnas.config.yaml_files import safe_load_bounded
 from archnas.descs.genotypes import Genotype
 from archnas.errors import SpaceError
 from archnas.utils import atomic
@@ -72,7 +73,7 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
             raise SpaceError(f"{where}: {source[:40]!r} is a NAS-Bench-201 string, but this space is not nb201")
         return parse_string(source)
     try:
-        data = yaml.safe_load(source)
+        data = safe_load_bounded(source)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{where}: neither a NAS-Bench-201 string nor YAML/JSON: {str(exc).splitlines()[0]}") from None
     except RecursionError:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from archnas.config.ranges import check_loss
 from archnas.config.schema import LossConf
 from archnas.errors import ConfigError
 
@@ -32,10 +33,7 @@ class TrainLoss(nn.Module):
         super().__init__()
         if conf.type not in LOSS_TYPES:
             raise ConfigError(f"trainer.lossfn.type: {conf.type!r} is not one of {', '.join(LOSS_TYPES)}")
-        if not 0.0 <= conf.label_smoothing < 1.0:
-            raise ConfigError(f"trainer.lossfn.label_smoothing: {conf.label_smoothing} is not in [0, 1)")
-        if aux_weight < 0:
-            raise ConfigError(f"trainer.aux_weight: {aux_weight} is negative")
+        check_loss(conf, aux_weight)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=conf.label_smoothing)
         self.aux_weight = aux_weight
 

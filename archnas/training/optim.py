@@ -11,6 +11,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from archnas.config.ranges import check_optimizer
 from archnas.config.schema import OptimizerConf, OptimizerType
 from archnas.errors import ConfigError
 
@@ -31,19 +32,12 @@ def build_optimizer(
     conf: OptimizerConf, params: Iterable[nn.Parameter], key: str = "trainer.optimizer"
 ) -> torch.optim.Optimizer:
     """`key` is where `conf` sits in the config, for error messages (the alpha optimizer reuses this)."""
-    if conf.lr <= 0:
-        raise ConfigError(f"{key}.lr: {conf.lr} is not positive")
-    if conf.decay < 0 or (conf.decay_bn is not None and conf.decay_bn < 0):
-        raise ConfigError(f"{key}.decay/decay_bn: weight decay cannot be negative ({conf.decay}, {conf.decay_bn})")
+    check_optimizer(conf, key)
     groups = param_groups(params, conf.decay, conf.decay_bn)
     if not any(g["params"] for g in groups):
         raise ValueError("the optimizer got no parameters to train")
     if conf.type == OptimizerType.sgd:
-        if conf.nesterov and conf.momentum <= 0:
-            raise ConfigError(f"{key}.nesterov: Nesterov momentum needs {key}.momentum > 0")
         return torch.optim.SGD(groups, lr=conf.lr, momentum=conf.momentum, nesterov=conf.nesterov)
-    if len(conf.betas) != 2 or not all(0 <= b < 1 for b in conf.betas):
-        raise ConfigError(f"{key}.betas: {conf.betas} is not two numbers in [0, 1)")
     cls = torch.optim.Adam if conf.type == OptimizerType.adam else torch.optim.AdamW
     return cls(groups, lr=conf.lr, betas=(conf.betas[0], conf.betas[1]))
 

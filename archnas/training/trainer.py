@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
 from archnas.config import config_hash
+from archnas.config.ranges import check_trainer
 from archnas.config.schema import TrainerConf
 from archnas.data.loader import Batch, BatchLoader
 from archnas.distributed import agree_max, wrap_ddp
@@ -77,13 +78,7 @@ class Trainer:
         `params`: what the weight optimizer trains (default: every parameter that requires a
         gradient). `checkpointer`: the phase's, which knows what a checkpoint must match to be
         resumed (default: one in `env.dir` that records nothing about the run)."""
-        if conf.epochs < 0 or conf.batch_chunks < 1 or conf.grad_clip < 0 or conf.validation.freq < 1:
-            raise ConfigError(
-                f"trainer: epochs ({conf.epochs}) >= 0, batch_chunks ({conf.batch_chunks}) >= 1, grad_clip "
-                f"({conf.grad_clip}) >= 0 and validation.freq ({conf.validation.freq}) >= 1 are required"
-            )
-        if not 0 <= conf.drop_path_prob < 1:
-            raise ConfigError(f"trainer.drop_path_prob: {conf.drop_path_prob} is not a probability in [0, 1)")
+        check_trainer(conf)  # a loaded config was checked under its phase's key already
         self.conf = conf
         self.env = env
         self.log = env.log

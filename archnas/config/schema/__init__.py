@@ -30,6 +30,7 @@ from archnas.config.schema.nas import (
     NasConf,
     PostTrainConf,
     RankingCheckConf,
+    SPACE_SECTIONS,
     SearchCombinationsConf,
     SearchConf,
     TimingConf,
@@ -108,6 +109,7 @@ __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf", "CostConf",
     "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf", "FinalizerRank",
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
-    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",
+    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf",
+    "SPACE_SECTIONS", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",
     "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section",
 ]

@@ -17,6 +17,11 @@ from archnas.config.schema.training import (
 )
 
 
+# Config sections that each describe one search space ({name: ..., <its parameters>}): a file or
+# override that names another space starts from that space's parameters (ConfigTree.keyed).
+SPACE_SECTIONS = frozenset({("nas", "search", "space"), ("nas", "eval", "space")})
+
+
 class BilevelOrder(StrEnum):
     first = "first"  # alphas step on the val loss at the current weights
     second = "second"  # alphas step on the val loss after a virtual SGD step (DARTS unrolled)

@@ -1,0 +1,72 @@
+"""Judgements that need the dataset or the space, made before the first phase works.
+
+The algorithm's `Strategy.check` judges the config on its own when it is loaded. What needs more
+than the config (the dataset's labels, the space's architectures) is judged here, by the runner,
+before the first phase starts: otherwise a limit below the cheapest architecture would surface
+after pretraining, and an eval split that cannot be stratified after the whole search. Each check
+is the function the late phase runs itself, called earlier; none is a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archnas.data import load_dataset
+from archnas.data.split import make_split
+from archnas.latency import check_limits_reachable
+from archnas.nas.phase import Experiment
+from archnas.nas.ranking import check_ranking_count
+from archnas.nas.spaces import check_space, module_space
+from archnas.nas.subnet_search import SubnetSearchPhase
+from archnas.stats import dataset_info
+
+
+def check_before_work(experiment: Experiment, search: bool, eval: bool) -> None:
+    """Everything the phases about to run would refuse later, judged now (ConfigError)."""
+    conf = experiment.run.conf
+    kinds = {phase.kind for phase in experiment.strategy.phases}
+    search, eval = search and "search" in kinds, eval and "eval" in kinds
+    check_splits(conf, search, eval)
+    if search and experiment.strategy.scores_subnets:
+        check_subnet_search(experiment)
+
+
+def check_splits(conf: Any, search: bool, eval: bool) -> None:
+    """The train/val split of every phase that runs can be made (stratified, as the phase makes it)."""
+    loaders = []
+    if search:
+        loaders.append(("nas.search.loader", conf.nas.search.loader))
+        if conf.nas.search.post_train.trainer.epochs > 0:
+            loaders.append(("nas.search.post_train.loader", conf.nas.search.post_train.loader))
+    if eval:
+        loaders.append(("nas.eval.loader", conf.nas.eval.loader))
+    if not loaders:
+        return
+    labels = load_dataset(conf.dataset, conf.common.cache_dir).train.labels
+    for key, loader in loaders:
+        make_split(labels, loader.val_ratio, conf.dataset.limit_train, conf.common.seed, key)
+
+
+def check_subnet_search(experiment: Experiment) -> None:
+    """A subnet search's limits against the space's cheapest architecture and its ranking check's
+    count against the space's size, before the supernet is pretrained. Skipped once the search
+    has finished (its limits were judged then; a latency table is not measured twice)."""
+    conf = experiment.run.conf
+    search = conf.nas.search
+    limits_given = any(v is not None for v in (search.cost.max_params, search.cost.max_macs,
+                                               search.cost.max_latency_ms))
+    if not (limits_given or search.ranking_check.n_archs):
+        return
+    searched = [p(experiment) for p in experiment.strategy.phases if issubclass(p, SubnetSearchPhase)]
+    if any((p.dir / p.marker).is_file() for p in searched):
+        return
+    space = module_space(search.space)
+    if space is None:
+        return  # Strategy.check refused it already
+    info = dataset_info(conf.dataset, conf.common.cache_dir)
+    supernet = check_space(space, info)
+    if search.ranking_check.n_archs:
+        check_ranking_count(supernet.specs, search.ranking_check.n_archs)
+    if limits_given:
+        check_limits_reachable(search.cost, supernet.specs, lambda arch: space.network(arch, info),
+                               [info.channels, *info.image_size], seed=conf.common.seed)
