@@ -44,6 +44,16 @@ def scaled_affine(bn: nn.BatchNorm2d, scale: Tensor | None, channels: int) -> tu
     return weight, bias
 
 
+def check_channels(bn: nn.BatchNorm2d, channels: int, weight: Tensor | None, bias: Tensor | None) -> None:
+    """Refuse per-channel tensors whose length is not `channels`. ATen's CPU batch-norm kernels
+    index the running statistics and the affine tensors by the input's channel without checking
+    their lengths (torch 2.13): a shorter buffer is written out of bounds, corrupting the heap."""
+    per_channel = [t for t in (weight, bias, bn.running_mean, bn.running_var) if t is not None]
+    if bn.num_features != channels or any(t.shape != (channels,) for t in per_channel):
+        raise ValueError(f"BatchNorm over {channels} channels: its tensors must have shape ({channels},), got "
+                         f"{[tuple(t.shape) for t in per_channel]} (num_features={bn.num_features})")
+
+
 def uses_batch_stats(bn: nn.BatchNorm2d) -> bool:
     return bn.training or (bn.running_mean is None and bn.running_var is None)
 
@@ -51,6 +61,7 @@ def uses_batch_stats(bn: nn.BatchNorm2d) -> bool:
 def scaled_batch_norm(x: Tensor, bn: nn.BatchNorm2d, scale: Tensor | None = None) -> Tensor:
     """`bn(x) * scale` (`scale` a 0-dim tensor, or None for 1) as one BatchNorm call."""
     weight, bias = scaled_affine(bn, scale, x.shape[1])
+    check_channels(bn, x.shape[1], weight, bias)
     factor = count_batch(bn)
     keep_buffers = not bn.training or bn.track_running_stats
     return F.batch_norm(

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archnas.ops.batchnorm_fns import check_channels
 from archnas.ops.layout import memory_format
 from archnas.ops.pointwise import pointwise, pointwise_backward
 
@@ -54,6 +55,8 @@ class _ConvBN(torch.autograd.Function):
                 bn_bias: Tensor | None, dw: DepthwiseSpec | None, pw: nn.Conv2d, running_mean: Tensor | None,
                 running_var: Tensor | None, momentum: float, eps: float) -> Tensor:
         y = _convs(x, dw_weight, dw, pw, pw_weight)
+        if y.numel() == y.shape[1]:
+            raise ValueError(f"conv_bn: expected more than 1 value per channel when training, got {tuple(y.shape)}")
         out, mean, invstd = torch.native_batch_norm(y, bn_weight, bn_bias, running_mean, running_var, True, momentum, eps)
         ctx.save_for_backward(x, dw_weight, pw_weight, bn_weight, bn_bias, mean, invstd)
         ctx.dw, ctx.pw, ctx.eps = dw, pw, eps
@@ -104,10 +107,26 @@ def _differentiable_backward(ctx, grad: Tensor) -> tuple:
     return tuple(out)
 
 
+def _check_shapes(x: Tensor, dw: nn.Conv2d | None, dw_spec: DepthwiseSpec | None, pw: nn.Conv2d,
+                  bn: nn.BatchNorm2d, bn_weight: Tensor | None, bn_bias: Tensor | None) -> None:
+    """Refuse what the conv modules would refuse and what ATen's batch-norm kernels do not check,
+    before the node hands these tensors to those kernels directly (forward and backward): a
+    per-channel tensor of the wrong length is read or written out of bounds there."""
+    if x.dim() != 4:
+        raise ValueError(f"conv_bn: expected a 4-d input, got shape {tuple(x.shape)}")
+    channels_in = pw.in_channels if dw is None else dw.in_channels
+    if x.shape[1] != channels_in or (dw is not None and dw.out_channels != pw.in_channels):
+        raise ValueError(f"conv_bn: input has {x.shape[1]} channels, the convs expect {channels_in}")
+    if dw is not None and (dw_spec is None or dw_spec.groups != dw.groups or dw.weight.shape[1] * dw.groups != channels_in):
+        raise ValueError(f"conv_bn: the depthwise spec {dw_spec} does not fit the conv's groups={dw.groups}")
+    check_channels(bn, pw.out_channels, bn_weight, bn_bias)
+
+
 def conv_bn(x: Tensor, dw: nn.Conv2d | None, dw_spec: DepthwiseSpec | None, pw: nn.Conv2d, bn: nn.BatchNorm2d,
             bn_weight: Tensor | None, bn_bias: Tensor | None, factor: float) -> Tensor:
     """`bn(pw(dw(x)))` in training mode, with BatchNorm's affine weight and bias given (they may
     carry a mixed-op weight) and `factor` the running-stats update factor of this batch."""
+    _check_shapes(x, dw, dw_spec, pw, bn, bn_weight, bn_bias)
     dw_weight, pw_weight = None if dw is None else dw.weight, pw.weight
     stats = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
     device_type = x.device.type

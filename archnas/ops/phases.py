@@ -72,8 +72,14 @@ class _AddFromPhases(torch.autograd.Function):
         ctx.fmt_y = memory_format(y)
         ctx.has_acc = acc is not None
         n4, c, hh, ww = y.shape
+        shape = (n4 // 4, c, 2 * hh, 2 * ww)
+        if n4 % 4 or (acc is not None and (tuple(acc.shape) != shape or acc.dtype != y.dtype or acc.device != y.device)):
+            # `out=` below writes through a view of `out`: a broadcast or a cast would resize that
+            # view instead of failing, so the shapes are checked here
+            raise ValueError(f"add_from_phases: {tuple(y.shape)} in phase order does not add to "
+                             f"{None if acc is None else (tuple(acc.shape), acc.dtype)}")
         fmt = memory_format(y) if acc is None else memory_format(acc)
-        out = torch.empty((n4 // 4, c, 2 * hh, 2 * ww), dtype=y.dtype, device=y.device, memory_format=fmt)
+        out = torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=fmt)
         if acc is None:
             _pixel_view(out).copy_(_phase_view(y))
         else:
