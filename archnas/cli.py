@@ -20,6 +20,7 @@ from archnas.config import (
 )
 from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted
+from archnas.utils.atomic import write_failure
 from archnas.utils.plugins import load_plugins
 from archnas.utils.versions import check_torch_version
 from archnas.utils.usage_parser import UsageParser
@@ -174,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"archnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write outside archnas.utils.atomic refused: the log, metrics.jsonl, a folder
+        failure = write_failure(exc)
+        if failure is None:
+            raise
+        print(f"archnas: error: {failure}", file=sys.stderr)
+        return failure.exit_code
     except RunInterrupted as exc:  # SIGINT/SIGTERM: the trainer saved a checkpoint first
         again = [a for a in sys.orig_argv if a != "--restart"]  # resuming must not start over once more
         print(f"archnas: {exc}\narchnas: resume with: {shlex.join(again)}", file=sys.stderr)

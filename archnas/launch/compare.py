@@ -19,7 +19,7 @@ from archnas.launch.experiment import default_experiment_name
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import ExperimentResult
 from archnas.training.signals import RunInterrupted
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 
 SUMMARY_COLUMNS = [
     ("algorithm", "algorithm"), ("test_top1", "test top-1"), ("params", "params"), ("macs", "MACs"),
@@ -70,8 +70,9 @@ def run_algorithms(args) -> int:
             if code:
                 sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
                 return code
-            setattr(result, phase, json.loads((exp_dir / "result.json").read_text())[phase])
-        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval})
+            setattr(result, phase, json.loads(reads.read_text(exp_dir / "result.json"))[phase])
+        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval},
+                          only_if_changed=True)
         results.append(result)
     summary_dir = Path(first.common.results_dir).expanduser() / root
     write_summary(summary_dir, results)
