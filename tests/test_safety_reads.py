@@ -196,12 +196,14 @@ def test_with_last_and_prev_corrupt_an_intact_best_checkpoint_is_named(experimen
     assert main(tiny(experiment.parent)) == 0 and (folder / "metrics.json").is_file()
 
 
-def test_a_checkpoint_that_is_a_device_is_named_as_one(experiment, capsys):
+def test_a_checkpoint_that_is_a_device_is_named_as_one(experiment):
+    """Run in a child under a memory limit: before, torch.load read /dev/zero until memory ran out."""
     folder = eval_resumes(experiment)
     (folder / "checkpoint_last.pt").unlink()
     (folder / "checkpoint_last.pt").symlink_to("/dev/zero")
-    one_error(*run(tiny(experiment.parent), capsys),
-              r"checkpoint_last\.pt: not a regular file \(a character device\)")
+    code, err, seconds, peak_mib = run_child(tiny(experiment.parent))
+    one_error(code, err, r"checkpoint_last\.pt: not a regular file \(a character device\)")
+    assert peak_mib < 1000, f"peak resident memory {peak_mib:.0f} MiB"
 
 
 # -- refused writes: read-only folders, full disks (simulated) -------------------------------------
