@@ -14,7 +14,8 @@ the CIFAR-10 JPEGs of a read-only share are used as
 
 In memory (the default) every image is decoded once, with a thread per core, and the decoded
 uint8 tensors are cached in `<common.cache_dir>/imagefolder/`, keyed by the file list, sizes and
-modification times, so the next run loads them in a fraction of a second. With
+modification times, so the next run loads them in a fraction of a second (a cache whose images
+or labels do not fit the files it stands for is rebuilt, not trusted). With
 `dataset.in_memory: false` the files stay on disk and DataLoader workers decode each batch.
 """
 
