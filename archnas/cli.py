@@ -20,6 +20,7 @@ from archnas.config import (
 from archnas.config.validate import check_experiment_name
 from archnas.errors import ConfigError, UsageError
 from archnas.training.signals import RunInterrupted, StopSignals
+from archnas.utils.atomic import write_failure
 from archnas.utils.lock import under_parent
 from archnas.utils.plugins import load_plugins
 from archnas.utils.versions import check_torch_version
@@ -177,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"archnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write outside archnas.utils.atomic refused: the log, metrics.jsonl, a folder
+        failure = write_failure(exc)
+        if failure is None:
+            raise
+        print(f"archnas: error: {failure}", file=sys.stderr)
+        return failure.exit_code
     except RunInterrupted as exc:  # SIGINT/SIGTERM: stopped at a safe point (the trainer saves a checkpoint first)
         print(f"archnas: {exc}", file=sys.stderr)
         if not under_parent():  # an --algos child's parent says how to resume the whole command

@@ -25,7 +25,7 @@ from archnas.config import ExperimentConf, config_to_dict, config_to_yaml
 from archnas.config.compat import section_path
 from archnas.errors import ConfigError
 from archnas.training.env import TrainingEnv
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 from archnas.utils.device import resolve_device, set_deterministic
 from archnas.utils.nofollow import AppendFileHandler, unplant
 from archnas.utils.seeding import phase_seed, seed_everything
@@ -224,9 +224,9 @@ class PhaseContext(TrainingEnv):
             info["restarted"] = {"kept": str(kept)}
         previous = []
         try:
-            old = json.loads((self.dir / "run.json").read_text())
+            old = json.loads(reads.read_text(self.dir / "run.json"))
             previous = [*old.pop("previous_runs", []), old]
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError):
             pass  # a fresh folder, or a run.json no one can read: nothing to carry over
         if previous:
             info["previous_runs"] = previous

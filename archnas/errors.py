@@ -30,3 +30,8 @@ class DatasetError(UsageError):
 
 class SpaceError(UsageError):
     """A search space, or an architecture of one, is invalid (a label, a value, a nesting)."""
+
+
+class OutputError(UsageError):
+    """A result, checkpoint or cache file cannot be written: a read-only or full file system, no
+    permission. Files written before stay as they were (writes are atomic)."""

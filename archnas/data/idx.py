@@ -8,6 +8,7 @@ package installs it.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _IDX_UBYTE = 0x08
+IDX_LIMIT = 4 * 2**30  # bytes of one IDX file's data; EMNIST's largest is under 1 GiB
 
 
 @dataclass(frozen=True)
@@ -65,21 +67,31 @@ FASHION_MNIST = IdxSet(
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a uint8 array, checked against its own header."""
+    """An IDX file (optionally gzipped) as a uint8 array, checked against its own header.
+
+    Only as many bytes as the header announces (plus one, to notice more) are read, so a small
+    .gz that inflates without end (a decompression bomb, or /dev/zero compressed) cannot fill
+    memory; an announced size over IDX_LIMIT is refused before reading."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != _IDX_UBYTE:
+                raise DatasetError(f"{path}: not an IDX file of unsigned bytes (header {head.hex()})")
+            dims = f.read(4 * head[3])
+            shape = [int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(len(dims) // 4)]
+            expected = math.prod(shape)
+            if len(shape) != head[3] or expected > IDX_LIMIT:
+                raise DatasetError(f"{path}: IDX header announces shape {shape}: "
+                                   + ("the header is cut short" if len(shape) != head[3] else
+                                      f"{expected:,} bytes, more than the {IDX_LIMIT:,} read from an IDX file"))
+            raw = f.read(expected + 1)
     except (OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz; zlib.error: a damaged one
         raise DatasetError(f"{path}: cannot read IDX file (truncated or corrupt?): {exc}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
-        raise DatasetError(f"{path}: not an IDX file of unsigned bytes (header {raw[:4].hex()})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    if len(raw) != header + int(np.prod(shape)):
-        raise DatasetError(f"{path}: IDX header says shape {shape} but the file has {len(raw) - header} data bytes")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+    if len(raw) != expected:
+        held = f"{len(raw)}" if len(raw) <= expected else "more"
+        raise DatasetError(f"{path}: IDX header says shape {shape} but the file has {held} data bytes")
+    return np.frombuffer(raw, np.uint8).reshape(shape)
 
 
 def search_dirs(spec: IdxSet, dataroot: Path) -> list[Path]:

@@ -14,7 +14,8 @@ the CIFAR-10 JPEGs of a read-only share are used as
 
 In memory (the default) every image is decoded once, with a thread per core, and the decoded
 uint8 tensors are cached in `<common.cache_dir>/imagefolder/`, keyed by the file list, sizes and
-modification times, so the next run loads them in a fraction of a second. With
+modification times, so the next run loads them in a fraction of a second (a cache whose images
+or labels do not fit the files it stands for is rebuilt, not trusted). With
 `dataset.in_memory: false` the files stay on disk and DataLoader workers decode each batch.
 """
 
@@ -37,7 +38,7 @@ from archnas.data.archive import is_archive, unpack
 from archnas.data.info import DatasetInfo, FileImages, LoadedDataset, TensorImages, channel_stats
 from archnas.data.registry import register_provider
 from archnas.errors import ConfigError, DatasetError
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 
 PARAMS = ("train", "test", "size", "mode", "mean", "std")
 COMMON = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # named in messages; Pillow reads many more
@@ -156,18 +157,38 @@ def decode_all(
     cache_dir: Path,
     root: Path,
     cache_tag: str,
+    shape: tuple[int, int, int],
 ) -> TensorImages:
-    """Every image decoded into one uint8 tensor, from the cache when the files have not changed."""
+    """Every image decoded into one uint8 tensor, from the cache when the files have not changed.
+
+    The cache is a file anyone with access to `cache_dir` can replace, so it is used only when it
+    holds what decoding would give in kind: `[len(files), *shape]` uint8 images and exactly
+    `labels`; anything else (damaged, tampered, not a regular file, larger than such images can
+    be) is rebuilt over."""
     cache = cache_dir / "imagefolder" / f"{root.name}-{_cache_key(root, files, labels, cache_tag)}.pt"
-    if cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-            return TensorImages(saved["images"], saved["labels"])
-        except Exception:  # a damaged cache file is rebuilt rather than trusted
-            pass
+    cached = _read_cache(cache, len(files), shape, labels)
+    if cached is not None:
+        return cached
     data = decode_all_uncached(files, labels, decode)
     atomic.torch_save(cache, {"images": data.images, "labels": data.labels})
     return data
+
+
+def _read_cache(cache: Path, n: int, shape: tuple[int, int, int], labels: list[int]) -> Optional[TensorImages]:
+    if not os.path.lexists(cache):
+        return None
+    limit = n * int(np.prod(shape)) + 8 * n + 2**20  # the images, the int64 labels, the zip and pickle around them
+    try:
+        saved = reads.torch_load_plain(cache, limit)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or set(saved) != {"images", "labels"}:
+        return None
+    images, got = saved["images"], saved["labels"]
+    ok = (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and tuple(images.shape) == (n, *shape)
+          and isinstance(got, torch.Tensor) and got.dtype == torch.int64 and got.shape == (n,)
+          and torch.equal(got, torch.tensor(labels, dtype=torch.int64)))
+    return TensorImages(images, got) if ok else None
 
 
 def decode_all_uncached(files: list[str], labels: list[int], decode: Callable[[str], torch.Tensor]) -> TensorImages:
@@ -212,8 +233,9 @@ def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     test: TensorImages | FileImages
     if conf.in_memory:
         tag = f"{mode}|{height}x{width}|resize={size is not None}"
-        train = decode_all(train_files, train_labels, decode, cache_dir, train_root, tag)
-        test = decode_all(test_files, test_labels, decode, cache_dir, test_root, tag)
+        shape = (channels, height, width)
+        train = decode_all(train_files, train_labels, decode, cache_dir, train_root, tag, shape)
+        test = decode_all(test_files, test_labels, decode, cache_dir, test_root, tag, shape)
     else:
         train = FileImages(train_files, torch.tensor(train_labels, dtype=torch.int64), decode)
         test = FileImages(test_files, torch.tensor(test_labels, dtype=torch.int64), decode)

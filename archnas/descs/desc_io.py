@@ -20,7 +20,7 @@ from archnas.descs.fields import Fields
 from archnas.descs.genotypes import unknown_op_message
 from archnas.descs.model_desc import ModelDesc, TrainablesRefs
 from archnas.errors import DescError
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 
 SCHEMA_VERSION = 2  # 2: no `edge_weights` (how a supernet weighs candidates is the algorithm's)
 
@@ -49,7 +49,7 @@ def load_desc(path: str | Path, known_ops: Collection[str] | None = None) -> Mod
     refused here, naming the file and the op's place, instead of when a model is built."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = reads.read_text(path)
     except FileNotFoundError:
         raise DescError(f"desc file not found: {path}") from None
     except UnicodeDecodeError as exc:
@@ -90,11 +90,13 @@ def desc_from_yaml(text: str, where: str = "<yaml>", folder: Path | None = None,
 
 
 def _load_sidecar(path: Path, where: str) -> TrainablesRefs:
-    if not path.is_file():
-        raise DescError(f"{where}: trainables_file: {path} not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unsafe or corrupt pickles
+        data = reads.torch_load_plain(path)
+    except FileNotFoundError:
+        raise DescError(f"{where}: trainables_file: {path} not found") from None
+    except OSError as exc:
+        raise DescError(f"{where}: trainables_file: {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
         raise DescError(f"{where}: trainables_file: cannot load {path} as plain tensors: {exc}") from None
     ok = isinstance(data, dict) and all(
         isinstance(k, str) and isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())

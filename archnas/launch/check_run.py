@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from archnas.errors import UsageError
+from archnas.utils import reads
 
 PARAMETERLESS = ("skip_connect", "none")
 
@@ -57,10 +58,12 @@ def darts_genotype(report: dict[str, Any], keep: int = 2) -> list[tuple[int, int
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(reads.read_text(path))
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist: is {path.parent.parent} the folder of a finished run?") from None
-    except json.JSONDecodeError as e:
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise UsageError(f"{path} is not valid JSON ({e})") from None
 
 
@@ -68,7 +71,7 @@ def check_run(exp_dir: Path, max_entropy_ratio: float = 0.9, max_parameterless_s
               min_test_top1: float = 0.95, max_seconds: float = 600.0) -> list[Bar]:
     """The bars of a finished run in `exp_dir` (`results/<experiment>`)."""
     search = exp_dir / "search"
-    records = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+    records = [json.loads(line) for line in reads.read_text(search / "metrics.jsonl").splitlines() if line.strip()] \
         if (search / "metrics.jsonl").is_file() else []
     if not records or "alphas" not in records[-1]:
         raise UsageError(f"{search / 'metrics.jsonl'} has no epoch records with alphas: not a finished supernet search")

@@ -19,7 +19,7 @@ from archnas.launch.experiment import default_experiment_name, experiment_lock
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import ExperimentResult
 from archnas.training.signals import RunInterrupted
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 from archnas.utils.lock import child_env
 
 SUMMARY_COLUMNS = [
@@ -79,8 +79,9 @@ def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], root: st
             if code:
                 sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
                 return code
-            setattr(result, phase, json.loads((exp_dir / "result.json").read_text())[phase])
-        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval})
+            setattr(result, phase, json.loads(reads.read_text(exp_dir / "result.json"))[phase])
+        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval},
+                          only_if_changed=True)
         results.append(result)
     write_summary(summary_dir, results)
     sys.stdout.write((summary_dir / "summary.md").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import load_desc
-from archnas.descs.genotypes import Genotype, parse_genotype, resolve_genotype
+from archnas.descs.genotypes import Genotype, named_genotypes, parse_genotype, resolve_genotype
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import DescError
 from archnas.model.builder import ModelDescBuilder
@@ -41,18 +41,22 @@ def desc_from_spec(spec: str, conf: ModelDescConf, dataset_info: DatasetInfo,
     """A desc file (its first regular and reduction cells are the template), a named genotype
     (DARTS_V2, ...) or a genotype string, built at `conf`'s macro."""
     builder = builder or ModelDescBuilder()
-    if not spec.lstrip().startswith("Genotype") and (spec.endswith((".yaml", ".yml")) or _is_file(spec)):
+    if not spec.lstrip().startswith("Genotype") and (spec.endswith((".yaml", ".yml")) or _names_path(spec)):
         template = load_checked_desc(spec)
         _refuse_supernet(template, spec)
         return builder.build(conf, dataset_info, template=template)
     return genotype_to_desc(checked_genotype(spec), conf, dataset_info, builder)
 
 
-def _is_file(spec: str) -> bool:
-    """False for text no file can be named by (a genotype string is longer than a file name may be)."""
+def _names_path(spec: str) -> bool:
+    """Whether `spec` names something on disk rather than a genotype: a file, or a folder or
+    device given by mistake, which load_desc then refuses as what it is ("is a directory", "not a
+    regular file") instead of calling it an unknown genotype. False for text no file can be named
+    by (a genotype string is longer than a file name may be)."""
     try:
-        return Path(spec).expanduser().is_file()
-    except OSError:
+        path = Path(spec).expanduser()
+        return path.is_file() or (path.exists() and spec.upper() not in named_genotypes())
+    except (OSError, ValueError):
         return False
 
 

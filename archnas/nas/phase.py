@@ -39,7 +39,7 @@ from archnas.context import PhaseContext, RunContext
 from archnas.distributed import barrier
 from archnas.errors import CheckpointError, ConfigError
 from archnas.training.checkpoint import LAST, PREV, Checkpointer, read_checkpoint
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 from archnas.utils.memory import PeakMemory
 
 if TYPE_CHECKING:
@@ -138,9 +138,11 @@ class Phase:
         if self.restart or not marker.is_file() or not self.run.conf.common.resume:
             return None
         try:
-            done = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
+            done = json.loads(reads.read_text(marker))
+        except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
             return None  # half-written by a killed run: redo what it marked
+        if not isinstance(done, dict):
+            return None  # not a marker archnas wrote: redo what it would mark
         saved, now = done.get("config", {}), self.config_record()
         diff = config_diff(saved, now)
         unsafe = [k for k in diff if not is_safe_key(k)]
@@ -222,7 +224,7 @@ class Phase:
         """The fingerprint of the model this folder's work trained: its marker's, else its newest
         readable checkpoint's; None when it has neither."""
         try:
-            recorded = json.loads((self.dir / self.marker).read_text()).get("fingerprint")
+            recorded = json.loads(reads.read_text(self.dir / self.marker)).get("fingerprint")
         except (OSError, ValueError, AttributeError):
             recorded = None
         for name in (LAST, PREV):
@@ -240,6 +242,6 @@ class Phase:
 
     def _recorded_peak(self) -> Optional[int]:
         try:
-            return json.loads((self.dir / PEAK_MEMORY_FILE).read_text())["peak_memory"]
-        except (OSError, ValueError, KeyError):
+            return json.loads(reads.read_text(self.dir / PEAK_MEMORY_FILE))["peak_memory"]
+        except (OSError, ValueError, KeyError, TypeError):
             return None  # finished by a version that did not record it

@@ -63,6 +63,6 @@ class ExperimentRunner:
         if self.run_context.is_main:
             atomic.write_json(self.run_context.exp_dir / "result.json", {
                 "algorithm": result.algorithm, "search": result.search, "eval": result.eval,
-            })
+            }, only_if_changed=True)  # a rerun of a finished experiment writes nothing
         barrier()  # result.json is written
         return result

@@ -29,12 +29,12 @@ from archnas.data import DataBundle, build_data
 from archnas.descs.desc_io import load_desc, save_desc
 from archnas.descs.genotypes import desc_to_genotype
 from archnas.descs.model_desc import ModelDesc
-from archnas.errors import ConfigError, DescError
+from archnas.errors import ConfigError, DescError, SpaceError
 from archnas.model import Model
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
 from archnas.nas.spaces import ARCH_FILE, ModuleSpace, check_space, module_space
-from archnas.space.arch_io import genotype_to_arch, save_arch
+from archnas.space.arch_io import arch_document, genotype_to_arch, parse_arch, save_arch
 from archnas.space.store import Searchable
 from archnas.training.trainer import Trainer
 from archnas.utils import atomic
@@ -88,6 +88,7 @@ class SearchPhase(Phase):
     def load(self, done: dict[str, Any]) -> SearchResult:
         if "arch" in done:
             path = self.dir / ARCH_FILE
+            self._check_arch_file(path, done)
             return SearchResult(None, path, done.get("genotype"), done.get("metrics", {}), done["arch"])
         path = self.dir / done.get("final_desc", FINAL_DESC_FILE)
         final = load_desc(path)
@@ -95,6 +96,20 @@ class SearchPhase(Phase):
             raise DescError(f"{path} does not match the search result recorded in {self.dir / RESULT_FILE}; "
                             "it was changed after the search finished")
         return SearchResult(final, path, done.get("genotype"), done.get("metrics", {}))
+
+    def _check_arch_file(self, path: Path, done: dict[str, Any]) -> None:
+        """The architecture file is what users hand on (result.json names it as the final desc):
+        a deleted or edited one would quietly disagree with the architecture the eval trains."""
+        recorded = arch_document(done["arch"], "", None)["arch"] if isinstance(done["arch"], dict) else done["arch"]
+        try:
+            found: Any = parse_arch(str(path), done.get("space_fingerprint"))
+            problem = "it holds another architecture"
+        except SpaceError as exc:
+            found, problem = None, str(exc)
+        if found != recorded:
+            raise DescError(f"{path} does not match the search result recorded in {self.dir / RESULT_FILE} ({problem}): "
+                            "it was deleted or changed after the search finished; restore it, or pass --restart to "
+                            "run the search again (the old folder is kept)")
 
     def summary(self, result: SearchResult) -> dict[str, Any]:
         return {**result.metrics, "genotype": result.genotype, "final_desc": str(result.final_desc_path),

@@ -25,7 +25,7 @@ import yaml
 from archnas.config.yaml_files import safe_load_bounded
 from archnas.descs.genotypes import Genotype
 from archnas.errors import SpaceError
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 
 SCHEMA_VERSION = 1
 _CELLS = (("normal", "normal"), ("reduce", "reduce"))
@@ -57,9 +57,9 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
     another space (its fingerprint differs from `fingerprint`) is refused."""
     source = text.strip()
     path = Path(source).expanduser()
-    if source.endswith((".yaml", ".yml", ".json")) or _is_file(path):
+    if source.endswith((".yaml", ".yml", ".json")) or _names_path(path):
         try:
-            source = path.read_text(encoding="utf-8")
+            source = reads.read_text(path)
         except UnicodeDecodeError as exc:
             raise SpaceError(f"architecture file {text}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
                              f"offset {exc.start})") from None
@@ -95,12 +95,13 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
     return {str(k): v for k, v in data.items()}
 
 
-def _is_file(path: Path) -> bool:
-    """Whether `path` names a file; False for text no file can be named (too long for the file
-    system: an inline mapping of many labels)."""
+def _names_path(path: Path) -> bool:
+    """Whether `path` names something on disk: a file, or a folder or device given by mistake
+    (then refused as what it is, not parsed as an architecture string); False for text no file
+    can be named by (too long for the file system: an inline mapping of many labels)."""
     try:
-        return path.is_file()
-    except OSError:
+        return path.exists()
+    except (OSError, ValueError):
         return False
 
 

@@ -38,7 +38,7 @@ from archnas.config import config_diff, config_hash
 from archnas.config.compat import is_safe_key, lookup, resume_differences
 from archnas.distributed import gather_to_main
 from archnas.errors import CheckpointError
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 
 if TYPE_CHECKING:
     from archnas.training.env import TrainingEnv
@@ -126,19 +126,27 @@ def check_plain(obj: Any, where: str) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's content, after checking that the file is whole; CheckpointError otherwise."""
+    """A checkpoint's content, after checking that the file is whole; CheckpointError otherwise
+    (one line: what the path is, or why its content is refused)."""
     path = Path(path)
     try:
+        reads.check_regular(path)  # a folder or a device in its place: say so, and never read /dev/zero
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
         if bad is not None:
             raise CheckpointError(f"{path}: corrupt (record {bad} fails its CRC check)")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = reads.torch_load_plain(path)
     except CheckpointError:
         raise
-    except Exception as exc:  # zipfile, unpickling and torch all fail differently on a damaged file
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # torch_load_plain's one-line reason
+        raise CheckpointError(f"{path}: {exc}") from None
+    except Exception as exc:  # zipfile fails in several ways on a damaged file
         raise CheckpointError(
-            f"{path}: truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            f"{path}: truncated or corrupt ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -248,7 +256,7 @@ class Checkpointer:
             # Write the new file completely first; then a crash at any point leaves a whole
             # checkpoint_last.pt or, between the two renames, a whole checkpoint_prev.pt.
             upcoming = self.folder / f".{LAST}.next"
-            atomic.write_bytes(upcoming, data)
+            atomic.write_bytes(upcoming, data, shown=self.last_path)
             if self.last_path.exists():
                 os.replace(self.last_path, self.folder / PREV)
             os.replace(upcoming, self.last_path)
@@ -296,12 +304,26 @@ class Checkpointer:
                     ) from None
             return Resumed(path, ckpt["rng"])
         if problems:
-            raise CheckpointError(
-                "no usable checkpoint to resume from:\n  "
-                + "\n  ".join(problems)
-                + f"\nMove {self.folder}/checkpoint_*.pt away to start this phase from scratch."
-            )
+            raise CheckpointError(f"no usable checkpoint to resume from: {'; '.join(problems)}; {self._advice()}")
         return None
+
+    def _advice(self) -> str:
+        """What to do when neither the last nor the previous checkpoint reads: an intact
+        `checkpoint_best.pt` is a complete checkpoint of an earlier epoch (the metrics and
+        TensorBoard files are rewritten to its history on resume), so copying it over
+        `checkpoint_last.pt` resumes from there; it is not done unasked, since that silently
+        retrains epochs."""
+        start_over = f"move {self.folder}/checkpoint_*.pt away to start this phase from scratch"
+        best = self.folder / BEST
+        if not best.exists():
+            return start_over
+        try:
+            state = read_checkpoint(best)["state"].get("trainer")
+        except CheckpointError:
+            return start_over
+        epoch = state.get("epochs_done") if isinstance(state, dict) else None
+        at = f" (of epoch {epoch})" if isinstance(epoch, int) else ""
+        return (f"{best} is intact{at}: copy it to {self.last_path} to resume from there, or {start_over}")
 
     def _check(self, ckpt: dict[str, Any], path: Path, force: bool) -> None:
         missing = [name for name in self._objects if name not in ckpt["state"]]
