@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import torch
 
 import archnas.algos  # noqa: F401
 
@@ -27,3 +28,14 @@ def signal_handlers_as_before():
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (a module opts in with `pytestmark`): tiny float64 ops gain
+    nothing from a second thread, and with other processes on the two cores a spinning OpenMP
+    team makes them tens of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,14 +27,7 @@ from archnas.space.store import ArchWeights
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny float64 ops gain nothing from a second thread, and with other processes on the two
-    cores a spinning OpenMP team makes them tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see conftest.one_thread
 
 
 def _baseline_module():

@@ -28,12 +28,7 @@ SHAPE = [1, 8, 8]
 FAST = TimingProtocol(threads=1, warmup=1, repeats=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see conftest.one_thread
 
 
 def nb201(**kw) -> SearchSpaceModel:

@@ -34,12 +34,7 @@ sys.path.insert(0, str(PLUGINS))
 from my_space import build as build_my_space  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see conftest.one_thread
 
 
 def space_modules(net: nn.Module) -> set[str]:

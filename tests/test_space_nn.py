@@ -24,12 +24,7 @@ from archnas.space import SearchSpaceModel, Weighting, fixed_arch, freeze
 from archnas.training.bn_recalibration import recalibrate_bn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see conftest.one_thread
 
 
 def _conv_in(a, *spatial):
