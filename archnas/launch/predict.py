@@ -29,7 +29,7 @@ from PIL import Image
 from archnas.data.imagefolder import decode_image
 from archnas.errors import DatasetError
 from archnas.model.model_file import InputError, TrainedModel, as_batch, load_model_file
-from archnas.utils.torch_files import torch_load_problem
+from archnas.utils import reads
 from archnas.utils.usage_parser import UsageParser
 
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -89,10 +89,14 @@ def load_images(paths: Sequence[str], trained: TrainedModel) -> tuple[torch.Tens
 def _read_array(path: Path) -> torch.Tensor:
     try:
         if path.suffix.lower() == ".npy":
+            reads.check_regular(path)
             return torch.from_numpy(np.load(path, allow_pickle=False))
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt, foreign or harmful file: say which, in one line
-        raise DatasetError(f"{path}: cannot read it as an array ({torch_load_problem(exc)})") from None
+        data = reads.torch_load_plain(path)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it as an array ({exc.strerror or exc})") from None
+    except (ValueError, EOFError) as exc:  # corrupt, foreign or harmful: torch_load_plain's (or numpy's) reason
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DatasetError(f"{path}: cannot read it as an array ({reason})") from None
     if not isinstance(data, torch.Tensor):
         raise DatasetError(f"{path}: holds a {type(data).__name__}, expected one tensor")
     return data

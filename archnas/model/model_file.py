@@ -39,9 +39,8 @@ from archnas.errors import DescError, UsageError
 from archnas.model.model import Model
 from archnas.space import create_space, fixed_arch
 from archnas.space.registry import space_module, space_names
-from archnas.utils import atomic
+from archnas.utils import atomic, reads
 from archnas.utils.plugins import load_plugins
-from archnas.utils.torch_files import torch_load_problem
 
 FORMAT = "archnas-model"
 VERSION = 2  # 2 added `input` and `classes`; version 1 files load, but cannot normalize input for predict()
@@ -85,11 +84,13 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     """The file's contents as plain data (weights_only: no code runs), checked to be a model file."""
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = reads.torch_load_plain(path)
     except FileNotFoundError:
         raise DescError(f"model file not found: {path}") from None
-    except Exception as exc:  # a truncated, foreign or harmful file: say which, not a pickle traceback
-        raise DescError(f"{path}: not a readable archnas model file ({torch_load_problem(exc)})") from None
+    except OSError as exc:  # a folder, a device, a FIFO, an oversized file
+        raise DescError(f"{path}: cannot read it as a model file ({exc.strerror})") from None
+    except ValueError as exc:  # a truncated, foreign or harmful file: torch_load_plain's one-line reason
+        raise DescError(f"{path}: not a readable archnas model file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DescError(f"{path}: not an archnas model file (no format {FORMAT!r})")
     if data.get("version") not in (1, VERSION):

@@ -102,7 +102,7 @@ def torch_load_plain(path: str | Path, limit: int | None = None) -> Any:
         named = re.search(r"GLOBAL ([\w.]+)", text)
         what = f"names {named.group(1)}, which" if named else "holds a Python object that"
         raise ValueError(f"refused: it {what} loading would have to import or call; archnas reads tensors and "
-                         "plain values only (never load such a file with weights_only=False)") from None
+                         "plain values only, and such a file must never be loaded with code enabled") from None
     except Exception as exc:  # zipfile, unpickling and torch fail differently on a damaged file
         raise ValueError(f"truncated or corrupt ({type(exc).__name__}: {_first_line(str(exc))})") from None
 
