@@ -67,11 +67,12 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
 
 # Runs `archnas` once per argument list in one fresh process (torch's import is paid once) and
 # reports, for each, the exit code, the error lines and how long main() took, and the process's
-# peak resident memory (ru_maxrss, KiB on Linux): a bound for each run. The time is taken after the
+# peak resident memory (VmHWM, which starts anew at exec; ru_maxrss would carry over the pytest
+# process's own peak): a bound for each run. The time is taken after the
 # imports (torch alone takes seconds to import on a loaded machine; the bound is on what reading
 # the config does).
 _MEASURE = """
-import contextlib, io, json, resource, sys, time
+import contextlib, io, json, sys, time
 import archnas.algos  # noqa: F401  (what main() would import first: the algorithms and their sections)
 from archnas.cli import main
 runs = []
@@ -81,7 +82,8 @@ for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stderr(err):
         code = main(argv)
     runs.append({"code": code, "err": err.getvalue(), "seconds": time.perf_counter() - start})
-print(json.dumps({"runs": runs, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"runs": runs, "peak_mib": peak_kib / 1024}))
 """
 
 

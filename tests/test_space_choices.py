@@ -163,7 +163,7 @@ def test_a_gdas_run_over_an_input_choice_of_any_number_is_one_clear_error(tmp_pa
     monkeypatch.syspath_prepend(str(tmp_path))
     capsys.readouterr()
     code = main(["--import", "any_inputs", "--config", str(REPO / "confs" / "gdas.yaml"), f"common.results_dir={tmp_path / 'res'}",
-                 "--exp-name", "e", "common.tensorboard=false", "dataset.limit_train=40", "dataset.limit_test=20",
+                 "--exp-name", "e", "common.tensorboard=false", "dataset.limit_train=200", "dataset.limit_test=20",
                  "nas.search.trainer.epochs=1", "nas.search.space={factory: 'any_inputs:build'}"])
     err = capsys.readouterr().err
     sys.modules.pop("any_inputs", None)

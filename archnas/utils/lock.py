@@ -129,6 +129,7 @@ class ExperimentLock:
         self._fd: Optional[int] = None
         self._pid = 0
         self._created: list[Path] = []
+        self.read_only = False  # the folder's file system is read-only: no lock was needed or taken
 
     def acquire(self) -> "ExperimentLock":
         """Take the lock or raise `ExperimentLocked` naming its owner; creates the folder."""
@@ -148,6 +149,8 @@ class ExperimentLock:
                         pass
                     continue
                 self._remove_created()
+                if exc.errno == errno.EROFS:
+                    return self._on_read_only_folder()
                 raise UsageError(f"cannot open the experiment lock {self.path}: {exc.strerror or exc}") from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
@@ -167,10 +170,7 @@ class ExperimentLock:
                     time.sleep(0.05)  # its owner locked it a moment ago and writes its record next
                     continue
                 self._remove_created()
-                raise ExperimentLocked(
-                    f"{self.folder} is in use by another archnas run ({describe_owner(owner)}); one experiment has "
-                    f"one writer: wait for that run to end, stop it, or choose another --exp-name (its lock: "
-                    f"{self.path})") from None
+                raise self._locked(owner) from None
             if not _same_file(fd, self.path):
                 os.close(fd)  # the owner released (and removed) the file between our open and lock
                 continue
@@ -185,6 +185,31 @@ class ExperimentLock:
         self._fd, self._pid = fd, os.getpid()
         return self
 
+    def _locked(self, owner: Optional[dict[str, Any]]) -> ExperimentLocked:
+        return ExperimentLocked(
+            f"{self.folder} is in use by another archnas run ({describe_owner(owner)}); one experiment has "
+            f"one writer: wait for that run to end, stop it, or choose another --exp-name (its lock: {self.path})")
+
+    def _on_read_only_folder(self) -> "ExperimentLock":
+        """A read-only file system holds no second writer to keep out, so a run that only reads
+        (a rerun of a finished experiment) goes on without the lock; a run that must write fails
+        at its first write, naming it. A lock another process holds there (a writable mount of the
+        same folder elsewhere) still refuses the run."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._locked(_read_record(fd)) from None
+            finally:
+                os.close(fd)
+        self.read_only = True
+        return self
+
     def _folders(self) -> list[Path]:
         try:
             return _make_folders(self.folder)
@@ -197,6 +222,8 @@ class ExperimentLock:
         """What taking the lock found that the run's log should say: the lock of a run that died
         holding it, which this one took over; a link planted as the lock file, which it replaced."""
         said = []
+        if self.read_only:
+            said.append(f"{self.folder} is on a read-only file system: no lock taken (no run can write there)")
         if self.replaced_link is not None:
             said.append(f"{self.path} was a symbolic link to {self.replaced_link}: replaced with a lock file of its "
                         "own (the link's target is untouched)")
