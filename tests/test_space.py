@@ -453,6 +453,7 @@ def test_a_strategy_weighting_drives_a_space_and_alphas_never_reach_the_weight_o
     ctx.close()
 
 
+@pytest.mark.slow  # about 35 s: ten archnas processes
 def test_bad_space_input_is_one_message(tmp_path):
     def run(*extra):
         return subprocess.run([sys.executable, "-m", "archnas", "--config", str(REPO / "confs" / "darts_nb201.yaml"),

@@ -84,6 +84,7 @@ def test_a_step_path_is_a_function_of_seed_and_step():
     assert min(counts.values()) > 60, f"uniform over the 5 candidates: {counts}"
 
 
+@pytest.mark.slow  # about 25 s: three spos runs, two of them killed
 def test_a_run_killed_in_pretrain_and_after_generation_3_ends_bit_identical(tmp_path):
     """SIGKILL in the second pretrain epoch, rerun, SIGKILL after the third generation, rerun: the
     same sampled paths (their digests per epoch), the same supernet weights and the same search
