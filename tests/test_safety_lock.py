@@ -58,11 +58,20 @@ def start_holder(folder: Path) -> subprocess.Popen:
 
 
 def alive(pid: int) -> bool:
-    """Whether `pid` runs (from /proc; a zombie, which only waits to be reaped, does not)."""
+    """Whether any thread of `pid` runs (from /proc; a zombie, which only waits to be reaped, does
+    not). Every thread counts: a killed process's main thread turns zombie while its other threads
+    are still exiting, and the process's files (its lock among them) close only after the last."""
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
+        tasks = list((Path("/proc") / str(pid) / "task").iterdir())
+    except OSError:
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
 
 
 def children_of(pid: int) -> list[int]:
