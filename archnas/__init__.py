@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from archnas.utils.versions import ARCHNAS_VERSION as __version__  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-import archnas
 from archnas.config import ExperimentConf, config_to_dict, config_to_yaml
 from archnas.config.compat import section_path
 from archnas.errors import ConfigError
@@ -29,8 +28,9 @@ from archnas.utils import atomic, reads
 from archnas.utils.device import resolve_device, set_deterministic
 from archnas.utils.nofollow import AppendFileHandler, unplant
 from archnas.utils.seeding import phase_seed, seed_everything
+from archnas.utils.versions import ARCHNAS_VERSION
 
-REPO_ROOT = Path(archnas.__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> str | None:
@@ -138,7 +138,7 @@ class RunContext:
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,
-                "archnas": archnas.__version__,
+                "archnas": ARCHNAS_VERSION,
             },
             "host": socket.gethostname(),
             "device": str(self.device),

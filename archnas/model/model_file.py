@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import archnas
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import DescError, UsageError
 from archnas.model.model import Model
@@ -41,6 +40,7 @@ from archnas.space import create_space, fixed_arch
 from archnas.space.registry import space_module, space_names
 from archnas.utils import atomic, reads
 from archnas.utils.plugins import load_plugins
+from archnas.utils.versions import ARCHNAS_VERSION
 
 FORMAT = "archnas-model"
 VERSION = 2  # 2 added `input` and `classes`; version 1 files load, but cannot normalize input for predict()
@@ -75,7 +75,7 @@ def save_model_file(path: str | Path, model: nn.Module, info: dict[str, Any], *,
         if module is not None and module.split(".")[0] != "archnas":
             space = {**space, "plugin": module}
     network = {"space": space} if space is not None else {"desc": model.desc.to_dict()}
-    atomic.torch_save(path, {"format": FORMAT, "version": VERSION, "archnas_version": archnas.__version__, **network,
+    atomic.torch_save(path, {"format": FORMAT, "version": VERSION, "archnas_version": ARCHNAS_VERSION, **network,
                              "state_dict": state, "input": input_spec.to_dict(), "classes": list(classes),
                              "dataset": dataset, "info": info})
 
@@ -230,7 +230,7 @@ class _Fields:
 
     def error(self, message: str) -> DescError:
         written = self.data.get("archnas_version")
-        this = archnas.__version__
+        this = ARCHNAS_VERSION
         if isinstance(written, str) and written:
             by = f"written by archnas {written[:40]}" + ("" if written == this else f"; this is archnas {this}")
         else:

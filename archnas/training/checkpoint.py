@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 import numpy as np
 import torch
 
-import archnas
 from archnas.config import config_diff, config_hash
 from archnas.config.compat import is_safe_key, lookup, resume_differences
 from archnas.distributed import gather_to_main
 from archnas.errors import CheckpointError
 from archnas.utils import atomic, reads
+from archnas.utils.versions import ARCHNAS_VERSION
 
 if TYPE_CHECKING:
     from archnas.training.env import TrainingEnv
@@ -227,7 +227,7 @@ class Checkpointer:
     def payload(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "archnas_version": archnas.__version__,
+            "archnas_version": ARCHNAS_VERSION,
             "torch_version": str(torch.__version__),
             "saved_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "config": self.config,
@@ -354,5 +354,5 @@ class Checkpointer:
                              + "\n  ".join(unsafe))
         if safe:
             self.log.info(f"resuming with changed settings that are safe to change: {', '.join(safe)}")
-        if ckpt.get("archnas_version") != archnas.__version__:
-            self.log.info(f"checkpoint written by archnas {ckpt.get('archnas_version')}, this is {archnas.__version__}")
+        if ckpt.get("archnas_version") != ARCHNAS_VERSION:
+            self.log.info(f"checkpoint written by archnas {ckpt.get('archnas_version')}, this is {ARCHNAS_VERSION}")

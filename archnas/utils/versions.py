@@ -1,4 +1,5 @@
-"""The oldest torch archnas runs on, checked when the command starts.
+"""archnas's own version (what files and checkpoints record as their writer), and the oldest
+torch archnas runs on, checked when the command starts.
 
 2.4 is the newest of the APIs the code needs: `torch.is_autocast_enabled(device_type)` and
 `torch.get_autocast_dtype` (2.4; the fused cell under autocast), `torch.amp.GradScaler("cuda")`
@@ -13,6 +14,7 @@ import re
 
 from archnas.errors import UsageError
 
+ARCHNAS_VERSION = "0.1.0"  # setup.cfg reads it; `archnas.__version__` is the same value
 MIN_TORCH = "2.4"
 
 
