@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from archnas.config import config_diff, config_to_dict
-from archnas.config.compat import is_safe_key, lookup, phase_config
+from archnas.config import config_to_dict
+from archnas.config.compat import config_changes, is_safe_key, lookup, phase_config
 from archnas.context import PhaseContext, RunContext
 from archnas.distributed import barrier
 from archnas.errors import CheckpointError, ConfigError
@@ -144,7 +144,7 @@ class Phase:
         if not isinstance(done, dict):
             return None  # not a marker archnas wrote: redo what it would mark
         saved, now = done.get("config", {}), self.config_record()
-        diff = config_diff(saved, now)
+        diff = config_changes(saved, now)
         unsafe = [k for k in diff if not is_safe_key(k)]
         if unsafe and not self.force:
             raise CheckpointError(

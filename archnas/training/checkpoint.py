@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 import numpy as np
 import torch
 
-from archnas.config import config_diff, config_hash
-from archnas.config.compat import is_safe_key, lookup, resume_differences
+from archnas.config import config_hash
+from archnas.config.compat import config_changes, is_safe_key, lookup, resume_differences
 from archnas.distributed import gather_to_main
 from archnas.errors import CheckpointError
 from archnas.utils import atomic, reads
@@ -333,7 +333,7 @@ class Checkpointer:
             )
         unsafe, safe = resume_differences(ckpt["config"], ckpt.get("fingerprint"), self.config, self.fingerprint)
         saved = ckpt["config"]
-        self.changes = {k: [lookup(saved, k), lookup(self.config, k)] for k in config_diff(saved, self.config)}
+        self.changes = {k: [lookup(saved, k), lookup(self.config, k)] for k in config_changes(saved, self.config)}
         if force and ckpt.get("fingerprint") != self.fingerprint:
             keys = [k for k in self.changes if not is_safe_key(k)]
             raise CheckpointError(
