@@ -21,7 +21,16 @@ from torch import nn
 import archnas.hub  # noqa: F401
 from archnas.config.schema import CostConf
 from archnas.errors import ConfigError
-from archnas.latency import Limits, SpaceCosts, cost_model_names, exact_cost_models, latency_models
+from archnas.latency import (
+    CostModel,
+    CostTable,
+    Limits,
+    SpaceCosts,
+    cost_model,
+    cost_model_names,
+    exact_cost_models,
+    latency_models,
+)
 from archnas.latency.table import option_count, random_rows, row_to_arch
 from archnas.space import SearchSpaceModel, create_space, freeze
 from archnas.stats import model_stats
@@ -73,6 +82,22 @@ def test_expected_macs_is_the_exact_cost_at_one_hot_probabilities_and_its_gradie
     uniform = {label: torch.full((option_count(spec),), 1.0 / option_count(spec), dtype=torch.float64)
                for label, spec in space.specs.items()}
     assert macs.expected(uniform).item() == pytest.approx(costs.statistics("macs")["mean"], rel=1e-9)
+
+
+def test_a_measured_models_expected_cost_is_its_tables_prediction():
+    """A latency table is a prediction, and the expectation of that prediction is what a soft
+    latency term uses (a made-up table: no timing in a unit test)."""
+    space = nb201()
+    rng = random.Random(5)
+    table = CostTable("cpu_ms", list(space.specs), 1.25,
+                      [[0.0] + [rng.uniform(-0.1, 0.5) for _ in range(4)] for _ in space.specs])
+    model = CostModel(cost_model("cpu_ms"), space.specs, table)
+    for row in random_rows(space.specs, 4, rng):
+        assert model.expected(one_hot(space, row)).item() == pytest.approx(table.predict_row(row), abs=1e-12)
+    probs = {label: torch.softmax(torch.randn(5, dtype=torch.float64), 0).requires_grad_() for label in space.specs}
+    value = model.expected(probs)
+    value.backward()
+    assert [p.grad.tolist() for p in probs.values()] == table.deltas
 
 
 def test_a_count_over_coupled_choices_has_no_expected_cost():

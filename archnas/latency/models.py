@@ -59,6 +59,7 @@ class CostModel:
         is not exact (coupled choices); None: the table is used (exact, or a prediction)."""
         self.entry, self.specs, self.table, self._count = entry, specs, table, exact_count
         self._cache: dict[str, float] = {}
+        self._rows: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}  # the table for `expected`
 
     @property
     def name(self) -> str:
@@ -126,16 +127,24 @@ class CostModel:
             raise ValueError(f"expected {self.name}: probabilities for {', '.join(missing) or 'every label'} are "
                              f"missing{'; not labels of the space: ' + ', '.join(unknown) if unknown else ''}")
         total: Optional[torch.Tensor] = None
-        for label, deltas in zip(labels, self.table.deltas):
+        for label, row in zip(labels, self._table_rows(probs[labels[0]]) if labels else []):
             p = probs[label]
-            if tuple(p.shape) != (len(deltas),):
+            if tuple(p.shape) != tuple(row.shape):
                 raise ValueError(f"expected {self.name}: probabilities of {label!r} have shape {tuple(p.shape)}; "
-                                 f"expected ({len(deltas)},), one per option")
-            term = p @ torch.tensor(deltas, dtype=p.dtype, device=p.device)
+                                 f"expected ({len(row)},), one per option")
+            term = p @ row.to(p.dtype)
             total = term if total is None else total + term
         if total is None:
             raise ValueError(f"expected {self.name}: the space has no choices")
         return total + self.table.base
+
+    def _table_rows(self, like: torch.Tensor) -> list[torch.Tensor]:
+        """The table's rows as tensors of `like`'s dtype and device, made once (a soft cost term
+        asks for the expected cost every step)."""
+        key = (like.dtype, like.device)
+        if key not in self._rows:
+            self._rows[key] = [torch.tensor(d, dtype=like.dtype, device=like.device) for d in self.table.deltas]
+        return self._rows[key]
 
     def describe(self) -> dict[str, Any]:
         check = self.table.check_result
