@@ -72,7 +72,8 @@ def count_macs(model: nn.Module, input_shape: list[int]) -> int:
     was_training = model.training
     model.eval()
     try:
-        return _macs_by_module(model, torch.zeros(1, *input_shape, device=_device_of(model))).get(type(model).__name__, 0)
+        x = torch.zeros(1, *input_shape, device=_device_of(model))
+        return _macs_by_module(model, x).get(type(model).__name__, 0)
     finally:
         model.train(was_training)
 

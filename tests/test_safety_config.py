@@ -234,8 +234,8 @@ def test_what_needs_the_space_or_the_data_is_judged_before_pretraining(override,
                                                                        monkeypatch):
     # Latency as a deterministic function of the network (1 ms plus 1 ms per 10,000 weights), so the
     # table and its cheapest architecture do not depend on how loaded this machine is.
-    fake = dataclasses.replace(cost_registry.cost_model("cpu_ms"),
-                               measure=lambda net, shape, protocol: 1.0 + sum(p.numel() for p in net.parameters()) / 1e4)
+    fake = dataclasses.replace(cost_registry.cost_model("cpu_ms"), measure=lambda net, shape, protocol:
+                               1.0 + sum(p.numel() for p in net.parameters()) / 1e4)
     monkeypatch.setitem(cost_registry._COST_MODELS, "cpu_ms", fake)
     timing = "nas.search.cost.timing={warmup: 1, repeats: 3}"
     code, err = run_cli(["--config", SPOS, f"common.results_dir={tmp_path}", "--exp-name", "e", *TINY_SPOS,

@@ -78,8 +78,8 @@ def latency_models() -> tuple[str, ...]:
 def check_cost_model(name: str, key: str) -> str:
     """`name` when it is registered, else a ConfigError naming `key` and the registered models."""
     if name not in _COST_MODELS:
-        raise ConfigError(f"{key}: unknown cost model {name!r}; expected one of {', '.join(_COST_MODELS)} "
-                          "(or a plugin's, registered with archnas.latency.register_cost_model and loaded with --import)")
+        raise ConfigError(f"{key}: unknown cost model {name!r}; expected one of {', '.join(_COST_MODELS)} (or a "
+                          "plugin's, registered with archnas.latency.register_cost_model and loaded with --import)")
     return name
 
 
