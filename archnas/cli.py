@@ -120,8 +120,9 @@ def build_stats_parser() -> argparse.ArgumentParser:
                         "{label: choice} mapping or a NAS-Bench-201 string (counted at the space's configured size: "
                         "NAS-Bench-201's reference is nas.search.space.C=16, N=5 with --dataset.name cifar10)")
     parser.add_argument("--latency", nargs="?", const="cpu_ms", metavar="MODEL", help="with --space: also the "
-                        "predicted latency (cpu_ms, the default, or ort_ms), timed on this machine as "
-                        "nas.search.cost.timing says; the same numbers a spos search writes to latency_stats.json")
+                        "predicted latency (a registered latency model: cpu_ms, the default, ort_ms or a plugin's), "
+                        "timed on this machine as nas.search.cost.timing says; the same numbers a spos search writes "
+                        "to latency_stats.json")
     parser.add_argument("--detail", action="store_true", help="add a per-cell breakdown")
     return parser
 

@@ -61,6 +61,23 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu") if tensor is None else tensor.device
 
 
+def count_params(model: nn.Module) -> int:
+    """Weights: every parameter except a supernet's architecture parameters (which no eval trains)."""
+    arch = {id(p) for p in model.arch_params()} if hasattr(model, "arch_params") else set()
+    return sum(p.numel() for p in model.parameters() if id(p) not in arch)
+
+
+def count_macs(model: nn.Module, input_shape: list[int]) -> int:
+    """Multiply-adds of one eval-mode forward of one image at `input_shape` ([C, H, W])."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, *input_shape, device=_device_of(model))
+        return _macs_by_module(model, x).get(type(model).__name__, 0)
+    finally:
+        model.train(was_training)
+
+
 def model_stats(model: nn.Module, input_shape: list[int], detail: bool = False) -> dict[str, Any]:
     """Counts for `model` at `input_shape` ([C, H, W]): a desc-built Model (with its aux tower and
     architecture parameters counted apart; `detail` adds stems, cells, aux towers, head) or any
@@ -73,13 +90,12 @@ def model_stats(model: nn.Module, input_shape: list[int], detail: bool = False) 
         macs = _macs_by_module(model, torch.zeros(1, *input_shape, device=_device_of(model)))
         root = type(model).__name__
         aux = sum(_params(t) for t in getattr(model, "aux_towers", {}).values())
-        arch = {id(p) for p in model.arch_params()} if hasattr(model, "arch_params") else set()
-        weights = sum(p.numel() for p in model.parameters() if id(p) not in arch)
+        weights = count_params(model)
         out: dict[str, Any] = {
             "input_shape": list(input_shape),
             "params": weights,
             "params_without_aux": weights - aux,
-            "arch_params": sum(p.numel() for p in model.parameters() if id(p) in arch),
+            "arch_params": _params(model) - weights,
             "macs": macs.get(root, 0),
         }
         if detail and isinstance(model, Model):

@@ -9,6 +9,7 @@ Every refusal is checked as the `archnas` command gives it: exit code 2, exactly
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -24,7 +25,7 @@ from archnas.config.overrides import parse_override_tokens
 from archnas.descs.desc_io import desc_from_yaml
 from archnas.descs.genotypes import parse_genotype
 from archnas.errors import DescError, SpaceError
-from archnas.latency.measure import MEASURES
+from archnas.latency import registry as cost_registry
 from archnas.space.arch_io import parse_arch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,8 +234,9 @@ def test_what_needs_the_space_or_the_data_is_judged_before_pretraining(override,
                                                                        monkeypatch):
     # Latency as a deterministic function of the network (1 ms plus 1 ms per 10,000 weights), so the
     # table and its cheapest architecture do not depend on how loaded this machine is.
-    monkeypatch.setitem(MEASURES, "cpu_ms", lambda net, shape, protocol: 1.0 + sum(p.numel() for p in
-                                                                                   net.parameters()) / 1e4)
+    fake = dataclasses.replace(cost_registry.cost_model("cpu_ms"), measure=lambda net, shape, protocol:
+                               1.0 + sum(p.numel() for p in net.parameters()) / 1e4)
+    monkeypatch.setitem(cost_registry._COST_MODELS, "cpu_ms", fake)
     timing = "nas.search.cost.timing={warmup: 1, repeats: 3}"
     code, err = run_cli(["--config", SPOS, f"common.results_dir={tmp_path}", "--exp-name", "e", *TINY_SPOS,
                          timing, "nas.search.cost.held_out=3", override], capsys)

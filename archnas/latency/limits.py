@@ -1,4 +1,5 @@
-"""Hard limits on what a subnet search may pick: `max_params`, `max_macs`, `max_latency_ms`.
+"""Hard limits on what a subnet search may pick: `max_params`, `max_macs`, `max_latency_ms`, and
+`limits: {cost model: bound}` for any registered cost model (a plugin's too).
 
 A candidate over any limit is rejected before it is scored. A limit no architecture of the space
 can meet is a usage error, raised before the supernet is pretrained and naming the space's minimum.
@@ -7,14 +8,29 @@ can meet is a usage error, raised before the supernet is pretrained and naming t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
 from archnas.config.schema import CostConf
 from archnas.errors import ConfigError
-from archnas.latency.models import LATENCY_MODELS, UNITS, SpaceCosts, check_cost_model, check_timing
+from archnas.latency.models import SpaceCosts, check_timing
+from archnas.latency.registry import check_cost_model, cost_model, exact_cost_models, latency_models
 from archnas.space.store import ChoiceSpec
+
+
+def limit_settings(conf: CostConf) -> list[tuple[str, str, Optional[float]]]:
+    """(key under the cost section, cost model name, bound) of every limit the section can hold,
+    given or not; names are not checked here (`Limits.from_conf` does)."""
+    return [("max_params", "params", conf.max_params), ("max_macs", "macs", conf.max_macs),
+            ("max_latency_ms", conf.latency, conf.max_latency_ms),
+            *[(f"limits.{name}", name, bound) for name, bound in conf.limits.items()]]
+
+
+def given_limits(conf: CostConf) -> list[str]:
+    """The keys under the cost section of the limits set (not null): what an algorithm that picks
+    no subnets refuses, and what makes the preflight judge limits against the space."""
+    return [key for key, _, bound in limit_settings(conf) if bound is not None]
 
 
 @dataclass(frozen=True)
@@ -23,27 +39,43 @@ class Limits:
 
     bounds: dict[str, float]
     keys: dict[str, str]
+    prefix: str = "nas.search.cost"
 
     @classmethod
     def from_conf(cls, conf: CostConf, prefix: str = "nas.search.cost") -> "Limits":
         latency = check_cost_model(conf.latency, f"{prefix}.latency")
-        if latency not in LATENCY_MODELS:
+        if latency not in latency_models():
             raise ConfigError(f"{prefix}.latency: {latency!r} is not a latency model; expected one of "
-                              f"{', '.join(LATENCY_MODELS)}")
+                              f"{', '.join(latency_models())}")
         check_cost_model(conf.pareto, f"{prefix}.pareto")
-        given = {"params": ("max_params", conf.max_params), "macs": ("max_macs", conf.max_macs),
-                 latency: ("max_latency_ms", conf.max_latency_ms)}
-        bounds, keys = {}, {}
-        for model, (key, value) in given.items():
+        bounds: dict[str, float] = {}
+        keys: dict[str, str] = {}
+        for key, model, value in limit_settings(conf):
             if value is None:
                 continue
+            check_cost_model(model, f"{prefix}.{key}")
             if not value > 0:
                 raise ConfigError(f"{prefix}.{key}: {value!r}; a limit must be positive (null: no limit)")
+            if model in bounds:
+                raise ConfigError(f"{prefix}.{key}: {model} is limited twice (also by {keys[model]}); give one limit")
             bounds[model], keys[model] = float(value), f"{prefix}.{key}"
-        return cls(bounds, keys)
+        return cls(bounds, keys, prefix)
 
     def __bool__(self) -> bool:
         return bool(self.bounds)
+
+    def setting(self, model: str) -> str:
+        """The key of a limit under the cost section: `max_macs`, `limits.convs`."""
+        return self.keys[model][len(self.prefix) + 1:]
+
+    def reported(self, pareto: str) -> list[str]:
+        """The cost models a search reports (latency_stats.json, pareto.csv): every exact count,
+        then the measured models a limit or the Pareto front names (only those are timed)."""
+        names = list(exact_cost_models())
+        for name in [*self.bounds, pareto]:
+            if name not in names:
+                names.append(name)
+        return names
 
     def check_reachable(self, costs: SpaceCosts) -> None:
         """ConfigError when a limit is below the cheapest architecture of the space."""
@@ -53,7 +85,7 @@ class Limits:
                 exact = "" if costs.model(model).uses_table else f" ({stats['over']})"
                 raise ConfigError(
                     f"{self.keys[model]}: {bound:g} is below the cheapest architecture of the space, "
-                    f"{stats['min']:,} {UNITS[model]}{exact}; raise it to at least that")
+                    f"{stats['min']:,} {cost_model(model).unit}{exact}; raise it to at least that")
 
     def violations(self, costs: SpaceCosts, arch: Mapping[str, Any]) -> dict[str, float]:
         """The costs of `arch` over their limits (empty: it may be picked)."""
@@ -68,7 +100,7 @@ class Limits:
         return not self.violations(costs, arch)
 
     def describe(self) -> dict[str, float]:
-        return {self.keys[m].rsplit(".", 1)[1]: b for m, b in self.bounds.items()}
+        return {self.setting(m): b for m, b in self.bounds.items()}
 
 
 def check_cost_conf(conf: CostConf, prefix: str = "nas.search.cost") -> Limits:
@@ -83,8 +115,8 @@ def check_limits_reachable(conf: CostConf, specs: Mapping[str, ChoiceSpec],
                            network_of: Callable[[dict[str, Any]], nn.Module], input_shape: list[int],
                            seed: int) -> None:
     """Before a supernet is pretrained: a limit below the space's cheapest architecture is refused.
-    Parameters and multiply-adds are counted (exact, a few networks); a latency limit is judged on
-    the same measured table the search builds, so it costs the timing of that table once more."""
+    Counts are exact (a few networks); a measured limit (latency) is judged on the same measured
+    table the search builds, so it costs the timing of that table once more."""
     limits = check_cost_conf(conf)
     if limits:
         limits.check_reachable(SpaceCosts.from_conf(conf, specs, network_of, input_shape, seed=seed))

@@ -1,6 +1,8 @@
-"""Measured inference time of one network: PyTorch on the CPU (`cpu_ms`) or onnxruntime (`ort_ms`).
+"""The built-in cost models, registered at import: what each measures on the network of one
+architecture. Counts (`params`, `macs`: exact, as `archnas stats` counts them) and measured inference
+time: PyTorch on the CPU (`cpu_ms`) or onnxruntime (`ort_ms`).
 
-Both follow the same protocol, so numbers from different runs compare: eval mode, no autograd,
+Both times follow the same protocol, so numbers from different runs compare: eval mode, no autograd,
 a fixed number of threads (set for the measurement and restored after), `warmup` untimed runs
 (allocator, caches, lazy initialization), then the median of `repeats` timed runs of one batch.
 The median rather than the mean: one run preempted by another job moves the mean but not the
@@ -23,6 +25,8 @@ import torch
 from torch import nn
 
 from archnas.errors import ConfigError
+from archnas.latency.registry import register_cost_model
+from archnas.stats import count_macs, count_params
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,18 @@ class TimingProtocol:
     warmup: int = 5
     repeats: int = 20
     batch_size: int = 1
+
+
+@register_cost_model("params", unit="parameters", exact=True)
+def params(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> float:
+    """Weights of the network (a supernet's architecture parameters are not counted)."""
+    return count_params(net)
+
+
+@register_cost_model("macs", unit="multiply-adds", exact=True)
+def macs(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> float:
+    """Multiply-adds of convolutions and linear layers in one eval-mode forward of one image."""
+    return count_macs(net, input_shape)
 
 
 @contextlib.contextmanager
@@ -54,6 +70,7 @@ def median_ms(run: Callable[[], object], protocol: TimingProtocol) -> float:
     return 1000.0 * statistics.median(times)
 
 
+@register_cost_model("cpu_ms", unit="ms", exact=False)
 def cpu_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> float:
     """Milliseconds per batch of a PyTorch forward on the CPU."""
     was_training = net.training
@@ -94,11 +111,10 @@ def ort_session(model: bytes, threads: int):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+@register_cost_model("ort_ms", unit="ms", exact=False)
 def ort_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> float:
     """Milliseconds per batch of the exported network in onnxruntime on the CPU."""
     session = ort_session(onnx_bytes(net, input_shape, protocol.batch_size), protocol.threads)
     feed = {"input": torch.zeros(protocol.batch_size, *input_shape).numpy()}
     return median_ms(lambda: session.run(None, feed), protocol)
 
-
-MEASURES = {"cpu_ms": cpu_ms, "ort_ms": ort_ms}

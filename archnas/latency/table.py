@@ -68,7 +68,7 @@ class TableCheck:
 
 @dataclass
 class CostTable:
-    name: str  # params | macs | cpu_ms | ort_ms
+    name: str  # the cost model's (archnas.latency.registry)
     labels: list[str]
     base: float  # the cost of the base architecture (every label at its first option)
     deltas: list[list[float]]  # per label, per option: the change from the base

@@ -3,9 +3,10 @@
 DARTS cells: the eval network of a desc file (`--desc`), a genotype (`--genotype`), of
 `nas.eval.final_desc`, or the search supernet (`--supernet`, the default without those). A space
 over a module (`nas.search.space`): one architecture of it (`--arch FILE|STRING`), or the range
-over the whole space (`--space`: min, max, mean and median with the architectures at min and max;
-`--latency` adds the predicted latency, timed here as `nas.search.cost.timing` says, which is what
-a subnet search writes to its `latency_stats.json`). The space
+over the whole space (`--space`: min, max, mean and median of every exact cost model of the
+registry, params and macs and a plugin's, with the architectures at min and max; `--latency` adds
+the predicted latency, timed here as `nas.search.cost.timing` says, which is what a subnet search
+writes to its `latency_stats.json`). The space
 is counted as configured: NAS-Bench-201's reference sizes are C=16, N=5 on CIFAR-10's 3x32x32
 (`--dataset.name cifar10`).
 """
@@ -22,7 +23,7 @@ from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError
 from archnas.model import Model, ModelDescBuilder, checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
 from archnas.nas.spaces import check_space, module_space
-from archnas.latency import LATENCY_MODELS, SpaceCosts, check_cost_model
+from archnas.latency import SpaceCosts, check_cost_model, exact_cost_models, latency_models
 from archnas.stats import dataset_info, model_stats
 
 
@@ -54,9 +55,9 @@ def _space_stats(conf: ExperimentConf, args: Any, info: DatasetInfo) -> dict[str
     costs = SpaceCosts.from_conf(conf.nas.search.cost, supernet.specs, lambda arch: space.network(arch, info), shape,
                                  seed=conf.common.seed)
     latency = [check_cost_model(args.latency, "--latency")] if args.latency else []
-    if latency and latency[0] not in LATENCY_MODELS:
-        raise ConfigError(f"--latency {args.latency}: expected a latency model, one of {', '.join(LATENCY_MODELS)}")
-    names = ["params", "macs"] + latency
+    if latency and latency[0] not in latency_models():
+        raise ConfigError(f"--latency {args.latency}: expected a latency model, one of {', '.join(latency_models())}")
+    names = [*exact_cost_models(), *latency]
     return {**out, "model": "space", **costs.report(names)}
 
 

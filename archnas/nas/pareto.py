@@ -2,8 +2,9 @@
 
 A candidate is on the Pareto front when no other is at least as accurate and at most as costly
 and strictly better in one of the two. `pareto.csv` lists every scored candidate with its costs
-and whether it is on the front; `pareto.png` plots accuracy against the chosen cost with the
-front highlighted. Both are written atomically into the search folder.
+(one column per cost model the search reports) and whether it is on the front; `pareto.png`
+plots accuracy against the chosen cost (`nas.search.cost.pareto`: any registered cost model)
+with the front highlighted. Both are written atomically into the search folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from archnas.latency import cost_model
 from archnas.utils import atomic
 
 
@@ -33,7 +35,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
 def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, cost_names: Sequence[str],
                  limits: dict[str, float] | None = None) -> list[bool]:
     """`pareto.csv` and `pareto.png` of `candidates` (dicts with `arch`, `accuracy`,
-    `generation` and one entry per cost name); returns which are on the front of `cost`."""
+    `generation` and one entry per cost model in `cost_names`, the columns in that order);
+    returns which are on the front of `cost`."""
     front = pareto_front([(c[cost], c["accuracy"]) for c in candidates])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -62,7 +65,7 @@ def _plot(path: Path, candidates: Sequence[dict[str, Any]], front: list[bool], c
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:red", ms=4, label="Pareto front")
     if cost in limits:
         ax.axvline(limits[cost], color="tab:blue", ls="--", lw=1, label=f"limit {limits[cost]:g}")
-    ax.set_xlabel(cost)
+    ax.set_xlabel(f"{cost} ({cost_model(cost).unit})")
     ax.set_ylabel("inherited val top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

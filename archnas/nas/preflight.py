@@ -13,7 +13,7 @@ from typing import Any
 
 from archnas.data import load_dataset
 from archnas.data.split import make_split
-from archnas.latency import check_limits_reachable
+from archnas.latency import check_limits_reachable, given_limits
 from archnas.nas.phase import Experiment
 from archnas.nas.ranking import check_ranking_count
 from archnas.nas.spaces import check_space, module_space
@@ -53,8 +53,7 @@ def check_subnet_search(experiment: Experiment) -> None:
     has finished (its limits were judged then; a latency table is not measured twice)."""
     conf = experiment.run.conf
     search = conf.nas.search
-    limits_given = any(v is not None for v in (search.cost.max_params, search.cost.max_macs,
-                                               search.cost.max_latency_ms))
+    limits_given = bool(given_limits(search.cost))
     if not (limits_given or search.ranking_check.n_archs):
         return
     searched = [p(experiment) for p in experiment.strategy.phases if issubclass(p, SubnetSearchPhase)]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from archnas.config.schema import BilevelOrder, ExperimentConf
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import ConfigError
-from archnas.latency import check_cost_conf
+from archnas.latency import check_cost_conf, given_limits
 from archnas.model.builder import ModelDescBuilder, darts_mixed_op
 from archnas.nas.evaluater import Evaluater, check_eval_mode
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
@@ -80,7 +80,7 @@ class Strategy:
                 raise ConfigError("nas.search.space: combinations and post_train vary or train DARTS cells; turn them "
                                   "off (nas.search.combinations.enabled=false, nas.search.post_train.trainer.epochs=0)")
         cost = search.cost
-        limits = [k for k in ("max_params", "max_macs", "max_latency_ms") if getattr(cost, k) is not None]
+        limits = given_limits(cost)
         if not self.scores_subnets and (limits or search.ranking_check.n_archs):
             what = ", ".join(f"nas.search.cost.{k}" for k in limits) or "nas.search.ranking_check.n_archs"
             raise ConfigError(f"{what}: {self.name} does not pick subnets under limits or rank them; use an algorithm "

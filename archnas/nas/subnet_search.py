@@ -22,7 +22,7 @@ from typing import Any
 
 from archnas.context import PhaseContext
 from archnas.errors import ConfigError
-from archnas.latency import UNITS, Limits, SpaceCosts
+from archnas.latency import Limits, SpaceCosts, cost_model
 from archnas.latency.table import option_count, row_to_arch
 from archnas.nas.evolution import Evolution, EvolutionSettings, RandomSampling, Row, SubnetSearch
 from archnas.nas.pareto import write_pareto
@@ -49,16 +49,6 @@ class CostTables:
         self.costs.load_state_dict(state)
 
 
-def cost_names(conf: Any, limits: Limits) -> list[str]:
-    """The cost models a search reports: params and macs always, the latency model when a limit
-    or the Pareto front uses it."""
-    names = ["params", "macs"]
-    for name in [*limits.bounds, conf.cost.pareto]:
-        if name not in names:
-            names.append(name)
-    return names
-
-
 class SubnetSearchPhase(SearchPhase):
     """`search` of spos: evolution (or random sampling) over the pretrained supernet's subnets."""
 
@@ -75,7 +65,7 @@ class SubnetSearchPhase(SearchPhase):
         costs = SpaceCosts.from_conf(conf.cost, supernet.specs, lambda arch: space.network(arch, data.info), shape,
                                      seed=ctx.seed)
         limits = Limits.from_conf(conf.cost)
-        names = cost_names(conf, limits)
+        names = limits.reported(conf.cost.pareto)
         search = self.subnet_search(section, supernet, costs, limits, ctx.seed)
         checkpointer = self.checkpointer(ctx, space.fingerprint())
         checkpointer.register("search", search.state)
@@ -123,7 +113,7 @@ class SubnetSearchPhase(SearchPhase):
         for name in names:
             s = report[name]
             ctx.log.info(f"{name} over the space ({s['over']}): min {s['min']:,}, median {s['median']:,}, max "
-                         f"{s['max']:,} {UNITS[name]}; {s['method']}")
+                         f"{s['max']:,} {cost_model(name).unit}; {s['method']}")
 
     def finish(self, ctx: PhaseContext, space: ModuleSpace, supernet: SearchSpaceModel, search: SubnetSearch,
                costs: SpaceCosts, limits: Limits, names: list[str]) -> SearchResult:
@@ -150,7 +140,7 @@ class SubnetSearchPhase(SearchPhase):
             "best_costs": {n: chosen[n] for n in names},
             "limits": limits.describe(),
             # one row per limit given, for the summary: the chosen architecture's cost against it
-            "best_within_limits": [{"limit": limits.keys[m].rsplit(".", 1)[1], "bound": b, "cost_model": m,
+            "best_within_limits": [{"limit": limits.setting(m), "bound": b, "cost_model": m,
                                     "cost": chosen[m]} for m, b in limits.bounds.items()],
             "pareto_cost": pareto,
             "pareto_front_size": sum(front),

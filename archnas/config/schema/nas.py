@@ -86,7 +86,7 @@ class SearchCombinationsConf:
 
 @dataclass
 class TimingConf:
-    """How networks are timed for the cpu_ms / ort_ms cost models (archnas/latency/measure.py)."""
+    """How networks are timed for the measured cost models: cpu_ms, ort_ms (archnas/latency/measure.py)."""
 
     threads: int = 1  # intra-op threads during a measurement (restored after)
     warmup: int = 5  # untimed runs first
@@ -97,13 +97,18 @@ class TimingConf:
 @dataclass
 class CostConf:
     """What a subnet search (spos) may pick and how its candidates' costs are modelled
-    (archnas/latency): hard limits (null: none), the cost on the Pareto front, the latency model."""
+    (archnas/latency): hard limits (null: none), the cost on the Pareto front, the latency model.
+    Cost models are registered by name (archnas.latency.register_cost_model): params, macs
+    (exact counts), cpu_ms, ort_ms (measured predictions), and any a plugin registers."""
 
     max_params: Optional[float] = None
     max_macs: Optional[float] = None  # multiply-adds of one image, as `archnas stats` counts them
     max_latency_ms: Optional[float] = None  # predicted by the `latency` model below
-    latency: str = "cpu_ms"  # cpu_ms (PyTorch on this CPU) | ort_ms (onnxruntime)
-    pareto: str = "macs"  # the cost the Pareto front is drawn against: params | macs | cpu_ms | ort_ms
+    # A limit on any registered cost model, {name: bound} (null: none), e.g. a plugin's {convs: 12};
+    # a model limited here and by a max_* key above is refused.
+    limits: Dict[str, Optional[float]] = field(default_factory=dict)
+    latency: str = "cpu_ms"  # a latency model (measured, in ms): cpu_ms (PyTorch on this CPU) | ort_ms (onnxruntime)
+    pareto: str = "macs"  # the cost the Pareto front is drawn against: any registered cost model
     held_out: int = 20  # random architectures each cost table is checked against (its error is reported)
     timing: TimingConf = field(default_factory=TimingConf)
 
