@@ -12,7 +12,6 @@ import torch
 
 from archnas.errors import ConfigError
 from archnas.nas.samplers import (
-    Evolution,
     EvolutionSettings,
     Genomes,
     Grid,
