@@ -87,3 +87,18 @@ def test_sampler_settings_that_cannot_work_exit_2_with_one_message_before_pretra
     assert message in out.stderr and "Traceback" not in out.stderr + out.stdout
     assert len([line for line in out.stderr.splitlines() if line.startswith("archnas: error")]) == 1
     assert not (tmp_path / "sp" / "pretrain").exists(), "judged before the supernet is pretrained"
+
+
+@pytest.mark.slow  # about 20 s: a tiny spos run
+def test_a_sampler_plugin_of_one_module_runs_through_the_archnas_command(tmp_path):
+    """tests/fixtures/plugins/cheapest_first.py, loaded with --import: its name is a strategy, and
+    the search scores what it proposes (the 12 cheapest architectures by multiply-adds, in order)."""
+    plugins = REPO / "tests" / "fixtures" / "plugins"
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(plugins), str(REPO)])}
+    cmd = [*command(tmp_path, "nas.search.spos.strategy=cheapest_first"), "--import", "cheapest_first"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    search = tmp_path / "sp" / "search"
+    macs = [float(r["macs"]) for r in csv.DictReader((search / "pareto.csv").open())]
+    space_min = json.loads((search / "latency_stats.json").read_text())["macs"]["min"]
+    assert len(macs) == 12 and macs == sorted(macs) and macs[0] == space_min

@@ -71,7 +71,7 @@ class Spos(Strategy):
     config_class = SposConf
     find_unused_parameters = True
     trains_alphas = False
-    scores_subnets = True
+    phases = (Pretrain, SubnetSearchPhase, Evaluater)  # and the ranking check when it is on (__init__)
     supernet_folder = "pretrain"
     pretrain_keys: ClassVar[tuple[str, ...]] = ()  # none of nas.search.spos shapes the pretraining
 

@@ -27,7 +27,7 @@ def check_before_work(experiment: Experiment, search: bool, eval: bool) -> None:
     kinds = {phase.kind for phase in experiment.strategy.phases}
     search, eval = search and "search" in kinds, eval and "eval" in kinds
     check_splits(conf, search, eval)
-    if search and experiment.strategy.scores_subnets:
+    if search and any(issubclass(p, SubnetSearchPhase) for p in experiment.strategy.phases):
         check_subnet_search(experiment)
 
 

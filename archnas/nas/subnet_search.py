@@ -19,7 +19,7 @@ weights, its architecture and fixed batches, it ends exactly where an uninterrup
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from archnas.context import PhaseContext
 from archnas.errors import ConfigError
@@ -64,6 +64,8 @@ def cost_names(conf: Any, limits: Limits) -> list[str]:
 
 class SubnetSearchPhase(SearchPhase):
     """`search` of spos: a sampler over the pretrained supernet's subnets, scored on inherited weights."""
+
+    picks_subnets: ClassVar[bool] = True  # a strategy with this phase takes cost limits and the ranking check
 
     def inputs(self) -> tuple[str, ...]:
         return (self.strategy.supernet_folder,)
