@@ -88,7 +88,7 @@ class Sampler:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what `extra_state` saved (from the whole state dict)."""
 
     def close_batch(self) -> None:
         """Called when the last genome of a batch is told (e.g. to keep the RNG state after it)."""
@@ -111,7 +111,8 @@ class Sampler:
     # -- ask / tell ------------------------------------------------------------------------------
 
     def ask(self) -> list[Row]:
-        """The next batch. Asked again before it closes (a resumed search), it is the same batch."""
+        """The next batch. Asked again before any of it is told (a search resumed from the state of
+        the batch before), it is the same batch."""
         if self.done:
             return []
         self._pending = self.propose({s.row for s in self.scored})
