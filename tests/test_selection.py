@@ -50,7 +50,7 @@ def kill_at_generation(cmd: list[str], generation: int) -> int:
     return proc.returncode
 
 
-@pytest.mark.slow  # about 50 s: three tiny spos runs, one of them killed
+@pytest.mark.slow  # about 25 s: three tiny spos runs, one of them killed
 def test_optuna_nsga2_ends_with_a_pareto_front_and_a_killed_run_ends_identical(tmp_path):
     straight = run(command(tmp_path / "a"))
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -89,7 +89,6 @@ def test_sampler_settings_that_cannot_work_exit_2_with_one_message_before_pretra
     assert not (tmp_path / "sp" / "pretrain").exists(), "judged before the supernet is pretrained"
 
 
-@pytest.mark.slow  # about 20 s: a tiny spos run
 def test_a_sampler_plugin_of_one_module_runs_through_the_archnas_command(tmp_path):
     """tests/fixtures/plugins/cheapest_first.py, loaded with --import: its name is a strategy, and
     the search scores what it proposes (the 12 cheapest architectures by multiply-adds, in order)."""
