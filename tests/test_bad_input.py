@@ -378,6 +378,15 @@ ROWS = [
     Row("stats: --arch not UTF-8", ["stats", "--config", str(REPO / "confs" / "spos_mobilenet.yaml"), "--arch",
                                     "{tmp}/a.yaml"], r"architecture file .*a\.yaml: not UTF-8", run=False,
         prepare=files(**{"a.yaml": b"s1_i0: caf\xe9\n"})),
+    Row("spos: unknown sampler", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
+                                  "nas.search.spos.strategy=gird"],
+        r"nas\.search\.spos\.strategy: 'gird' is not one of evolution, random, grid, optuna_tpe, optuna_nsga2", run=False),
+    Row("spos: grid over a large space", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
+                                          "nas.search.spos.strategy=grid"],
+        r"nas\.search\.spos\.grid\.max_archs: the space has 15,625 architectures, more than the 10,000", run=False),
+    Row("spos: NSGA-II population of 1", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
+                                          "nas.search.spos.strategy=optuna_nsga2", "nas.search.spos.optuna_nsga2.population=1"],
+        r"nas\.search\.spos\.optuna_nsga2: need population >= 2", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

@@ -128,7 +128,7 @@ def test_two_quick_sigterms_in_training_exit_143_not_130(tmp_path, monkeypatch, 
 
 def test_sigterm_in_the_spos_cost_tables_and_search_stops_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
     import archnas.nas.subnet_search as subnet_search
-    from archnas.nas.evolution import Evolution
+    from archnas.nas.samplers import Evolution
 
     root = tmp_path / "results"
     tables = subnet_search.SpaceCosts.from_conf
@@ -142,16 +142,16 @@ def test_sigterm_in_the_spos_cost_tables_and_search_stops_and_the_rerun_resumes(
     assert (root / "sp" / "pretrain" / "checkpoint_last.pt").is_file()  # the pretrain before it is kept
     monkeypatch.setattr(subnet_search.SpaceCosts, "from_conf", tables)
 
-    generation = Evolution.run_generation
+    ask = Evolution.ask
 
-    def run_generation(self, *args, **kwargs):
-        if self.state.generation == 1:  # the second generation, after the first one's checkpoint
+    def asking(self, *args, **kwargs):
+        if self.generation == 1:  # the second generation, after the first one's checkpoint
             signal_self()
-        return generation(self, *args, **kwargs)
+        return ask(self, *args, **kwargs)
 
-    monkeypatch.setattr(Evolution, "run_generation", run_generation)
+    monkeypatch.setattr(Evolution, "ask", asking)
     assert_stopped(spos(root), capsys.readouterr().err)
-    monkeypatch.setattr(Evolution, "run_generation", generation)
+    monkeypatch.setattr(Evolution, "ask", ask)
     assert spos(root) == 0
     out = capsys.readouterr().out
     assert "resumed the search from" in out and "after generation 1" in out, out[-3000:]

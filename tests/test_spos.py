@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import archnas.hub  # noqa: F401
-from archnas.nas.evolution import Evolution, EvolutionSettings, RandomSampling
+from archnas.nas.samplers import Evolution, EvolutionSettings, RandomSampling
 from archnas.nas.pareto import pareto_front
 from archnas.nas.pretrain import step_arch
 from archnas.nas.ranking import rank_correlations
@@ -176,9 +176,8 @@ def test_bn_recalibration_raises_the_inherited_accuracy_of_random_subnets():
 def test_evolution_proposes_only_new_allowed_candidates(counts, seed, bound):
     allows = lambda row: sum(row) <= bound  # noqa: E731  (a limit on a toy cost)
     search = Evolution(counts, EvolutionSettings(6, 3, 3, 3, 0.3, 4), seed, allows, max_tries=20)
-    while not search.done:
-        search.run_generation(lambda row: float(-sum((k - 1) ** 2 for k in row)))
-    rows = [s.row for s in search.state.scored]
+    run_to_end(search, lambda row: float(-sum((k - 1) ** 2 for k in row)))
+    rows = [s.row for s in search.scored]
     assert len(rows) == len(set(rows)), "no candidate is scored twice"
     assert all(allows(r) and all(0 <= k < c for k, c in zip(r, counts)) for r in rows)
 
@@ -192,8 +191,7 @@ def test_evolution_improves_on_random_search_for_the_same_budget():
         evo = Evolution(counts, EvolutionSettings(20, 5, 10, 10, 0.1, 10), seed, lambda r: True)
         rnd = RandomSampling(counts, 200, 20, seed, lambda r: True)
         for search, best in ((evo, evo_best), (rnd, rnd_best)):
-            while not search.done:
-                search.run_generation(score)
+            run_to_end(search, score)
             best.append(search.best(1)[0].score)
     assert sum(evo_best) > sum(rnd_best), (evo_best, rnd_best)
 
@@ -202,18 +200,22 @@ def test_an_evolution_state_saved_after_any_generation_resumes_to_the_same_end()
     counts = [3, 4, 2, 5]
     score = lambda row: float(row[0] * 3 - row[1] + row[2] * row[3])  # noqa: E731
     straight = Evolution(counts, EvolutionSettings(5, 2, 3, 3, 0.2, 6), 1, lambda r: True)
-    while not straight.done:
-        straight.run_generation(score)
+    run_to_end(straight, score)
     for stop in range(1, 6):
         first = Evolution(counts, EvolutionSettings(5, 2, 3, 3, 0.2, 6), 1, lambda r: True)
-        for _ in range(stop):
-            first.run_generation(score)
-        saved = torch.load(_roundtrip(first.state.state_dict()), weights_only=True)
+        run_to_end(first, score, batches=stop)
+        saved = torch.load(_roundtrip(first.state_dict()), weights_only=True)
         second = Evolution(counts, EvolutionSettings(5, 2, 3, 3, 0.2, 6), 1, lambda r: True)
-        second.state.load_state_dict(saved)
-        while not second.done:
-            second.run_generation(score)
-        assert [s.to_dict() for s in second.state.scored] == [s.to_dict() for s in straight.state.scored], stop
+        second.load_state_dict(saved)
+        run_to_end(second, score)
+        assert [s.to_dict() for s in second.scored] == [s.to_dict() for s in straight.scored], stop
+
+
+def run_to_end(sampler, score, batches=None):
+    """Ask, score and tell batch after batch (`batches` of them, or to the sampler's end)."""
+    while not sampler.done and (batches is None or sampler.generation < batches):
+        for row in sampler.ask():
+            sampler.tell(row, score(row))
 
 
 def _roundtrip(obj):
@@ -287,7 +289,8 @@ def test_rank_correlations_are_scipys_on_a_constructed_ranking():
                                        "space, "),
     ("nas.search.cost.pareto=flops", "nas.search.cost.pareto: unknown cost model 'flops'"),
     ("nas.search.ranking_check.n_archs=3", "nas.search.ranking_check: n_archs 3 must be at least 5"),
-    ("nas.search.spos.strategy=grid", "nas.search.spos.strategy: 'grid' is not one of evolution, random"),
+    ("nas.search.spos.strategy=gird", "nas.search.spos.strategy: 'gird' is not one of evolution, random, grid, "
+                                      "optuna_tpe, optuna_nsga2"),
 ])
 def test_bad_spos_settings_exit_2_with_one_message(tmp_path, override, message):
     out = run(command(tmp_path, override))

@@ -13,7 +13,9 @@ Each candidate is an independent trial, a phase of its own (`Candidate`): its fo
 `trial.json`), its RNGs seeded from (common.seed, its folder name), trained from scratch at the
 search macro with a plain Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
 top-1 on the search val split. It depends on nothing but the config and n, so trials can run in
-any order or on other machines: they go through `archnas.trials.run_trials`, one after another
+any order or on other machines. The search is a selection of one batch (`archnas.nas.selection`):
+the grid over the candidate numbers 1..n_archs (a candidate's genome is its number, which seeds
+its draw), scored stand-alone as trials through `archnas.trials.run_trials`, one after another
 in this process, or as Ray tasks when `common.ray.enabled`. `trial.json`, written last, marks it
 finished, and a rerun reuses finished trials and resumes an interrupted one from its checkpoint.
 The best candidate (ties: the lower number) is the search result, retrained from scratch by the
@@ -35,6 +37,7 @@ from archnas.nas.evaluater import Evaluater
 from archnas.nas.finalizers import RandomFinalizers
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class, register_algorithm
+from archnas.nas.samplers import Grid, Row
 from archnas.nas.searcher import (
     FINAL_DESC_FILE,
     SearchPhase,
@@ -42,9 +45,10 @@ from archnas.nas.searcher import (
     genotype_or_none,
     load_data,
 )
+from archnas.nas.selection import Standalone, select
 from archnas.nas.strategy import Strategy
 from archnas.training.trainer import Trainer
-from archnas.trials import Trial, run_trials
+from archnas.trials import Trial
 from archnas.utils.seeding import phase_seed
 
 TRIAL_FILE = "trial.json"
@@ -151,13 +155,23 @@ class RandomSearch(SearchPhase):
         n_archs = ctx.conf.random.n_archs
         ctx.commit()  # the candidates' folders are inside this phase's: it is written (or moved aside) first
 
-        def report(i: int, result: TrialResult) -> None:
+        finished: dict[int, TrialResult] = {}
+
+        def report(i: int, row: Row, result: TrialResult) -> None:
+            finished[i] = result
             score = "not trained" if result.val_top1 is None else f"val top-1 {result.val_top1:.2%}"
             ctx.log.info(f"candidate {result.number}/{n_archs}: {score}, {result.params:,} parameters")
 
-        trials = [Trial(f"candidate_{n:03d}", ctx.run, run_candidate, (n, n_archs > 1, self.force), finished_candidate)
-                  for n in range(1, n_archs + 1)]
-        results = run_trials(trials, ctx.common.ray, on_result=report)
+        def trial(i: int, row: Row) -> Trial:
+            number = row[0] + 1
+            return Trial(f"candidate_{number:03d}", ctx.run, run_candidate, (number, n_archs > 1, self.force),
+                         finished_candidate)
+
+        def score(result: TrialResult) -> float:
+            return -1.0 if result.val_top1 is None else result.val_top1
+
+        select(Grid([n_archs], n_archs, lambda row: True), Standalone(trial, score, ctx.common.ray, report), None, None)
+        results = [finished[i] for i in range(n_archs)]
         best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.number))
         final = self.candidate_desc(best)
         ctx.log.info(f"best: candidate {best.number}/{n_archs} ({trial_name(best.number)})"

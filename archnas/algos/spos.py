@@ -4,9 +4,10 @@ Uniform Sampling", ECCV 2020), over any search space over a module (`nas.search.
 Phases, each with the one Trainer, checkpoints and resume:
 - `pretrain` (`archnas.nas.pretrain`): the supernet trained one uniformly sampled path per step
   (`nas.search.trainer`: epochs, optimizer, schedule; no architecture parameters are trained);
-- `search` (`archnas.nas.subnet_search`): evolution (or random sampling) over the subnets on
-  their inherited weights, each scored after BatchNorm recalibration, under the limits of
-  `nas.search.cost`; latency_stats.json, pareto.csv/png, arch.yaml;
+- `search` (`archnas.nas.subnet_search`): a sampler (`archnas.nas.samplers`: evolution, random,
+  grid, Optuna's TPE or NSGA-II) over the subnets on their inherited weights, each scored after
+  BatchNorm recalibration, under the limits of `nas.search.cost`; latency_stats.json,
+  pareto.csv/png, arch.yaml;
 - `ranking` (`archnas.nas.ranking`, when `nas.search.ranking_check.n_archs` > 0): how well the
   inherited accuracies rank architectures trained stand-alone;
 - `eval`: the best architecture retrained from scratch (`nas.eval.mode: retrain`) or fine-tuned
@@ -14,9 +15,12 @@ Phases, each with the one Trainer, checkpoints and resume:
 
 `nas.search.spos` keys (a config may shrink the NNI SPOS example's defaults to fit its time):
 
-    strategy: evolution          # evolution | random
+    strategy: evolution          # the sampler: evolution | random | grid | optuna_tpe | optuna_nsga2
     evolution: {population: 50, parents: 10, mutations: 25, crossovers: 25, mutation_prob: 0.1, generations: 20}
-    random: {n_archs: 1000, per_generation: 50}   # strategy random: candidates, and how many per checkpoint
+    random: {n_archs: 1000, per_generation: 50}   # distinct candidates, and how many per checkpoint
+    grid: {per_generation: 50, max_archs: 10000}  # every architecture in order; a larger space is refused
+    optuna_tpe: {n_archs: 100, per_generation: 10, n_startup_trials: 10}
+    optuna_nsga2: {population: 20, generations: 10, crossover_prob: 0.9, mutation_prob: null}  # accuracy against nas.search.cost.pareto
     bn_recalibration: {batches: 10}              # train batches per candidate's BN statistics (0: off)
     score_batches: 0             # val batches each candidate is scored on (0: the whole search val split)
 """
@@ -31,24 +35,16 @@ from archnas.nas.evaluater import Evaluater
 from archnas.nas.pretrain import Pretrain
 from archnas.nas.ranking import RankingCheck
 from archnas.nas.registry import register_algorithm
+from archnas.nas.samplers import (
+    EvolutionSettings,
+    GridSettings,
+    Nsga2Settings,
+    RandomSettings,
+    TpeSettings,
+    sampler_class,
+)
 from archnas.nas.strategy import Strategy
 from archnas.nas.subnet_search import SubnetSearchPhase
-
-
-@dataclass
-class EvolutionConf:
-    population: int = 50  # generation 0: random candidates
-    parents: int = 10  # the best so far, which the later generations are bred from
-    mutations: int = 25  # per generation
-    crossovers: int = 25  # per generation
-    mutation_prob: float = 0.1  # per label of a mutant
-    generations: int = 20
-
-
-@dataclass
-class RandomSamplingConf:
-    n_archs: int = 1000
-    per_generation: int = 50  # candidates between two checkpoints
 
 
 @dataclass
@@ -58,9 +54,13 @@ class BnRecalibrationConf:
 
 @dataclass
 class SposConf:
-    strategy: str = "evolution"
-    evolution: EvolutionConf = field(default_factory=EvolutionConf)
-    random: RandomSamplingConf = field(default_factory=RandomSamplingConf)
+    strategy: str = "evolution"  # the sampler (archnas.nas.samplers); its settings are the key of its name
+    # SPOS's evolution (NNI's SPOS example's defaults); parents at most population
+    evolution: EvolutionSettings = field(default_factory=EvolutionSettings)
+    random: RandomSettings = field(default_factory=RandomSettings)  # distinct uniform draws
+    grid: GridSettings = field(default_factory=GridSettings)  # every architecture of a small space, in order
+    optuna_tpe: TpeSettings = field(default_factory=TpeSettings)  # Optuna's TPE on the accuracy
+    optuna_nsga2: Nsga2Settings = field(default_factory=Nsga2Settings)  # Optuna's NSGA-II: accuracy vs pareto cost
     bn_recalibration: BnRecalibrationConf = field(default_factory=BnRecalibrationConf)
     score_batches: int = 0
 
@@ -71,7 +71,7 @@ class Spos(Strategy):
     config_class = SposConf
     find_unused_parameters = True
     trains_alphas = False
-    scores_subnets = True
+    phases = (Pretrain, SubnetSearchPhase, Evaluater)  # and the ranking check when it is on (__init__)
     supernet_folder = "pretrain"
     pretrain_keys: ClassVar[tuple[str, ...]] = ()  # none of nas.search.spos shapes the pretraining
 
@@ -86,19 +86,7 @@ class Spos(Strategy):
         if not search.space:
             raise ConfigError("nas.search.space: spos searches a space over a module; name a registered space "
                               "(e.g. {name: nb201}) or a factory ({factory: 'package.module:function'})")
-        if s.strategy not in ("evolution", "random"):
-            raise ConfigError(f"nas.search.spos.strategy: {s.strategy!r} is not one of evolution, random")
-        e = s.evolution
-        if min(e.population, e.parents, e.generations) < 1 or min(e.mutations, e.crossovers) < 0 or \
-                e.mutations + e.crossovers < 1 or not 0 <= e.mutation_prob <= 1:
-            raise ConfigError(f"nas.search.spos.evolution: need population, parents and generations >= 1, mutations "
-                              f"and crossovers >= 0 (not both 0) and 0 <= mutation_prob <= 1; got {e}")
-        if e.parents > e.population:
-            raise ConfigError(f"nas.search.spos.evolution.parents: {e.parents} is more than the population "
-                              f"({e.population}); the parents are the best of one population, so at most that many")
-        if s.random.n_archs < 1 or s.random.per_generation < 1:
-            raise ConfigError(f"nas.search.spos.random: n_archs ({s.random.n_archs}) and per_generation "
-                              f"({s.random.per_generation}) must be at least 1")
+        sampler_class(s.strategy).check_settings(getattr(s, s.strategy, None), f"nas.search.spos.{s.strategy}")
         if s.bn_recalibration.batches < 0 or s.score_batches < 0:
             raise ConfigError(f"nas.search.spos: bn_recalibration.batches ({s.bn_recalibration.batches}) and "
                               f"score_batches ({s.score_batches}) must be at least 0")

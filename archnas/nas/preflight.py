@@ -27,7 +27,7 @@ def check_before_work(experiment: Experiment, search: bool, eval: bool) -> None:
     kinds = {phase.kind for phase in experiment.strategy.phases}
     search, eval = search and "search" in kinds, eval and "eval" in kinds
     check_splits(conf, search, eval)
-    if search and experiment.strategy.scores_subnets:
+    if search and any(issubclass(p, SubnetSearchPhase) for p in experiment.strategy.phases):
         check_subnet_search(experiment)
 
 
@@ -48,14 +48,13 @@ def check_splits(conf: Any, search: bool, eval: bool) -> None:
 
 
 def check_subnet_search(experiment: Experiment) -> None:
-    """A subnet search's limits against the space's cheapest architecture and its ranking check's
-    count against the space's size, before the supernet is pretrained. Skipped once the search
-    has finished (its limits were judged then; a latency table is not measured twice)."""
+    """A subnet search's limits against the space's cheapest architecture, its sampler and its
+    ranking check's count against the space's size, before the supernet is pretrained. Skipped
+    once the search has finished (its limits were judged then; a latency table is not measured
+    twice)."""
     conf = experiment.run.conf
     search = conf.nas.search
     limits_given = bool(given_limits(search.cost))
-    if not (limits_given or search.ranking_check.n_archs):
-        return
     searched = [p(experiment) for p in experiment.strategy.phases if issubclass(p, SubnetSearchPhase)]
     if any((p.dir / p.marker).is_file() for p in searched):
         return
@@ -64,6 +63,7 @@ def check_subnet_search(experiment: Experiment) -> None:
         return  # Strategy.check refused it already
     info = dataset_info(conf.dataset, conf.common.cache_dir)
     supernet = check_space(space, info)
+    SubnetSearchPhase.check_space(experiment.strategy.section, supernet.specs)
     if search.ranking_check.n_archs:
         check_ranking_count(supernet.specs, search.ranking_check.n_archs)
     if limits_given:

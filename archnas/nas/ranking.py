@@ -6,13 +6,16 @@ only if the inherited accuracies it compares order architectures as stand-alone 
 The ranking check trains `n_archs` sampled architectures from scratch and reports Kendall's tau
 and Spearman's rho (scipy.stats) between their stand-alone accuracy and their inherited,
 BatchNorm-recalibrated one: 1 is the same order, 0 no relation, -1 reversed.
+
+It is a selection of one batch (`archnas.nas.selection`): the random sampler's `n_archs`
+distinct architectures (seeded from (common.seed, "ranking_check")), each scored on its inherited
+weights and then trained stand-alone as a trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import warnings
 from typing import Any, Optional, Sequence
 
@@ -20,14 +23,16 @@ from scipy import stats
 
 from archnas.context import PhaseContext, RunContext
 from archnas.errors import ConfigError
-from archnas.latency.table import random_rows, row_to_arch, space_size
+from archnas.latency.table import option_count, row_to_arch, space_size
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class
+from archnas.nas.samplers import RandomSampling, Row
 from archnas.nas.searcher import load_data
+from archnas.nas.selection import InheritedWeights, Standalone, select
 from archnas.nas.spaces import module_space
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.training.trainer import Trainer
-from archnas.trials import Trial, run_trials
+from archnas.trials import Trial
 from archnas.utils.seeding import phase_seed
 
 
@@ -65,18 +70,6 @@ def check_ranking_count(specs: Any, n: int) -> None:
     total = space_size(specs)
     if n > total:
         raise ConfigError(f"nas.search.ranking_check.n_archs: {n} is more than the {total} architectures of the space")
-
-
-def ranking_archs(specs: Any, n: int, seed: int) -> list[dict[str, Any]]:
-    """`n` distinct architectures drawn uniformly from the space (a pure function of the seed)."""
-    rng = random.Random(phase_seed(seed, "ranking_check"))
-    rows: list[list[int]] = []
-    check_ranking_count(specs, n)
-    while len(rows) < n:
-        row = random_rows(specs, 1, rng)[0]
-        if row not in rows:
-            rows.append(row)
-    return [row_to_arch(specs, row) for row in rows]
 
 
 class StandaloneArch(Phase):
@@ -136,21 +129,36 @@ class RankingCheck(Phase):
         space = module_space(conf.space)
         data = load_data(ctx, conf.loader)
         supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_folder)
-        archs = ranking_archs(supernet.specs, check.n_archs, ctx.run.conf.common.seed)
+        specs = supernet.specs
+        check_ranking_count(specs, check.n_archs)
+        sampler = RandomSampling([option_count(s) for s in specs.values()], check.n_archs, check.n_archs,
+                                 phase_seed(ctx.run.conf.common.seed, "ranking_check"), lambda row: True)
         section = self.strategy.section
-        scorer = subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
-        inherited = [scorer.score(arch) for arch in archs]
+        on_weights = InheritedWeights(subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches,
+                                                    section.score_batches), specs)
+        inherited: dict[Row, float] = {}
 
-        def report(i: int, result: dict[str, Any]) -> None:
-            ctx.log.info(f"ranking check {i + 1}/{len(archs)}: stand-alone val top-1 {result['val_top1']:.2%}, "
-                         f"inherited {inherited[i]:.2%}")
+        def report(i: int, row: Row, result: dict[str, Any]) -> None:
+            ctx.log.info(f"ranking check {i + 1}/{check.n_archs}: stand-alone val top-1 {result['val_top1']:.2%}, "
+                         f"inherited {inherited[row]:.2%}")
 
-        trials = [Trial(f"ranking_arch_{i + 1:03d}", ctx.run, run_standalone, (i, arch, self.force), finished_standalone)
-                  for i, arch in enumerate(archs)]
-        standalone = [r["val_top1"] for r in run_trials(trials, ctx.run.conf.common.ray, on_result=report)]
-        result = {**rank_correlations(standalone, inherited), "epochs": check.epochs,
+        def trial(i: int, row: Row) -> Trial:
+            return Trial(f"ranking_arch_{i + 1:03d}", ctx.run, run_standalone, (i, row_to_arch(specs, row), self.force),
+                         finished_standalone)
+
+        standalone_trials = Standalone(trial, lambda result: result["val_top1"], ctx.run.conf.common.ray, report)
+
+        def evaluate(rows: list[Row], start: int) -> list[float]:
+            inherited.update(zip(rows, on_weights(rows)))  # before any training, as the search scores them
+            return standalone_trials(rows, start)
+
+        select(sampler, evaluate, None, None)
+        archs = [row_to_arch(specs, s.row) for s in sampler.scored]
+        standalone = [s.score for s in sampler.scored]
+        inherited_scores = [inherited[s.row] for s in sampler.scored]
+        result = {**rank_correlations(standalone, inherited_scores), "epochs": check.epochs,
                   "archs": [{"arch": a, "standalone_val_top1": s, "inherited_val_top1": h}
-                            for a, s, h in zip(archs, standalone, inherited)]}
+                            for a, s, h in zip(archs, standalone, inherited_scores)]}
         ctx.log.info(f"ranking check over {len(archs)} architectures: Kendall's tau {_fmt(result['kendall_tau'])}, "
                      f"Spearman's rho {_fmt(result['spearman_rho'])} (stand-alone {check.epochs} epochs against "
                      "inherited, BN-recalibrated accuracy)")

@@ -57,8 +57,6 @@ class Strategy:
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
     # Whether it trains architecture parameters (the bilevel settings apply), or samples paths.
     trains_alphas: ClassVar[bool] = True
-    # Whether its search scores subnets on inherited weights (cost limits, ranking check apply).
-    scores_subnets: ClassVar[bool] = False
     # The phase folder whose checkpoint holds the trained supernet (what `nas.eval.mode: tune` inherits).
     supernet_folder: ClassVar[str] = "search"
     # Keys of its own section (nas.search.<name>) that shape a pretraining phase, if it has one.
@@ -81,7 +79,8 @@ class Strategy:
                                   "off (nas.search.combinations.enabled=false, nas.search.post_train.trainer.epochs=0)")
         cost = search.cost
         limits = given_limits(cost)
-        if not self.scores_subnets and (limits or search.ranking_check.n_archs):
+        picks_subnets = any(getattr(phase, "picks_subnets", False) for phase in self.phases)
+        if not picks_subnets and (limits or search.ranking_check.n_archs):
             what = ", ".join(f"nas.search.cost.{k}" for k in limits) or "nas.search.ranking_check.n_archs"
             raise ConfigError(f"{what}: {self.name} does not pick subnets under limits or rank them; use an algorithm "
                               "that scores subnets (spos), or leave it unset")
@@ -89,7 +88,7 @@ class Strategy:
             raise ConfigError(f"nas.search.ranking_check: n_archs {search.ranking_check.n_archs} must be at least 5 "
                               f"(or 0: off) and epochs {search.ranking_check.epochs} at least 1; fewer architectures "
                               "give rank correlations too noisy to read")
-        if self.scores_subnets:
+        if picks_subnets:
             check_cost_conf(cost)  # names, values and counts checked before anything runs
         check_eval_mode(self.conf)
         order = search.trainer.bilevel_order

@@ -2,7 +2,8 @@
 scored on the weights they inherit, under hardware limits.
 
     pretrain/checkpoint_last.pt -> supernet -> cost models, latency_stats.json
-        -> generations of candidates (evolution or random), each BN-recalibrated and scored
+        -> batches of candidates (a sampler: evolution, random, grid, optuna_tpe, optuna_nsga2),
+           each BN-recalibrated and scored (`archnas.nas.selection`)
         -> pareto.csv, pareto.png, arch.yaml (the best allowed candidate), search_result.json
 
 Before the first candidate is drawn, the cost models are built (`archnas.latency`), every limit
@@ -10,27 +11,29 @@ is checked against the space's minimum (a limit no architecture meets is a usage
 the minimum), and `latency_stats.json` records each cost's min, max, mean and median over the
 space. The cost tables are part of the search checkpoint, so a resumed search uses the latency
 predictions it started with rather than new, noisy measurements. The search checkpoints after
-every generation (`checkpoint_last.pt`: its state, the tables, the RNG); a killed search reruns
-at most the generation it was in, and since a candidate's score depends only on the inherited
+every batch (`checkpoint_last.pt`: the sampler's state, the tables, the RNG); a killed search
+reruns at most the batch it was in, and since a candidate's score depends only on the inherited
 weights, its architecture and fixed batches, it ends exactly where an uninterrupted one ends.
+`optuna_nsga2` trades accuracy against the `nas.search.cost.pareto` cost.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from archnas.context import PhaseContext
 from archnas.errors import ConfigError
 from archnas.latency import Limits, SpaceCosts, cost_model
 from archnas.latency.table import option_count, row_to_arch
-from archnas.nas.evolution import Evolution, EvolutionSettings, RandomSampling, Row, SubnetSearch
+from archnas.nas.samplers import Genomes, Sampler, build_sampler, sampler_class
 from archnas.nas.pareto import write_pareto
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
+from archnas.nas.selection import InheritedWeights, select
 from archnas.nas.spaces import ARCH_FILE, ModuleSpace, module_space
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.space.arch_io import save_arch
 from archnas.space.model import SearchSpaceModel
+from archnas.space.store import ChoiceSpec
 from archnas.utils import atomic
 
 LATENCY_STATS_FILE = "latency_stats.json"
@@ -50,7 +53,9 @@ class CostTables:
 
 
 class SubnetSearchPhase(SearchPhase):
-    """`search` of spos: evolution (or random sampling) over the pretrained supernet's subnets."""
+    """`search` of spos: a sampler over the pretrained supernet's subnets, scored on inherited weights."""
+
+    picks_subnets: ClassVar[bool] = True  # a strategy with this phase takes cost limits and the ranking check
 
     def inputs(self) -> tuple[str, ...]:
         return (self.strategy.supernet_folder,)
@@ -66,9 +71,9 @@ class SubnetSearchPhase(SearchPhase):
                                      seed=ctx.seed)
         limits = Limits.from_conf(conf.cost)
         names = limits.reported(conf.cost.pareto)
-        search = self.subnet_search(section, supernet, costs, limits, ctx.seed)
+        search = self.sampler(section, supernet.specs, costs, limits, conf.cost.pareto, ctx.seed)
         checkpointer = self.checkpointer(ctx, space.fingerprint())
-        checkpointer.register("search", search.state)
+        checkpointer.register("search", search)
         checkpointer.register("cost_tables", CostTables(costs))
         resumed = checkpointer.resume() if ctx.resume else None
         ctx.commit()
@@ -80,34 +85,26 @@ class SubnetSearchPhase(SearchPhase):
             self.log_costs(ctx, report, names)
             checkpointer.save(last=True)  # the tables, before any candidate is scored
         else:
-            ctx.log.info(f"resumed the search from {resumed.path} after generation {search.state.generation}")
+            ctx.log.info(f"resumed the search from {resumed.path} after generation {search.generation}")
         scorer = subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
-        while not search.done:
-            start = time.perf_counter()
-            new = search.run_generation(lambda row: scorer.score(row_to_arch(supernet.specs, row)))
-            search.state.seconds += time.perf_counter() - start
-            best = search.best(1)
-            ctx.log.info(f"generation {search.state.generation}/{search.generations}: {len(new)} candidates scored"
-                         + (f", best so far {best[0].score:.2%}" if best else ""))
-            checkpointer.save(last=True)
-            if not new:
-                ctx.log.info("no new candidate within the limits: the search ends early")
-                break
+        select(search, InheritedWeights(scorer, supernet.specs), checkpointer, ctx.log)
         return self.finish(ctx, space, supernet, search, costs, limits, names)
 
-    def subnet_search(self, section: Any, supernet: SearchSpaceModel, costs: SpaceCosts, limits: Limits,
-                      seed: int) -> SubnetSearch:
-        counts = [option_count(s) for s in supernet.specs.values()]
+    def sampler(self, section: Any, specs: Mapping[str, ChoiceSpec], costs: SpaceCosts, limits: Limits, pareto: str,
+                seed: int) -> Sampler:
+        """`nas.search.spos.strategy` with its settings over the genomes of `specs`; the limits say
+        which genomes it may propose, and a multi-objective one trades accuracy against the Pareto cost."""
+        genomes = Genomes(tuple(option_count(s) for s in specs.values()),
+                          lambda row: limits.allows(costs, row_to_arch(specs, row)),
+                          lambda row: costs.model(pareto).cost(row_to_arch(specs, row)))  # built (or restored) when asked
+        return build_sampler(section.strategy, getattr(section, section.strategy, None), genomes, seed)
 
-        def allows(row: Row) -> bool:
-            return limits.allows(costs, row_to_arch(supernet.specs, row))
-
-        if section.strategy == "evolution":
-            e = section.evolution
-            settings = EvolutionSettings(e.population, e.parents, e.mutations, e.crossovers, e.mutation_prob,
-                                         e.generations)
-            return Evolution(counts, settings, seed, allows)
-        return RandomSampling(counts, section.random.n_archs, section.random.per_generation, seed, allows)
+    @staticmethod
+    def check_space(section: Any, specs: Mapping[str, ChoiceSpec]) -> None:
+        """Before pretraining: the sampler can search a space of this size (a grid refuses a large one)."""
+        sampler_class(section.strategy).check_space(getattr(section, section.strategy, None),
+                                                    [option_count(s) for s in specs.values()],
+                                                    f"nas.search.spos.{section.strategy}")
 
     def log_costs(self, ctx: PhaseContext, report: dict[str, Any], names: list[str]) -> None:
         for name in names:
@@ -115,11 +112,11 @@ class SubnetSearchPhase(SearchPhase):
             ctx.log.info(f"{name} over the space ({s['over']}): min {s['min']:,}, median {s['median']:,}, max "
                          f"{s['max']:,} {cost_model(name).unit}; {s['method']}")
 
-    def finish(self, ctx: PhaseContext, space: ModuleSpace, supernet: SearchSpaceModel, search: SubnetSearch,
+    def finish(self, ctx: PhaseContext, space: ModuleSpace, supernet: SearchSpaceModel, search: Sampler,
                costs: SpaceCosts, limits: Limits, names: list[str]) -> SearchResult:
         specs = supernet.specs
         candidates = []
-        for s in search.state.scored:
+        for s in search.scored:
             arch = row_to_arch(specs, s.row)
             candidates.append({"arch": arch, "accuracy": s.score, "generation": s.generation,
                                **{n: costs.model(n).cost(arch) for n in names}})
@@ -129,12 +126,12 @@ class SubnetSearchPhase(SearchPhase):
         front = write_pareto(ctx.dir, candidates, pareto, names, limits.bounds) if ctx.is_main else []
         best = search.best(1)[0]
         arch = row_to_arch(specs, best.row)
-        chosen = candidates[search.state.scored.index(best)]
+        chosen = candidates[search.scored.index(best)]
         metrics = {
             "strategy": self.strategy.section.strategy,
-            "generations": search.state.generation,
+            "generations": search.generation,
             "candidates_scored": len(candidates),
-            "search_time": search.state.seconds,
+            "search_time": search.seconds,
             "best_val_top1": best.score,
             "best_generation": best.generation,
             "best_costs": {n: chosen[n] for n in names},

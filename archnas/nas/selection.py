@@ -1,0 +1,91 @@
+"""Selection: a sampler (`archnas.nas.samplers`) run with an evaluator, one batch at a time.
+
+    sampler = build_sampler(name, settings, Genomes(counts, allows, cost), seed)
+    checkpointer.register("search", sampler)            # with whatever else the phase resumes
+    select(sampler, InheritedWeights(scorer, specs), checkpointer, ctx.log)
+
+Each batch the sampler asks is scored by the evaluator, told back in the order asked, and
+checkpointed (`checkpointer.save`) before the next is asked. A selection of one batch (the
+ranking check's sample, a grid of combinations) has nothing to keep between batches: it runs
+without a checkpointer, and a rerun asks the same batch again. The sampler's state after a closed
+batch decides the next one, and an evaluator's score depends on nothing but the genome (fixed
+weights and batches, or a trial seeded from its own folder), so a selection killed anywhere and
+resumed from its checkpoint asks and scores what an uninterrupted one does.
+
+Evaluators score a batch of genomes: on the weights a trained supernet lends them after
+BatchNorm recalibration (`InheritedWeights`), or each trained stand-alone as a trial of
+`archnas.trials` (`Standalone`: in this process or as Ray tasks; a trial that finished is read
+back from its folder, so a rerun does not train it again). Candidates are numbered from 1 in the
+order asked, over all batches: an evaluator is given the number of candidates scored before
+the batch, which names the trials' folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+
+from archnas.config.schema.common import RayConf
+from archnas.latency.table import row_to_arch
+from archnas.nas.samplers import Row, Sampler
+from archnas.nas.subnets import SubnetScorer
+from archnas.space.store import ChoiceSpec
+from archnas.training.checkpoint import Checkpointer
+from archnas.trials import Trial, run_trials
+
+
+class Evaluator(Protocol):
+    def __call__(self, rows: Sequence[Row], start: int) -> list[float]:
+        """The score of every genome (higher is better), in order; `start` candidates came before."""
+
+
+class InheritedWeights:
+    """Each genome's val top-1 on the supernet's weights, after BatchNorm recalibration."""
+
+    def __init__(self, scorer: SubnetScorer, specs: Mapping[str, ChoiceSpec]):
+        self.scorer, self.specs = scorer, specs
+
+    def __call__(self, rows: Sequence[Row], start: int = 0) -> list[float]:
+        return [self.scorer.score(row_to_arch(self.specs, row)) for row in rows]
+
+
+class Standalone:
+    """Each genome trained from scratch as a trial (`archnas.trials.run_trials`, all of a batch at
+    once on Ray): `trial(index, row)` makes candidate `index`'s (0-based) `Trial`, `score(result)`
+    reads the score from its result, `on_result(index, row, result)` as each one finishes."""
+
+    def __init__(self, trial: Callable[[int, Row], Trial], score: Callable[[Any], float], ray: RayConf,
+                 on_result: Optional[Callable[[int, Row, Any], None]] = None):
+        self.trial, self.score, self.ray, self.on_result = trial, score, ray, on_result
+
+    def __call__(self, rows: Sequence[Row], start: int) -> list[float]:
+        def record(i: int, result: Any) -> None:
+            if self.on_result is not None:
+                self.on_result(start + i, rows[i], result)
+
+        results = run_trials([self.trial(start + i, row) for i, row in enumerate(rows)], self.ray, on_result=record)
+        return [self.score(r) for r in results]
+
+
+def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpointer],
+           log: Optional[logging.Logger]) -> None:
+    """Run `sampler` to its end (or until it finds nothing new within the limits), checkpointing
+    after every batch; the sampler resumed from a checkpoint goes on from its next batch. `log`
+    gets a line per batch (None: the caller reports each candidate itself)."""
+    while not sampler.done:
+        start = time.perf_counter()
+        rows = sampler.ask()
+        for row, score in zip(rows, evaluate(rows, len(sampler.scored))):
+            sampler.tell(row, score)
+        sampler.seconds += time.perf_counter() - start
+        best = sampler.best(1)
+        if log is not None:
+            log.info(f"generation {sampler.generation}/{sampler.batches}: {len(rows)} candidates scored"
+                     + (f", best so far {best[0].score:.2%}" if best else ""))
+        if checkpointer is not None:
+            checkpointer.save(last=True)
+        if not rows:
+            if log is not None:
+                log.info("no new candidate within the limits: the search ends early")
+            break
