@@ -202,3 +202,56 @@ class AlphaOptimizer:
             for _ in range(t.global_step):
                 scheduler.step()
         self.scheduler.load_state_dict(scheduler.state_dict())
+
+
+class AlphaArchOptimizer(ArchOptimizer):
+    """An architecture optimizer that trains `model.arch_params()` with the alpha optimizer of
+    `nas.search.trainer.alpha_optimizer` (`self.alphas`, an `AlphaOptimizer`, built by `setup`):
+    its checkpoint entries, settings and schedule are handled here; a subclass writes `step`
+    (calling `self.alphas.step_schedule()` every step) and adds its own `states()`."""
+
+    def setup(self, trainer: "ArchTrainer") -> None:
+        super().setup(trainer)
+        self.alphas = AlphaOptimizer(trainer, list(trainer.base_model.arch_params()))
+        self.alpha_optimizer = self.alphas.optimizer
+
+    def states(self) -> dict[str, Stateful]:
+        return self.alphas.states()
+
+    def begin(self, steps_per_epoch: int) -> None:
+        self.alphas.begin(steps_per_epoch)
+
+    def settings(self) -> dict[str, str]:
+        return self.alphas.settings()
+
+    def reconfigure(self, changed: set[str]) -> None:
+        self.alphas.reconfigure(changed)
+
+    def replay_schedule(self) -> None:
+        self.alphas.replay_schedule()
+
+
+class RunningMean:
+    """A sum and a count that survive checkpoints (the arch-step loss of a half-done epoch).
+
+    Values are added as device tensors and read back once, when the mean is taken, so adding one
+    every step never waits for the device."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, value: Tensor | float) -> None:
+        self.total = self.total + value
+        self.count += 1
+
+    def pop(self) -> Optional[float]:
+        mean = float(self.total) / self.count if self.count else None
+        self.total, self.count = 0.0, 0
+        return mean
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": float(self.total), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total, self.count = float(state["total"]), int(state["count"])

@@ -46,7 +46,7 @@ differ only by their weighting and hooks, which the strategy gives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +55,7 @@ from torch.func import functional_call
 from archnas.config.schema import BilevelOrder, HessianVectorProduct
 from archnas.distributed import all_reduce_mean
 from archnas.errors import ConfigError
-from archnas.nas.arch_optimizer import AlphaOptimizer, ArchOptimizer, register_arch_optimizer, sync_grads
+from archnas.nas.arch_optimizer import AlphaArchOptimizer, RunningMean, register_arch_optimizer, sync_grads
 from archnas.training.checkpoint import Stateful
 from archnas.training.precision import ieee_float32
 
@@ -214,33 +214,7 @@ def _zero_if_none(t: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if t is None else t
 
 
-class RunningMean:
-    """A sum and a count that survive checkpoints (the arch-step loss of a half-done epoch).
-
-    Values are added as device tensors and read back once, when the mean is taken, so adding one
-    every step never waits for the device."""
-
-    def __init__(self) -> None:
-        self.total: Tensor | float = 0.0
-        self.count = 0
-
-    def add(self, value: Tensor | float) -> None:
-        self.total = self.total + value
-        self.count += 1
-
-    def pop(self) -> Optional[float]:
-        mean = float(self.total) / self.count if self.count else None
-        self.total, self.count = 0.0, 0
-        return mean
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"total": float(self.total), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.total, self.count = float(state["total"]), int(state["count"])
-
-
-class BilevelStep(ArchOptimizer):
+class BilevelStep(AlphaArchOptimizer):
     """The DARTS architecture step as an architecture optimizer: the alpha optimizer over
     `model.arch_params()` steps on the val loss, first or second order, whenever the strategy
     takes an architecture step; the alpha lr schedule runs on every step. Records the epoch's mean
@@ -257,8 +231,6 @@ class BilevelStep(ArchOptimizer):
     def setup(self, trainer) -> None:
         super().setup(trainer)
         conf = trainer.conf
-        self.alphas = AlphaOptimizer(trainer, list(trainer.base_model.arch_params()))
-        self.alpha_optimizer = self.alphas.optimizer
         self.bilevel = BilevelOptimizer(trainer.base_model, trainer.optimizer, self.alpha_optimizer, trainer.loss_fn,
                                         conf.bilevel_order, hessian_vector_product=conf.hessian_vector_product)
         self.arch_loss = RunningMean()
@@ -284,19 +256,7 @@ class BilevelStep(ArchOptimizer):
         return record
 
     def states(self) -> dict[str, Stateful]:
-        return {**self.alphas.states(), "arch_loss": self.arch_loss}
-
-    def begin(self, steps_per_epoch: int) -> None:
-        self.alphas.begin(steps_per_epoch)
-
-    def settings(self) -> dict[str, str]:
-        return self.alphas.settings()
-
-    def reconfigure(self, changed: set[str]) -> None:
-        self.alphas.reconfigure(changed)
-
-    def replay_schedule(self) -> None:
-        self.alphas.replay_schedule()
+        return {**super().states(), "arch_loss": self.arch_loss}
 
 
 register_arch_optimizer("bilevel", BilevelStep)
