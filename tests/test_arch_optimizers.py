@@ -27,6 +27,7 @@ from archnas.nas.searcher import load_data
 from archnas.nas.spaces import check_space, module_space
 from archnas.training.checkpoint import read_checkpoint
 from archnas.training.losses import split_outputs
+from archnas.training.metrics import without_timings
 from tiny_algos import search_parts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,14 +50,20 @@ def registered_as_before(monkeypatch):
     monkeypatch.setattr(arch_optimizer, "_ARCH_OPTIMIZERS", dict(arch_optimizer._ARCH_OPTIMIZERS))
 
 
+def archnas(results: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    """The `archnas` command with the fixture plugin's optimizer on the tiny DARTS search."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "archnas", "--import", "fixed_temperature", "--config", DARTS,
+               "nas.search.arch_optimizer=fixed_temperature", f"common.results_dir={results}", "--exp-name", name,
+               *TINY, *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=results, timeout=600)
+
+
 def test_a_plugin_optimizer_runs_search_then_eval_through_the_command(tmp_path):
     """The fixture's REINFORCE at a fixed temperature trains the alphas (they move from their
     init and the genotype is their argmax), and its baseline, its alpha optimizer, the alphas and
     the val stream are in the search checkpoint though the plugin registers none of them."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "archnas", "--import", "fixed_temperature", "--config", DARTS,
-               "nas.search.arch_optimizer=fixed_temperature", f"common.results_dir={tmp_path}", "--exp-name", "ft", *TINY]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    out = archnas(tmp_path, "ft")
     assert out.returncode == 0, out.stderr[-3000:]
     exp = tmp_path / "ft"
     result = json.loads((exp / "result.json").read_text())
@@ -69,6 +76,25 @@ def test_a_plugin_optimizer_runs_search_then_eval_through_the_command(tmp_path):
     assert {"reinforce", "alpha_optimizer", "alpha_scheduler", "arch_params", "val_stream"} <= set(state)
     assert state["reinforce"]["baseline"] == record["reinforce_baseline"]
     assert "arch_loss" not in state  # the bilevel step's, not this optimizer's
+
+
+def test_a_search_of_the_plugin_optimizer_given_more_epochs_resumes_to_what_one_run_gives(tmp_path):
+    """Its baseline, reward sums, alpha optimizer and the RNG its draws come from are restored
+    from the checkpoint: one epoch and a rerun of two end where a run of two does (under constant
+    lr schedules, which a run's length does not change)."""
+    constant = ("--no-eval", "dataset.limit_train=320", "nas.search.trainer.lr_schedule.type=constant",
+                "nas.search.trainer.alpha_lr_schedule.type=constant")
+    two = (*constant, "nas.search.trainer.epochs=2")
+    assert archnas(tmp_path, "straight", *two).returncode == 0
+    assert archnas(tmp_path, "resumed", *constant).returncode == 0
+    out = archnas(tmp_path, "resumed", *two)
+    assert out.returncode == 0 and "resumed from" in out.stdout + out.stderr, out.stderr[-3000:]
+    records = [[without_timings(json.loads(line)) for line in (tmp_path / x / "search" / "metrics.jsonl")
+                .read_text().splitlines()] for x in ("straight", "resumed")]
+    assert records[0] == records[1] and len(records[0]) == 2
+    states = [read_checkpoint(tmp_path / x / "search" / "checkpoint_last.pt")["state"] for x in ("straight", "resumed")]
+    assert states[0]["reinforce"] == states[1]["reinforce"]
+    assert all(torch.equal(v, states[1]["arch_params"][k]) for k, v in states[0]["arch_params"].items())
 
 
 def test_darts_gdas_and_pc_darts_train_with_the_bilevel_step(tmp_path):

@@ -28,7 +28,7 @@ from archnas.data import DataBundle
 from archnas.data.loader import Batch, derive_seed
 from archnas.distributed import agree_max
 from archnas.errors import ConfigError
-from archnas.nas.arch_optimizer import ArchOptimizer, bind_weighting, register_arch_optimizer
+from archnas.nas.arch_optimizer import ArchOptimizer, arch_optimizer_name, bind_weighting, register_arch_optimizer
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import load_data
@@ -122,7 +122,7 @@ class Pretrain(Phase):
         data = load_data(ctx, conf.loader)
         model = check_space(space, data.info)
         ctx.log.info(f"pretrain: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
-                     f"{len(model.specs)} choices; one uniformly sampled path per step; "
+                     f"{len(model.specs)} choices; architecture optimizer {arch_optimizer_name(self.strategy)}; "
                      f"{len(data.parts['train'])} train images")
         trainer = self.build_trainer(ctx, model, space.fingerprint(), data)
         history = trainer.fit(data.loader("train", training=True))
