@@ -4,7 +4,7 @@
 1. Step time of the uniform-sampling supernet against the plain network of the same path. The
    supernet and its trainer are built as the pretrain phase builds them (`Pretrain.build_trainer`,
    from confs/spos_nb201.yaml at NAS-Bench-201's reference size C=16, N=5, batch 64 of synthetic
-   3x32x32 images); each measured step is the path hook's `before_step` (which sets the step's
+   3x32x32 images); each measured step is its architecture optimizer's `step` (which sets the step's
    architecture) and `Trainer.weight_step`. The baseline is `freeze()` of the supernet at that
    same architecture, trained by a Trainer on the same settings (`weight_step`). The two
    alternate step by step over `--archs` sampled architectures, so load on the machine slows
@@ -63,11 +63,11 @@ def step_times(args: argparse.Namespace) -> dict:
         data = load_data(ctx, conf.nas.search.loader)
         space = module_space(conf.nas.search.space)
         supernet = check_space(space, data.info)
-        trainer, paths = phase.build_trainer(ctx, supernet, space.fingerprint())
+        trainer = phase.build_trainer(ctx, supernet, space.fingerprint(), data)
         batch = next(data.loader("train", training=True).epoch(0))
         rounds = []
         for a in range(args.archs):
-            paths.before_step()  # the pretrain's path of this step
+            trainer.arch_optimizer.step(batch, trainer.val_stream.next)  # the pretrain's path of this step
             arch = supernet.architecture
             plain = Trainer(conf.nas.search.trainer, freeze(supernet, arch), ctx)
             timed: dict[str, list[float]] = {"supernet": [], "frozen": []}

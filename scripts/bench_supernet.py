@@ -271,7 +271,7 @@ def baseline_arch_step(model, order: BilevelOrder, train, val) -> Callable[[], N
 
 def archnas_arch_step(trainer: ArchTrainer, train, val) -> Callable[[], None]:
     _with_momentum(trainer.optimizer, trainer.weights)
-    return lambda: trainer.arch_step(train, val)
+    return lambda: trainer.arch_optimizer.arch_step(train, val)
 
 
 def build_case(case: str, s: Settings, check: bool = True, shared: dict | None = None) -> list[Variant]:

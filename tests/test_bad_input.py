@@ -232,6 +232,8 @@ ROWS = [
     cfg("nas.search.trainer.bilevel_order=third", match=r"Invalid value 'third'"),
     cfg("nas.algo=gdas", "nas.search.trainer.bilevel_order=second", match=r"bilevel_order: gdas .* got 'second'"),
     cfg("nas.algo=dartz", match=r"unknown algorithm 'dartz'; registered: darts"),
+    cfg("nas.search.arch_optimizer=bilevle", match=r"nas\.search\.arch_optimizer: unknown architecture optimizer "
+                                                    r"'bilevle'; registered: bilevel"),
     cfg("dataset.name=foo", match=r"unknown dataset 'foo'"),
     cfg("nas.search.model_desc.n_cells=0", match=r"n_cells: must be at least 1"),
     cfg("nas.search.model_desc.primitives=[foo]", match=r"primitives\[0\]: unknown op 'foo'"),

@@ -125,7 +125,7 @@ def test_alphas_get_gradients_and_change_after_one_trainer_step(tmp_path):
     batch = next(iter(parts.data.loader("train", training=True).epoch(0)))
 
     # the architecture step alone: its gradient
-    trainer.bilevel.compute_grads(batch, parts.trainer.val_stream.next())
+    trainer.arch_optimizer.bilevel.compute_grads(batch, parts.trainer.val_stream.next())
     sampled = {(ctype, e): calls[(c, e)][0] for ctype, c in first_cell.items() for e in range(5)}
     none = model.desc.cells[0].nodes[0].edges[0].op_desc.children
     none_index = [c.name for c in none].index("none")

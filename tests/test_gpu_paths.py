@@ -431,7 +431,7 @@ def test_a_training_step_reads_at_most_two_values_back(tmp_path, monkeypatch, al
                              "common.checkpoint.enabled=false", "nas.search.trainer.validation.freq=100",
                              "nas.search.trainer.epochs=2")
         trainer = parts.trainer
-        counter = SyncCounter([trainer.optimizer, trainer.alpha_optimizer])
+        counter = SyncCounter([trainer.optimizer, trainer.arch_optimizer.alpha_optimizer])
         with counter.counting(monkeypatch):
             trainer.fit(parts.data.loader("train", training=True))
         counts[steps] = counter.count

@@ -178,7 +178,7 @@ def test_alphas_and_betas_get_gradients_after_one_trainer_step(tmp_path):
         "arch.alphas.regular", "arch.alphas.reduction", "arch.betas.regular", "arch.betas.reduction"}
     before = {n: p.detach().clone() for n, p in model.named_arch_params()}
     batch = next(iter(parts.data.loader("train", training=True).epoch(0)))
-    trainer.bilevel.compute_grads(batch, trainer.val_stream.next())
+    trainer.arch_optimizer.bilevel.compute_grads(batch, trainer.val_stream.next())
     for name, p in model.named_arch_params():
         assert p.grad is not None and p.grad.abs().min() > 0, name  # every alpha and every beta
     trainer.run_step(batch)
@@ -198,11 +198,11 @@ def test_no_architecture_steps_during_the_warm_up(tmp_path):
     trainer.run_step(batch)
     assert all(torch.equal(a, p) for a, p in zip(alphas, model.arch_params()))
     assert not all(torch.equal(w, p) for w, p in zip(weights, model.weights()))
-    assert trainer.arch_loss.pop() is None
+    assert trainer.arch_optimizer.arch_loss.pop() is None
     trainer.epoch = 1
     trainer.run_step(batch)
     assert not any(torch.equal(a, p) for a, p in zip(alphas, model.arch_params()))
-    assert trainer.arch_loss.pop() is not None
+    assert trainer.arch_optimizer.arch_loss.pop() is not None
     parts.ctx.close()
 
 

@@ -1,8 +1,9 @@
 """DARTS (Liu, Simonyan, Yang: "DARTS: Differentiable Architecture Search", ICLR 2019).
 
 The shared machinery is DARTS already: a supernet of mixed ops weighted by softmax(alpha), the
-bilevel ArchTrainer (first or second order, `nas.search.trainer.bilevel_order`), and the
-finalizer that keeps each node's two strongest edges. So the algorithm is just its name.
+ArchTrainer with the default architecture optimizer, the bilevel step (first or second order,
+`nas.search.trainer.bilevel_order`), and the finalizer that keeps each node's two strongest
+edges. So the algorithm is just its name.
 """
 
 from archnas.nas.registry import register_algorithm

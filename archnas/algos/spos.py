@@ -70,7 +70,6 @@ class Spos(Strategy):
     name = "spos"
     config_class = SposConf
     find_unused_parameters = True
-    trains_alphas = False
     phases = (Pretrain, SubnetSearchPhase, Evaluater)  # and the ranking check when it is on (__init__)
     supernet_folder = "pretrain"
     pretrain_keys: ClassVar[tuple[str, ...]] = ()  # none of nas.search.spos shapes the pretraining
@@ -79,6 +78,9 @@ class Spos(Strategy):
         super().__init__(conf)
         ranking = (RankingCheck,) if conf.nas.search.ranking_check.n_archs else ()
         self.phases = (Pretrain, SubnetSearchPhase, *ranking, Evaluater)
+
+    def arch_optimizer(self) -> str:
+        return "uniform_paths"
 
     def check(self) -> None:
         super().check()

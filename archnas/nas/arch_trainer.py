@@ -1,72 +1,48 @@
-"""ArchTrainer: the search-phase Trainer, which also trains the architecture parameters.
+"""ArchTrainer: the Trainer of a supernet, whose architecture its architecture optimizer trains.
 
-Every step first takes an architecture step on the next batch of the search val split (the
-DARTS bilevel step, first or second order; when the strategy says so: PC-DARTS warms up without),
-then the usual weight step on the train batch. The alpha optimizer and the val stream's position
-are checkpointed with everything else, so a search resumes exactly like any training.
+The weight optimizer trains `model.weights()`; the architecture is the business of the
+`ArchOptimizer` (`archnas.nas.arch_optimizer`) the strategy names (or `nas.search.arch_optimizer`):
+every step the trainer calls its `step` with the train batch and the val stream, then takes the
+weight step, whose loss gets the optimizer's `loss_terms`. The DARTS bilevel step (`bilevel`:
+DARTS, GDAS, PC-DARTS) and the SPOS pretrain's uniform paths (`uniform_paths`) are two such
+optimizers. Its checkpoint entries (`states()`), the val stream's position (when it reads val
+batches) and the architecture parameters (when it trains them) are registered here, so a search
+resumes exactly like any training.
 
-Each epoch's record holds, per label of the architecture store (a DARTS cell type), the softmax of every edge's alphas, their mean entropy
-and the share of `skip_connect` and `none` among the edges' current argmax: skip-connect collapse,
-the best-known DARTS failure, shows up there (and in TensorBoard under `alphas/`) long before the
-final architecture does. The log says how far the alphas moved: every epoch the mean entropy per
-label against where it started (ln 8 = 2.0794 is uniform over the 8 DARTS ops), and at the end
-the start and end values, which the search records (`alpha_summary()`, in search_result.json).
-It also says, once, why the supernet's val accuracy trails its train accuracy early, and warns
-when the strategy takes no architecture step in the whole search (a warm-up longer than it).
+When the optimizer trains the architecture parameters (`trains_alphas`), each epoch's record
+holds, per label of the architecture store (a DARTS cell type), the softmax of every edge's
+alphas, their mean entropy and the share of `skip_connect` and `none` among the edges' current
+argmax: skip-connect collapse, the best-known DARTS failure, shows up there (and in TensorBoard
+under `alphas/`) long before the final architecture does. The log says how far the alphas moved:
+every epoch the mean entropy per label against where it started (ln 8 = 2.0794 is uniform over
+the 8 DARTS ops), and at the end the start and end values, which the search records
+(`alpha_summary()`, in search_result.json). It also says, once, why the supernet's val accuracy
+trails its train accuracy early, and warns when the strategy takes no architecture step in the
+whole search (a warm-up longer than it).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from archnas.config import config_hash
 from archnas.config.schema import ArchTrainerConf
 from archnas.data.loader import Batch, BatchLoader
-from archnas.distributed import all_reduce_mean, is_distributed
-from archnas.nas.bilevel import BilevelOptimizer
+from archnas.nas import bilevel  # noqa: F401  (registers the built-in `bilevel` optimizer)
+from archnas.nas.arch_optimizer import ArchOptimizer, build_arch_optimizer
 from archnas.space.store import ArchStore, Searchable
 from archnas.training.env import TrainingEnv
 from archnas.training.hooks import HookBase
-from archnas.training.optim import apply_hyperparameters, build_optimizer
-from archnas.training.schedules import build_scheduler
 from archnas.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from archnas.nas.strategy import Strategy
 
 WATCHED_OPS = ("skip_connect", "none")
-
-
-class RunningMean:
-    """A sum and a count that survive checkpoints (the arch-step loss of a half-done epoch).
-
-    Values are added as device tensors and read back once, when the mean is taken, so adding one
-    every step never waits for the device."""
-
-    def __init__(self) -> None:
-        self.total: Tensor | float = 0.0
-        self.count = 0
-
-    def add(self, value: Tensor | float) -> None:
-        self.total = self.total + value
-        self.count += 1
-
-    def pop(self) -> Optional[float]:
-        mean = float(self.total) / self.count if self.count else None
-        self.total, self.count = 0.0, 0
-        return mean
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"total": float(self.total), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.total, self.count = float(state["total"]), int(state["count"])
 
 
 class ArchParamsState:
@@ -85,110 +61,79 @@ class ArchParamsState:
 
 
 class ArchTrainer(Trainer):
-    """The Trainer of a supernet: its weight optimizer trains `model.weights()`, the alpha
-    optimizer `model.arch_params()`, and the strategy says when an architecture step is taken,
-    which hooks run and what each epoch records."""
+    """The Trainer of a supernet: its weight optimizer trains `model.weights()`, its architecture
+    optimizer (`arch_optimizer`, built from the strategy) the architecture; the strategy adds
+    hooks and record fields of its own."""
 
     def __init__(self, conf: ArchTrainerConf, model: Searchable, env: TrainingEnv, *, strategy: "Strategy",
-                 val_stream: BatchLoader, **kwargs):
+                 val_stream: Optional[BatchLoader] = None, **kwargs):
+        """`model` has its weighting bound already (`ArchOptimizer.weighting()`, by the phase that
+        built it); `val_stream`: the search val batches, for an optimizer that reads them."""
         super().__init__(conf, model, env, params=model.weights(),
                          find_unused_parameters=strategy.find_unused_parameters, **kwargs)
-        arch_params = list(self.base_model.arch_params())
-        if not arch_params:
+        if not list(self.base_model.arch_params()):
             raise ValueError("ArchTrainer needs a model with architecture parameters (a supernet)")
         self.strategy = strategy
+        self.arch_optimizer: ArchOptimizer = build_arch_optimizer(strategy)
+        if self.arch_optimizer.needs_val and val_stream is None:
+            raise ValueError(f"architecture optimizer {type(self.arch_optimizer).__name__} reads val batches: "
+                             "pass a val_stream")
         self.val_stream = val_stream
-        self.alpha_optimizer = build_optimizer(conf.alpha_optimizer, arch_params, key="nas.search.trainer.alpha_optimizer")
-        self.bilevel = BilevelOptimizer(self.base_model, self.optimizer, self.alpha_optimizer, self.loss_fn,
-                                        conf.bilevel_order, hessian_vector_product=conf.hessian_vector_product)
-        self.alpha_scheduler: Any = None  # built by fit(), which knows the steps per epoch
-        self.arch_loss = RunningMean()
-        self.register_state("arch_params", ArchParamsState(self.base_model))
-        self.register_state("alpha_optimizer", self.alpha_optimizer)
-        self.register_state("val_stream", val_stream)
-        self.register_state("arch_loss", self.arch_loss)
-        self.alphas_at_start = alpha_report(self.base_model.arch)  # before resume: the seeded init of every run
-        self.register_hooks([AlphasToTensorBoard(), AlphaProgress(), *strategy.trainer_hooks()])
+        self.arch_optimizer.setup(self)
+        hooks: list[HookBase] = []
+        if self.arch_optimizer.trains_alphas:
+            self.register_state("arch_params", ArchParamsState(self.base_model))
+            self.alphas_at_start = alpha_report(self.base_model.arch)  # before resume: the seeded init of every run
+            hooks += [AlphasToTensorBoard(), AlphaProgress()]
+        if self.arch_optimizer.needs_val:
+            self.register_state("val_stream", val_stream)
+        self.register_hooks([*hooks, *self.arch_optimizer.hooks(), *strategy.trainer_hooks()])
 
     def fit(self, train_loader: BatchLoader, val_loader=None):
-        self.alpha_scheduler = self._new_alpha_scheduler(len(train_loader))
-        self.register_state("alpha_scheduler", self.alpha_scheduler)
+        self.arch_optimizer.begin(len(train_loader))
+        for name, obj in self.arch_optimizer.states().items():
+            self.register_state(name, obj)
         return super().fit(train_loader, val_loader)
 
-    def _new_alpha_scheduler(self, steps_per_epoch: int) -> Any:
-        return build_scheduler(self.conf.alpha_lr_schedule, self.alpha_optimizer, max(self.conf.epochs, 1),
-                               max(steps_per_epoch, 1))
-
     def _replay_schedule(self) -> None:
-        """A new search length changes the alpha lr schedule too: rebuilt and stepped to now."""
         super()._replay_schedule()
-        self._replay_alpha_schedule()
-
-    def _replay_alpha_schedule(self) -> None:
-        for group in self.alpha_optimizer.param_groups:
-            group["lr"] = self.conf.alpha_optimizer.lr
-            group.pop("initial_lr", None)
-        scheduler = self._new_alpha_scheduler(self.steps_per_epoch)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
-            for _ in range(self.global_step):
-                scheduler.step()
-        self.alpha_scheduler.load_state_dict(scheduler.state_dict())
+        self.arch_optimizer.replay_schedule()
 
     def settings(self) -> dict[str, str]:
-        return {**super().settings(), "alpha_optimizer": config_hash(self.conf.alpha_optimizer),
-                "alpha_lr_schedule": config_hash(self.conf.alpha_lr_schedule)}
+        return {**super().settings(), **self.arch_optimizer.settings()}
 
     def reconfigure(self, changed: set[str]) -> None:
         super().reconfigure(changed)
-        if changed & {"alpha_optimizer", "alpha_lr_schedule"}:  # from the config, and the schedule from it
-            apply_hyperparameters(self.alpha_optimizer, self.conf.alpha_optimizer, self.base_model.arch_params(),
-                                  self._key("alpha_optimizer"), keep_lr=False)
-            self._replay_alpha_schedule()
+        self.arch_optimizer.reconfigure(changed)
 
     def run_step(self, batch: Batch) -> None:
-        if self.strategy.takes_arch_step(self.epoch):
-            self.arch_step(batch, self.val_stream.next())
+        self.arch_optimizer.step(batch, self._next_val)
         self.weight_step(batch)
-        if self.alpha_scheduler is not None:  # None: a step taken outside fit() (a benchmark, a test)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # warm-up steps take no alpha step, yet the schedule runs on
-                self.alpha_scheduler.step()
 
-    def arch_step(self, train: Batch, val: Batch) -> None:
-        """One step of the architecture parameters (the DARTS bilevel step, first or second
-        order) on a val batch, with the train batch for the unrolled step."""
-        train = (self.precision.prepare_input(train[0]), train[1])
-        val = (self.precision.prepare_input(val[0]), val[1])
-        result = self.bilevel.step(train, val, sync_grads=self.sync_arch_grads)
-        self.arch_loss.add(result.val_loss)
+    def _next_val(self) -> Batch:
+        return self.val_stream.next()
 
-    def sync_arch_grads(self, params: list[Tensor]) -> None:
-        """Under DDP every rank must hold the same alphas: average their gradients."""
-        if is_distributed():
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            all_reduce_mean([p.grad for p in params])
+    def loss_terms(self, outputs: Any, batch: Batch) -> Optional[Tensor]:
+        return self.arch_optimizer.loss_terms(self.base_model, outputs, batch)
 
     def epoch_metrics(self) -> dict[str, Any]:
-        record: dict[str, Any] = {}
-        arch_loss = self.arch_loss.pop()
-        if arch_loss is not None:
-            record["arch_val_loss"] = arch_loss
-        record["alpha_lr"] = self.alpha_optimizer.param_groups[0]["lr"]  # at the epoch's end
-        record["alphas"] = alpha_report(self.base_model.arch)
-        for label, report in record["alphas"].items():
-            record[f"alpha_entropy_{label}"] = report["entropy"]
-            for op in WATCHED_OPS:
-                if op in report["argmax_share"]:
-                    record[f"argmax_{op}_{label}"] = report["argmax_share"][op]
+        record = self.arch_optimizer.epoch_metrics()
+        if self.arch_optimizer.trains_alphas:
+            record["alphas"] = alpha_report(self.base_model.arch)
+            for label, report in record["alphas"].items():
+                record[f"alpha_entropy_{label}"] = report["entropy"]
+                for op in WATCHED_OPS:
+                    if op in report["argmax_share"]:
+                        record[f"argmax_{op}_{label}"] = report["argmax_share"][op]
         record.update(self.strategy.epoch_metrics(self.base_model))
         return record
 
     def alpha_summary(self) -> dict[str, Any]:
         """How far the alphas moved, per label: mean edge entropy at the start and now, the
-        uniform maximum, and each candidate's share of the edges' argmax now."""
+        uniform maximum, and each candidate's share of the edges' argmax now (empty when the
+        architecture optimizer trains no alphas)."""
+        if not self.arch_optimizer.trains_alphas:
+            return {}
         now = alpha_report(self.base_model.arch)
         return {label: {"entropy_start": self.alphas_at_start[label]["entropy"], "entropy_end": report["entropy"],
                         "max_entropy": report["max_entropy"], "argmax_share_end": report["argmax_share"]}

@@ -35,12 +35,18 @@ ranks before it is used: dL_train/dw before the virtual step (w' must be the sam
 and v = lr * dL_val/dw' before the finite differences (eps depends on ||v||). The alpha gradient
 itself is averaged by the caller (`sync_grads`). With equal shards this is the gradient of the
 global batch's mean loss, up to BatchNorm, which normalizes each shard with its own statistics.
+
+`BilevelStep` is the architecture optimizer (`archnas.nas.arch_optimizer`, registered as
+`bilevel`) that DARTS, GDAS and PC-DARTS train with: each training step, when the strategy says
+so (`Strategy.takes_arch_step`: PC-DARTS warms up without), one step of the alpha optimizer on
+the next val batch, first or second order (`nas.search.trainer.bilevel_order`). GDAS and PC-DARTS
+differ only by their weighting and hooks, which the strategy gives.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +54,9 @@ from torch.func import functional_call
 
 from archnas.config.schema import BilevelOrder, HessianVectorProduct
 from archnas.distributed import all_reduce_mean
+from archnas.errors import ConfigError
+from archnas.nas.arch_optimizer import AlphaArchOptimizer, RunningMean, register_arch_optimizer, sync_grads
+from archnas.training.checkpoint import Stateful
 from archnas.training.precision import ieee_float32
 
 LossFn = Callable[[object, Tensor], Tensor]  # (model outputs, targets) -> scalar loss
@@ -203,3 +212,51 @@ class BilevelOptimizer:
 
 def _zero_if_none(t: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if t is None else t
+
+
+class BilevelStep(AlphaArchOptimizer):
+    """The DARTS architecture step as an architecture optimizer: the alpha optimizer over
+    `model.arch_params()` steps on the val loss, first or second order, whenever the strategy
+    takes an architecture step; the alpha lr schedule runs on every step. Records the epoch's mean
+    arch-step val loss (`arch_val_loss`) and the alpha lr at the epoch's end (`alpha_lr`)."""
+
+    def check(self) -> None:
+        strategy, order = self.strategy, self.strategy.conf.nas.search.trainer.bilevel_order
+        if strategy.first_order_only and order != BilevelOrder.first:
+            raise ConfigError(
+                f"nas.search.trainer.bilevel_order: {strategy.name} trains its architecture weights first order, got "
+                f"{BilevelOrder(order).value!r}; {strategy.first_order_only}. Set it to first"
+            )
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        conf = trainer.conf
+        self.bilevel = BilevelOptimizer(trainer.base_model, trainer.optimizer, self.alpha_optimizer, trainer.loss_fn,
+                                        conf.bilevel_order, hessian_vector_product=conf.hessian_vector_product)
+        self.arch_loss = RunningMean()
+
+    def step(self, train: Batch, next_val: Callable[[], Batch]) -> None:
+        if self.strategy.takes_arch_step(self.trainer.epoch):
+            self.arch_step(train, next_val())
+        self.alphas.step_schedule()
+
+    def arch_step(self, train: Batch, val: Batch) -> None:
+        """One bilevel step on a val batch, with the train batch for the unrolled step (what
+        `scripts/bench_supernet.py` times)."""
+        prepare = self.trainer.precision.prepare_input
+        result = self.bilevel.step((prepare(train[0]), train[1]), (prepare(val[0]), val[1]), sync_grads=sync_grads)
+        self.arch_loss.add(result.val_loss)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        arch_loss = self.arch_loss.pop()
+        if arch_loss is not None:
+            record["arch_val_loss"] = arch_loss
+        record["alpha_lr"] = self.alphas.lr  # at the epoch's end
+        return record
+
+    def states(self) -> dict[str, Stateful]:
+        return {**super().states(), "arch_loss": self.arch_loss}
+
+
+register_arch_optimizer("bilevel", BilevelStep)

@@ -1,5 +1,7 @@
 """Pretrain: train a weight-sharing supernet one uniformly sampled path per step (SPOS, NNI's
-RandomOneShot, ENOT's pretrain), with the same Trainer, checkpoints and resume as every phase.
+RandomOneShot, ENOT's pretrain), with the same ArchTrainer, checkpoints and resume as a search:
+its architecture optimizer is the strategy's (`UniformPaths`, `uniform_paths`, for spos) or
+`nas.search.arch_optimizer`.
 
 The path of a step is a pure function of the seed and the global step (`step_arch`): a generator
 seeded with (common.seed, step) draws every label of the space, uniformly or by its prior. So a
@@ -17,21 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from archnas.context import PhaseContext
-from archnas.data.loader import derive_seed
+from archnas.data import DataBundle
+from archnas.data.loader import Batch, derive_seed
 from archnas.distributed import agree_max
 from archnas.errors import ConfigError
+from archnas.nas.arch_optimizer import ArchOptimizer, arch_optimizer_name, bind_weighting, register_arch_optimizer
+from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import load_data
 from archnas.nas.spaces import check_space, module_space
 from archnas.space.choice import sample_choice
 from archnas.space.model import SearchSpaceModel
-from archnas.training.hooks import HookBase
-from archnas.training.trainer import Trainer
+from archnas.training.checkpoint import Stateful
 
 MARKER = "pretrain.json"
 _PATHS = 3  # derive_seed's stream tag for the sampled paths
@@ -43,36 +47,53 @@ def step_arch(model: SearchSpaceModel, seed: int, step: int) -> dict[str, Any]:
     return {label: sample_choice(spec, generator) for label, spec in model.specs.items()}
 
 
-class UniformPaths(HookBase):
-    """Sets each step's path before it runs; its digest is checkpointed with the trainer."""
+class UniformPaths(ArchOptimizer):
+    """The SPOS pretrain's architecture optimizer (registered as `uniform_paths`): it trains no
+    architecture parameters and reads no val batches; each step it sets the path of
+    `step_arch(model, seed, global step)` and folds it into a digest, checkpointed as `paths`."""
 
-    def __init__(self, model: SearchSpaceModel, seed: int):
-        self.model, self.seed = model, seed
+    trains_alphas = False
+    needs_val = False
+
+    def __init__(self, strategy: Any):
+        super().__init__(strategy)
         self.digest = hashlib.sha256(b"archnas-paths").hexdigest()
 
-    def before_step(self) -> None:
+    def weighting(self) -> None:
+        return None  # each step fixes a whole path (`set_architecture`)
+
+    def setup(self, trainer: Any) -> None:
+        super().setup(trainer)
+        self.model, self.seed = trainer.base_model, self.strategy.conf.common.seed
+        self.model.set_architecture(step_arch(self.model, self.seed, 0))
+
+    def step(self, train: Batch, next_val: Callable[[], Batch]) -> None:
         step = self.trainer.global_step
         arch = step_arch(self.model, self.seed, step)
         self.model.set_architecture(arch)
         blob = json.dumps([self.digest, step, arch], sort_keys=True, default=str)
         self.digest = hashlib.sha256(blob.encode()).hexdigest()
 
-    def after_step(self) -> None:
-        t = self.trainer
-        if t.epoch_step < t.steps_per_epoch:
-            return
+    def epoch_metrics(self) -> dict[str, Any]:
+        """`path_digest`, after the DDP ranks found they drew the same paths."""
         value = int(self.digest[:15], 16)
-        high, neg_low = agree_max([value, -value], t.env.control_group)
+        high, neg_low = agree_max([value, -value], self.trainer.env.control_group)
         if high != -neg_low:
             raise RuntimeError("DDP ranks sampled different paths in pretraining (their path digests differ); "
                                "every rank must run the same seed and steps")
-        t.epoch_info["path_digest"] = self.digest[:16]  # into the epoch's record
+        return {"path_digest": self.digest[:16]}
+
+    def states(self) -> dict[str, Stateful]:
+        return {"paths": self}
 
     def state_dict(self) -> dict[str, Any]:
         return {"digest": self.digest}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.digest = state["digest"]
+
+
+register_arch_optimizer("uniform_paths", UniformPaths)
 
 
 class Pretrain(Phase):
@@ -101,27 +122,26 @@ class Pretrain(Phase):
         data = load_data(ctx, conf.loader)
         model = check_space(space, data.info)
         ctx.log.info(f"pretrain: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
-                     f"{len(model.specs)} choices; one uniformly sampled path per step; "
+                     f"{len(model.specs)} choices; architecture optimizer {arch_optimizer_name(self.strategy)}; "
                      f"{len(data.parts['train'])} train images")
-        trainer, paths = self.build_trainer(ctx, model, space.fingerprint())
+        trainer = self.build_trainer(ctx, model, space.fingerprint(), data)
         history = trainer.fit(data.loader("train", training=True))
         last = history.last or {}
         result = {"train_top1": last.get("train_top1"), "train_loss": last.get("train_loss"),
-                  "epochs": len(history.records), "path_digest": paths.digest[:16],
+                  "epochs": len(history.records), "path_digest": last.get("path_digest"),
                   "pretrain_time": sum(r.get("epoch_time", 0.0) for r in history.records),
                   "supernet_fingerprint": space.fingerprint()}
         self.write_marker(ctx, {"metrics": result})
         return result
 
-    def build_trainer(self, ctx: PhaseContext, model: SearchSpaceModel, fingerprint: str) -> tuple[Trainer, UniformPaths]:
-        """The pretraining Trainer and its path hook (also what `scripts/bench_spos.py` times):
-        the weights only, every step on the path `UniformPaths` sets."""
-        model.set_architecture(step_arch(model, ctx.seed, 0))
-        paths = UniformPaths(model, ctx.seed)
-        trainer = Trainer(ctx.conf.trainer, model, ctx, params=model.weights(), hooks=[paths],
-                          checkpointer=self.checkpointer(ctx, fingerprint), find_unused_parameters=True)
-        trainer.register_state("paths", paths)
-        return trainer, paths
+    def build_trainer(self, ctx: PhaseContext, model: SearchSpaceModel, fingerprint: str,
+                      data: DataBundle) -> ArchTrainer:
+        """The pretraining trainer (also what `scripts/bench_spos.py` times): the weights only,
+        every step on the path its architecture optimizer sets (the strategy's: uniform paths)."""
+        bind_weighting(self.strategy, model.arch)
+        return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
+                           val_stream=data.loader("val", training=True),
+                           checkpointer=self.checkpointer(ctx, fingerprint))
 
     def load(self, done: dict[str, Any]) -> dict[str, Any]:
         return done["metrics"]

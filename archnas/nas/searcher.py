@@ -31,6 +31,7 @@ from archnas.descs.genotypes import desc_to_genotype
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError, DescError, SpaceError
 from archnas.model import Model
+from archnas.nas.arch_optimizer import bind_weighting
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
 from archnas.nas.spaces import ARCH_FILE, ModuleSpace, check_space, module_space
@@ -185,7 +186,7 @@ class Searcher(SearchPhase):
         then the strongest choice of every label."""
         data = load_data(ctx, ctx.conf.loader)
         model = check_space(space, data.info)
-        model.arch.use(self.strategy.weighting())
+        bind_weighting(self.strategy, model.arch)
         fingerprint = space.fingerprint()
         ctx.write(lambda: atomic.write_text(ctx.dir / SPACE_FILE, yaml.safe_dump(
             {"space": space.description(), "space_fingerprint": model.fingerprint(),
@@ -219,12 +220,12 @@ class Searcher(SearchPhase):
                            val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, fingerprint))
 
     def build_model(self, desc: ModelDesc) -> Model:
-        """DARTS searches with non-affine BatchNorm in the cells and no drop-path; the strategy
-        says how the architecture parameters are weighted."""
+        """DARTS searches with non-affine BatchNorm in the cells and no drop-path; the
+        architecture optimizer says how the architecture parameters are weighted."""
         model = Model(desc, droppath=False, affine=False)
         if model.arch is None:
             raise DescError("the search supernet has no mixed-op edges (nas.search.model_desc.primitives is empty?)")
-        model.arch.use(self.strategy.weighting())
+        bind_weighting(self.strategy, model.arch)
         return model
 
 

@@ -14,9 +14,10 @@ checkpoints, CLI):
 - which phases run, in order (`phases`: search then eval by default; `manual`: eval only);
 - what the supernet's edges compute (`mixed_op`) and how architecture parameters become one
   forward's weights (`weighting`: softmax for DARTS);
-- how they are stepped: first or second order (`first_order_only` refuses second order), when
-  (`takes_arch_step`), with which trainer hooks (`trainer_hooks`, e.g. a temperature schedule),
-  and what each epoch records (`epoch_metrics`);
+- what trains them (`arch_optimizer`: the name of a registered architecture optimizer, the
+  bilevel step by default; `nas.search.arch_optimizer` replaces it), whether the bilevel step must
+  be first order (`first_order_only`), when it steps (`takes_arch_step`), with which trainer
+  hooks (`trainer_hooks`, e.g. a temperature schedule), and what each epoch records (`epoch_metrics`);
 - how a searched supernet becomes a final architecture (`finalizers`).
 Every method has the DARTS default, so an algorithm overrides only what it changes.
 """
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from archnas.config.schema import BilevelOrder, ExperimentConf
+from archnas.config.schema import ExperimentConf
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import ConfigError
 from archnas.latency import check_cost_conf, given_limits
 from archnas.model.builder import ModelDescBuilder, darts_mixed_op
+from archnas.nas.arch_optimizer import build_arch_optimizer
 from archnas.nas.evaluater import Evaluater, check_eval_mode
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
 from archnas.nas.searcher import Searcher
@@ -46,7 +48,7 @@ class Strategy:
     name: ClassVar[str] = ""
     config_class: ClassVar[Optional[type]] = None  # its config section, nas.search.<name>
     phases: ClassVar[tuple[type["Phase"], ...]] = (Searcher, Evaluater)
-    # Set when the architecture step is first order by design; the reason is in the error.
+    # Set when the bilevel step must be first order by design; the reason is in the error.
     first_order_only: ClassVar[Optional[str]] = None
     # DDP must be told when a supernet's forward leaves parameters without gradient.
     find_unused_parameters: ClassVar[bool] = False
@@ -55,8 +57,6 @@ class Strategy:
     # What `nas.search.finalizer.type: default | random` build.
     default_finalizers: ClassVar[type[Finalizers]] = Finalizers
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
-    # Whether it trains architecture parameters (the bilevel settings apply), or samples paths.
-    trains_alphas: ClassVar[bool] = True
     # The phase folder whose checkpoint holds the trained supernet (what `nas.eval.mode: tune` inherits).
     supernet_folder: ClassVar[str] = "search"
     # Keys of its own section (nas.search.<name>) that shape a pretraining phase, if it has one.
@@ -91,12 +91,7 @@ class Strategy:
         if picks_subnets:
             check_cost_conf(cost)  # names, values and counts checked before anything runs
         check_eval_mode(self.conf)
-        order = search.trainer.bilevel_order
-        if self.trains_alphas and self.first_order_only and order != BilevelOrder.first:
-            raise ConfigError(
-                f"nas.search.trainer.bilevel_order: {self.name} trains its architecture weights first order, got "
-                f"{BilevelOrder(order).value!r}; {self.first_order_only}. Set it to first"
-            )
+        build_arch_optimizer(self).check()
         if any(p.kind == "search" for p in self.phases) and search.loader.val_ratio <= 0:
             raise ConfigError(
                 f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "
@@ -118,6 +113,10 @@ class Strategy:
         return Weighting()
 
     # -- stepping ----------------------------------------------------------------------------
+
+    def arch_optimizer(self) -> str:
+        """The registered architecture optimizer its supernet trains with (archnas.nas.arch_optimizer)."""
+        return "bilevel"
 
     def takes_arch_step(self, epoch: int) -> bool:
         """Whether the steps of `epoch` (0-based) train the architecture too."""

@@ -11,12 +11,13 @@ and hooks.
 
 What a subclass (the search phase's ArchTrainer) overrides or uses:
 - `run_step(batch)`: one step; call `super().run_step(batch)` for the weight step after your own
-  work (DARTS: an architecture step on `val_stream.next()` first).
+  work (a supernet: its architecture optimizer's step first).
 - `register_state(name, obj)`: anything with state_dict/load_state_dict (the alpha optimizer,
   the val stream) goes into every checkpoint and is restored on resume.
 - `epoch_metrics()`: extra fields for the epoch's record (metrics.jsonl and TensorBoard); fields
   that depend only on the epoch can also be put into `epoch_info` from `before_epoch`.
 - `register_hooks([...])`: HookBase objects, run after the built-in ones.
+- `loss_terms(outputs, batch)`: a term to add to the weight step's loss (None: none).
 - `weight_step(batch)`: the weight step alone (what a benchmark times); `loss_fn(outputs, targets)`,
   `optimizer` (over `params`), `scheduler`, `precision` (autocast, GradScaler, channels_last).
 
@@ -38,7 +39,7 @@ import time
 import warnings
 from typing import Any, Iterable, Optional, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -163,12 +164,21 @@ class Trainer:
                 with self.precision.autocast():
                     outputs = self.model(self.precision.prepare_input(xc))
                     loss = self.loss_fn(outputs, yc)
+                    extra = self.loss_terms(outputs, (xc, yc))
+                    if extra is not None:
+                        loss = loss + extra
                 share = loss * (yc.shape[0] / y.shape[0])
                 self.precision.scaler.scale(share).backward()
             self.meter.update(split_outputs(outputs)[0], yc, loss)
             step_loss = share.detach() if step_loss is None else step_loss + share.detach()
         self.step_loss = step_loss
         self.step_optimizer()
+
+    def loss_terms(self, outputs: Any, batch: Batch) -> Optional[Tensor]:
+        """A term added to the loss of every chunk of the weight step (`outputs`: the model's on
+        `batch`, that chunk), or None; the supernet's trainer adds its architecture optimizer's
+        (a latency penalty). The recorded train loss includes it."""
+        return None
 
     def step_optimizer(self) -> None:
         """Unscale, clip the weights' gradient norm, step, and advance the lr schedule."""

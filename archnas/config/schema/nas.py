@@ -129,6 +129,10 @@ class SearchConf:
     # {factory: "my_package.my_module:build_model", ...} (called with input_shape=[C, H, W],
     # n_classes= and the other keys as keyword arguments).
     space: Dict[str, Any] = field(default_factory=dict)
+    # What trains (or samples) the supernet's architecture: a registered architecture optimizer
+    # (archnas/nas/arch_optimizer.py: bilevel, uniform_paths, or a plugin's). null: the algorithm's
+    # own (bilevel for darts, gdas, pc_darts; uniform_paths for the spos pretrain).
+    arch_optimizer: Optional[str] = None
     model_desc: ModelDescConf = field(default_factory=ModelDescConf)
     loader: LoaderConf = field(default_factory=lambda: LoaderConf(val_ratio=0.5))
     trainer: ArchTrainerConf = field(default_factory=ArchTrainerConf)
