@@ -24,7 +24,7 @@ Phases, each with the one Trainer, checkpoints and resume:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from archnas.errors import ConfigError
 from archnas.nas.evaluater import Evaluater
@@ -73,7 +73,6 @@ class Spos(Strategy):
     trains_alphas = False
     scores_subnets = True
     supernet_folder = "pretrain"
-    pretrain_keys: ClassVar[tuple[str, ...]] = ()  # none of nas.search.spos shapes the pretraining
 
     def __init__(self, conf: Any):
         super().__init__(conf)
