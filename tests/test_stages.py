@@ -100,7 +100,8 @@ def test_the_stage_s_section_shapes_it(exp):
     assert out.returncode == 0, out.stderr[-3000:]
     refused = archnas(exp.parent, "nas.export.format=json")
     line = refused.stderr.strip().splitlines()[-1]
-    assert refused.returncode == 2 and "export.json records a finished export phase" in line and "nas.export.format" in line
+    assert refused.returncode == 2 and "nas.export.format" in line
+    assert "export.json records a finished export phase" in line
     assert json.loads((exp / "export" / "export.json").read_text())["format"] == "onnx"
 
 
@@ -115,6 +116,14 @@ def test_stages_eval_runs_only_the_eval_reusing_the_finished_search(exp):
     assert {p.name: digest(p) for p in (exp / "search").iterdir() if p.is_file()} == search  # read, not run
     cells = json.loads((exp / "eval" / "metrics.json").read_text())
     assert cells["test_top1"] == result(exp)["eval"]["test_top1"]
+
+
+def test_a_stage_whose_input_has_not_finished_says_so(exp):
+    (exp / "eval" / "metrics.json").unlink()  # an eval that was interrupted
+    out = archnas(exp.parent, "--stages", "export")
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
+        "archnas: error: export: there is no finished eval in"), out.stderr[-3000:]
+    assert not (exp / "export").exists()
 
 
 def test_no_eval_leaves_out_only_the_stages_of_nas_eval(exp):
@@ -163,3 +172,17 @@ def test_algos_check_stage_names_against_every_recipe(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["archnas: error: --stages: no stage named 'pretrain'; the stages of darts, manual are search, eval"]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    assert main(["--algos", "manual", "--skip", "eval", f"common.results_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["archnas: error: --algos with --skip eval: that leaves none of the stages (eval) to run, so nothing "
+                   "would run; drop one of them"]
+
+
+def test_register_stage_refuses_a_taken_name_or_no_section(export_registered):
+    from archnas.nas.phase import Phase
+    from archnas.nas.registry import register_stage
+
+    for name, section in (("eval", "nas.eval"), ("algorithm", "nas.eval"), ("plot", "")):
+        cls = type("S", (Phase,), {"name": name, "section_key": section})
+        with pytest.raises(ValueError, match=repr(name)):
+            register_stage(cls)

@@ -55,8 +55,8 @@ def run_algorithms(args: Any, argv: Sequence[str]) -> int:
     selection.check(every, ", ".join(names))
     picked = {name: [s.name for s in stages[name] if selection.picks(s)] for name in names}
     if not any(picked.values()):
-        raise ConfigError(f"--algos with {' '.join(selection.flags())}: that leaves none of the stages ({', '.join(every)}) "
-                          "to run, so nothing would run; drop one of them")
+        raise ConfigError(f"--algos with {' '.join(selection.flags())}: that leaves none of the stages "
+                          f"({', '.join(every)}) to run, so nothing would run; drop one of them")
     first = confs[names[0]]
     root = args.exp_name or first.common.experiment_name or (default_experiment_name(args.config) if args.config else "compare")
     summary_dir = Path(first.common.results_dir).expanduser() / root

@@ -75,7 +75,8 @@ class StageSelection:
     def picks(self, stage: type[Phase]) -> bool:
         section = stage.section_path()
         return ((self.only is None or stage.name in self.only) and stage.name not in self.skip
-                and not (self.no_search and section == SEARCH_SECTION) and not (self.no_eval and section == EVAL_SECTION))
+                and not (self.no_search and section == SEARCH_SECTION)
+                and not (self.no_eval and section == EVAL_SECTION))
 
     def pick(self, stages: Sequence[type[Phase]], whose: str) -> list[str]:
         """The names of the stages that run (checked; at least one, else a ConfigError)."""
