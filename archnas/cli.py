@@ -45,7 +45,8 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml,confs/my_overrides.yaml --exp-name try2
       archnas --config confs/darts.yaml --no-search nas.eval.final_desc=DARTS_V2
       archnas --config confs/spos_nb201.yaml --stages eval       # only the eval (the search's result reused)
-      archnas --import my_stages --config confs/darts.yaml nas.extra_stages=[export] --skip export
+      archnas --import my_stages --config confs/darts.yaml nas.extra_stages=[export] --stages export
+          a plugin's stage (registered as export) run on the finished eval
       archnas --config confs/darts.yaml nas.eval.trainer.epochs=600   # train a finished eval on
       archnas --config confs/darts.yaml --restart --no-search         # the eval again, old kept in eval.old-1
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
