@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 import textwrap
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -26,6 +26,9 @@ from archnas.utils.plugins import load_plugins
 from archnas.utils.versions import check_torch_version
 from archnas.utils.usage_parser import UsageParser
 
+if TYPE_CHECKING:
+    from archnas.nas.runner import StageSelection
+
 OVERRIDE_HELP = textwrap.dedent(
     """\
     overrides:
@@ -41,6 +44,9 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml --nas.search.trainer.epochs 3 common.seed=7 --print-config
       archnas --config confs/darts.yaml,confs/my_overrides.yaml --exp-name try2
       archnas --config confs/darts.yaml --no-search nas.eval.final_desc=DARTS_V2
+      archnas --config confs/spos_nb201.yaml --stages eval       # only the eval (the search's result reused)
+      archnas --import my_stages --config confs/darts.yaml nas.extra_stages=[export] --stages export
+          a plugin's stage (registered as export) run on the finished eval
       archnas --config confs/darts.yaml nas.eval.trainer.epochs=600   # train a finished eval on
       archnas --config confs/darts.yaml --restart --no-search         # the eval again, old kept in eval.old-1
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
@@ -74,8 +80,9 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 def build_run_parser() -> argparse.ArgumentParser:
     parser = UsageParser(
         prog="archnas",
-        description="Run a neural architecture search experiment: search, finalize, then evaluate "
-        "the final architecture. Rerunning the same command resumes an interrupted run. "
+        description="Run a neural architecture search experiment: the named stages of the algorithm's recipe "
+        "(search, finalize, then evaluate the final architecture; spos: pretrain, search, ranking, eval; "
+        "then nas.extra_stages). Rerunning the same command resumes an interrupted run. "
         "Use 'archnas stats --help' for parameter and multiply-add counts, 'archnas predict --help' to "
         "classify images with a saved model file.",
         epilog=OVERRIDE_HELP,
@@ -84,18 +91,24 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     _common_flags(parser)
     parser.add_argument("--exp-name", metavar="NAME", help="experiment folder name (overrides common.experiment_name)")
-    parser.add_argument("--no-search", action="store_true", help="skip the search phase (eval needs nas.eval.final_desc or a finished search)")
-    parser.add_argument("--no-eval", action="store_true", help="skip the eval phase")
+    parser.add_argument("--stages", metavar="A,B", help="run only these stages of the recipe (e.g. --stages eval); a "
+                        "stage left out that one of them reads is reused when it finished (eval needs "
+                        "nas.eval.final_desc or a finished search)")
+    parser.add_argument("--skip", metavar="A,B", help="leave these stages out (e.g. --skip ranking)")
+    parser.add_argument("--no-search", action="store_true", help="leave out every stage of nas.search (spos: pretrain, "
+                        "search, ranking); eval needs nas.eval.final_desc or a finished search")
+    parser.add_argument("--no-eval", action="store_true", help="leave out the stages of nas.eval (the eval; a registered "
+                        "stage of its own section, such as an export, still runs)")
     parser.add_argument("--algos", metavar="A,B", help="run several algorithms in sequence, each with confs/<algo>.yaml under "
                         "the given configs, and write summary.md and summary.csv")
     parser.add_argument("--seeds", metavar="S,S", help="repeat the whole experiment once per seed (common.seed), each in "
                         "its own subfolder seed_<s>/; finished seeds are skipped; runs them as Ray tasks when "
                         "common.ray.enabled is true")
     parser.add_argument("--force", action="store_true", help="resume even if the config changed in ways that are not "
-                        "safe to change: the changes take effect from the step the phase resumes at (a change of the "
+                        "safe to change: the changes take effect from the step the stage resumes at (a change of the "
                         "model's structure is still refused)")
-    parser.add_argument("--restart", action="store_true", help="start the phases that run over; each keeps its old "
-                        "folder as <phase>.old-<k> (never overwriting an earlier one)")
+    parser.add_argument("--restart", action="store_true", help="start the stages that run over; each keeps its old "
+                        "folder as <stage>.old-<k> (never overwriting an earlier one)")
     return parser
 
 
@@ -199,21 +212,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
     args = parse_args(build_run_parser(), argv)
     import_plugins(args.imports)
+    args.selection = stage_selection(args)
     conf = resolve_conf(args)
     if args.algos is None:
-        check_algorithm_settings(conf)
+        args.selection.pick(check_algorithm_settings(conf), conf.nas.algo)
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))
         return 0
     return run_from_cli(conf, args, argv)
 
 
-def check_algorithm_settings(conf: ExperimentConf) -> None:
-    """The algorithm's own judgement of the config (`Strategy.check`: its section, limits, counts),
-    when the config is loaded: before an experiment folder is made or anything runs."""
+def check_algorithm_settings(conf: ExperimentConf) -> tuple[type, ...]:
+    """The algorithm's own judgement of the config (`Strategy.check`: its section, limits, counts)
+    and its recipe (`nas.extra_stages` registered), when the config is loaded: before an experiment
+    folder is made or anything runs. Returns the recipe's stage classes."""
     from archnas.nas.registry import algorithm_class
+    from archnas.nas.runner import recipe
 
-    algorithm_class(conf.nas.algo)(conf)
+    return recipe(algorithm_class(conf.nas.algo)(conf))
+
+
+def stage_selection(args: argparse.Namespace) -> "StageSelection":
+    """`--stages`, `--skip`, `--no-search`, `--no-eval` as a `StageSelection`; an empty list is refused
+    here, names the recipe does not have where the recipe is known."""
+    from archnas.nas.runner import StageSelection
+
+    def names(flag: str, text: str | None) -> tuple[str, ...] | None:
+        if text is None:
+            return None
+        parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+        if not parts:
+            raise ConfigError(f"{flag} {text!r}: no stage named; give stage names separated by commas "
+                              f"(e.g. {flag} search,eval)")
+        return parts
+
+    return StageSelection(only=names("--stages", args.stages), skip=names("--skip", args.skip) or (),
+                          no_search=args.no_search, no_eval=args.no_eval)
 
 
 def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
@@ -222,24 +256,20 @@ def run_from_cli(conf: ExperimentConf, args, argv: Sequence[str]) -> int:
     from archnas.launch.experiment import run_experiment
     from archnas.launch.seeds import parse_seeds, run_seeds
 
-    if args.no_search and args.no_eval:
-        raise ConfigError("--no-search with --no-eval: that skips every phase, so nothing would run; drop one of them")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if args.algos is not None:  # `--algos ''` is refused there, not taken for no --algos
         if seeds is not None:
             raise ConfigError("--seeds with --algos: repeat one algorithm per command (--seeds runs a whole "
                               "experiment once per seed)")
         if ranks_from_env(os.environ)[1] > 1:
-            raise ConfigError("--algos under torchrun: --algos starts one process per phase itself; run each "
+            raise ConfigError("--algos under torchrun: --algos starts one process per stage itself; run each "
                               "algorithm with its own torchrun command (--config confs/<algo>.yaml) instead")
         return run_algorithms(args, argv)
     with distributed_session(conf.common.device) as session:
         if seeds is None:
-            run_experiment(conf, argv, search=not args.no_search, eval=not args.no_eval, force=args.force,
-                           session=session, restart=args.restart)
+            run_experiment(conf, argv, args.selection, force=args.force, session=session, restart=args.restart)
         else:
-            run_seeds(conf, argv, seeds, search=not args.no_search, eval=not args.no_eval, force=args.force,
-                      session=session, restart=args.restart)
+            run_seeds(conf, argv, seeds, args.selection, force=args.force, session=session, restart=args.restart)
     return 0
 
 

@@ -61,7 +61,7 @@ def test_search_then_eval(tmp_path, algo):
 def test_manual_evaluates_a_named_genotype_a_genotype_string_or_a_desc_file(tmp_path, capsys):
     assert run(tmp_path, "manual", "named") == 0
     result = json.loads((tmp_path / "named" / "result.json").read_text())
-    assert result["search"] == {}
+    assert list(result) == ["algorithm", "eval"]
     assert result["eval"]["test_top1"] == pytest.approx(recomputed_test_top1(tmp_path / "named"), abs=1e-9)
     assert not (tmp_path / "named" / "search").exists()
     cells = load_desc(tmp_path / "named" / "eval" / "full_model_desc.yaml").cells
@@ -97,11 +97,11 @@ def test_a_rerun_reports_the_peak_memory_of_the_run_that_did_the_work(tmp_path):
 
 def test_summary_table_and_csv(tmp_path):
     results = [
-        ExperimentResult("darts", tmp_path, {"search_time": 61.4, "peak_memory": 700 << 20, "genotype": "G1"},
-                         {"test_top1": 0.9512, "params_without_aux": 12345, "macs": 678901, "train_time": 30.2,
-                          "peak_memory": 300 << 20}),
-        ExperimentResult("manual", tmp_path, {}, {"test_top1": 0.5, "params_without_aux": 10, "macs": 20, "train_time": 1.0,
-                                                  "peak_memory": None}),
+        ExperimentResult("darts", tmp_path, {"search": {"search_time": 61.4, "peak_memory": 700 << 20, "genotype": "G1"},
+                                             "eval": {"test_top1": 0.9512, "params_without_aux": 12345, "macs": 678901,
+                                                      "train_time": 30.2, "peak_memory": 300 << 20}}),
+        ExperimentResult("manual", tmp_path, {"eval": {"test_top1": 0.5, "params_without_aux": 10, "macs": 20,
+                                                       "train_time": 1.0, "peak_memory": None}}),
     ]
     write_summary(tmp_path, results)
     lines = (tmp_path / "summary.md").read_text().splitlines()
@@ -141,10 +141,10 @@ def test_algos_runs_each_phase_in_its_own_process_and_writes_the_summary(tmp_pat
     pc = json.loads((folder / "pc_darts" / "result.json").read_text())
     assert float(rows[0]["search_time"]) == pc["search"]["search_time"] and rows[0]["genotype"] == pc["search"]["genotype"]
     assert rows[1]["search_time"] == "" and not (folder / "manual" / "search").exists()
-    # one process per phase: each phase folder records its own command
-    for phase, flag in (("search", "--no-eval"), ("eval", "--no-search")):
-        command = json.loads((folder / "pc_darts" / phase / "run.json").read_text())["command"]
-        assert flag in command and "cmp/pc_darts" in command
+    # one process per stage: each stage folder records its own command
+    for stage in ("search", "eval"):
+        command = json.loads((folder / "pc_darts" / stage / "run.json").read_text())["command"]
+        assert command[command.index("--stages") + 1] == stage and "cmp/pc_darts" in command
     assert "| pc_darts |" in out.stdout and "| manual |" in out.stdout
     # each header before its work, each phase's closing line saying which phase finished, the summary's path last
     said = [line for line in out.stdout.splitlines() if line.startswith("--algos") or " finished; results in " in line]

@@ -339,7 +339,11 @@ ROWS = [
         prepare=lambda t: (imagefolder({"a": 2, "b": 2})(t), (t / "data/train/a/0.png").write_bytes(b"not a png")),
         match=r"0\.png: cannot decode image"),
     # the command line
-    cfg("--no-search", "--no-eval", match=r"--no-search with --no-eval: .*nothing would run"),
+    cfg("--no-search", "--no-eval", match=r"--no-search --no-eval: that leaves none of the stages of darts \(search, eval\), so nothing would run"),
+    cfg("--stages", "search,evl", match=r"--stages: no stage named 'evl'; the stages of darts are search, eval$"),
+    cfg("--skip", "export", match=r"--skip: no stage named 'export'; the stages of darts are search, eval$"),
+    cfg("--stages", ",", match=r"--stages ',': no stage named; give stage names separated by commas"),
+    cfg("nas.extra_stages=[export]", match=r"nas\.extra_stages: unknown stage 'export'; registered: none"),
     cfg("--seeds", "-1", match=r"--seeds '-1': give distinct integers from 0"),
     cfg("--seeds", "1,1", match=r"--seeds '1,1'"),
     cfg("--seeds", "a,b", match=r"--seeds 'a,b'"),

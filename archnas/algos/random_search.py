@@ -96,7 +96,7 @@ class Candidate(Phase):
     """One sampled architecture, trained at the search macro on the search split (unless `train`
     is false) and scored by its last epoch's val top-1; marked by `trial.json`."""
 
-    kind = "search"
+    section_key = "nas.search"
     marker = TRIAL_FILE
 
     def __init__(self, experiment: Experiment, number: int, train: bool = True):

@@ -28,7 +28,7 @@ Phases, each with the one Trainer, checkpoints and resume:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from archnas.errors import ConfigError
 from archnas.nas.evaluater import Evaluater
@@ -72,7 +72,6 @@ class Spos(Strategy):
     find_unused_parameters = True
     phases = (Pretrain, SubnetSearchPhase, Evaluater)  # and the ranking check when it is on (__init__)
     supernet_folder = "pretrain"
-    pretrain_keys: ClassVar[tuple[str, ...]] = ()  # none of nas.search.spos shapes the pretraining
 
     def __init__(self, conf: Any):
         super().__init__(conf)

@@ -1,4 +1,4 @@
-"""`--algos a,b,...`: several algorithms in sequence, one process per phase, and a summary table.
+"""`--algos a,b,...`: several algorithms in sequence, one process per stage, and a summary table.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from archnas.config import find_config_file, load_config
 from archnas.errors import ConfigError
 from archnas.launch.experiment import default_experiment_name, experiment_lock
 from archnas.nas.registry import algorithm_class
-from archnas.nas.runner import ExperimentResult
+from archnas.nas.runner import ExperimentResult, StageSelection, recipe
 from archnas.training.signals import RunInterrupted
 from archnas.utils import atomic, reads
 from archnas.utils.lock import child_env
@@ -33,55 +33,62 @@ def run_algorithms(args: Any, argv: Sequence[str]) -> int:
     """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs and overrides,
     into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv.
 
-    Every phase runs in a process of its own (`archnas --config confs/<algo>.yaml ... --exp-name
-    <exp>/<algo> --no-eval`, then `--no-search`): memory a process has freed stays in its resident
-    set, so only a fresh process measures one phase's peak memory on CPU. Signals are passed on
-    to the running phase, which checkpoints; the sequence stops at the first phase that fails or
-    is interrupted, and rerunning the command skips what finished and resumes the rest. The
-    parent holds the lock of results/<exp>/ throughout. Returns the exit code.
+    Every stage runs in a process of its own (`archnas --config confs/<algo>.yaml ... --exp-name
+    <exp>/<algo> --stages search`, then `--stages eval`): memory a process has freed stays in its
+    resident set, so only a fresh process measures one stage's peak memory on CPU. `--stages`,
+    `--skip`, `--no-search` and `--no-eval` pick each algorithm's stages (a name must be a stage of
+    at least one of them). Signals are passed on to the running stage, which checkpoints; the
+    sequence stops at the first stage that fails or is interrupted, and rerunning the command skips
+    what finished and resumes the rest. The parent holds the lock of results/<exp>/ throughout.
+    Returns the exit code.
     """
     names = [a.strip() for a in args.algos.split(",") if a.strip()]
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"--algos {args.algos!r}: give distinct algorithm names separated by commas")
-    confs = {}
-    for name in names:  # refuse a bad name, file or override before anything runs
+    confs, stages = {}, {}
+    for name in names:  # refuse a bad name, file, override or stage before anything runs
         algorithm_class(name)
         confs[name] = load_config([find_config_file(name), *args.config], args.overrides)
+        stages[name] = recipe(algorithm_class(name)(confs[name]))
+    selection: StageSelection = args.selection
+    every = list(dict.fromkeys(s.name for name in names for s in stages[name]))
+    selection.check(every, ", ".join(names))
+    picked = {name: [s.name for s in stages[name] if selection.picks(s)] for name in names}
+    if not any(picked.values()):
+        raise ConfigError(f"--algos with {' '.join(selection.flags())}: that leaves none of the stages "
+                          f"({', '.join(every)}) to run, so nothing would run; drop one of them")
     first = confs[names[0]]
     root = args.exp_name or first.common.experiment_name or (default_experiment_name(args.config) if args.config else "compare")
     summary_dir = Path(first.common.results_dir).expanduser() / root
     with experiment_lock(summary_dir, argv) as lock:  # each child locks its own <exp>/<algo>
         for line in lock.found() if lock is not None else ():
             print(f"archnas: {line}", flush=True)
-        return _run_algorithms(args, names, confs, root, summary_dir)
+        return _run_algorithms(args, names, confs, picked, root, summary_dir)
 
 
-def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], root: str, summary_dir: Path) -> int:
+def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], picked: dict[str, list[str]], root: str,
+                    summary_dir: Path) -> int:
     results = []
     for number, name in enumerate(names, 1):
         exp_dir = Path(confs[name].common.results_dir).expanduser() / root / name
         result = ExperimentResult(name, exp_dir)
-        searches = any(phase.kind == "search" for phase in algorithm_class(name).phases)
-        phases = [("search", "--no-eval")] if searches and not args.no_search else []
-        phases += [] if args.no_eval else [("eval", "--no-search")]
-        for phase, flag in phases:
+        for stage in picked[name]:
             # Said before the child starts (and flushed: the child writes to the same stdout).
-            print(f"--algos {number}/{len(names)}: {name} {phase} -> {exp_dir}", flush=True)
+            print(f"--algos {number}/{len(names)}: {name} {stage} -> {exp_dir}", flush=True)
             command = [sys.executable, "-m", "archnas", *(t for m in args.imports for t in ("--import", m)),
                        *(t for f in (find_config_file(name), *args.config) for t in ("--config", str(f))),
-                       "--exp-name", f"{root}/{name}", flag, *(["--force"] if args.force else []),
+                       "--exp-name", f"{root}/{name}", "--stages", stage, *(["--force"] if args.force else []),
                        *(["--restart"] if args.restart else []),
                        *(f"{o.key}={o.text}" for o in args.overrides), f"nas.algo={name}"]
             code = _run_child(command)
             if code > 128:
-                raise RunInterrupted(code - 128, f"--algos: {name} {phase} was stopped by a signal (what it had saved "
+                raise RunInterrupted(code - 128, f"--algos: {name} {stage} was stopped by a signal (what it had saved "
                                                  f"is kept); the algorithms before it are finished")
             if code:
-                sys.stderr.write(f"archnas: --algos: {name} {phase} failed (exit code {code}); stopping\n")
+                sys.stderr.write(f"archnas: --algos: {name} {stage} failed (exit code {code}); stopping\n")
                 return code
-            setattr(result, phase, json.loads(reads.read_text(exp_dir / "result.json"))[phase])
-        atomic.write_json(exp_dir / "result.json", {"algorithm": name, "search": result.search, "eval": result.eval},
-                          only_if_changed=True)
+            result.stages[stage] = json.loads(reads.read_text(exp_dir / "result.json"))[stage]
+        atomic.write_json(exp_dir / "result.json", result.to_json(), only_if_changed=True)
         results.append(result)
     write_summary(summary_dir, results)
     sys.stdout.write((summary_dir / "summary.md").read_text())
@@ -111,12 +118,13 @@ def _run_child(command: list[str]) -> int:
 def summary_rows(results: Sequence[ExperimentResult]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
+        s, e = r.stage("search"), r.stage("eval")
         mb = lambda b: None if b is None else round(b / 2**20)  # noqa: E731
         rows.append({
-            "algorithm": r.algorithm, "test_top1": r.eval.get("test_top1"), "params": r.eval.get("params_without_aux"),
-            "macs": r.eval.get("macs"), "search_time": r.search.get("search_time"), "eval_time": r.eval.get("train_time"),
-            "search_peak_mb": mb(r.search.get("peak_memory")), "eval_peak_mb": mb(r.eval.get("peak_memory")),
-            "genotype": r.search.get("genotype") or "",
+            "algorithm": r.algorithm, "test_top1": e.get("test_top1"), "params": e.get("params_without_aux"),
+            "macs": e.get("macs"), "search_time": s.get("search_time"), "eval_time": e.get("train_time"),
+            "search_peak_mb": mb(s.get("peak_memory")), "eval_peak_mb": mb(e.get("peak_memory")),
+            "genotype": s.get("genotype") or "",
         })
     return rows
 

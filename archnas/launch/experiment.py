@@ -2,7 +2,7 @@
 
 `run_experiment` takes the experiment's lock (one writer per folder: `archnas.utils.lock`),
 which creates `results/<experiment>/`, refuses a folder that holds results when `common.resume`
-is false, makes the run context (rank, device, logger) and runs the algorithm's phases through
+is false, makes the run context (rank, device, logger) and runs the algorithm's stages through
 `archnas.nas.runner.ExperimentRunner`; `--seeds` and `--algos` repeat that per seed (`archnas.launch.seeds`) or per algorithm (`archnas.launch.compare`).
 """
 
@@ -17,7 +17,7 @@ from archnas.context import RunContext
 from archnas.distributed import DistSession, agree_max, barrier
 from archnas.errors import ConfigError, UsageError
 from archnas.nas.registry import algorithm_class
-from archnas.nas.runner import ExperimentResult, ExperimentRunner
+from archnas.nas.runner import ExperimentResult, ExperimentRunner, StageSelection
 from archnas.trials import check_ray_conf
 from archnas.utils.lock import LOCK_FILE, ExperimentLock
 from archnas.utils.paths import checked_folder
@@ -79,11 +79,11 @@ def log_lock(ctx: RunContext, lock: Optional[ExperimentLock]) -> None:
         ctx.log.warning(line)
 
 
-def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = True, eval: bool = True,
+def run_experiment(conf: ExperimentConf, argv: Sequence[str], selection: StageSelection = StageSelection(),
                    force: bool = False, session: Optional[DistSession] = None, restart: bool = False) -> ExperimentResult:
-    """One experiment in `experiment_dir(conf)`, holding its lock; `session` is this process's rank under
-    torchrun (None: a single process on `common.device`); `restart`: the phases that run start over,
-    keeping their old folders."""
+    """One experiment in `experiment_dir(conf)`, holding its lock; `selection`: the stages that run;
+    `session` is this process's rank under torchrun (None: a single process on `common.device`);
+    `restart`: the stages that run start over, keeping their old folders."""
     algorithm_class(conf.nas.algo)  # a bad name fails before anything is written
     exp_dir = experiment_dir(conf)
     rank, world_size = (session.rank, session.world_size) if session else (0, 1)
@@ -97,37 +97,16 @@ def run_experiment(conf: ExperimentConf, argv: Sequence[str], search: bool = Tru
         ranks = f", {world_size} ranks" if world_size > 1 else ""
         ctx.log.info(f"experiment {conf.common.experiment_name}: {conf.nas.algo} on {conf.dataset.name}, "
                      f"device {ctx.device}{ranks}, results in {exp_dir}")
-        result = ExperimentRunner(ctx, force=force, restart=restart).run(search=search, eval=eval)
+        result = ExperimentRunner(ctx, force=force, restart=restart).run(selection)
         report(ctx, result)
     return result
 
 
 def report(ctx: RunContext, result: ExperimentResult) -> None:
-    """What the run did, said once it is done: the phases it ran (a `--no-eval` run says its
-    search finished, not the algorithm), where the results are, the genotype and test accuracy."""
-    done = " and ".join(kind for kind, part in (("search", result.search), ("eval", result.eval)) if part)
-    lines = [f"{result.algorithm} {done or 'run'} finished; results in {result.exp_dir}"]
-    if result.search.get("genotype"):
-        lines.append(f"  genotype: {result.search['genotype']}")
-    if result.search:
-        lines.append(f"  search: {result.search.get('search_time', 0):.0f}s, final desc {result.search.get('final_desc')}")
-    for row in result.search.get("best_within_limits") or ():
-        lines.append(f"  best within {row['limit']} {row['bound']:,g}: {result.search['arch']} ({row['cost_model']} "
-                     f"{row['cost']:,.6g}, inherited val top-1 {result.search['best_val_top1']:.2%})")
-    ranking = result.search.get("ranking")
-    if ranking:
-        lines.append(f"  ranking check over {ranking['n_archs']} architectures: Kendall's tau "
-                     f"{_number(ranking['kendall_tau'])}, Spearman's rho {_number(ranking['spearman_rho'])}")
-    if result.eval:
-        e = result.eval
-        lines.append(f"  test accuracy: {e['test_top1']:.2%} ({e['params_without_aux']:,} params, "
-                     f"{e['macs']:,} multiply-adds, {e['train_time']:.0f}s of training)")
-        if e.get("test_top1_best_val") is not None:
-            lines.append(f"  best-on-val model (model_best.pt): val top-1 {e['best_val_top1']:.2%}, "
-                         f"test top-1 {e['test_top1_best_val']:.2%}")
-    for line in lines:
+    """What the run did, said once it is done: the stages it ran (a `--no-eval` run says its
+    search finished, not the algorithm), where the results are, and each stage's own lines
+    (`Phase.report`: the genotype, the test accuracy, ...)."""
+    names = list(result.stages)
+    done = " and ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
+    for line in [f"{result.algorithm} {done} finished; results in {result.exp_dir}", *result.report]:
         ctx.log.info(line)
-
-
-def _number(value: float | None) -> str:
-    return "undefined (tied accuracies)" if value is None else f"{value:.3f}"

@@ -14,7 +14,7 @@ from archnas.config.validate import MAX_SEED
 from archnas.errors import ConfigError
 from archnas.launch.experiment import experiment_dir, experiment_lock, log_lock, open_experiment_dir, report
 from archnas.nas.registry import algorithm_class
-from archnas.nas.runner import ExperimentResult, ExperimentRunner
+from archnas.nas.runner import ExperimentResult, ExperimentRunner, StageSelection
 from archnas.trials import Trial, check_ray_conf, run_trials
 from archnas.utils import atomic
 
@@ -41,19 +41,19 @@ def seed_conf(conf: ExperimentConf, seed: int) -> ExperimentConf:
     return out
 
 
-def run_seed(run: RunContext, search: bool, eval: bool, force: bool, restart: bool = False, number: int = 1,
+def run_seed(run: RunContext, selection: StageSelection, force: bool, restart: bool = False, number: int = 1,
              total: int = 1) -> ExperimentResult:
-    """One seed's experiment as a trial (`archnas.trials`); its finished phases are skipped. Its
+    """One seed's experiment as a trial (`archnas.trials`); its finished stages are skipped. Its
     header is logged here, where the work starts (in this process or a Ray worker)."""
     run.log.info(f"seed {run.conf.common.seed} ({number}/{total}): starting; results in {run.exp_dir}")
     with experiment_lock(run.exp_dir, run.argv, run.rank, run.control_group) as lock:  # its own, as on Ray
         log_lock(run, lock)
         open_experiment_dir(run.exp_dir, run.conf, run.is_main)
-        return ExperimentRunner(run, force=force, restart=restart).run(search=search, eval=eval)
+        return ExperimentRunner(run, force=force, restart=restart).run(selection)
 
 
-def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], search: bool = True, eval: bool = True,
-              force: bool = False, session: Optional[DistSession] = None,
+def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int],
+              selection: StageSelection = StageSelection(), force: bool = False, session: Optional[DistSession] = None,
               restart: bool = False) -> list[ExperimentResult]:
     """The experiment once per seed, in `<experiment>/seed_<s>/`, then `<experiment>/seeds.json`
     with each seed's results and the mean and standard deviation of the test accuracy. The
@@ -67,10 +67,10 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int], s
     with experiment_lock(root, argv, rank, control_group) as lock:
         top = RunContext.create(conf, root, list(argv), rank=rank, world_size=world_size, device=device)
         log_lock(top, lock)
-        return _run_seeds(conf, top, seeds, search, eval, force, restart, control_group)
+        return _run_seeds(conf, top, seeds, selection, force, restart, control_group)
 
 
-def _run_seeds(conf: ExperimentConf, top: RunContext, seeds: Sequence[int], search: bool, eval: bool, force: bool,
+def _run_seeds(conf: ExperimentConf, top: RunContext, seeds: Sequence[int], selection: StageSelection, force: bool,
                restart: bool, control_group: Any) -> list[ExperimentResult]:
     log, root = top.log, top.exp_dir
     trials = []
@@ -78,16 +78,16 @@ def _run_seeds(conf: ExperimentConf, top: RunContext, seeds: Sequence[int], sear
         sconf = seed_conf(conf, seed)
         run = RunContext.create(sconf, experiment_dir(sconf), top.argv, rank=top.rank, world_size=top.world_size,
                                 device=top.device, control_group=control_group)
-        trials.append(Trial(f"seed_{seed}", run, run_seed, (search, eval, force, restart, number, len(seeds))))
+        trials.append(Trial(f"seed_{seed}", run, run_seed, (selection, force, restart, number, len(seeds))))
 
     def reported(i: int, result: ExperimentResult) -> None:
         log.info(f"seed {seeds[i]} ({i + 1}/{len(seeds)}) done:")
         report(trials[i].run, result)
 
     results = run_trials(trials, conf.common.ray, on_result=reported)
-    accuracies = [r.eval["test_top1"] for r in results if r.eval.get("test_top1") is not None]
+    accuracies = [r.stage("eval")["test_top1"] for r in results if r.stage("eval").get("test_top1") is not None]
     summary: dict[str, Any] = {
-        "seeds": {str(s): {"search": r.search, "eval": r.eval} for s, r in zip(seeds, results)},
+        "seeds": {str(s): r.stages for s, r in zip(seeds, results)},
         "test_top1": accuracies,
     }
     if accuracies:

@@ -100,7 +100,7 @@ class Network:
 
 class Evaluater(Phase):
     name = "eval"
-    kind = "eval"
+    section_key = "nas.eval"
     marker = METRICS_FILE
 
     def searched(self) -> Optional[SearchResult]:
@@ -189,6 +189,14 @@ class Evaluater(Phase):
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         return {**{k: v for k, v in result.items() if k != "config"}, "peak_memory": self.peak_memory}
+
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        lines = [f"  test accuracy: {summary['test_top1']:.2%} ({summary['params_without_aux']:,} params, "
+                 f"{summary['macs']:,} multiply-adds, {summary['train_time']:.0f}s of training)"]
+        if summary.get("test_top1_best_val") is not None:
+            lines.append(f"  best-on-val model (model_best.pt): val top-1 {summary['best_val_top1']:.2%}, "
+                         f"test top-1 {summary['test_top1_best_val']:.2%}")
+        return lines
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf

@@ -1,5 +1,12 @@
-"""A phase of an experiment (search, eval, a pretrain, one random-search candidate): one folder,
-one completion marker, one rule for skipping and resuming.
+"""A phase of an experiment: a stage of an algorithm's recipe (pretrain, search, ranking, eval, a
+plugin's export) or a trial inside one (a random-search candidate): one folder, one completion
+marker, one rule for skipping and resuming.
+
+A stage has a unique `name`: its folder, its entry in `result.json`, what `--stages` and `--skip`
+name. Its config section is `section_key` (default `nas.<name>`; the built-in stages of the search
+read `nas.search`, the eval `nas.eval`), which `--no-search` / `--no-eval` go by, and which its
+marker and checkpoints record (less the keys the stage declares it does not read: `unread_keys`,
+`algorithm_keys`). `inputs()` names the stages whose results it reads.
 
     phase = Evaluater(experiment)
     result = phase.execute()      # skipped when finished, resumed when interrupted, else run
@@ -51,23 +58,31 @@ EPOCHS_KEY = "*.trainer.epochs"  # the training lengths a rerun may raise (train
 
 @dataclass
 class Experiment:
-    """What the phases of one experiment share: the run, the algorithm, `--force`, and the
-    results of the phases run so far (by phase name), which later phases read."""
+    """What the stages of one experiment share: the run, the algorithm, `--force`, and the
+    results of the stages run or reused so far (by stage name), which later stages read."""
 
     run: RunContext
     strategy: "Strategy"
     force: bool = False
     results: dict[str, Any] = field(default_factory=dict)
-    restart: bool = False  # --restart: the phases run start over (each keeps its old folder)
-    ran: list[str] = field(default_factory=list)  # folders of the phases that did work in this run
+    restart: bool = False  # --restart: the stages run start over (each keeps its old folder)
+    ran: list[str] = field(default_factory=list)  # names of the stages that did work in this run
 
 
 class Phase:
-    """Subclasses set `name` (the default folder), `kind` (what `--no-search` / `--no-eval` skip),
-    `marker`, and implement `work` and `load`."""
+    """Subclasses set `name` (a stage's name and default folder), `section_key`, `marker`, and
+    implement `work` and `load`."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "search"  # "search" | "eval"
+    # The dotted config section it reads (default `nas.<name>`): what its marker records, and what
+    # --no-search (nas.search) and --no-eval (nas.eval) skip.
+    section_key: ClassVar[str] = ""
+    # A registered stage's own section, a dataclass: becomes `nas.<name>` (`register_stage`).
+    config_class: ClassVar[Optional[type]] = None
+    # Keys of its section it does not read: left out of its record, so changing them reuses it.
+    unread_keys: ClassVar[tuple[str, ...]] = ()
+    # Keys of the algorithm's own subsection of its section (`nas.search.<algo>`) it reads; None: all.
+    algorithm_keys: ClassVar[Optional[tuple[str, ...]]] = None
     marker: ClassVar[str] = "result.json"
 
     def __init__(self, experiment: Experiment, folder: Optional[str] = None, run: Optional[RunContext] = None):
@@ -77,6 +92,7 @@ class Phase:
         self.folder = folder or self.name
         self.run = run or experiment.run
         self.peak_memory: Optional[int] = None
+        self.worked = False  # set when `execute` did the work (rather than reading a finished result)
         self.restart = False  # start over, keeping the old folder (set by the runner for --restart)
         self._forced: list[str] = []  # keys a finished phase's marker differs in, accepted by --force
 
@@ -94,14 +110,32 @@ class Phase:
     def dir(self) -> Path:
         return self.run.exp_dir / self.folder
 
+    @classmethod
+    def section_path(cls) -> str:
+        """The dotted key of its config section."""
+        return cls.section_key or f"nas.{cls.name}"
+
     @property
     def section(self) -> Any:
-        """This phase's config section (`nas.search`, `nas.eval`, ...)."""
-        return getattr(self.run.conf.nas, self.kind)
+        """This phase's config section (`nas.search`, `nas.eval`, `nas.<stage>`)."""
+        node = self.run.conf
+        for key in self.section_path().split("."):
+            node = getattr(node, key)
+        return node
 
     def config_record(self) -> dict[str, Any]:
-        """The parts of the config that shape this phase, as its marker and checkpoints record them."""
-        return phase_config(self.run.conf, self.section)
+        """The parts of the config that shape this phase, as its marker and checkpoints record them:
+        its section less the keys it declares it does not read."""
+        record = phase_config(self.run.conf, self.section)
+        node = record
+        for key in self.section_path().split("."):
+            node = node[key]
+        for key in self.unread_keys:
+            node.pop(key, None)
+        own = node.get(self.strategy.name)
+        if self.algorithm_keys is not None and isinstance(own, dict):
+            node[self.strategy.name] = {k: v for k, v in own.items() if k in self.algorithm_keys}
+        return record
 
     def work(self, ctx: PhaseContext) -> Any:
         """Do the phase's work in its opened folder and return its result; write the marker last."""
@@ -115,14 +149,19 @@ class Phase:
         """What `result.json` records of the phase."""
         return {}
 
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        """Lines the end-of-run report says about the stage, from its `summary`."""
+        return []
+
     def inputs(self) -> tuple[str, ...]:
-        """Folders of the earlier phases whose results this one reads (the supernet it scores)."""
+        """Names of the earlier stages whose results this one reads (the supernet it scores): they
+        are reused when finished though not run, and this one starts over when one of them did work."""
         return ()
 
     def stale(self) -> bool:
         """Whether this phase's folder holds work done on inputs that changed since: an input
-        phase did work in this run (it trained on, or started over). Then this phase starts over."""
-        return (any(f in self.experiment.ran for f in self.inputs()) and self.dir.is_dir()
+        stage did work in this run (it trained on, or started over). Then this phase starts over."""
+        return (any(name in self.experiment.ran for name in self.inputs()) and self.dir.is_dir()
                 and any(self.dir.iterdir()))
 
     # -- skip, resume, run -------------------------------------------------------------------
@@ -200,7 +239,7 @@ class Phase:
                 atomic.write_json(self.dir / PEAK_MEMORY_FILE, {"peak_memory": mem.peak_bytes, "device": str(ctx.device)})
         finally:
             ctx.close()
-        self.experiment.ran.append(self.folder)
+        self.worked = True
         return result
 
     def load_finished(self) -> Optional[Any]:

@@ -9,30 +9,30 @@ is the function the late phase runs itself, called earlier; none is a copy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from archnas.data import load_dataset
 from archnas.data.split import make_split
 from archnas.latency import check_limits_reachable, given_limits
-from archnas.nas.phase import Experiment
+from archnas.nas.phase import Experiment, Phase
 from archnas.nas.ranking import check_ranking_count
 from archnas.nas.spaces import check_space, module_space
 from archnas.nas.subnet_search import SubnetSearchPhase
 from archnas.stats import dataset_info
 
 
-def check_before_work(experiment: Experiment, search: bool, eval: bool) -> None:
-    """Everything the phases about to run would refuse later, judged now (ConfigError)."""
+def check_before_work(experiment: Experiment, stages: Sequence[Phase]) -> None:
+    """Everything the stages about to run (`stages`) would refuse later, judged now (ConfigError)."""
     conf = experiment.run.conf
-    kinds = {phase.kind for phase in experiment.strategy.phases}
-    search, eval = search and "search" in kinds, eval and "eval" in kinds
+    sections = {stage.section_path() for stage in stages}
+    search, eval = "nas.search" in sections, "nas.eval" in sections
     check_splits(conf, search, eval)
     if search and any(issubclass(p, SubnetSearchPhase) for p in experiment.strategy.phases):
         check_subnet_search(experiment)
 
 
 def check_splits(conf: Any, search: bool, eval: bool) -> None:
-    """The train/val split of every phase that runs can be made (stratified, as the phase makes it)."""
+    """The train/val split of every stage that runs can be made (stratified, as the stage makes it)."""
     loaders = []
     if search:
         loaders.append(("nas.search.loader", conf.nas.search.loader))

@@ -98,20 +98,12 @@ register_arch_optimizer("uniform_paths", UniformPaths)
 
 class Pretrain(Phase):
     name = "pretrain"
-    kind = "search"
+    section_key = "nas.search"
     marker = MARKER
-    # Keys of nas.search the pretraining does not read: changing them reuses a finished pretrain.
-    search_only = ("cost", "ranking_check", "finalizer", "post_train", "combinations")
-
-    def config_record(self) -> dict[str, Any]:
-        record = super().config_record()
-        search = record["nas"]["search"]
-        for key in self.search_only:
-            search.pop(key, None)
-        section = search.get(self.strategy.name)
-        if isinstance(section, dict):
-            search[self.strategy.name] = {k: v for k, v in section.items() if k in self.strategy.pretrain_keys}
-        return record
+    # Keys of nas.search the pretraining does not read: changing them reuses a finished pretrain;
+    # nor does it read any of the algorithm's own (nas.search.spos: how subnets are searched).
+    unread_keys = ("cost", "ranking_check", "finalizer", "post_train", "combinations")
+    algorithm_keys = ()
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
@@ -147,4 +139,4 @@ class Pretrain(Phase):
         return done["metrics"]
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
-        return {"pretrain": {**result, "peak_memory": self.peak_memory}}
+        return {**result, "peak_memory": self.peak_memory}

@@ -76,7 +76,7 @@ class StandaloneArch(Phase):
     """One architecture of the ranking check, trained from scratch on the search's train split
     for `ranking_check.epochs` and scored on its val split; marked by `trial.json`."""
 
-    kind = "search"
+    section_key = "nas.search"
     marker = TRIAL_FILE
 
     def __init__(self, experiment: Experiment, index: int, arch: dict[str, Any]):
@@ -117,7 +117,7 @@ class RankingCheck(Phase):
     """Stand-alone against inherited accuracy of `n_archs` sampled architectures (`ranking.json`)."""
 
     name = "ranking"
-    kind = "search"
+    section_key = "nas.search"
     marker = RANKING_FILE
 
     def inputs(self) -> tuple[str, ...]:
@@ -169,8 +169,16 @@ class RankingCheck(Phase):
         return {k: v for k, v in done.items() if k != "config"}
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
-        return {"ranking": {k: v for k, v in result.items() if k != "archs"}}
+        return {k: v for k, v in result.items() if k != "archs"}
+
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        return [f"  ranking check over {summary['n_archs']} architectures: Kendall's tau "
+                f"{_number(summary['kendall_tau'])}, Spearman's rho {_number(summary['spearman_rho'])}"]
 
 
 def _fmt(value: Optional[float]) -> str:
     return "undefined" if value is None else f"{value:.3f}"
+
+
+def _number(value: Optional[float]) -> str:
+    return "undefined (tied accuracies)" if value is None else f"{value:.3f}"

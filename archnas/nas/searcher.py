@@ -83,7 +83,7 @@ class SearchPhase(Phase):
     """What every search phase shares: its marker and result, and the optional post-train."""
 
     name = "search"
-    kind = "search"
+    section_key = "nas.search"
     marker = RESULT_FILE
 
     def load(self, done: dict[str, Any]) -> SearchResult:
@@ -115,6 +115,11 @@ class SearchPhase(Phase):
     def summary(self, result: SearchResult) -> dict[str, Any]:
         return {**result.metrics, "genotype": result.genotype, "final_desc": str(result.final_desc_path),
                 "peak_memory": self.peak_memory}
+
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        lines = [f"  genotype: {summary['genotype']}"] if summary.get("genotype") else []
+        lines.append(f"  search: {summary.get('search_time', 0):.0f}s, final desc {summary.get('final_desc')}")
+        return lines
 
     def save_result(self, ctx: PhaseContext, final: ModelDesc, metrics: dict[str, Any]) -> SearchResult:
         """The final desc, its genotype and, last, the marker."""
@@ -233,16 +238,12 @@ class PostTrain(Phase):
     """Optional training of the finalized desc at the search macro inside the search phase
     (`nas.search.post_train`), e.g. to rank candidates; marked by `post_train.json`."""
 
-    kind = "search"
+    section_key = "nas.search.post_train"
     marker = "post_train.json"
 
     def __init__(self, experiment, folder: str, run, final: ModelDesc):
         super().__init__(experiment, folder, run)
         self.final = final
-
-    @property
-    def section(self) -> Any:
-        return self.run.conf.nas.search.post_train
 
     def stale(self) -> bool:
         """Trained on another final desc (the search trained on to another one): start over."""

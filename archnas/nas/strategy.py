@@ -11,7 +11,8 @@ An algorithm is a module with one `Strategy` subclass, registered by name:
 
 It says, over the one shared machinery (ArchTrainer, bilevel step, Finalizers, phases,
 checkpoints, CLI):
-- which phases run, in order (`phases`: search then eval by default; `manual`: eval only);
+- its recipe: the stages that run, in order (`phases`: search then eval by default; `manual`: eval
+  only; `nas.extra_stages` appends registered stages after them);
 - what the supernet's edges compute (`mixed_op`) and how architecture parameters become one
   forward's weights (`weighting`: softmax for DARTS);
 - what trains them (`arch_optimizer`: the name of a registered architecture optimizer, the
@@ -59,8 +60,6 @@ class Strategy:
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
     # The phase folder whose checkpoint holds the trained supernet (what `nas.eval.mode: tune` inherits).
     supernet_folder: ClassVar[str] = "search"
-    # Keys of its own section (nas.search.<name>) that shape a pretraining phase, if it has one.
-    pretrain_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, conf: ExperimentConf):
         self.conf = conf
@@ -70,7 +69,7 @@ class Strategy:
     def check(self) -> None:
         """Refuse settings this algorithm cannot honour, before anything runs (ConfigError)."""
         search = self.conf.nas.search
-        if search.space and any(p.kind == "search" for p in self.phases):
+        if search.space and any(p.section_key == "nas.search" for p in self.phases):
             if not self.searches_modules:
                 raise ConfigError(f"nas.search.space: {self.name} searches DARTS cells only (nas.search.model_desc); "
                                   "search a space over a module with darts or gdas")
@@ -92,7 +91,7 @@ class Strategy:
             check_cost_conf(cost)  # names, values and counts checked before anything runs
         check_eval_mode(self.conf)
         build_arch_optimizer(self).check()
-        if any(p.kind == "search" for p in self.phases) and search.loader.val_ratio <= 0:
+        if any(p.section_key == "nas.search" for p in self.phases) and search.loader.val_ratio <= 0:
             raise ConfigError(
                 f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "
                 f"{self.name} search trains or scores architectures on them; set it between 0 and 1 "

@@ -157,3 +157,9 @@ class SubnetSearchPhase(SearchPhase):
         return {**result.metrics, "final_desc": str(result.final_desc_path), "arch": result.arch,
                 "genotype": None, "peak_memory": self.peak_memory}
 
+    def report(self, summary: dict[str, Any]) -> list[str]:
+        return super().report(summary) + [
+            f"  best within {row['limit']} {row['bound']:,g}: {summary['arch']} ({row['cost_model']} "
+            f"{row['cost']:,.6g}, inherited val top-1 {summary['best_val_top1']:.2%})"
+            for row in summary.get("best_within_limits") or ()]
+

@@ -57,10 +57,12 @@ class ExperimentConf:
     nas: NasConf = field(default_factory=NasConf)
 
 
-# Algorithms' own sections, `nas.search.<name>`: filled when an algorithm registers (at import,
-# like the op and dataset tables), read when a config is validated.
+# Algorithms' own sections, `nas.search.<name>`, and registered stages' sections, `nas.<name>`:
+# filled when an algorithm or a stage registers (at import, like the op and dataset tables), read
+# when a config is validated.
 _SEARCH_SECTIONS: dict[str, type] = {}
-_CLASSES: dict[tuple[tuple[str, type], ...], type] = {}
+_STAGE_SECTIONS: dict[str, type] = {}
+_CLASSES: dict[tuple[tuple[tuple[str, type], ...], tuple[tuple[str, type], ...]], type] = {}
 
 
 def register_search_section(name: str, cls: type) -> None:
@@ -72,14 +74,26 @@ def register_search_section(name: str, cls: type) -> None:
     _SEARCH_SECTIONS[name] = cls
 
 
+def register_stage_section(name: str, cls: type) -> None:
+    """Add `nas.<name>`, a registered stage's section, whose keys and defaults are the dataclass `cls`."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"the config section of stage {name!r} must be a dataclass, got {cls!r}")
+    if name in _STAGE_SECTIONS or name in {f.name for f in dataclasses.fields(NasConf)}:
+        raise ValueError(f"config section nas.{name} is registered twice")
+    _STAGE_SECTIONS[name] = cls
+
+
 def experiment_conf_class() -> type[ExperimentConf]:
-    """`ExperimentConf` with every registered algorithm section in `nas.search` (a subclass made
-    once per set of sections)."""
-    key = tuple(sorted(_SEARCH_SECTIONS.items()))
+    """`ExperimentConf` with every registered algorithm section in `nas.search` and every registered
+    stage section in `nas` (a subclass made once per set of sections)."""
+    algos, stages = tuple(sorted(_SEARCH_SECTIONS.items())), tuple(sorted(_STAGE_SECTIONS.items()))
+    key = (algos, stages)
     if key not in _CLASSES:
         search = dataclasses.make_dataclass(
-            "SearchConf", [(name, cls, field(default_factory=cls)) for name, cls in key], bases=(SearchConf,))
-        nas = dataclasses.make_dataclass("NasConf", [("search", search, field(default_factory=search))], bases=(NasConf,))
+            "SearchConf", [(name, cls, field(default_factory=cls)) for name, cls in algos], bases=(SearchConf,))
+        nas = dataclasses.make_dataclass(
+            "NasConf", [("search", search, field(default_factory=search)),
+                        *((name, cls, field(default_factory=cls)) for name, cls in stages)], bases=(NasConf,))
         _CLASSES[key] = dataclasses.make_dataclass("ExperimentConf", [("nas", nas, field(default_factory=nas))],
                                                    bases=(ExperimentConf,))
     return _CLASSES[key]
@@ -111,5 +125,5 @@ __all__ = [
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
     "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf",
     "SPACE_SECTIONS", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",
-    "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section",
+    "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section", "register_stage_section",
 ]

@@ -1,4 +1,4 @@
-"""`nas`: the algorithm and its two phases, search and eval."""
+"""`nas`: the algorithm, the sections of its stages (search, eval), and the stages added after them."""
 
 from __future__ import annotations
 
@@ -170,3 +170,6 @@ class NasConf:
     algo: str = "darts"  # a registered algorithm: darts, gdas, pc_darts, random, manual, or a plugin's
     search: SearchConf = field(default_factory=SearchConf)
     eval: EvalConf = field(default_factory=EvalConf)
+    # Registered stages (a plugin's `register_stage`, e.g. an export) run after the algorithm's own,
+    # in this order; a stage with a config class reads its own section, nas.<stage>.
+    extra_stages: List[str] = field(default_factory=list)
