@@ -67,7 +67,7 @@ def test_chosen_epoch_follows_validation_not_test(tmp_path, monkeypatch):
     val = [r["val_top1"] for r in records]
     metrics = json.loads((ev / "metrics.json").read_text())
     # validation and test disagree about the best epoch; the choice is validation's
-    assert max(val) > 0.5 and val.index(max(val)) != per_epoch_test.index(max(per_epoch_test))
+    assert max(val) > 0.3 and val.index(max(val)) != per_epoch_test.index(max(per_epoch_test))  # chance: 0.1
     chosen = val.index(max(val))  # position in the records, whatever the epoch numbering
     assert metrics["best_epoch"] == records[chosen]["epoch"] and metrics["best_val_top1"] == max(val)
     assert chosen < len(records) - 1  # model_best.pt is not model_last.pt: it was read back
