@@ -24,7 +24,7 @@ desc is an ordinary cell. The search is first order with no alpha steps in the f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from archnas.descs.model_desc import ConvMacroParams, EdgeDesc, OpDesc
 from archnas.errors import ConfigError
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
 from archnas.nas.registry import register_algorithm
+from archnas.nas.spaces import Space
 from archnas.nas.strategy import Strategy
 from archnas.space.store import ArchStore, ArchWeights, Weighting, param_key
 
@@ -110,7 +111,12 @@ class PcDarts(Strategy):
     first_order_only = "its code searches first order"
     default_finalizers = PcDartsFinalizers
     random_finalizers = PcDartsRandomFinalizers
-    searches_modules = False
+
+    def supports(self, space: Space) -> Optional[str]:
+        if space.kind == "modules":
+            return ("partial channels and edge normalization are built into its DARTS cell edges (pc_mixed_op); "
+                    "search DARTS cells (leave nas.search.space empty), or search this space with darts or gdas")
+        return None
 
     def check(self) -> None:
         super().check()

@@ -24,7 +24,7 @@ Phases, each with the one Trainer, checkpoints and resume:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 from archnas.errors import ConfigError
 from archnas.nas.evaluater import Evaluater
@@ -32,6 +32,7 @@ from archnas.nas.pretrain import Pretrain
 from archnas.nas.ranking import RankingCheck
 from archnas.nas.registry import register_algorithm
 from archnas.nas.strategy import Strategy
+from archnas.nas.spaces import Space
 from archnas.nas.subnet_search import SubnetSearchPhase
 
 
@@ -72,7 +73,6 @@ class Spos(Strategy):
     find_unused_parameters = True
     trains_alphas = False
     scores_subnets = True
-    supernet_folder = "pretrain"
     pretrain_keys: ClassVar[tuple[str, ...]] = ()  # none of nas.search.spos shapes the pretraining
 
     def __init__(self, conf: Any):
@@ -80,12 +80,15 @@ class Spos(Strategy):
         ranking = (RankingCheck,) if conf.nas.search.ranking_check.n_archs else ()
         self.phases = (Pretrain, SubnetSearchPhase, *ranking, Evaluater)
 
+    def supports(self, space: Space) -> Optional[str]:
+        if space.kind == "cells":
+            return ("its pretraining runs one sampled path of a space over a module per step; name one in "
+                    "nas.search.space (e.g. {name: nb201}) or a factory ({factory: 'package.module:function'})")
+        return None
+
     def check(self) -> None:
         super().check()
-        search, s = self.conf.nas.search, self.section
-        if not search.space:
-            raise ConfigError("nas.search.space: spos searches a space over a module; name a registered space "
-                              "(e.g. {name: nb201}) or a factory ({factory: 'package.module:function'})")
+        s = self.section
         if s.strategy not in ("evolution", "random"):
             raise ConfigError(f"nas.search.spos.strategy: {s.strategy!r} is not one of evolution, random")
         e = s.evolution

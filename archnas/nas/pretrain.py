@@ -24,10 +24,9 @@ import torch
 from archnas.context import PhaseContext
 from archnas.data.loader import derive_seed
 from archnas.distributed import agree_max
-from archnas.errors import ConfigError
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import load_data
-from archnas.nas.spaces import check_space, module_space
+from archnas.nas.spaces import space_of
 from archnas.space.choice import sample_choice
 from archnas.space.model import SearchSpaceModel
 from archnas.training.hooks import HookBase
@@ -79,6 +78,7 @@ class Pretrain(Phase):
     name = "pretrain"
     kind = "search"
     marker = MARKER
+    trains_supernet = True  # its checkpoint is what the search scores subnets of and the eval may tune
     # Keys of nas.search the pretraining does not read: changing them reuses a finished pretrain.
     search_only = ("cost", "ranking_check", "finalizer", "post_train", "combinations")
 
@@ -94,12 +94,9 @@ class Pretrain(Phase):
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
-        space = module_space(conf.space)
-        if space is None:
-            raise ConfigError(f"nas.search.space: {self.strategy.name} pretrains a space over a module; name one "
-                              "(e.g. {name: nb201}) or a factory")
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        model = check_space(space, data.info)
+        model = space.supernet(data.info)
         ctx.log.info(f"pretrain: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
                      f"{len(model.specs)} choices; one uniformly sampled path per step; "
                      f"{len(data.parts['train'])} train images")

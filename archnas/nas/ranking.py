@@ -24,7 +24,7 @@ from archnas.latency.table import random_rows, row_to_arch, space_size
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class
 from archnas.nas.searcher import load_data
-from archnas.nas.spaces import module_space
+from archnas.nas.spaces import space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial, run_trials
@@ -92,7 +92,7 @@ class StandaloneArch(Phase):
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
-        space = module_space(conf.space)
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
         trainer_conf = dataclasses.replace(conf.trainer, epochs=conf.ranking_check.epochs)
         net = space.network(self.arch, data.info)
@@ -128,14 +128,14 @@ class RankingCheck(Phase):
     marker = RANKING_FILE
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.strategy.supernet_folder,)
+        return (self.strategy.supernet_phase(),)
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
         check = conf.ranking_check
-        space = module_space(conf.space)
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_folder)
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase())
         archs = ranking_archs(supernet.specs, check.n_archs, ctx.run.conf.common.seed)
         section = self.strategy.section
         scorer = subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)

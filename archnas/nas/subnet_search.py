@@ -27,7 +27,7 @@ from archnas.latency.table import option_count, row_to_arch
 from archnas.nas.evolution import Evolution, EvolutionSettings, RandomSampling, Row, SubnetSearch
 from archnas.nas.pareto import write_pareto
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
-from archnas.nas.spaces import ARCH_FILE, ModuleSpace, module_space
+from archnas.nas.spaces import ModuleSpace, space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.space.arch_io import save_arch
 from archnas.space.model import SearchSpaceModel
@@ -63,14 +63,14 @@ class SubnetSearchPhase(SearchPhase):
     """`search` of spos: evolution (or random sampling) over the pretrained supernet's subnets."""
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.strategy.supernet_folder,)
+        return (self.strategy.supernet_phase(),)
 
     def work(self, ctx: PhaseContext) -> SearchResult:
         conf = ctx.conf
         section = self.strategy.section
-        space = module_space(conf.space)
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_folder)
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase())
         shape = [data.info.channels, *data.info.image_size]
         costs = SpaceCosts.from_conf(conf.cost, supernet.specs, lambda arch: space.network(arch, data.info), shape,
                                      seed=ctx.seed)
@@ -164,7 +164,7 @@ class SubnetSearchPhase(SearchPhase):
         self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": supernet.fingerprint(),
                                 "metrics": metrics})
         ctx.log.info(f"final architecture: {arch}")
-        return SearchResult(None, ctx.dir / ARCH_FILE, None, metrics, arch)
+        return SearchResult(arch, ctx.dir / "arch.yaml", None, metrics)
 
     def summary(self, result: SearchResult) -> dict[str, Any]:
         return {**result.metrics, "final_desc": str(result.final_desc_path), "arch": result.arch,
