@@ -24,7 +24,9 @@ Every method has the DARTS default, so an algorithm overrides only what it chang
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from torch import nn
 
 from archnas.config.schema import BilevelOrder, ExperimentConf
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
@@ -131,6 +133,11 @@ class Strategy:
     def weighting(self) -> Weighting:
         """How the architecture parameters become one forward's weights (DARTS: softmax)."""
         return Weighting()
+
+    def build_module_supernet(self, build: Callable[[], nn.Module]) -> nn.Module:
+        """The model of a space over a module, built for this algorithm's supernet (`build()` makes
+        it; PC-DARTS builds it with partial-channel edges); a SpaceError says why it cannot be."""
+        return build()
 
     # -- stepping ----------------------------------------------------------------------------
 

@@ -65,10 +65,11 @@ class ModuleSpace(Space):
     # -- the supernet ------------------------------------------------------------------------
 
     def supernet(self, info: DatasetInfo, strategy: Optional["Strategy"] = None) -> SearchSpaceModel:
-        """The space's SearchSpaceModel (a SpaceError about the space names the config key),
-        weighted by the strategy's weighting when one is given."""
+        """The space's SearchSpaceModel (a SpaceError about the space names the config key), built
+        and weighted as the strategy's supernet when one is given."""
         try:
-            model = SearchSpaceModel(self.model(info))
+            model = SearchSpaceModel(self.model(info) if strategy is None else
+                                     strategy.build_module_supernet(lambda: self.model(info)))
         except SpaceError as exc:
             raise SpaceError(f"{self.key} ({self.title}): {exc}") from None
         if strategy is not None:
