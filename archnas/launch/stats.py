@@ -47,9 +47,9 @@ def _space_stats(conf: ExperimentConf, args: Any, info: DatasetInfo) -> dict[str
     space = module_space(conf.nas.search.space)
     supernet = space.supernet(info)
     out: dict[str, Any] = {"space": space.description(), "dataset": conf.dataset.name, "input_shape": shape,
-                           "n_classes": info.n_classes, "space_fingerprint": supernet.fingerprint()}
+                           "n_classes": info.n_classes, "space_fingerprint": supernet.labels_key()}
     if args.arch:
-        arch = supernet.check_arch(space.parse(args.arch, info, supernet.fingerprint()))
+        arch = supernet.check_arch(space.parse(args.arch, info, supernet.labels_key()))
         return {**out, "model": "architecture", "arch": arch, **model_stats(space.network(arch, info), shape)}
     costs = SpaceCosts.from_conf(conf.nas.search.cost, supernet.specs, lambda arch: space.network(arch, info), shape,
                                  seed=conf.common.seed)

@@ -160,8 +160,8 @@ class SubnetSearchPhase(SearchPhase):
                      + ", ".join(f"{n} {chosen[n]:,.6g}" for n in names)
                      + ("" if not limits else f"; limits {limits.describe()}"))
         if ctx.is_main:
-            save_arch(ctx.dir, arch, space.title, supernet.fingerprint())
-        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": supernet.fingerprint(),
+            save_arch(ctx.dir, arch, space.title, supernet.labels_key())
+        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": supernet.labels_key(),
                                 "metrics": metrics})
         ctx.log.info(f"final architecture: {arch}")
         return SearchResult(arch, ctx.dir / "arch.yaml", None, metrics)

@@ -85,7 +85,7 @@ class ModuleSpace(Space):
 
     def save_supernet(self, folder: Path, supernet: SearchSpaceModel) -> None:
         atomic.write_text(folder / SPACE_FILE, yaml.safe_dump(
-            {"space": self.description(), "space_fingerprint": supernet.fingerprint(),
+            {"space": self.description(), "space_fingerprint": supernet.labels_key(),
              "labels": {label: [str(c) for c in spec.choices] for label, spec in supernet.specs.items()}},
             sort_keys=False))
 
@@ -97,8 +97,8 @@ class ModuleSpace(Space):
 
     def parse(self, text: str, info: Optional[DatasetInfo] = None, fingerprint: Optional[str] = None) -> dict[str, Any]:
         """An architecture file, a `{label: choice}` mapping, or the space's own string (NB201's, a
-        named architecture); a file written for a space whose labels fingerprint is not
-        `fingerprint` is refused."""
+        named architecture); a file written for a space whose labels key is not `fingerprint`
+        (`SearchSpaceModel.labels_key`) is refused."""
         return parse_arch(text, fingerprint, arch_parser(self.name))
 
     def check(self, arch: Mapping[str, Any], info: DatasetInfo) -> dict[str, Any]:
@@ -108,7 +108,7 @@ class ModuleSpace(Space):
              write: bool = True) -> tuple[dict[str, Any], Path]:
         if info is None:
             raise ValueError("a module space's architecture file records its labels' fingerprint: pass info")
-        labels = self.supernet(info).fingerprint()
+        labels = self.supernet(info).labels_key()
         if write:
             save_arch(folder, arch, self.title, labels)
         return {"arch": dict(arch), "space": self.description(), "space_fingerprint": labels}, folder / ARCH_FILE
