@@ -27,7 +27,7 @@ from archnas.training.env import TrainingEnv
 from archnas.utils import atomic, reads
 from archnas.utils.device import resolve_device, set_deterministic
 from archnas.utils.nofollow import AppendFileHandler, unplant
-from archnas.utils.seeding import phase_seed, seed_everything
+from archnas.utils.seeding import derive_seed, seed_everything
 from archnas.utils.versions import ARCHNAS_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ class RunContext:
         `PhaseContext.write` are written when it commits (`PhaseContext.commit`), once the phase
         has checked everything it can refuse. `restart`: the phase starts over; at commit its old
         folder is kept under a free `<name>.old-<k>`."""
-        seed_everything(phase_seed(self.conf.common.seed, name))
+        seed_everything(derive_seed(self.conf.common.seed, name, bits=32))
         log = logging.getLogger(f"{self.log.name}.{name}")
         log.setLevel(self.log.level)
         for h in list(log.handlers):

@@ -4,15 +4,16 @@ Over DARTS cells the space is that of a finalized supernet: every node keeps `ma
 its inputs, each with one candidate op other than `none`, the same in every cell of a type; over a
 space over a module (`nas.search.space`, e.g. nb201) every label takes a uniformly drawn choice
 (`Space.sample`). Candidates are numbered from 1, in logs, folders and records alike; candidate n
-is what the space samples with seed `candidate_seed(common.seed, n)` (for cells: what
-`RandomFinalizers` picks); candidate 1 uses common.seed itself, so over cells it is
-exactly the architecture the random-finalizer baseline
+is what the space samples with seed `random_arch_seed(common.seed, n)` (for cells: what
+`RandomFinalizers` picks); the random-finalizer baseline draws with candidate 1's seed, so over
+cells candidate 1 is exactly the architecture that baseline
 (`nas.search.finalizer.type: random`) gives, and `nas.search.random.n_archs: 1` is that baseline
 without training a supernet (nothing is trained: there is nothing to choose between).
 
 Each candidate is an independent trial, a phase of its own (`Candidate`): its folder
 `search/candidate_<nnn>/` (`candidate_001` for candidate 1: the architecture's files as a search
-folder has them, split, checkpoints, metrics, `trial.json`), its RNGs seeded from (common.seed, its folder name), trained from scratch at the
+folder has them, split, checkpoints, metrics, `trial.json`), its RNGs seeded from (common.seed, its
+folder name) as every stage's are, trained from scratch at the
 search macro with a plain Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
 top-1 on the search val split. It depends on nothing but the config and n, so trials can run in
 any order or on other machines. The search is a selection of one batch (`archnas.nas.selection`):
@@ -34,6 +35,7 @@ from archnas.context import PhaseContext, RunContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError, DescError
 from archnas.nas.evaluater import Evaluater
+from archnas.nas.finalizers import random_arch_seed
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class, register_algorithm
 from archnas.nas.samplers import Grid, Row
@@ -44,7 +46,6 @@ from archnas.nas.strategy import Strategy
 from archnas.stats import dataset_info
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial
-from archnas.utils.seeding import phase_seed
 
 TRIAL_FILE = "trial.json"
 
@@ -59,11 +60,6 @@ class RandomSearchConf:
     n_archs: int = 8
 
 
-def candidate_seed(seed: int, number: int) -> int:
-    """The sampling seed of candidate `number` (1-based): common.seed for candidate 1, derived for the others."""
-    return seed if number == 1 else phase_seed(seed, f"random_search/candidate_{number}")
-
-
 def trial_name(number: int) -> str:
     return f"search/candidate_{number:03d}"
 
@@ -71,7 +67,7 @@ def trial_name(number: int) -> str:
 @dataclass
 class TrialResult:
     number: int  # 1-based, as the log and the folder name (candidate_001) say it
-    seed: int  # the sampling seed (candidate_seed)
+    seed: int  # the sampling seed (random_arch_seed)
     genotype: Optional[str]
     fingerprint: str  # of the candidate's desc, checked when the winner's desc file is read back
     params: int
@@ -101,7 +97,7 @@ class Candidate(Phase):
     def work(self, ctx: PhaseContext) -> TrialResult:
         conf = ctx.conf
         data = load_data(ctx, conf.loader)
-        seed = candidate_seed(ctx.seed, self.number)
+        seed = random_arch_seed(ctx.seed, self.number)
         space = space_of(conf)
         arch = space.sample(data.info, seed)
         ctx.write(lambda: space.save(ctx.dir, arch, data.info))

@@ -24,7 +24,8 @@ import torch
 from archnas.config.schema import DatasetConf, LoaderConf
 from archnas.data.augment import AugmentSpec, BatchTransform
 from archnas.data.info import DatasetInfo, ImageSet, TensorImages
-from archnas.data.loader import BatchLoader, derive_seed
+from archnas.data.loader import BatchLoader
+from archnas.utils.seeding import derive_seed
 from archnas.data.registry import load_dataset
 from archnas.data.split import DataSplit, make_split, stratified_split
 from archnas.errors import ConfigError

@@ -28,17 +28,10 @@ from torch.utils.data import DataLoader, Dataset
 from archnas.data.augment import BatchTransform
 from archnas.data.info import FileImages, ImageSet, TensorImages
 from archnas.utils.device import to_device
+from archnas.utils.seeding import derive_seed
 
 Batch = tuple[Tensor, Tensor]
 _ORDER, _AUGMENT = 1, 2  # stream tags: each use of derive_seed has its own tag and a fixed number of keys
-
-
-def derive_seed(*keys: int) -> int:
-    """A 64-bit seed for one stream; well mixed, so nearby keys give unrelated streams.
-
-    Callers keep the number of keys fixed per tag: SeedSequence treats trailing zeros as absent.
-    """
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0])
 
 
 class _Files(Dataset):

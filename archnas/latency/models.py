@@ -38,6 +38,7 @@ from archnas.latency.measure import TimingProtocol
 from archnas.latency.registry import CostModelEntry, cost_model, exact_cost_models
 from archnas.latency.table import CostTable, arch_to_row, option_count, enumerate_rows, random_rows, row_to_arch, space_size
 from archnas.space.store import ChoiceSpec
+from archnas.utils.seeding import derive_seed
 
 
 def check_timing(conf: CostConf, prefix: str = "nas.search.cost") -> None:
@@ -193,8 +194,8 @@ class SpaceCosts:
                 table = CostTable.build(name, self.specs, measure)
             else:
                 free = 1 + sum(option_count(s) - 1 for s in self.specs.values())
-                table = CostTable.fit(name, self.specs, measure, n=2 * free + 10, seed=self.seed)
-            check = table.check(self.specs, measure, self.held_out, seed=self.seed + 1)
+                table = CostTable.fit(name, self.specs, measure, n=2 * free + 10, seed=derive_seed(self.seed, "cost_table"))
+            check = table.check(self.specs, measure, self.held_out, seed=derive_seed(self.seed, "cost_check"))
             counted = entry.exact and not check.exact
             self._models[name] = CostModel(entry, self.specs, table, measure if counted else None)
         return self._models[name]
@@ -212,7 +213,7 @@ class SpaceCosts:
         total = space_size(self.specs)
         if rows is None:
             n = samples if model.uses_table else 256
-            rows = np.array(random_rows(self.specs, n, random.Random(self.seed + 2)), dtype=np.int64)
+            rows = np.array(random_rows(self.specs, n, random.Random(derive_seed(self.seed, "cost_statistics"))), dtype=np.int64)
             over = f"sampled ({n} random architectures of {total:,}; mean and median estimated)"
         else:
             over = f"enumerated (all {total:,} architectures)"

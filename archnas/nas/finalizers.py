@@ -28,6 +28,7 @@ from torch import Tensor
 from archnas.config.schema import FinalizerConf, FinalizerRank
 from archnas.descs.model_desc import CellDesc, CellType, EdgeDesc, ModelDesc, NodeDesc
 from archnas.errors import ConfigError, DescError
+from archnas.utils.seeding import derive_seed
 
 NONE_OP = "none"
 CellEdgeWeights = Mapping[CellType, Tensor]  # [n_edges, n_candidates] per cell type, in cell.edges() order
@@ -88,6 +89,12 @@ class Finalizers:
         return edge.finalized(primitive)
 
 
+def random_arch_seed(seed: int, number: int) -> int:
+    """The sampling seed of random architecture `number` (1-based) under common.seed: candidate
+    `number` of random search; number 1 is also the random finalizer's draw."""
+    return derive_seed(seed, "random_arch", number)
+
+
 class RandomFinalizers(Finalizers):
     """The random baseline: per node, `max_final_edges` random edges, each with a random candidate
     other than `none`. Seeded per cell type, so every cell of a type gets the same structure and a
@@ -106,7 +113,7 @@ class RandomFinalizers(Finalizers):
         return self.finalize_desc(desc)
 
     def finalize_cell(self, cell: CellDesc, weights: Tensor | None) -> CellDesc:
-        rng = random.Random(f"{self.seed}:{cell.cell_type.value}")
+        rng = random.Random(derive_seed(self.seed, "random_finalizer", cell.cell_type.value))
         nodes = []
         for node in cell.nodes:
             keep = sorted(rng.sample(range(len(node.edges)), min(self.max_final_edges, len(node.edges))))

@@ -25,7 +25,7 @@ import torch
 
 from archnas.context import PhaseContext
 from archnas.data import DataBundle
-from archnas.data.loader import Batch, derive_seed
+from archnas.data.loader import Batch
 from archnas.distributed import agree_max
 from archnas.nas.arch_optimizer import ArchOptimizer, arch_optimizer_name, bind_weighting, register_arch_optimizer
 from archnas.nas.arch_trainer import ArchTrainer
@@ -35,14 +35,14 @@ from archnas.nas.spaces import space_of
 from archnas.space.choice import sample_choice
 from archnas.space.model import SearchSpaceModel
 from archnas.training.checkpoint import Stateful
+from archnas.utils.seeding import derive_seed
 
 MARKER = "pretrain.json"
-_PATHS = 3  # derive_seed's stream tag for the sampled paths
 
 
 def step_arch(model: SearchSpaceModel, seed: int, step: int) -> dict[str, Any]:
     """The architecture global step `step` trains."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, _PATHS, step))
+    generator = torch.Generator().manual_seed(derive_seed(seed, "paths", step))
     return {label: sample_choice(spec, generator) for label, spec in model.specs.items()}
 
 

@@ -33,7 +33,7 @@ from archnas.nas.spaces import space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial
-from archnas.utils.seeding import phase_seed
+from archnas.utils.seeding import derive_seed
 
 
 def _plain(value: float) -> float | None:
@@ -132,7 +132,7 @@ class RankingCheck(Phase):
         specs = supernet.specs
         check_ranking_count(specs, check.n_archs)
         sampler = RandomSampling([option_count(s) for s in specs.values()], check.n_archs, check.n_archs,
-                                 phase_seed(ctx.run.conf.common.seed, "ranking_check"), lambda row: True)
+                                 derive_seed(ctx.run.conf.common.seed, "ranking", "archs"), lambda row: True)
         section = self.strategy.section
         on_weights = InheritedWeights(subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches,
                                                     section.score_batches), specs)

@@ -37,7 +37,7 @@ from archnas.latency import check_cost_conf, given_limits
 from archnas.model.builder import ModelDescBuilder, darts_mixed_op
 from archnas.nas.arch_optimizer import build_arch_optimizer
 from archnas.nas.evaluater import Evaluater, check_eval_mode
-from archnas.nas.finalizers import Finalizers, RandomFinalizers
+from archnas.nas.finalizers import Finalizers, RandomFinalizers, random_arch_seed
 from archnas.nas.searcher import Searcher
 from archnas.nas.spaces import Space, space_of
 from archnas.space.store import Weighting
@@ -157,5 +157,5 @@ class Strategy:
         if conf.type == "default":
             return self.default_finalizers(conf, edges)
         if conf.type == "random":
-            return self.random_finalizers(conf, edges, self.conf.common.seed)
+            return self.random_finalizers(conf, edges, random_arch_seed(self.conf.common.seed, 1))
         raise ConfigError(f"nas.search.finalizer.type: {conf.type!r} is not one of default, random")

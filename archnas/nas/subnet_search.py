@@ -35,6 +35,7 @@ from archnas.space.arch_io import save_arch
 from archnas.space.model import SearchSpaceModel
 from archnas.space.store import ChoiceSpec
 from archnas.utils import atomic
+from archnas.utils.seeding import derive_seed
 
 LATENCY_STATS_FILE = "latency_stats.json"
 
@@ -71,7 +72,8 @@ class SubnetSearchPhase(SearchPhase):
                                      seed=ctx.seed)
         limits = Limits.from_conf(conf.cost)
         names = limits.reported(conf.cost.pareto)
-        search = self.sampler(section, supernet.specs, costs, limits, conf.cost.pareto, ctx.seed)
+        search = self.sampler(section, supernet.specs, costs, limits, conf.cost.pareto,
+                              derive_seed(ctx.seed, self.name, "sampler"))
         checkpointer = self.checkpointer(ctx, space.fingerprint())
         checkpointer.register("search", search)
         checkpointer.register("cost_tables", CostTables(costs))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from archnas.errors import ConfigError
 from archnas.nas.samplers.base import Genomes, Row, Sampler, register_sampler
-from archnas.utils.seeding import phase_seed
+from archnas.utils.seeding import derive_seed
 
 
 @dataclass
@@ -77,7 +77,7 @@ class OptunaSampler(Sampler):
         quiet.setLevel(logging.WARNING)
         try:
             study = optuna.create_study(directions=list(self.directions),
-                                        sampler=self.make(phase_seed(self.seed, f"{self.name}/{self.generation}")))
+                                        sampler=self.make(derive_seed(self.seed, self.name, self.generation, bits=32)))
         finally:
             quiet.setLevel(level)
         study.add_trials([
