@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Peak memory and step time of the search step of DARTS, PC-DARTS and GDAS at the DARTS search shape.
 
-Each variant builds its supernet and trainer as its search phase does (`Searcher.build_model`,
+Each variant builds its supernet and trainer as its search phase does (`space.supernet`,
 `Searcher.build_trainer`, with its algorithm's strategy) from confs/<algo>.yaml, at the shape of
 the DARTS CIFAR-10 search: batch 64 of 3x32x32 images, 8 cells, 16 initial channels, 4 nodes, the
 8 DARTS primitives. It then takes `--steps` full search steps (`ArchTrainer.run_step`: the
@@ -49,6 +49,7 @@ from archnas.context import RunContext  # noqa: E402
 from archnas.nas.phase import Experiment  # noqa: E402
 from archnas.nas.registry import algorithm_class  # noqa: E402
 from archnas.nas.searcher import Searcher, load_data  # noqa: E402
+from archnas.nas.spaces import space_of  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
 from archnas.utils.memory import current_bytes, process_peak_bytes  # noqa: E402
 
@@ -67,7 +68,7 @@ MB = 2**20
 
 def worker(variant: str, args: argparse.Namespace) -> dict:
     """One variant in this (fresh) process: the search phase's supernet and trainer, built as a run
-    builds them (`Searcher.build_model`, `Searcher.build_trainer`) on synthetic images of the
+    builds them (`space.supernet`, `Searcher.build_trainer`) on synthetic images of the
     DARTS search shape, then `--steps` full training steps on its own loaders."""
     algo, extra, fused = VARIANTS[variant]
     tokens = [
@@ -84,12 +85,12 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         searcher = Searcher(Experiment(run, algorithm_class(algo)(conf)))
         ctx = run.phase("search", conf.nas.search)
         data = load_data(ctx, conf.nas.search.loader)
-        desc = searcher.strategy.supernet_builder().build(conf.nas.search.model_desc, data.info)
-        model = searcher.build_model(desc)
+        space = space_of(conf.nas.search)
+        model = space.supernet(data.info, searcher.strategy)
         if not fused:
             for cell in model.cells:
                 cell.fused = None
-        trainer = searcher.build_trainer(ctx, model, desc.fingerprint(), data)
+        trainer = searcher.build_trainer(ctx, model, space.supernet_fingerprint(model), data)
         batches = data.loader("train", training=True).epoch(0)
         train = next(batches)
         idle = current_bytes(ctx.device)

@@ -40,7 +40,7 @@ from archnas.nas.phase import Experiment  # noqa: E402
 from archnas.nas.pretrain import Pretrain  # noqa: E402
 from archnas.nas.registry import algorithm_class  # noqa: E402
 from archnas.nas.searcher import load_data  # noqa: E402
-from archnas.nas.spaces import check_space, module_space  # noqa: E402
+from archnas.nas.spaces import module_space  # noqa: E402
 from archnas.space import freeze  # noqa: E402
 from archnas.training.trainer import Trainer  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
@@ -62,7 +62,7 @@ def step_times(args: argparse.Namespace) -> dict:
         ctx = run.phase("pretrain", conf.nas.search)
         data = load_data(ctx, conf.nas.search.loader)
         space = module_space(conf.nas.search.space)
-        supernet = check_space(space, data.info)
+        supernet = space.supernet(data.info)
         trainer = phase.build_trainer(ctx, supernet, space.fingerprint(), data)
         batch = next(data.loader("train", training=True).epoch(0))
         rounds = []

@@ -79,6 +79,7 @@ from archnas.nas.evaluater import Evaluater  # noqa: E402
 from archnas.nas.phase import Experiment  # noqa: E402
 from archnas.nas.registry import algorithm_class  # noqa: E402
 from archnas.nas.searcher import Searcher, load_data  # noqa: E402
+from archnas.nas.spaces import space_of  # noqa: E402
 from archnas.training.trainer import Trainer  # noqa: E402
 from archnas.utils import atomic  # noqa: E402
 from archnas.utils.memory import current_bytes, process_peak_bytes  # noqa: E402
@@ -183,20 +184,20 @@ def run_phase(s: Settings, config: str, algo: str, overrides: list[str], phase: 
 def search_trainer(s: Settings, size: int, channels: int, cells: int, in_ch: int, fused: bool = True,
                    order: str = "second", hvp: str = "finite_difference") -> ArchTrainer:
     """The ArchTrainer a DARTS search builds (confs/darts_cifar10.yaml's optimizers, grad clipping,
-    alpha Adam) for a supernet of this shape, through `Searcher.build_model` / `build_trainer`."""
+    alpha Adam) for a supernet of this shape, through `space.supernet` / `build_trainer`."""
     torch.manual_seed(0)
     searcher, ctx = run_phase(s, "darts_cifar10", "darts", [
         f"nas.search.model_desc.n_cells={cells}", f"nas.search.model_desc.model_stems.init_node_ch={channels}",
         f"nas.search.trainer.bilevel_order={order}", f"nas.search.trainer.hessian_vector_product={hvp}",
         "dataset.name=synthetic", f"dataset.params={{n_train: 64, n_test: 8, channels: {in_ch}, size: {size}}}",
     ], "search")
-    desc = searcher.strategy.supernet_builder().build(ctx.conf.model_desc, DatasetInfo(10, in_ch, (size, size)))
-    model = searcher.build_model(desc)
+    space = space_of(ctx.conf)
+    model = space.supernet(DatasetInfo(10, in_ch, (size, size)), searcher.strategy)
     if not fused:
         for cell in model.cells:
             cell.fused = None
     data = load_data(ctx, ctx.conf.loader)
-    return searcher.build_trainer(ctx, model, desc.fingerprint(), data)
+    return searcher.build_trainer(ctx, model, space.supernet_fingerprint(model), data)
 
 
 def eval_trainer(s: Settings) -> Trainer:

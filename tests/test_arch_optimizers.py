@@ -24,7 +24,7 @@ from archnas.nas.phase import Experiment
 from archnas.nas.pretrain import Pretrain, UniformPaths
 from archnas.nas.registry import algorithm_class
 from archnas.nas.searcher import load_data
-from archnas.nas.spaces import check_space, module_space
+from archnas.nas.spaces import module_space
 from archnas.training.checkpoint import read_checkpoint
 from archnas.training.losses import split_outputs
 from archnas.training.metrics import without_timings
@@ -156,7 +156,7 @@ def test_the_pretrain_draws_the_paths_and_losses_it_drew_before(tmp_path):
     ctx = run.phase("pretrain", conf.nas.search)
     data = load_data(ctx, conf.nas.search.loader)
     space = module_space(conf.nas.search.space)
-    trainer = phase.build_trainer(ctx, check_space(space, data.info), space.fingerprint(), data)
+    trainer = phase.build_trainer(ctx, space.supernet(data.info), space.fingerprint(), data)
     assert isinstance(trainer.arch_optimizer, UniformPaths)
     history = trainer.fit(data.loader("train", training=True))
     ctx.close()

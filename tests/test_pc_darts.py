@@ -26,7 +26,7 @@ from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.desc_io import load_desc, save_desc
 from archnas.descs.genotypes import desc_to_genotype
 from archnas.descs.model_desc import ConvMacroParams
-from archnas.errors import ConfigError
+from archnas.errors import ConfigError, SpaceError
 from archnas.model import Model, ModelDescBuilder
 from archnas.ops.mixed_op import PartialChannelMixedOp, channel_shuffle
 from archnas.ops.registry import Op
@@ -216,3 +216,39 @@ def test_bad_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="arch_warmup_epochs"):
         search_parts("pc_darts", tmp_path / "b", "nas.search.model_desc.model_stems.init_node_ch=8",
                      "nas.search.pc_darts.arch_warmup_epochs=-1")
+
+
+def test_nb201_edges_run_their_candidates_on_a_kth_of_the_channels_then_shuffle():
+    """Partial channels over a module space: every NasBench201Cell edge is built for C/k channels
+    and computes what a PC-DARTS edge computes, softmax(alpha)-mixed candidates on the first C/k
+    channels, the rest bypassed, shuffled in k groups; the space's labels are the plain space's."""
+    from archnas.hub.nb201 import NasBench201
+    from archnas.space import SearchSpaceModel
+    from archnas.space.partial import PartialChannelLayerChoice, partial_channels
+
+    torch.manual_seed(0)
+    with partial_channels(2):
+        space = SearchSpaceModel(NasBench201((1, 8, 8), 10, C=4, N=1))
+    assert space.labels_key() == SearchSpaceModel(NasBench201((1, 8, 8), 10, C=4, N=1)).labels_key()
+    edges = [m for m in space.modules() if isinstance(m, PartialChannelLayerChoice)]
+    assert len(edges) == 3 * 6 and all(m.k == 2 for m in edges)
+    edge = edges[0]
+    assert edge[edge.names.index("conv_3x3")][1].in_channels == 2  # C/k of the stage's 4 channels
+    space.arch.use(EdgeNormWeighting())  # single choices: softmax(alpha), no betas
+    assert len(space.arch.betas) == 0
+    x = torch.randn(3, 4, 8, 8)
+    with space.arch.bound():
+        probs = F.softmax(space.arch.alpha(edge.label_key), dim=-1)
+        mixed = sum(p * c(x[:, :2]) for p, c in zip(probs, edge.candidates))
+        torch.testing.assert_close(edge(x), channel_shuffle(torch.cat([mixed, x[:, 2:]], dim=1), 2))
+
+
+def test_pc_darts_refuses_a_space_whose_layer_choices_it_cannot_narrow():
+    from tiny_algos import tiny_conf
+
+    from archnas.algos.pc_darts import PcDarts
+    from archnas.nas.spaces import module_space
+
+    conf = tiny_conf("pc_darts", "nas.search.space={name: mobilenet}", "nas.search.pc_darts.k=2")
+    with pytest.raises(SpaceError, match=r"nas.search.space \(mobilenet\): pc_darts cannot search it: .*'s1_i0'"):
+        module_space(conf.nas.search.space).supernet(DatasetInfo(10, 1, (8, 8)), PcDarts(conf))

@@ -21,6 +21,7 @@ from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Experiment
 from archnas.nas.registry import algorithm_class
 from archnas.nas.searcher import Searcher, load_data
+from archnas.nas.spaces import space_of
 from archnas.nas.strategy import Strategy
 
 # 3 cells of 4 channels (8 for PC-DARTS, so that k=4 leaves 2 channels per candidate), 2 nodes,
@@ -62,8 +63,9 @@ def search_parts(algo: str, folder: Path, *overrides: str) -> SearchParts:
     phase = Searcher(Experiment(run, strategy))
     ctx = run.phase("search", conf.nas.search)
     data = load_data(ctx, conf.nas.search.loader)
-    desc = strategy.supernet_builder().build(conf.nas.search.model_desc, data.info)
-    model = phase.build_model(desc)
+    space = space_of(conf.nas.search)
+    model = space.supernet(data.info, strategy)
+    desc = model.desc
     trainer = ArchTrainer(conf.nas.search.trainer, model, ctx, strategy=strategy,
                           val_stream=data.loader("val", training=True), checkpointer=phase.checkpointer(ctx, desc.fingerprint()))
     return SearchParts(conf, strategy, ctx, data, desc, model, trainer)

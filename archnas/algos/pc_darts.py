@@ -19,23 +19,35 @@ The finalizer ranks candidates by softmax(alpha) * edge weight, as the PC-DARTS 
 does, then applies the DARTS rule; every kept edge becomes a full-channel op again, so the final
 desc is an ordinary cell. The search is first order with no alpha steps in the first
 `nas.search.pc_darts.arch_warmup_epochs` epochs (15 of 50 in the PC-DARTS code).
+
+Over a space over a module (`nas.search.space`, e.g. nb201) the supernet is built under
+`archnas.space.partial.partial_channels(k)`: every choice that builds its candidates for a channel
+count (NasBench201Cell's edges) builds them for C/k channels and runs them on the first C/k of
+its input's, the rest bypassing, then the shuffle, as above. A LayerChoice of modules built at
+their full width cannot be narrowed, and the space is refused. Edge normalization weighs a node's
+choice of inputs; in a module space that choice is an InputChoice, already a softmax over the
+node's inputs, and nb201 chooses no inputs (every node sums all of its edges), so there PC-DARTS
+is partial channels with DARTS's weighting. The result is the strongest choice of every label,
+retrained at full width (a partial-channel edge has no frozen network: `nas.eval.mode: tune` is
+refused).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archnas.config.schema import FinalizerConf, FinalizerRank
+from archnas.config.schema import EvalMode, FinalizerConf, FinalizerRank
 from archnas.descs.model_desc import ConvMacroParams, EdgeDesc, OpDesc
-from archnas.errors import ConfigError
+from archnas.errors import ConfigError, SpaceError
 from archnas.nas.finalizers import Finalizers, RandomFinalizers
 from archnas.nas.registry import register_algorithm
 from archnas.nas.strategy import Strategy
+from archnas.space.partial import partial_channels, plain_layer_choices
 from archnas.space.store import ArchStore, ArchWeights, Weighting, param_key
 
 
@@ -58,11 +70,13 @@ def partial_channel_mixed_op(k: int, primitives: list[str], conv: ConvMacroParam
 class EdgeNormWeighting(Weighting):
     """DARTS's softmax(alpha) per edge, times each edge's weight: the softmax of the `betas` of its
     node's input edges. The betas (one per edge, initialized like the alphas, 1e-3 * N(0, 1))
-    are added to the store as `arch.betas.<label>` when the weighting is attached."""
+    are added to the store as `arch.betas.<label>` when the weighting is attached, for every
+    label of edges (a DARTS cell type); a single choice has no edges to weigh (softmax(alpha))."""
 
     def attach(self, store: ArchStore) -> None:
         store.betas = nn.ParameterDict(
-            [(param_key(label), nn.Parameter(1e-3 * torch.randn(len(spec.rows)))) for label, spec in store.specs.items()]
+            [(param_key(label), nn.Parameter(1e-3 * torch.randn(len(spec.rows)))) for label, spec in store.specs.items()
+             if spec.rows]
         )
 
     def edge_norm(self, store: ArchStore, label: str) -> Tensor:
@@ -71,8 +85,9 @@ class EdgeNormWeighting(Weighting):
         return torch.cat([F.softmax(b, dim=-1) for b in betas.split(list(store.specs[label].groups))])
 
     def weights(self, store: ArchStore) -> dict[str, ArchWeights]:
-        return {label: ArchWeights(F.softmax(store.alpha(label), dim=-1), self.edge_norm(store, label))
-                for label in store.specs}
+        return {label: ArchWeights(F.softmax(store.alpha(label), dim=-1),
+                                   self.edge_norm(store, label) if spec.rows else None)
+                for label, spec in store.specs.items()}
 
 
 class FullChannelEdges:
@@ -110,14 +125,16 @@ class PcDarts(Strategy):
     first_order_only = "its code searches first order"
     default_finalizers = PcDartsFinalizers
     random_finalizers = PcDartsRandomFinalizers
-    searches_modules = False
 
     def check(self) -> None:
         super().check()
         k, node_ch = self.section.k, self.conf.nas.search.model_desc.model_stems.init_node_ch
-        if k < 1 or node_ch % k:
+        if k < 1 or (not self.conf.nas.search.space and node_ch % k):
             raise ConfigError(f"nas.search.pc_darts.k: {k} must be at least 1 and divide the node channels "
                               f"(nas.search.model_desc.model_stems.init_node_ch = {node_ch})")
+        if self.conf.nas.eval.mode == EvalMode.tune:
+            raise ConfigError("nas.eval.mode: tune; pc_darts trains every candidate on 1/k of its edge's channels, "
+                              "so no network of full width inherits them: retrain (nas.eval.mode=retrain)")
         if self.section.arch_warmup_epochs < 0:
             raise ConfigError(f"nas.search.pc_darts.arch_warmup_epochs: {self.section.arch_warmup_epochs} is negative")
 
@@ -127,10 +144,22 @@ class PcDarts(Strategy):
     def weighting(self) -> EdgeNormWeighting:
         return EdgeNormWeighting()
 
+    def build_module_supernet(self, build: Callable[[], nn.Module]) -> nn.Module:
+        """The space built with partial-channel edges; refused when a LayerChoice cannot be narrowed."""
+        with partial_channels(self.section.k):
+            model = build()
+        plain = plain_layer_choices(model)
+        if plain:
+            raise SpaceError(f"pc_darts cannot search it: partial channels need candidates built for 1/k of an edge's "
+                             f"channels, but the LayerChoice {plain[0]!r} holds modules built at their full width "
+                             "(only choices that build their candidates for a channel count can be narrowed, such as "
+                             "NasBench201Cell's edges); search this space with darts or gdas")
+        return model
+
     def takes_arch_step(self, epoch: int) -> bool:
         return epoch >= self.section.arch_warmup_epochs
 
     def epoch_metrics(self, model) -> dict[str, Any]:
         store = model.arch
         return {"edge_weights": {label: [round(float(v), 6) for v in store.weighting.edge_norm(store, label).detach().cpu()]
-                                 for label in store.specs}}
+                                 for label, spec in store.specs.items() if spec.rows}}

@@ -1,16 +1,19 @@
-"""Random search: sample architectures from the cell space DARTS searches, train each, keep the best.
+"""Random search: sample architectures of the search space, train each, keep the best.
 
-The space is that of a finalized supernet: every node keeps `max_final_edges` of its inputs, each
-with one candidate op other than `none`, the same in every cell of a type. Candidates are
-numbered from 1, in logs, folders and records alike; candidate n is what `RandomFinalizers` picks
-with seed `random_arch_seed(common.seed, n)`; the random-finalizer baseline draws with candidate
-1's seed, so candidate 1 is exactly the architecture that baseline
+Over DARTS cells the space is that of a finalized supernet: every node keeps `max_final_edges` of
+its inputs, each with one candidate op other than `none`, the same in every cell of a type; over a
+space over a module (`nas.search.space`, e.g. nb201) every label takes a uniformly drawn choice
+(`Space.sample`). Candidates are numbered from 1, in logs, folders and records alike; candidate n
+is what the space samples with seed `random_arch_seed(common.seed, n)` (for cells: what
+`RandomFinalizers` picks); the random-finalizer baseline draws with candidate 1's seed, so over
+cells candidate 1 is exactly the architecture that baseline
 (`nas.search.finalizer.type: random`) gives, and `nas.search.random.n_archs: 1` is that baseline
 without training a supernet (nothing is trained: there is nothing to choose between).
 
 Each candidate is an independent trial, a phase of its own (`Candidate`): its folder
-`search/candidate_<nnn>/` (`candidate_001` for candidate 1: desc, split, checkpoints, metrics,
-`trial.json`), its RNGs seeded from (common.seed, its folder name) as every stage's are, trained from scratch at the
+`search/candidate_<nnn>/` (`candidate_001` for candidate 1: the architecture's files as a search
+folder has them, split, checkpoints, metrics, `trial.json`), its RNGs seeded from (common.seed, its
+folder name) as every stage's are, trained from scratch at the
 search macro with a plain Trainer on `nas.search.trainer` settings, on the search train split, scored by its last epoch's
 top-1 on the search val split. It depends on nothing but the config and n, so trials can run in
 any order or on other machines. The search is a selection of one batch (`archnas.nas.selection`):
@@ -29,24 +32,18 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from archnas.context import PhaseContext, RunContext
-from archnas.descs.desc_io import load_desc, save_desc
-from archnas.descs.model_desc import ModelDesc
+from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError, DescError
-from archnas.model import Model
 from archnas.nas.evaluater import Evaluater
-from archnas.nas.finalizers import RandomFinalizers, random_arch_seed
+from archnas.nas.finalizers import random_arch_seed
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class, register_algorithm
 from archnas.nas.samplers import Grid, Row
-from archnas.nas.searcher import (
-    FINAL_DESC_FILE,
-    SearchPhase,
-    SearchResult,
-    genotype_or_none,
-    load_data,
-)
+from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.selection import Standalone, select
+from archnas.nas.spaces import space_of
 from archnas.nas.strategy import Strategy
+from archnas.stats import dataset_info
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial
 
@@ -101,15 +98,17 @@ class Candidate(Phase):
         conf = ctx.conf
         data = load_data(ctx, conf.loader)
         seed = random_arch_seed(ctx.seed, self.number)
-        desc = sample(self.strategy, conf, data.info, seed)
-        ctx.write(lambda: save_desc(desc, ctx.dir / FINAL_DESC_FILE))
-        model = Model(desc, droppath=True, affine=True)
-        result = TrialResult(number=self.number, seed=seed, genotype=genotype_or_none(desc),
-                             fingerprint=desc.fingerprint(),
-                             params=sum(p.numel() for p in model.weights()), val_top1=None, best_val_top1=None,
+        space = space_of(conf)
+        arch = space.sample(data.info, seed)
+        ctx.write(lambda: space.save(ctx.dir, arch, data.info))
+        model = space.network(arch, data.info)
+        fingerprint = space.fingerprint(arch, data.info)
+        fields, _ = space.save(ctx.dir, arch, data.info, write=False)  # what the held-back write records
+        result = TrialResult(number=self.number, seed=seed, genotype=fields.get("genotype"), fingerprint=fingerprint,
+                             params=sum(p.numel() for p in model.parameters()), val_top1=None, best_val_top1=None,
                              train_time=0.0)
         if self.train:
-            trainer = Trainer(conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, desc.fingerprint()))
+            trainer = Trainer(conf.trainer, model, ctx, checkpointer=self.checkpointer(ctx, fingerprint))
             history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
             result.val_top1 = history.last.get("val_top1") if history.last else None
             result.best_val_top1 = history.best_value
@@ -119,12 +118,6 @@ class Candidate(Phase):
 
     def load(self, done: dict[str, Any]) -> TrialResult:
         return TrialResult.from_dict(done["result"])
-
-
-def sample(strategy: Strategy, conf, dataset_info, seed: int) -> ModelDesc:
-    """A random finalization of the supernet at the search macro."""
-    supernet = strategy.supernet_builder().build(conf.model_desc, dataset_info)
-    return RandomFinalizers(conf.finalizer, conf.model_desc.max_final_edges, seed).finalize_desc(supernet)
 
 
 def _candidate(run: RunContext, number: int, train: bool, force: bool) -> Candidate:
@@ -167,7 +160,8 @@ class RandomSearch(SearchPhase):
         select(Grid([n_archs], n_archs, lambda row: True), Standalone(trial, score, ctx.common.ray, report), None, None)
         results = [finished[i] for i in range(n_archs)]
         best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.number))
-        final = self.candidate_desc(best)
+        info = dataset_info(ctx.run.conf.dataset, ctx.run.conf.common.cache_dir)
+        final = self.candidate_arch(best, info)
         ctx.log.info(f"best: candidate {best.number}/{n_archs} ({trial_name(best.number)})"
                      + ("" if best.val_top1 is None else f", val top-1 {best.val_top1:.2%}"))
         metrics = {
@@ -176,15 +170,16 @@ class RandomSearch(SearchPhase):
             "best_val_top1": best.val_top1,
             "candidates": [r.to_dict() for r in results],
         }
-        return self.save_result(ctx, final, metrics)
+        return self.save_result(ctx, final, metrics, info)
 
-    def candidate_desc(self, result: TrialResult) -> ModelDesc:
-        path = self.run.exp_dir / trial_name(result.number) / FINAL_DESC_FILE
-        desc = load_desc(path)
-        if desc.fingerprint() != result.fingerprint:
-            raise DescError(f"{path} does not match the candidate recorded beside it in {TRIAL_FILE}; "
-                            "it was changed after the candidate finished")
-        return desc
+    def candidate_arch(self, result: TrialResult, info: DatasetInfo) -> Any:
+        """The candidate's architecture, drawn again from its seed, checked against what it trained."""
+        space = space_of(self.run.conf.nas.search)
+        arch = space.sample(info, result.seed)
+        if space.fingerprint(arch, info) != result.fingerprint:
+            raise DescError(f"{self.run.exp_dir / trial_name(result.number) / TRIAL_FILE} records another network "
+                            f"than its seed {result.seed} draws; it was changed after the candidate finished")
+        return arch
 
 
 @register_algorithm
@@ -192,7 +187,6 @@ class Random(Strategy):
     name = "random"
     config_class = RandomSearchConf
     phases = (RandomSearch, Evaluater)
-    searches_modules = False
 
     def check(self) -> None:
         super().check()

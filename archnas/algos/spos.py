@@ -28,7 +28,7 @@ Phases, each with the one Trainer, checkpoints and resume:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from archnas.errors import ConfigError
 from archnas.nas.evaluater import Evaluater
@@ -44,6 +44,7 @@ from archnas.nas.samplers import (
     sampler_class,
 )
 from archnas.nas.strategy import Strategy
+from archnas.nas.spaces import Space
 from archnas.nas.subnet_search import SubnetSearchPhase
 
 
@@ -71,7 +72,6 @@ class Spos(Strategy):
     config_class = SposConf
     find_unused_parameters = True
     phases = (Pretrain, SubnetSearchPhase, Evaluater)  # and the ranking check when it is on (__init__)
-    supernet_folder = "pretrain"
 
     def __init__(self, conf: Any):
         super().__init__(conf)
@@ -81,12 +81,15 @@ class Spos(Strategy):
     def arch_optimizer(self) -> str:
         return "uniform_paths"
 
+    def supports(self, space: Space) -> Optional[str]:
+        if space.kind == "cells":
+            return ("its pretraining runs one sampled path of a space over a module per step; name one in "
+                    "nas.search.space (e.g. {name: nb201}) or a factory ({factory: 'package.module:function'})")
+        return None
+
     def check(self) -> None:
         super().check()
-        search, s = self.conf.nas.search, self.section
-        if not search.space:
-            raise ConfigError("nas.search.space: spos searches a space over a module; name a registered space "
-                              "(e.g. {name: nb201}) or a factory ({factory: 'package.module:function'})")
+        s = self.section
         sampler_class(s.strategy).check_settings(getattr(s, s.strategy, None), f"nas.search.spos.{s.strategy}")
         if s.bn_recalibration.batches < 0 or s.score_batches < 0:
             raise ConfigError(f"nas.search.spos: bn_recalibration.batches ({s.bn_recalibration.batches}) and "

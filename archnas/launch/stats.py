@@ -22,7 +22,7 @@ from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError
 from archnas.model import Model, ModelDescBuilder, checked_genotype, desc_from_spec, genotype_to_desc, load_checked_desc
-from archnas.nas.spaces import check_space, module_space
+from archnas.nas.spaces import module_space
 from archnas.latency import SpaceCosts, check_cost_model, exact_cost_models, latency_models
 from archnas.stats import dataset_info, model_stats
 
@@ -41,16 +41,16 @@ def _stats_desc(conf: ExperimentConf, args: Any, info: DatasetInfo) -> tuple[str
 
 
 def _space_stats(conf: ExperimentConf, args: Any, info: DatasetInfo) -> dict[str, Any]:
-    space = module_space(conf.nas.search.space)
-    if space is None:
+    if not conf.nas.search.space:
         raise ConfigError("--space / --arch count a space over a module; this config searches DARTS cells "
                           "(nas.search.space is empty): use --supernet, --desc or --genotype")
     shape = [info.channels, *info.image_size]
-    supernet = check_space(space, info)
+    space = module_space(conf.nas.search.space)
+    supernet = space.supernet(info)
     out: dict[str, Any] = {"space": space.description(), "dataset": conf.dataset.name, "input_shape": shape,
-                           "n_classes": info.n_classes, "space_fingerprint": supernet.fingerprint()}
+                           "n_classes": info.n_classes, "space_fingerprint": supernet.labels_key()}
     if args.arch:
-        arch = supernet.check_arch(space.parse(args.arch, supernet.fingerprint()))
+        arch = supernet.check_arch(space.parse(args.arch, info, supernet.labels_key()))
         return {**out, "model": "architecture", "arch": arch, **model_stats(space.network(arch, info), shape)}
     costs = SpaceCosts.from_conf(conf.nas.search.cost, supernet.specs, lambda arch: space.network(arch, info), shape,
                                  seed=conf.common.seed)

@@ -37,17 +37,12 @@ from torch import nn
 from archnas.config.schema import EvalMode
 from archnas.context import PhaseContext
 from archnas.descs.dataset_info import DatasetInfo
-from archnas.descs.desc_io import save_desc
-from archnas.descs.model_desc import ModelDesc
 from archnas.distributed import barrier
 from archnas.errors import ConfigError
-from archnas.model import Model, ModelDescBuilder, desc_from_spec
 from archnas.model.model_file import InputSpec, read_model_file, save_model_file, update_model_file_info
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import SearchResult, load_data
-from archnas.nas.spaces import ModuleSpace, check_space, eval_space
-from archnas.space import freeze
-from archnas.space.arch_io import save_arch
+from archnas.nas.spaces import eval_space
 from archnas.stats import dataset_info, model_stats
 from archnas.training.checkpoint import LAST, read_checkpoint
 from archnas.training.hooks import HookBase
@@ -60,16 +55,17 @@ BEST_MODEL, LAST_MODEL = "model_best.pt", "model_last.pt"
 
 
 def check_eval_mode(conf: Any) -> None:
-    """`nas.eval.mode: tune` fine-tunes the searched supernet's own weights: there must be one (a
-    space over a module) and the eval must not name another macro of it (`nas.eval.space`)."""
+    """`nas.eval.mode: tune` fine-tunes the searched supernet's own weights: its space must cut
+    networks out of a supernet, and the eval must not name another macro of it (`nas.eval.space`)."""
     if conf.nas.eval.mode != EvalMode.tune:
         return
     if conf.nas.eval.space:
         raise ConfigError("nas.eval.mode: tune fine-tunes the searched supernet itself; leave nas.eval.space "
                           "empty (the search's space)")
-    if not conf.nas.search.space:
-        raise ConfigError("nas.eval.mode: tune fine-tunes a searched space over a module (nas.search.space); "
-                          "DARTS cells are retrained (nas.eval.mode=retrain)")
+    refusal = eval_space(conf).tune_refusal()
+    if refusal is not None:
+        raise ConfigError(refusal)
+
 
 class SaveBestModel(HookBase):
     """`model_best.pt` whenever the val top-1 improves (rank 0): the model selection of the eval."""
@@ -89,7 +85,7 @@ class SaveBestModel(HookBase):
 
 @dataclass
 class Network:
-    """What the eval phase trains: a desc-built Model, or the network of a module space's architecture."""
+    """What the eval phase trains: the network of one architecture of its space."""
 
     fingerprint: str  # what its checkpoints and marker must match
     what: str  # for the log
@@ -113,54 +109,39 @@ class Evaluater(Phase):
                            "nas.eval.final_desc to a desc file, a genotype string or a name such as DARTS_V2 (for a "
                            "module space: an architecture file, a {label: choice} mapping or a NAS-Bench-201 string)")
 
-    def full_desc(self, info: DatasetInfo) -> ModelDesc:
-        """The DARTS network to train: the chosen cells copied into the eval macro."""
-        conf = self.section
-        if conf.final_desc:
-            return desc_from_spec(conf.final_desc, conf.model_desc, info)
-        searched = self.searched()
-        if searched is None or searched.final_desc is None:
-            raise self._no_architecture()
-        return ModelDescBuilder().build(conf.model_desc, info, template=searched.final_desc)
-
     def network(self, info: DatasetInfo) -> Network:
+        """The network of `nas.eval.final_desc`, else of the search's architecture, in the eval's
+        space: from scratch (`retrain`) or cut out of the searched supernet with its weights (`tune`)."""
         conf = self.section
         check_eval_mode(self.run.conf)
         space = eval_space(self.run.conf)
-        if space is None:
-            desc = self.full_desc(info)
-            return Network(desc.fingerprint(), f"{len(desc.cells)} cells", lambda: Model(desc, droppath=True, affine=True),
-                           lambda folder: save_desc(desc, folder / "full_model_desc.yaml"))
         if conf.final_desc:
-            arch = space.parse(conf.final_desc)
+            arch = space.parse(conf.final_desc, info)
         else:
             searched = self.searched()
-            if searched is None or searched.arch is None:
+            if searched is None:
                 raise self._no_architecture()
             arch = searched.arch
-        arch = check_space(space, info).check_arch(arch)
-        record = {**space.description(), "input_shape": [info.channels, *info.image_size],
-                  "n_classes": info.n_classes, "arch": arch}
-        if conf.mode == EvalMode.tune:
-            build = lambda: self.inherited(space, arch, info)  # noqa: E731
+        arch = space.check(arch, info)
+        tune = conf.mode == EvalMode.tune
+        if tune:
+            build = lambda: space.tuned(arch, info, self.supernet_state(), self.strategy)  # noqa: E731
         else:
             build = lambda: space.network(arch, info)  # noqa: E731
-        return Network(space.fingerprint(arch) + f"-{conf.mode}", f"{space.title} at {arch} ({conf.mode})", build,
-                       lambda folder: save_arch(folder, arch, space.title, None), record)
+        return Network(space.network_fingerprint(arch, info, tune), f"{space.describe(arch)} ({conf.mode})", build,
+                       lambda folder: space.save_network(folder, arch, info), space.model_file_space(arch, info))
 
-    def inherited(self, space: ModuleSpace, arch: dict[str, Any], info: DatasetInfo) -> nn.Module:
-        """The searched supernet's network at `arch`, with the weights the search trained."""
-        path = self.run.exp_dir / self.strategy.supernet_folder / LAST
+    def supernet_state(self) -> dict[str, Any]:
+        """The weights the search trained (the last checkpoint of the supernet's phase)."""
+        path = self.run.exp_dir / self.strategy.supernet_phase() / LAST
         if not path.is_file():
             raise ConfigError(f"nas.eval.mode: tune needs the search's supernet, {path}, which does not exist")
-        supernet = check_space(space, info)
-        supernet.load_state_dict(read_checkpoint(path)["state"]["model"])
-        return freeze(supernet, arch)
+        return read_checkpoint(path)["state"]["model"]
 
     def inputs(self) -> tuple[str, ...]:
         if self.section.final_desc:
             return ()
-        return ("search", self.strategy.supernet_folder) if self.section.mode == EvalMode.tune else ("search",)
+        return ("search", self.strategy.supernet_phase()) if self.section.mode == EvalMode.tune else ("search",)
 
     def stale(self) -> bool:
         """An eval is stale when the architecture it trains changed (the search trained on to

@@ -16,7 +16,7 @@ from archnas.data.split import make_split
 from archnas.latency import check_limits_reachable, given_limits
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.ranking import check_ranking_count
-from archnas.nas.spaces import check_space, module_space
+from archnas.nas.spaces import space_of
 from archnas.nas.subnet_search import SubnetSearchPhase
 from archnas.stats import dataset_info
 
@@ -58,11 +58,9 @@ def check_subnet_search(experiment: Experiment) -> None:
     searched = [p(experiment) for p in experiment.strategy.phases if issubclass(p, SubnetSearchPhase)]
     if any((p.dir / p.marker).is_file() for p in searched):
         return
-    space = module_space(search.space)
-    if space is None:
-        return  # Strategy.check refused it already
+    space = space_of(search)
     info = dataset_info(conf.dataset, conf.common.cache_dir)
-    supernet = check_space(space, info)
+    supernet = space.supernet(info)
     SubnetSearchPhase.check_space(experiment.strategy.section, supernet.specs)
     if search.ranking_check.n_archs:
         check_ranking_count(supernet.specs, search.ranking_check.n_archs)

@@ -27,12 +27,11 @@ from archnas.context import PhaseContext
 from archnas.data import DataBundle
 from archnas.data.loader import Batch
 from archnas.distributed import agree_max
-from archnas.errors import ConfigError
 from archnas.nas.arch_optimizer import ArchOptimizer, arch_optimizer_name, bind_weighting, register_arch_optimizer
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import load_data
-from archnas.nas.spaces import check_space, module_space
+from archnas.nas.spaces import space_of
 from archnas.space.choice import sample_choice
 from archnas.space.model import SearchSpaceModel
 from archnas.training.checkpoint import Stateful
@@ -100,6 +99,7 @@ class Pretrain(Phase):
     name = "pretrain"
     section_key = "nas.search"
     marker = MARKER
+    trains_supernet = True  # its checkpoint is what the search scores subnets of and the eval may tune
     # Keys of nas.search the pretraining does not read: changing them reuses a finished pretrain;
     # nor does it read any of the algorithm's own (nas.search.spos: how subnets are searched).
     unread_keys = ("cost", "ranking_check", "finalizer", "post_train", "combinations")
@@ -107,12 +107,9 @@ class Pretrain(Phase):
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
-        space = module_space(conf.space)
-        if space is None:
-            raise ConfigError(f"nas.search.space: {self.strategy.name} pretrains a space over a module; name one "
-                              "(e.g. {name: nb201}) or a factory")
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        model = check_space(space, data.info)
+        model = space.supernet(data.info)
         ctx.log.info(f"pretrain: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
                      f"{len(model.specs)} choices; architecture optimizer {arch_optimizer_name(self.strategy)}; "
                      f"{len(data.parts['train'])} train images")

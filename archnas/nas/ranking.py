@@ -29,7 +29,7 @@ from archnas.nas.registry import algorithm_class
 from archnas.nas.samplers import RandomSampling, Row
 from archnas.nas.searcher import load_data
 from archnas.nas.selection import InheritedWeights, Standalone, select
-from archnas.nas.spaces import module_space
+from archnas.nas.spaces import space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.training.trainer import Trainer
 from archnas.trials import Trial
@@ -85,7 +85,7 @@ class StandaloneArch(Phase):
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
-        space = module_space(conf.space)
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
         trainer_conf = dataclasses.replace(conf.trainer, epochs=conf.ranking_check.epochs)
         net = space.network(self.arch, data.info)
@@ -121,14 +121,14 @@ class RankingCheck(Phase):
     marker = RANKING_FILE
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.strategy.supernet_folder,)
+        return (self.strategy.supernet_phase(),)
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
         check = conf.ranking_check
-        space = module_space(conf.space)
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_folder)
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase())
         specs = supernet.specs
         check_ranking_count(specs, check.n_archs)
         sampler = RandomSampling([option_count(s) for s in specs.values()], check.n_archs, check.n_archs,

@@ -1,61 +1,52 @@
-"""Searcher: the search phase of a supernet algorithm.
+"""Searcher: the search phase of a supernet algorithm, over any search space.
 
-supernet desc -> model -> ArchTrainer.fit -> finalize -> (post-train) -> final desc. The
-algorithm's strategy says what the supernet's edges compute, how its architecture weights are
-computed and stepped, and how the trained supernet is finalized.
+space -> supernet -> ArchTrainer.fit -> export -> (post-train) -> the architecture. The space
+(`archnas.nas.spaces`: DARTS cells of `nas.search.model_desc`, or a space over a module,
+`nas.search.space`) builds the supernet with the strategy's edges and weighting and turns the
+trained supernet into an architecture (the strategy's Finalizers for cells, the strongest choice
+of every label for a module space); the same trainer trains either.
 
-The phase folder ends up with `full_model_desc.yaml` (the supernet), `final_model_desc.yaml`
-(plain YAML), `genotype.txt` (DARTS format, when the cell has that shape), `split.json` (which
-images were held out for the alphas) and, written last, `search_result.json`: the completion
-marker. With `nas.search.combinations.enabled` the phase runs one such search per macro
-combination (`archnas.nas.search_combinations`) and keeps the best. A DARTS result is also
-written as an architecture under NNI's DARTS labels (`arch.yaml`, `arch.json`).
-
-With `nas.search.space` set the supernet is a `SearchSpaceModel` over that space's module instead
-(`archnas.nas.spaces`): the same trainer trains it, and the result is its architecture (`arch.yaml`
-and `arch.json`: `{label: choice}`) with `space.yaml` describing the space it belongs to.
+The phase folder ends up with the supernet's description (`full_model_desc.yaml` for cells,
+`space.yaml` for a module space), the architecture (`final_model_desc.yaml`, `genotype.txt` when
+the cell has DARTS's shape, and `arch.yaml`/`arch.json` under NNI's DARTS labels; or
+`arch.yaml`/`arch.json` as `{label: choice}`), `split.json` (which images were held out for the
+alphas) and, written last, `search_result.json`: the completion marker. With
+`nas.search.combinations.enabled` the phase runs one such search per macro combination
+(`archnas.nas.search_combinations`) and keeps the best.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
-
-import yaml
+from typing import Any, ClassVar, Optional
 
 from archnas.context import PhaseContext
 from archnas.data import DataBundle, build_data
-from archnas.descs.desc_io import load_desc, save_desc
-from archnas.descs.genotypes import desc_to_genotype
+from archnas.descs.dataset_info import DatasetInfo
 from archnas.descs.model_desc import ModelDesc
-from archnas.errors import ConfigError, DescError, SpaceError
+from archnas.errors import ConfigError
 from archnas.model import Model
-from archnas.nas.arch_optimizer import bind_weighting
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
-from archnas.nas.spaces import ARCH_FILE, ModuleSpace, check_space, module_space
-from archnas.space.arch_io import arch_document, genotype_to_arch, parse_arch, save_arch
+from archnas.nas.spaces import space_of
 from archnas.space.store import Searchable
 from archnas.training.trainer import Trainer
 from archnas.utils import atomic
 
 RESULT_FILE = "search_result.json"
-FINAL_DESC_FILE = "final_model_desc.yaml"
-FULL_DESC_FILE = "full_model_desc.yaml"
-SPACE_FILE = "space.yaml"
 
 
 @dataclass
 class SearchResult:
-    """A DARTS cell search gives a final desc; a search over a module space an architecture
-    (`arch`); `final_desc_path` is the file a user hands to the eval phase either way."""
+    """The architecture a search found, in its space's form (a final desc for DARTS cells,
+    `{label: choice}` for a module space); `final_desc_path` is the file a user hands to the eval
+    phase either way."""
 
-    final_desc: Optional[ModelDesc]
+    arch: Any
     final_desc_path: Path
     genotype: Optional[str]
     metrics: dict[str, Any]
-    arch: Optional[dict[str, Any]] = None
 
 
 def load_data(ctx: PhaseContext, loader_conf) -> DataBundle:
@@ -72,13 +63,6 @@ def load_data(ctx: PhaseContext, loader_conf) -> DataBundle:
     return data
 
 
-def genotype_or_none(desc: ModelDesc) -> Optional[str]:
-    try:
-        return str(desc_to_genotype(desc))
-    except DescError:
-        return None  # not a DARTS-shaped cell (e.g. max_final_edges != 2): the desc file says it all
-
-
 class SearchPhase(Phase):
     """What every search phase shares: its marker and result, and the optional post-train."""
 
@@ -87,30 +71,8 @@ class SearchPhase(Phase):
     marker = RESULT_FILE
 
     def load(self, done: dict[str, Any]) -> SearchResult:
-        if "arch" in done:
-            path = self.dir / ARCH_FILE
-            self._check_arch_file(path, done)
-            return SearchResult(None, path, done.get("genotype"), done.get("metrics", {}), done["arch"])
-        path = self.dir / done.get("final_desc", FINAL_DESC_FILE)
-        final = load_desc(path)
-        if final.fingerprint() != done.get("final_desc_fingerprint"):
-            raise DescError(f"{path} does not match the search result recorded in {self.dir / RESULT_FILE}; "
-                            "it was changed after the search finished")
-        return SearchResult(final, path, done.get("genotype"), done.get("metrics", {}))
-
-    def _check_arch_file(self, path: Path, done: dict[str, Any]) -> None:
-        """The architecture file is what users hand on (result.json names it as the final desc):
-        a deleted or edited one would quietly disagree with the architecture the eval trains."""
-        recorded = arch_document(done["arch"], "", None)["arch"] if isinstance(done["arch"], dict) else done["arch"]
-        try:
-            found: Any = parse_arch(str(path), done.get("space_fingerprint"))
-            problem = "it holds another architecture"
-        except SpaceError as exc:
-            found, problem = None, str(exc)
-        if found != recorded:
-            raise DescError(f"{path} does not match the search result recorded in {self.dir / RESULT_FILE} ({problem}): "
-                            "it was deleted or changed after the search finished; restore it, or pass --restart to "
-                            "run the search again (the old folder is kept)")
+        arch, path, genotype = space_of(self.run.conf.nas.search).load(self.dir, done, self.dir / self.marker)
+        return SearchResult(arch, path, genotype, done.get("metrics", {}))
 
     def summary(self, result: SearchResult) -> dict[str, Any]:
         return {**result.metrics, "genotype": result.genotype, "final_desc": str(result.final_desc_path),
@@ -121,28 +83,24 @@ class SearchPhase(Phase):
         lines.append(f"  search: {summary.get('search_time', 0):.0f}s, final desc {summary.get('final_desc')}")
         return lines
 
-    def save_result(self, ctx: PhaseContext, final: ModelDesc, metrics: dict[str, Any]) -> SearchResult:
-        """The final desc, its genotype and, last, the marker."""
-        conf = ctx.conf
-        if conf.post_train.trainer.epochs > 0:
-            metrics["post_train"] = PostTrain(self.experiment, f"{self.folder}/post_train", self.run, final).execute()
-        path = ctx.dir / FINAL_DESC_FILE
-        genotype = genotype_or_none(final)
-        if ctx.is_main:
-            save_desc(final, path)
-            if genotype is not None:
-                atomic.write_text(ctx.dir / "genotype.txt", genotype + "\n")
-                save_arch(ctx.dir, genotype_to_arch(desc_to_genotype(final)), "darts_cells", None)
-        self.write_marker(ctx, {"final_desc": FINAL_DESC_FILE, "final_desc_fingerprint": final.fingerprint(),
-                                "genotype": genotype, "metrics": metrics})
-        if genotype:
-            ctx.log.info(f"final genotype: {genotype}")
-        return SearchResult(final, path, genotype, metrics)
+    def save_result(self, ctx: PhaseContext, arch: Any, metrics: dict[str, Any],
+                    info: Optional[DatasetInfo] = None) -> SearchResult:
+        """The architecture in the space's files and, last, the marker (`info`: the images'
+        shape, which a module space's architecture file records the labels of)."""
+        space = space_of(ctx.conf)
+        if ctx.conf.post_train.trainer.epochs > 0:
+            metrics["post_train"] = PostTrain(self.experiment, f"{self.folder}/post_train", self.run, arch).execute()
+        fields, path = space.save(ctx.dir, arch, info, write=ctx.is_main)
+        self.write_marker(ctx, {**fields, "metrics": metrics})
+        ctx.log.info(f"final architecture: {space.describe(arch)}")
+        return SearchResult(arch, path, fields.get("genotype"), metrics)
 
 
 class Searcher(SearchPhase):
     """The supernet search: train the supernet's weights and architecture parameters together,
-    then finalize it."""
+    then export it."""
+
+    trains_supernet: ClassVar[bool] = True  # its checkpoint is what `nas.eval.mode: tune` inherits
 
     def work(self, ctx: PhaseContext) -> SearchResult:
         if ctx.conf.trainer.epochs < 1 and ctx.conf.finalizer.type != "random":
@@ -160,78 +118,30 @@ class Searcher(SearchPhase):
         return self.search(ctx)
 
     def search(self, ctx: PhaseContext) -> SearchResult:
-        conf = ctx.conf
-        space = module_space(conf.space)
-        if space is not None:
-            return self.search_module(ctx, space)
-        data = load_data(ctx, conf.loader)
-        desc = self.strategy.supernet_builder().build(conf.model_desc, data.info)
-        ctx.write(lambda: save_desc(desc, ctx.dir / FULL_DESC_FILE))
-        model = self.build_model(desc)
-        ctx.log.info(
-            f"search: supernet of {conf.model_desc.n_cells} cells, {sum(p.numel() for p in model.weights()):,} weights, "
-            f"{sum(p.numel() for p in model.arch_params()):,} architecture parameters; "
-            f"{len(data.parts['train'])} train / {len(data.parts['val'])} val images"
-        )
-        trainer = self.build_trainer(ctx, model, desc.fingerprint(), data)
-        history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
-        final = self.strategy.finalizers().finalize_model(model, desc)
-        metrics = {
-            "search_time": sum(r.get("epoch_time", 0.0) for r in history.records),
-            "epochs": len(history.records),
-            "best_val_top1": history.best_value,
-            "final_val_top1": history.last.get("val_top1") if history.last else None,
-            "supernet_fingerprint": desc.fingerprint(),
-            "alphas": trainer.alpha_summary(),  # mean edge entropy at the start and the end, per cell type
-        }
-        return self.save_result(ctx, final, metrics)
-
-    def search_module(self, ctx: PhaseContext, space: ModuleSpace) -> SearchResult:
-        """The search over a module space: its SearchSpaceModel trained by the same ArchTrainer,
-        then the strongest choice of every label."""
+        space = space_of(ctx.conf)
         data = load_data(ctx, ctx.conf.loader)
-        model = check_space(space, data.info)
-        bind_weighting(self.strategy, model.arch)
-        fingerprint = space.fingerprint()
-        ctx.write(lambda: atomic.write_text(ctx.dir / SPACE_FILE, yaml.safe_dump(
-            {"space": space.description(), "space_fingerprint": model.fingerprint(),
-             "labels": {label: [str(c) for c in spec.choices] for label, spec in model.specs.items()}},
-            sort_keys=False)))
-        ctx.log.info(f"search: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
-                     f"{len(model.specs)} choices ({sum(p.numel() for p in model.arch_params()):,} architecture "
-                     f"parameters); {len(data.parts['train'])} train / {len(data.parts['val'])} val images")
+        model = space.supernet(data.info, self.strategy)
+        ctx.write(lambda: space.save_supernet(ctx.dir, model))
+        ctx.log.info(f"search: {space.describe_supernet(model)}; {len(data.parts['train'])} train / "
+                     f"{len(data.parts['val'])} val images")
+        fingerprint = space.supernet_fingerprint(model)
         trainer = self.build_trainer(ctx, model, fingerprint, data)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
-        arch = self.strategy.export(model)
+        arch = space.export(model, self.strategy)
         metrics = {
             "search_time": sum(r.get("epoch_time", 0.0) for r in history.records),
             "epochs": len(history.records),
             "best_val_top1": history.best_value,
             "final_val_top1": history.last.get("val_top1") if history.last else None,
             "supernet_fingerprint": fingerprint,
-            "alphas": trainer.alpha_summary(),
+            "alphas": trainer.alpha_summary(),  # mean edge entropy at the start and the end, per label
         }
-        path = ctx.dir / ARCH_FILE
-        if ctx.is_main:
-            save_arch(ctx.dir, arch, space.title, model.fingerprint())
-        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": model.fingerprint(),
-                                "metrics": metrics})
-        ctx.log.info(f"final architecture: {arch}")
-        return SearchResult(None, path, None, metrics, arch)
+        return self.save_result(ctx, arch, metrics, data.info)
 
     def build_trainer(self, ctx: PhaseContext, model: Searchable, fingerprint: str, data: DataBundle) -> ArchTrainer:
         """The trainer of the search (also what `scripts/bench_supernet.py` times)."""
         return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
                            val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, fingerprint))
-
-    def build_model(self, desc: ModelDesc) -> Model:
-        """DARTS searches with non-affine BatchNorm in the cells and no drop-path; the
-        architecture optimizer says how the architecture parameters are weighted."""
-        model = Model(desc, droppath=False, affine=False)
-        if model.arch is None:
-            raise DescError("the search supernet has no mixed-op edges (nas.search.model_desc.primitives is empty?)")
-        bind_weighting(self.strategy, model.arch)
-        return model
 
 
 class PostTrain(Phase):

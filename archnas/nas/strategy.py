@@ -12,7 +12,8 @@ An algorithm is a module with one `Strategy` subclass, registered by name:
 It says, over the one shared machinery (ArchTrainer, bilevel step, Finalizers, phases,
 checkpoints, CLI):
 - its recipe: the stages that run, in order (`phases`: search then eval by default; `manual`: eval
-  only; `nas.extra_stages` appends registered stages after them);
+  only; `nas.extra_stages` appends registered stages after them), and which search spaces it can
+  drive (`supports`: DARTS cells, spaces over a module, or both);
 - what the supernet's edges compute (`mixed_op`) and how architecture parameters become one
   forward's weights (`weighting`: softmax for DARTS);
 - what trains them (`arch_optimizer`: the name of a registered architecture optimizer, the
@@ -25,7 +26,9 @@ Every method has the DARTS default, so an algorithm overrides only what it chang
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from torch import nn
 
 from archnas.config.schema import ExperimentConf
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
@@ -36,13 +39,13 @@ from archnas.nas.arch_optimizer import build_arch_optimizer
 from archnas.nas.evaluater import Evaluater, check_eval_mode
 from archnas.nas.finalizers import Finalizers, RandomFinalizers, random_arch_seed
 from archnas.nas.searcher import Searcher
+from archnas.nas.spaces import Space, space_of
 from archnas.space.store import Weighting
 from archnas.training.hooks import HookBase
 
 if TYPE_CHECKING:
     from archnas.model.model import Model
     from archnas.nas.phase import Phase
-    from archnas.space.model import SearchSpaceModel
 
 
 class Strategy:
@@ -53,13 +56,9 @@ class Strategy:
     first_order_only: ClassVar[Optional[str]] = None
     # DDP must be told when a supernet's forward leaves parameters without gradient.
     find_unused_parameters: ClassVar[bool] = False
-    # Whether it searches spaces over a module (`nas.search.space`) as well as DARTS cells.
-    searches_modules: ClassVar[bool] = True
     # What `nas.search.finalizer.type: default | random` build.
     default_finalizers: ClassVar[type[Finalizers]] = Finalizers
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
-    # The phase folder whose checkpoint holds the trained supernet (what `nas.eval.mode: tune` inherits).
-    supernet_folder: ClassVar[str] = "search"
 
     def __init__(self, conf: ExperimentConf):
         self.conf = conf
@@ -69,10 +68,12 @@ class Strategy:
     def check(self) -> None:
         """Refuse settings this algorithm cannot honour, before anything runs (ConfigError)."""
         search = self.conf.nas.search
+        if any(p.section_key == "nas.search" for p in self.phases):
+            space = space_of(search)
+            refusal = self.supports(space)
+            if refusal is not None:
+                raise ConfigError(f"{space.key}: {self.name} cannot search {space.title}: {refusal}")
         if search.space and any(p.section_key == "nas.search" for p in self.phases):
-            if not self.searches_modules:
-                raise ConfigError(f"nas.search.space: {self.name} searches DARTS cells only (nas.search.model_desc); "
-                                  "search a space over a module with darts or gdas")
             if search.combinations.enabled or search.post_train.trainer.epochs > 0:
                 raise ConfigError("nas.search.space: combinations and post_train vary or train DARTS cells; turn them "
                                   "off (nas.search.combinations.enabled=false, nas.search.post_train.trainer.epochs=0)")
@@ -98,6 +99,21 @@ class Strategy:
                 "(confs/darts.yaml: 0.5)"
             )
 
+    # -- the space ---------------------------------------------------------------------------
+
+    def supports(self, space: Space) -> Optional[str]:
+        """Why this algorithm cannot drive `space` (one sentence), or None when it can."""
+        return None
+
+    def supernet_phase(self) -> str:
+        """The folder of the phase of the recipe that trains the supernet (a phase class with
+        `trains_supernet`): what `nas.eval.mode: tune` and subnet scoring inherit weights from."""
+        phase = next((p for p in self.phases if getattr(p, "trains_supernet", False)), None)
+        if phase is None:
+            raise ConfigError(f"nas.eval.mode: tune fine-tunes a trained supernet, but {self.name} trains none; use "
+                              "nas.eval.mode=retrain")
+        return phase.name
+
     # -- the supernet ------------------------------------------------------------------------
 
     def mixed_op(self, primitives: list[str], conv: ConvMacroParams, stride: int) -> OpDesc:
@@ -110,6 +126,11 @@ class Strategy:
     def weighting(self) -> Weighting:
         """How the architecture parameters become one forward's weights (DARTS: softmax)."""
         return Weighting()
+
+    def build_module_supernet(self, build: Callable[[], nn.Module]) -> nn.Module:
+        """The model of a space over a module, built for this algorithm's supernet (`build()` makes
+        it; PC-DARTS builds it with partial-channel edges); a SpaceError says why it cannot be."""
+        return build()
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -129,10 +150,6 @@ class Strategy:
         return {}
 
     # -- discretizing ------------------------------------------------------------------------
-
-    def export(self, model: "SearchSpaceModel") -> dict[str, Any]:
-        """The architecture a searched module space ends with: the strongest choice of every label."""
-        return model.export()
 
     def finalizers(self) -> Finalizers:
         search = self.conf.nas.search

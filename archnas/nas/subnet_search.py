@@ -29,7 +29,7 @@ from archnas.nas.samplers import Genomes, Sampler, build_sampler, sampler_class
 from archnas.nas.pareto import write_pareto
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.selection import InheritedWeights, select
-from archnas.nas.spaces import ARCH_FILE, ModuleSpace, module_space
+from archnas.nas.spaces import ModuleSpace, space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
 from archnas.space.arch_io import save_arch
 from archnas.space.model import SearchSpaceModel
@@ -59,14 +59,14 @@ class SubnetSearchPhase(SearchPhase):
     picks_subnets: ClassVar[bool] = True  # a strategy with this phase takes cost limits and the ranking check
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.strategy.supernet_folder,)
+        return (self.strategy.supernet_phase(),)
 
     def work(self, ctx: PhaseContext) -> SearchResult:
         conf = ctx.conf
         section = self.strategy.section
-        space = module_space(conf.space)
+        space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_folder)
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase())
         shape = [data.info.channels, *data.info.image_size]
         costs = SpaceCosts.from_conf(conf.cost, supernet.specs, lambda arch: space.network(arch, data.info), shape,
                                      seed=ctx.seed)
@@ -149,11 +149,11 @@ class SubnetSearchPhase(SearchPhase):
                      + ", ".join(f"{n} {chosen[n]:,.6g}" for n in names)
                      + ("" if not limits else f"; limits {limits.describe()}"))
         if ctx.is_main:
-            save_arch(ctx.dir, arch, space.title, supernet.fingerprint())
-        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": supernet.fingerprint(),
+            save_arch(ctx.dir, arch, space.title, supernet.labels_key())
+        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": supernet.labels_key(),
                                 "metrics": metrics})
         ctx.log.info(f"final architecture: {arch}")
-        return SearchResult(None, ctx.dir / ARCH_FILE, None, metrics, arch)
+        return SearchResult(arch, ctx.dir / "arch.yaml", None, metrics)
 
     def summary(self, result: SearchResult) -> dict[str, Any]:
         return {**result.metrics, "final_desc": str(result.final_desc_path), "arch": result.arch,

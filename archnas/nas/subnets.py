@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from archnas.context import PhaseContext
 from archnas.data.loader import Batch
 from archnas.errors import ConfigError
-from archnas.nas.spaces import ModuleSpace, check_space
+from archnas.nas.spaces import Space
 from archnas.space.model import SearchSpaceModel
 from archnas.training.checkpoint import LAST, read_checkpoint
 from archnas.training.bn_recalibration import recalibrate_bn
@@ -47,13 +47,13 @@ class SubnetScorer:
         return float(self.evaluate(arch)["val_top1"])
 
 
-def inherited_supernet(space: ModuleSpace, ctx: PhaseContext, info: Any, folder: str) -> SearchSpaceModel:
+def inherited_supernet(space: Space, ctx: PhaseContext, info: Any, folder: str) -> SearchSpaceModel:
     """The supernet with the weights the `folder` phase (pretrain) trained."""
     path = ctx.run.exp_dir / folder / LAST
     if not path.is_file():
         raise ConfigError(f"the search needs the pretrained supernet {path}, which does not exist; run the "
                           f"{folder} phase (drop --no-search)")
-    supernet = check_space(space, info)
+    supernet = space.supernet(info)
     supernet.load_state_dict(read_checkpoint(path)["state"]["model"])
     return supernet.to(ctx.device)
 

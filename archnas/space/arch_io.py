@@ -2,7 +2,7 @@
 
     schema_version: 1
     space: nb201                      # what the labels belong to (a name, a factory, or darts_cells)
-    space_fingerprint: 3f0c...        # SearchSpaceModel.fingerprint(): loading into another space fails
+    space_fingerprint: 3f0c...        # SearchSpaceModel.labels_key(): loading into another space fails
     arch: {cell__0_1: conv_3x3, ...}
 
 written as safe YAML (`arch.yaml`) and JSON (`arch.json`, what NNI users exchange), atomically.

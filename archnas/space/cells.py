@@ -33,6 +33,7 @@ from archnas.ops.frozen import DenseCell, FixedCell, dense_cell_forward
 from archnas.ops.registry import Op, registered_ops
 from archnas.space.choices import InputChoice, LayerChoice
 from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
+from archnas.space.partial import PartialChannelLayerChoice, current_partial_channels
 
 OpCandidates = Union[Sequence[Any], Mapping[str, Any]]
 
@@ -172,13 +173,21 @@ def _dense_layers(op_candidates: OpCandidates, in_features: int, out_features: i
     items = list(op_candidates.items()) if isinstance(op_candidates, Mapping) else list(enumerate(op_candidates))
     if not items or not all(callable(f) for _, f in items):
         raise SpaceError("NasBench201Cell: op_candidates must be factories f(in_features, out_features) -> module")
+    k = current_partial_channels()
     layers = []
     for t in range(1, num_tensors):
         edges = []
         for j in range(t):
             width = in_features if j == 0 else out_features
-            edges.append(LayerChoice(OrderedDict((key, f(width, out_features)) for key, f in items),
-                                     label=f"{label}__{j}_{t}"))
+            if k is None:
+                edges.append(LayerChoice(OrderedDict((key, f(width, out_features)) for key, f in items),
+                                         label=f"{label}__{j}_{t}"))
+                continue
+            if width != out_features or width % k:
+                raise SpaceError(f"NasBench201Cell {label}__{j}_{t}: partial channels (k={k}) need an edge of C -> C "
+                                 f"channels with k dividing C; it maps {width} -> {out_features}")
+            edges.append(PartialChannelLayerChoice(OrderedDict((key, f(width // k, width // k)) for key, f in items),
+                                                   k, label=f"{label}__{j}_{t}"))
         layers.append(edges)
     return layers
 

@@ -172,8 +172,12 @@ class SearchSpaceModel(Searchable):
     def specs(self) -> dict[str, ChoiceSpec]:
         return self.arch.specs
 
-    def fingerprint(self) -> str:
-        """A stable hash of the space's labels and candidates (what an architecture file is checked against)."""
+    def labels_key(self) -> str:
+        """A stable hash of the space's labels and candidates: what an architecture file records
+        (`space_fingerprint`) and is checked against. Not the space's fingerprint (that is
+        `archnas.nas.spaces.ModuleSpace.fingerprint`, of the space and its parameters): an
+        architecture applies to every macro of a space with these labels (a search at C=8, its
+        eval at C=36)."""
         blob = json.dumps([[s.label, s.kind, [str(c) for c in s.choices], s.n_chosen] for s in self.specs.values()],
                           separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
