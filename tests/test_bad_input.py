@@ -234,6 +234,8 @@ ROWS = [
     cfg("nas.algo=dartz", match=r"unknown algorithm 'dartz'; registered: darts"),
     cfg("nas.search.arch_optimizer=bilevle", match=r"nas\.search\.arch_optimizer: unknown architecture optimizer "
                                                     r"'bilevle'; registered: bilevel"),
+    cfg("nas.algo=random", "nas.search.arch_optimizer=bilevel",
+        match=r"nas\.search\.arch_optimizer: 'bilevel', but random trains no supernet"),
     cfg("dataset.name=foo", match=r"unknown dataset 'foo'"),
     cfg("nas.search.model_desc.n_cells=0", match=r"n_cells: must be at least 1"),
     cfg("nas.search.model_desc.primitives=[foo]", match=r"primitives\[0\]: unknown op 'foo'"),

@@ -91,7 +91,13 @@ class Strategy:
         if picks_subnets:
             check_cost_conf(cost)  # names, values and counts checked before anything runs
         check_eval_mode(self.conf)
-        build_arch_optimizer(self).check()
+        trains = any(getattr(p, "trains_supernet", False) for p in self.phases)
+        if search.arch_optimizer and not trains:
+            raise ConfigError(f"nas.search.arch_optimizer: {search.arch_optimizer!r}, but {self.name} trains no supernet "
+                              f"(its stages: {', '.join(p.name for p in self.phases)}), so no architecture optimizer "
+                              "would run; leave it null")
+        if trains:
+            build_arch_optimizer(self).check()
         if any(p.section_key == "nas.search" for p in self.phases) and search.loader.val_ratio <= 0:
             raise ConfigError(
                 f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "
