@@ -65,22 +65,23 @@ _STAGE_SECTIONS: dict[str, type] = {}
 _CLASSES: dict[tuple[tuple[tuple[str, type], ...], tuple[tuple[str, type], ...]], type] = {}
 
 
-def register_search_section(name: str, cls: type) -> None:
-    """Add `nas.search.<name>`, whose keys and defaults are the dataclass `cls`."""
+def _add_section(table: dict[str, type], parent: type, path: str, name: str, cls: type) -> None:
+    """`<path>.<name>` becomes the dataclass `cls` in every config validated from now on."""
     if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"the config section of {name!r} must be a dataclass, got {cls!r}")
-    if name in _SEARCH_SECTIONS or name in {f.name for f in dataclasses.fields(SearchConf)}:
-        raise ValueError(f"config section nas.search.{name} is registered twice")
-    _SEARCH_SECTIONS[name] = cls
+        raise TypeError(f"the config section {path}.{name} must be a dataclass, got {cls!r}")
+    if name in table or name in {f.name for f in dataclasses.fields(parent)}:
+        raise ValueError(f"config section {path}.{name} is registered twice")
+    table[name] = cls
+
+
+def register_search_section(name: str, cls: type) -> None:
+    """Add `nas.search.<name>`, an algorithm's section, whose keys and defaults are the dataclass `cls`."""
+    _add_section(_SEARCH_SECTIONS, SearchConf, "nas.search", name, cls)
 
 
 def register_stage_section(name: str, cls: type) -> None:
     """Add `nas.<name>`, a registered stage's section, whose keys and defaults are the dataclass `cls`."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"the config section of stage {name!r} must be a dataclass, got {cls!r}")
-    if name in _STAGE_SECTIONS or name in {f.name for f in dataclasses.fields(NasConf)}:
-        raise ValueError(f"config section nas.{name} is registered twice")
-    _STAGE_SECTIONS[name] = cls
+    _add_section(_STAGE_SECTIONS, NasConf, "nas", name, cls)
 
 
 def experiment_conf_class() -> type[ExperimentConf]:
