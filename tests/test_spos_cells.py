@@ -125,6 +125,7 @@ def test_spos_searches_darts_cells_and_the_eval_retrains_them(tmp_path, capsys):
 @pytest.mark.parametrize("override,message", [
     ("nas.search.model_desc.primitives=[skip_connect, sep_conv_3x3]", r"spos .*has no 'none'"),
     ("nas.eval.mode=tune", r"tune"),
+    ("nas.search.ranking_check.n_archs=2", r"spos .*ranking check"),
 ])
 def test_spos_on_cells_refuses_what_it_cannot_do_with_one_line(tmp_path, capsys, override, message):
     code = main(["--config", str(REPO / "confs" / "darts.yaml"), f"common.results_dir={tmp_path}", "--exp-name", "c",
