@@ -62,7 +62,7 @@ def step_times(args: argparse.Namespace) -> dict:
         ctx = run.phase("pretrain", conf.nas.search)
         data = load_data(ctx, conf.nas.search.loader)
         space = module_space(conf.nas.search.space)
-        supernet = space.supernet(data.info)
+        supernet = space.supernet(data.info, phase.strategy)
         trainer = phase.build_trainer(ctx, supernet, space.fingerprint(), data)
         batch = next(data.loader("train", training=True).epoch(0))
         rounds = []

@@ -25,6 +25,7 @@ import archnas.hub  # noqa: F401
 from archnas.nas.samplers import Evolution, EvolutionSettings, RandomSampling
 from archnas.nas.pareto import pareto_front
 from archnas.nas.pretrain import step_arch
+from archnas.nas.spaces import module_space
 from archnas.nas.ranking import rank_correlations
 from archnas.space import SearchSpaceModel, create_space
 from archnas.training.bn_recalibration import recalibrate_bn
@@ -65,6 +66,9 @@ def kill_when(cmd: list[str], pattern: re.Pattern, reached) -> int:
     return proc.returncode
 
 
+NB201 = module_space({"name": "nb201", "C": 4, "N": 1})  # what draws the paths of tiny_space's supernet
+
+
 def tiny_space() -> SearchSpaceModel:
     return SearchSpaceModel(create_space("nb201", input_shape=(1, 8, 8), n_classes=10, C=4, N=1))
 
@@ -74,13 +78,14 @@ def tiny_space() -> SearchSpaceModel:
 
 def test_a_step_path_is_a_function_of_seed_and_step():
     space = tiny_space()
-    assert step_arch(space, 2, 7) == step_arch(tiny_space(), 2, 7)
-    paths = [step_arch(space, 2, s) for s in range(40)]
+    assert step_arch(NB201, space, 2, 7) == step_arch(NB201, tiny_space(), 2, 7)
+    paths = [step_arch(NB201, space, 2, s) for s in range(40)]
     assert len({json.dumps(p, sort_keys=True) for p in paths}) > 30, "the steps draw different paths"
-    assert step_arch(space, 3, 7) != step_arch(space, 2, 7) or step_arch(space, 3, 8) != step_arch(space, 2, 8)
+    assert (step_arch(NB201, space, 3, 7) != step_arch(NB201, space, 2, 7)
+            or step_arch(NB201, space, 3, 8) != step_arch(NB201, space, 2, 8))
     counts = {c: 0 for c in space.specs["cell__0_1"].choices}
     for s in range(500):
-        counts[step_arch(space, 0, s)["cell__0_1"]] += 1
+        counts[step_arch(NB201, space, 0, s)["cell__0_1"]] += 1
     assert min(counts.values()) > 60, f"uniform over the 5 candidates: {counts}"
 
 
@@ -141,7 +146,7 @@ def test_bn_recalibration_raises_the_inherited_accuracy_of_random_subnets():
     g = torch.Generator().manual_seed(0)
     for step in range(150):
         idx = torch.randint(0, 1200, (64,), generator=g)
-        space.set_architecture(step_arch(space, 0, step))
+        space.set_architecture(step_arch(NB201, space, 0, step))
         loss = torch.nn.functional.cross_entropy(space(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
@@ -159,7 +164,7 @@ def test_bn_recalibration_raises_the_inherited_accuracy_of_random_subnets():
         with torch.no_grad():
             return float((space(held_out[0]).argmax(1) == held_out[1]).float().mean())
 
-    archs = [step_arch(space, 99, i) for i in range(10)]
+    archs = [step_arch(NB201, space, 99, i) for i in range(10)]
     plain = sum(accuracy(a, False) for a in archs) / 10
     recalibrated = sum(accuracy(a, True) for a in archs) / 10
     assert recalibrated > plain + 0.05, (plain, recalibrated)

@@ -1,5 +1,12 @@
 """SPOS, single-path one-shot (Guo et al., "Single Path One-Shot Neural Architecture Search with
-Uniform Sampling", ECCV 2020), over any search space over a module (`nas.search.space`).
+Uniform Sampling", ECCV 2020), over a search space over a module (`nas.search.space`) or the
+DARTS cells (`nas.search.model_desc`).
+
+Over DARTS cells a path is a final cell genome (`archnas.nas.spaces.cells`): per cell type, per
+node, the kept inputs and one op (not `none`) per kept input. The supernet's edges run only the
+op of the path (`gdas_mixed_op` under fixed one-hot weights); an edge the path drops runs `none`,
+so the supernet computes the network of the path's final cells (the primitives must hold `none`).
+The eval retrains the chosen cells at `nas.eval`'s macro; tune cuts nothing out of cells.
 
 Phases, each with the one Trainer, checkpoints and resume:
 - `pretrain` (`archnas.nas.pretrain`): the supernet trained one uniformly sampled path per step
@@ -30,8 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import ConfigError
 from archnas.nas.evaluater import Evaluater
+from archnas.nas.finalizers import NONE_OP
 from archnas.nas.pretrain import Pretrain
 from archnas.nas.ranking import RankingCheck
 from archnas.nas.registry import register_algorithm
@@ -44,7 +53,7 @@ from archnas.nas.samplers import (
     sampler_class,
 )
 from archnas.nas.strategy import Strategy
-from archnas.nas.spaces import Space
+from archnas.nas.spaces import CellSpace, Space
 from archnas.nas.subnet_search import SubnetSearchPhase
 
 
@@ -82,10 +91,19 @@ class Spos(Strategy):
         return "uniform_paths"
 
     def supports(self, space: Space) -> Optional[str]:
-        if space.kind == "cells":
-            return ("its pretraining runs one sampled path of a space over a module per step; name one in "
-                    "nas.search.space (e.g. {name: nb201}) or a factory ({factory: 'package.module:function'})")
+        if isinstance(space, CellSpace) and NONE_OP not in space.conf.primitives:
+            return (f"a path of DARTS cells runs {NONE_OP!r} on the edges its nodes drop, and {space.key}.primitives "
+                    f"{list(space.conf.primitives)} has no {NONE_OP!r}; add it")
+        if isinstance(space, CellSpace) and self.conf.nas.search.ranking_check.n_archs:
+            return ("its ranking check (nas.search.ranking_check.n_archs) trains architectures of a space over a "
+                    "module; set it to 0 for DARTS cells")
         return None
+
+    def mixed_op(self, primitives: list[str], conv: ConvMacroParams, stride: int) -> OpDesc:
+        """A cell supernet's edge runs only its path's op (the one-hot weights' chosen candidate)."""
+        op = super().mixed_op(primitives, conv, stride)
+        op.name = "gdas_mixed_op"
+        return op
 
     def check(self) -> None:
         super().check()

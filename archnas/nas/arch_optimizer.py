@@ -8,7 +8,7 @@ default, `Strategy.arch_optimizer()`, or a registered name in `nas.search.arch_o
 - `weighting()`: how the store's parameters become one forward's weights (bound by whoever builds
   the supernet, before any optimizer exists: a weighting may add parameters); default: the
   strategy's (softmax for DARTS, Gumbel samples for GDAS, edge-normalized for PC-DARTS). None:
-  the optimizer fixes whole architectures itself (`set_architecture`, as the SPOS pretrain).
+  the optimizer fixes whole architectures itself (`space.use`, as the SPOS pretrain).
 - `setup(trainer)`: once, in the trainer's constructor: build its own torch optimizers over
   `model.arch_params()` (or a controller's), keep what it needs of the trainer.
 - `step(train, next_val)`: the ONE call per training step, before the weight step, with the

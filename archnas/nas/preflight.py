@@ -60,10 +60,10 @@ def check_subnet_search(experiment: Experiment) -> None:
         return
     space = space_of(search)
     info = dataset_info(conf.dataset, conf.common.cache_dir)
-    supernet = space.supernet(info)
-    SubnetSearchPhase.check_space(experiment.strategy.section, supernet.specs)
+    genome = space.genome(info)
+    SubnetSearchPhase.check_space(experiment.strategy.section, genome)
     if search.ranking_check.n_archs:
-        check_ranking_count(supernet.specs, search.ranking_check.n_archs)
+        check_ranking_count(genome.specs, search.ranking_check.n_archs)
     if limits_given:
-        check_limits_reachable(search.cost, supernet.specs, lambda arch: space.network(arch, info),
+        check_limits_reachable(search.cost, genome.specs, lambda choices: space.network(genome.arch_of(choices), info),
                                [info.channels, *info.image_size], seed=conf.common.seed)

@@ -4,9 +4,10 @@ its architecture optimizer is the strategy's (`UniformPaths`, `uniform_paths`, f
 `nas.search.arch_optimizer`.
 
 The path of a step is a pure function of the seed and the global step (`step_arch`): a generator
-seeded with (common.seed, step) draws every label of the space, uniformly or by its prior. So a
-resumed run draws the paths an uninterrupted one drew, and every DDP rank draws the same path
-without communicating; the ranks still compare a running digest of their paths at each epoch's
+seeded with (common.seed, step) draws it (`space.draw`: every label of a module space, uniformly
+or by its prior; a final cell genome of DARTS cells), and `space.use` sets it. So a resumed run
+draws the paths an uninterrupted one drew, and every DDP rank draws the same path without
+communicating; the ranks still compare a running digest of their paths at each epoch's
 end and stop with an error if they ever differ (they would train different networks in one
 all-reduce). The digest is in every epoch record (`path_digest`), so two runs can be compared.
 
@@ -27,29 +28,27 @@ from archnas.context import PhaseContext
 from archnas.data import DataBundle
 from archnas.data.loader import Batch
 from archnas.distributed import agree_max
-from archnas.nas.arch_optimizer import ArchOptimizer, arch_optimizer_name, bind_weighting, register_arch_optimizer
+from archnas.nas.arch_optimizer import ArchOptimizer, arch_optimizer_name, register_arch_optimizer
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
 from archnas.nas.searcher import load_data
-from archnas.nas.spaces import space_of
-from archnas.space.choice import sample_choice
-from archnas.space.model import SearchSpaceModel
+from archnas.nas.spaces import Space, space_of
+from archnas.space.store import Searchable
 from archnas.training.checkpoint import Stateful
 from archnas.utils.seeding import derive_seed
 
 MARKER = "pretrain.json"
 
 
-def step_arch(model: SearchSpaceModel, seed: int, step: int) -> dict[str, Any]:
-    """The architecture global step `step` trains."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, "paths", step))
-    return {label: sample_choice(spec, generator) for label, spec in model.specs.items()}
+def step_arch(space: Space, model: Searchable, seed: int, step: int) -> Any:
+    """The architecture global step `step` trains (`space.draw` from a generator of the seed and step)."""
+    return space.draw(model, torch.Generator().manual_seed(derive_seed(seed, "paths", step)))
 
 
 class UniformPaths(ArchOptimizer):
     """The SPOS pretrain's architecture optimizer (registered as `uniform_paths`): it trains no
     architecture parameters and reads no val batches; each step it sets the path of
-    `step_arch(model, seed, global step)` and folds it into a digest, checkpointed as `paths`."""
+    `step_arch(space, model, seed, global step)` and folds it into a digest, checkpointed as `paths`."""
 
     trains_alphas = False
     needs_val = False
@@ -59,18 +58,19 @@ class UniformPaths(ArchOptimizer):
         self.digest = hashlib.sha256(b"archnas-paths").hexdigest()
 
     def weighting(self) -> None:
-        return None  # each step fixes a whole path (`set_architecture`)
+        return None  # each step fixes a whole path (`space.use`)
 
     def setup(self, trainer: Any) -> None:
         super().setup(trainer)
+        self.space = space_of(self.strategy.conf.nas.search)
         self.model, self.seed = trainer.base_model, self.strategy.conf.common.seed
-        self.model.set_architecture(step_arch(self.model, self.seed, 0))
+        self.space.use(self.model, step_arch(self.space, self.model, self.seed, 0))
 
     def step(self, train: Batch, next_val: Callable[[], Batch]) -> None:
         step = self.trainer.global_step
-        arch = step_arch(self.model, self.seed, step)
-        self.model.set_architecture(arch)
-        blob = json.dumps([self.digest, step, arch], sort_keys=True, default=str)
+        arch = step_arch(self.space, self.model, self.seed, step)
+        self.space.use(self.model, arch)
+        blob = json.dumps([self.digest, step, self.space.record(arch)], sort_keys=True, default=str)
         self.digest = hashlib.sha256(blob.encode()).hexdigest()
 
     def epoch_metrics(self) -> dict[str, Any]:
@@ -109,25 +109,25 @@ class Pretrain(Phase):
         conf = ctx.conf
         space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        model = space.supernet(data.info)
+        model = space.supernet(data.info, self.strategy)
         ctx.log.info(f"pretrain: {space.title}, {sum(p.numel() for p in model.weights()):,} weights, "
-                     f"{len(model.specs)} choices; architecture optimizer {arch_optimizer_name(self.strategy)}; "
+                     f"{len(model.arch.specs)} choices; architecture optimizer {arch_optimizer_name(self.strategy)}; "
                      f"{len(data.parts['train'])} train images")
-        trainer = self.build_trainer(ctx, model, space.fingerprint(), data)
+        trainer = self.build_trainer(ctx, model, space.supernet_fingerprint(model), data)
         history = trainer.fit(data.loader("train", training=True))
         last = history.last or {}
         result = {"train_top1": last.get("train_top1"), "train_loss": last.get("train_loss"),
                   "epochs": len(history.records), "path_digest": last.get("path_digest"),
                   "pretrain_time": sum(r.get("epoch_time", 0.0) for r in history.records),
-                  "supernet_fingerprint": space.fingerprint()}
+                  "supernet_fingerprint": space.supernet_fingerprint(model)}
         self.write_marker(ctx, {"metrics": result})
         return result
 
-    def build_trainer(self, ctx: PhaseContext, model: SearchSpaceModel, fingerprint: str,
+    def build_trainer(self, ctx: PhaseContext, model: Searchable, fingerprint: str,
                       data: DataBundle) -> ArchTrainer:
-        """The pretraining trainer (also what `scripts/bench_spos.py` times): the weights only,
-        every step on the path its architecture optimizer sets (the strategy's: uniform paths)."""
-        bind_weighting(self.strategy, model.arch)
+        """The pretraining trainer (also what `scripts/bench_spos.py` times) of the strategy's
+        supernet (`space.supernet(info, strategy)`): the weights only, every step on the path its
+        architecture optimizer sets (the strategy's: uniform paths)."""
         return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
                            val_stream=data.loader("val", training=True),
                            checkpointer=self.checkpointer(ctx, fingerprint))

@@ -23,7 +23,7 @@ from scipy import stats
 
 from archnas.context import PhaseContext, RunContext
 from archnas.errors import ConfigError
-from archnas.latency.table import option_count, row_to_arch, space_size
+from archnas.latency.table import space_size
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.registry import algorithm_class
 from archnas.nas.samplers import RandomSampling, Row
@@ -128,14 +128,14 @@ class RankingCheck(Phase):
         check = conf.ranking_check
         space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase())
-        specs = supernet.specs
-        check_ranking_count(specs, check.n_archs)
-        sampler = RandomSampling([option_count(s) for s in specs.values()], check.n_archs, check.n_archs,
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase(), self.strategy)
+        genome = space.genome(data.info)
+        check_ranking_count(genome.specs, check.n_archs)
+        sampler = RandomSampling(list(genome.counts), check.n_archs, check.n_archs,
                                  derive_seed(ctx.run.conf.common.seed, "ranking", "archs"), lambda row: True)
         section = self.strategy.section
-        on_weights = InheritedWeights(subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches,
-                                                    section.score_batches), specs)
+        on_weights = InheritedWeights(subnet_scorer(space, supernet, data, ctx, section.bn_recalibration.batches,
+                                                    section.score_batches), genome.decode)
         inherited: dict[Row, float] = {}
 
         def report(i: int, row: Row, result: dict[str, Any]) -> None:
@@ -143,7 +143,7 @@ class RankingCheck(Phase):
                          f"inherited {inherited[row]:.2%}")
 
         def trial(i: int, row: Row) -> Trial:
-            return Trial(f"ranking_arch_{i + 1:03d}", ctx.run, run_standalone, (i, row_to_arch(specs, row), self.force),
+            return Trial(f"ranking_arch_{i + 1:03d}", ctx.run, run_standalone, (i, genome.decode(row), self.force),
                          finished_standalone)
 
         standalone_trials = Standalone(trial, lambda result: result["val_top1"], ctx.run.conf.common.ray, report)
@@ -153,7 +153,7 @@ class RankingCheck(Phase):
             return standalone_trials(rows, start)
 
         select(sampler, evaluate, None, None)
-        archs = [row_to_arch(specs, s.row) for s in sampler.scored]
+        archs = [genome.decode(s.row) for s in sampler.scored]
         standalone = [s.score for s in sampler.scored]
         inherited_scores = [inherited[s.row] for s in sampler.scored]
         result = {**rank_correlations(standalone, inherited_scores), "epochs": check.epochs,

@@ -2,7 +2,7 @@
 
     sampler = build_sampler(name, settings, Genomes(counts, allows, cost), seed)
     checkpointer.register("search", sampler)            # with whatever else the phase resumes
-    select(sampler, InheritedWeights(scorer, specs), checkpointer, ctx.log)
+    select(sampler, InheritedWeights(scorer, genome.decode), checkpointer, ctx.log)
 
 Each batch the sampler asks is scored by the evaluator, told back in the order asked, and
 checkpointed (`checkpointer.save`) before the next is asked. A selection of one batch (the
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from archnas.config.schema.common import RayConf
-from archnas.latency.table import row_to_arch
 from archnas.nas.samplers import Row, Sampler
 from archnas.nas.subnets import SubnetScorer
-from archnas.space.store import ChoiceSpec
 from archnas.training.checkpoint import Checkpointer
 from archnas.trials import Trial, run_trials
 
@@ -43,11 +41,12 @@ class Evaluator(Protocol):
 class InheritedWeights:
     """Each genome's val top-1 on the supernet's weights, after BatchNorm recalibration."""
 
-    def __init__(self, scorer: SubnetScorer, specs: Mapping[str, ChoiceSpec]):
-        self.scorer, self.specs = scorer, specs
+    def __init__(self, scorer: SubnetScorer, decode: Callable[[Sequence[int]], Any]):
+        """`decode`: the architecture of a genome (`Genome.decode` of the space)."""
+        self.scorer, self.decode = scorer, decode
 
     def __call__(self, rows: Sequence[Row], start: int = 0) -> list[float]:
-        return [self.scorer.score(row_to_arch(self.specs, row)) for row in rows]
+        return [self.scorer.score(self.decode(row)) for row in rows]
 
 
 class Standalone:

@@ -19,21 +19,20 @@ weights, its architecture and fixed batches, it ends exactly where an uninterrup
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
+from archnas.config.schema import CostConf
 from archnas.context import PhaseContext
+from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError
 from archnas.latency import Limits, SpaceCosts, cost_model
-from archnas.latency.table import option_count, row_to_arch
+from archnas.latency.table import row_to_arch
 from archnas.nas.samplers import Genomes, Sampler, build_sampler, sampler_class
 from archnas.nas.pareto import write_pareto
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.selection import InheritedWeights, select
-from archnas.nas.spaces import ModuleSpace, space_of
+from archnas.nas.spaces import Genome, Space, space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
-from archnas.space.arch_io import save_arch
-from archnas.space.model import SearchSpaceModel
-from archnas.space.store import ChoiceSpec
 from archnas.utils import atomic
 from archnas.utils.seeding import derive_seed
 
@@ -53,6 +52,13 @@ class CostTables:
         self.costs.load_state_dict(state)
 
 
+def space_costs(conf: CostConf, space: Space, genome: Genome, info: DatasetInfo, seed: int) -> SpaceCosts:
+    """The cost models of the space's genomes, each counted on the network of the architecture
+    (`space.network`) of a genome's `{label: choice}`."""
+    return SpaceCosts.from_conf(conf, genome.specs, lambda choices: space.network(genome.arch_of(choices), info),
+                                [info.channels, *info.image_size], seed=seed)
+
+
 class SubnetSearchPhase(SearchPhase):
     """`search` of spos: a sampler over the pretrained supernet's subnets, scored on inherited weights."""
 
@@ -66,15 +72,15 @@ class SubnetSearchPhase(SearchPhase):
         section = self.strategy.section
         space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase())
-        shape = [data.info.channels, *data.info.image_size]
-        costs = SpaceCosts.from_conf(conf.cost, supernet.specs, lambda arch: space.network(arch, data.info), shape,
-                                     seed=ctx.seed)
+        supernet = inherited_supernet(space, ctx, data.info, self.strategy.supernet_phase(), self.strategy)
+        genome = space.genome(data.info)
+        costs = space_costs(conf.cost, space, genome, data.info, ctx.seed)
         limits = Limits.from_conf(conf.cost)
         names = limits.reported(conf.cost.pareto)
-        search = self.sampler(section, supernet.specs, costs, limits, conf.cost.pareto,
+        search = self.sampler(section, genome, costs, limits, conf.cost.pareto,
                               derive_seed(ctx.seed, self.name, "sampler"))
-        checkpointer = self.checkpointer(ctx, space.fingerprint())
+        fingerprint = space.supernet_fingerprint(supernet)
+        checkpointer = self.checkpointer(ctx, fingerprint)
         checkpointer.register("search", search)
         checkpointer.register("cost_tables", CostTables(costs))
         resumed = checkpointer.resume() if ctx.resume else None
@@ -88,24 +94,24 @@ class SubnetSearchPhase(SearchPhase):
             checkpointer.save(last=True)  # the tables, before any candidate is scored
         else:
             ctx.log.info(f"resumed the search from {resumed.path} after generation {search.generation}")
-        scorer = subnet_scorer(supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
-        select(search, InheritedWeights(scorer, supernet.specs), checkpointer, ctx.log)
-        return self.finish(ctx, space, supernet, search, costs, limits, names)
+        scorer = subnet_scorer(space, supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
+        select(search, InheritedWeights(scorer, genome.decode), checkpointer, ctx.log)
+        return self.finish(ctx, space, genome, data.info, fingerprint, search, costs, limits, names)
 
-    def sampler(self, section: Any, specs: Mapping[str, ChoiceSpec], costs: SpaceCosts, limits: Limits, pareto: str,
+    def sampler(self, section: Any, genome: Genome, costs: SpaceCosts, limits: Limits, pareto: str,
                 seed: int) -> Sampler:
-        """`nas.search.spos.strategy` with its settings over the genomes of `specs`; the limits say
+        """`nas.search.spos.strategy` with its settings over the space's genomes; the limits say
         which genomes it may propose, and a multi-objective one trades accuracy against the Pareto cost."""
-        genomes = Genomes(tuple(option_count(s) for s in specs.values()),
-                          lambda row: limits.allows(costs, row_to_arch(specs, row)),
-                          lambda row: costs.model(pareto).cost(row_to_arch(specs, row)))  # built (or restored) when asked
+        specs = genome.specs
+        genomes = Genomes(genome.counts, lambda row: limits.allows(costs, row_to_arch(specs, row)),
+                          # the Pareto cost model is built (or restored) when first asked
+                          lambda row: costs.model(pareto).cost(row_to_arch(specs, row)))
         return build_sampler(section.strategy, getattr(section, section.strategy, None), genomes, seed)
 
     @staticmethod
-    def check_space(section: Any, specs: Mapping[str, ChoiceSpec]) -> None:
+    def check_space(section: Any, genome: Genome) -> None:
         """Before pretraining: the sampler can search a space of this size (a grid refuses a large one)."""
-        sampler_class(section.strategy).check_space(getattr(section, section.strategy, None),
-                                                    [option_count(s) for s in specs.values()],
+        sampler_class(section.strategy).check_space(getattr(section, section.strategy, None), list(genome.counts),
                                                     f"nas.search.spos.{section.strategy}")
 
     def log_costs(self, ctx: PhaseContext, report: dict[str, Any], names: list[str]) -> None:
@@ -114,20 +120,20 @@ class SubnetSearchPhase(SearchPhase):
             ctx.log.info(f"{name} over the space ({s['over']}): min {s['min']:,}, median {s['median']:,}, max "
                          f"{s['max']:,} {cost_model(name).unit}; {s['method']}")
 
-    def finish(self, ctx: PhaseContext, space: ModuleSpace, supernet: SearchSpaceModel, search: Sampler,
-               costs: SpaceCosts, limits: Limits, names: list[str]) -> SearchResult:
-        specs = supernet.specs
+    def finish(self, ctx: PhaseContext, space: Space, genome: Genome, info: DatasetInfo, fingerprint: str,
+               search: Sampler, costs: SpaceCosts, limits: Limits, names: list[str]) -> SearchResult:
+        specs = genome.specs
         candidates = []
         for s in search.scored:
-            arch = row_to_arch(specs, s.row)
-            candidates.append({"arch": arch, "accuracy": s.score, "generation": s.generation,
-                               **{n: costs.model(n).cost(arch) for n in names}})
+            choices = row_to_arch(specs, s.row)
+            candidates.append({"arch": space.record(genome.decode(s.row)), "accuracy": s.score,
+                               "generation": s.generation, **{n: costs.model(n).cost(choices) for n in names}})
         if not candidates:
             raise ConfigError("the search scored no candidate: no architecture of the space is within the limits")
         pareto = ctx.conf.cost.pareto
         front = write_pareto(ctx.dir, candidates, pareto, names, limits.bounds) if ctx.is_main else []
         best = search.best(1)[0]
-        arch = row_to_arch(specs, best.row)
+        arch = genome.decode(best.row)
         chosen = candidates[search.scored.index(best)]
         metrics = {
             "strategy": self.strategy.section.strategy,
@@ -143,21 +149,20 @@ class SubnetSearchPhase(SearchPhase):
                                     "cost": chosen[m]} for m, b in limits.bounds.items()],
             "pareto_cost": pareto,
             "pareto_front_size": sum(front),
-            "supernet_fingerprint": space.fingerprint(),
+            "supernet_fingerprint": fingerprint,
         }
         ctx.log.info(f"best of {len(candidates)} candidates: val top-1 {best.score:.2%} (inherited), "
                      + ", ".join(f"{n} {chosen[n]:,.6g}" for n in names)
                      + ("" if not limits else f"; limits {limits.describe()}"))
-        if ctx.is_main:
-            save_arch(ctx.dir, arch, space.title, supernet.labels_key())
-        self.write_marker(ctx, {"arch": arch, "space": space.description(), "space_fingerprint": supernet.labels_key(),
-                                "metrics": metrics})
-        ctx.log.info(f"final architecture: {arch}")
-        return SearchResult(arch, ctx.dir / "arch.yaml", None, metrics)
+        fields, path = space.save(ctx.dir, arch, info, write=ctx.is_main)
+        self.write_marker(ctx, {**fields, "metrics": metrics})
+        ctx.log.info(f"final architecture: {space.describe(arch)}")
+        return SearchResult(arch, path, fields.get("genotype"), metrics)
 
     def summary(self, result: SearchResult) -> dict[str, Any]:
-        return {**result.metrics, "final_desc": str(result.final_desc_path), "arch": result.arch,
-                "genotype": None, "peak_memory": self.peak_memory}
+        return {**result.metrics, "final_desc": str(result.final_desc_path),
+                "arch": space_of(self.run.conf.nas.search).record(result.arch),
+                "genotype": result.genotype, "peak_memory": self.peak_memory}
 
     def report(self, summary: dict[str, Any]) -> list[str]:
         return super().report(summary) + [

@@ -14,12 +14,15 @@ import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional, Sequence
+
+import torch
 
 from torch import nn
 
 from archnas.descs.dataset_info import DatasetInfo
-from archnas.space.store import Searchable
+from archnas.latency.table import arch_to_row
+from archnas.space.store import ChoiceSpec, Searchable
 
 if TYPE_CHECKING:
     from archnas.nas.strategy import Strategy
@@ -29,11 +32,18 @@ if TYPE_CHECKING:
 class Genome:
     """An architecture as a tuple of option indices, one per gene, each below its count: what
     samplers draw and mutate, and what cost tables are indexed by. `encode`/`decode` map it to and
-    from the space's own architectures."""
+    from the space's own architectures. `specs` are the genes as choices (one option per index),
+    which the cost tables (`archnas.latency`) key by label: a module space's own labels, the
+    cell space's genes; `arch_of` maps such a `{label: choice}` to the space's architecture."""
 
     counts: tuple[int, ...]
     encode: Callable[[Any], tuple[int, ...]]
     decode: Callable[[Sequence[int]], Any]
+    specs: Mapping[str, ChoiceSpec]
+
+    def arch_of(self, choices: Mapping[str, Any]) -> Any:
+        """The architecture of the genome whose genes take `choices` (`{label: choice}` over `specs`)."""
+        return self.decode(arch_to_row(self.specs, choices))
 
 
 class Space(ABC):
@@ -73,6 +83,19 @@ class Space(ABC):
     @abstractmethod
     def export(self, supernet: Searchable, strategy: "Strategy") -> Any:
         """The architecture a searched supernet ends with."""
+
+    @abstractmethod
+    def draw(self, supernet: Searchable, generator: torch.Generator) -> Any:
+        """A uniformly random architecture of `supernet`, drawn from `generator` only (a single-path
+        pretrain's step: the same generator state draws the same path on every rank and rerun)."""
+
+    @abstractmethod
+    def use(self, supernet: Searchable, arch: Any) -> None:
+        """Make every forward of `supernet` run only the path of `arch` (with its inherited weights)."""
+
+    def record(self, arch: Any) -> Any:
+        """`arch` as plain JSON data (path digests, pareto.csv, summaries)."""
+        return arch
 
     # -- architectures -----------------------------------------------------------------------
 

@@ -13,6 +13,11 @@ step), so networks are retrained, never tuned.
 The genome of an architecture: per cell type (regular, then reduction), per node, which inputs
 it keeps (one gene: the index of that set among the node's possible ones) and, per kept input in
 input order, its op (an index into the candidates other than `none`).
+
+A single path (spos) is such an architecture set on the supernet (`use`): each edge runs the op
+the path keeps on it alone (the strategy's `gdas_mixed_op` under fixed one-hot weights), an edge
+the path drops runs `none`, so the supernet computes the network of the path's cells at its own
+macro; `draw` picks a uniform genome from a torch generator.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
+
+import torch
 
 from archnas.config.schema import FinalizerConf
 from archnas.config.schema.model_desc import ModelDescConf
@@ -34,6 +41,7 @@ from archnas.nas.arch_optimizer import bind_weighting
 from archnas.nas.finalizers import NONE_OP, RandomFinalizers
 from archnas.nas.spaces.base import Genome, Space
 from archnas.space.arch_io import genotype_to_arch, save_arch
+from archnas.space.store import ChoiceSpec, FixedWeighting
 from archnas.utils import atomic
 
 if TYPE_CHECKING:
@@ -156,49 +164,84 @@ class CellSpace(Space):
         return RandomFinalizers(FinalizerConf(), self.conf.max_final_edges, seed).finalize_desc(supernet)
 
     def genome(self, info: DatasetInfo) -> Genome:
-        template = ModelDescBuilder().build(self.conf, info)
-        keep = self.conf.max_final_edges
-        cells = {t: template.first_cell(t) for t in CellType if template.first_cell(t) is not None}
-        genes: list[int] = []
-        for cell in cells.values():
+        return cell_genome(ModelDescBuilder().build(self.conf, info), self.conf.max_final_edges)
+
+    # -- single paths ------------------------------------------------------------------------
+
+    def draw(self, supernet: Model, generator: torch.Generator) -> ModelDesc:
+        """A uniform genome of the supernet's cells: per node, a set of kept inputs, then an op
+        (other than `none`) for each."""
+        genome = cell_genome(supernet.desc, self.conf.max_final_edges)
+        return genome.decode([int(torch.randint(c, (1,), generator=generator)) for c in genome.counts])
+
+    def use(self, supernet: Model, arch: ModelDesc) -> None:
+        """Every supernet edge runs the op `arch` keeps on it alone; an edge `arch` drops runs
+        `none` (zeros: it adds nothing to its node)."""
+        indices = {}
+        for label, spec in supernet.arch.specs.items():
+            cell, final = supernet.desc.first_cell(CellType(label)), arch.first_cell(CellType(label))
+            if final is None or len(final.nodes) != len(cell.nodes):
+                raise DescError(f"the architecture's {label} cell does not have the supernet's {len(cell.nodes)} nodes")
+            rows = []
+            for node, kept in zip(cell.nodes, final.nodes):
+                ops = {e.input_ids[0]: e.op_desc.name for e in kept.edges}
+                rows += [spec.candidates.index(ops.get(e.input_ids[0], NONE_OP)) for e in node.edges]
+            indices[label] = rows
+        supernet.arch.use(FixedWeighting(indices))
+
+    def record(self, arch: ModelDesc) -> dict[str, list[list[tuple[int, str]]]]:
+        """Per cell type, per node, the kept inputs with their ops."""
+        return {str(t): [[(e.input_ids[0], e.op_desc.name) for e in node.edges] for node in arch.first_cell(t).nodes]
+                for t in CellType if arch.first_cell(t) is not None}
+
+
+def cell_genome(template: ModelDesc, keep: int) -> Genome:
+    """The genome of the cells of `template` (a supernet desc) whose nodes keep `keep` inputs."""
+    cells = {t: template.first_cell(t) for t in CellType if template.first_cell(t) is not None}
+    genes: list[int] = []
+    labels: list[str] = []
+    for ctype, cell in cells.items():
+        for j, node in enumerate(cell.nodes):
+            k = min(keep, len(node.edges))
+            genes.append(len(list(itertools.combinations(range(len(node.edges)), k))))
+            genes += [len(_ops(node, 0))] * k
+            labels += [f"{ctype}.n{j}.inputs", *(f"{ctype}.n{j}.op{s}" for s in range(k))]
+    specs = {label: ChoiceSpec(label, tuple(str(i) for i in range(n)), values=tuple(range(n)))
+             for label, n in zip(labels, genes)}
+
+    def decode(row: Sequence[int]) -> ModelDesc:
+        out, picks, at = template.clone(), {}, 0
+        for ctype, cell in cells.items():
+            nodes = []
             for node in cell.nodes:
                 k = min(keep, len(node.edges))
-                genes.append(len(list(itertools.combinations(range(len(node.edges)), k))))
-                genes += [len(_ops(node, 0))] * k
+                inputs = list(itertools.combinations(range(len(node.edges)), k))[int(row[at])]
+                ops = [_ops(node, i)[int(row[at + 1 + s])] for s, i in enumerate(inputs)]
+                nodes.append([(i, op) for i, op in zip(inputs, ops)])
+                at += 1 + k
+            picks[ctype] = nodes
+        out.cells = [_finalized(cell, picks[cell.cell_type]) for cell in out.cells]
+        return out
 
-        def decode(row: Sequence[int]) -> ModelDesc:
-            out, picks, at = template.clone(), {}, 0
-            for ctype, cell in cells.items():
-                nodes = []
-                for node in cell.nodes:
-                    k = min(keep, len(node.edges))
-                    inputs = list(itertools.combinations(range(len(node.edges)), k))[int(row[at])]
-                    ops = [_ops(node, i)[int(row[at + 1 + s])] for s, i in enumerate(inputs)]
-                    nodes.append([(i, op) for i, op in zip(inputs, ops)])
-                    at += 1 + k
-                picks[ctype] = nodes
-            out.cells = [_finalized(cell, picks[cell.cell_type]) for cell in out.cells]
-            return out
+    def encode(desc: ModelDesc) -> tuple[int, ...]:
+        row: list[int] = []
+        for ctype, cell in cells.items():
+            final = desc.first_cell(ctype)
+            if final is None or len(final.nodes) != len(cell.nodes):
+                raise DescError(f"the architecture's {ctype} cell does not have the space's {len(cell.nodes)} nodes")
+            for j, (node, kept) in enumerate(zip(cell.nodes, final.nodes)):
+                by_input = {e.input_ids[0]: i for i, e in enumerate(node.edges)}
+                chosen = sorted((by_input[e.input_ids[0]], e.op_desc.name) for e in kept.edges)
+                k = min(keep, len(node.edges))
+                sets = list(itertools.combinations(range(len(node.edges)), k))
+                inputs = tuple(i for i, _ in chosen)
+                if inputs not in sets:
+                    raise DescError(f"{ctype} cell node {j}: keeps inputs {inputs}, not {k} of the node's edges")
+                row.append(sets.index(inputs))
+                row += [_ops(node, i).index(op) for i, op in chosen]
+        return tuple(row)
 
-        def encode(desc: ModelDesc) -> tuple[int, ...]:
-            row: list[int] = []
-            for ctype, cell in cells.items():
-                final = desc.first_cell(ctype)
-                if final is None or len(final.nodes) != len(cell.nodes):
-                    raise DescError(f"the architecture's {ctype} cell does not have the space's {len(cell.nodes)} nodes")
-                for j, (node, kept) in enumerate(zip(cell.nodes, final.nodes)):
-                    by_input = {e.input_ids[0]: i for i, e in enumerate(node.edges)}
-                    chosen = sorted((by_input[e.input_ids[0]], e.op_desc.name) for e in kept.edges)
-                    k = min(keep, len(node.edges))
-                    sets = list(itertools.combinations(range(len(node.edges)), k))
-                    inputs = tuple(i for i, _ in chosen)
-                    if inputs not in sets:
-                        raise DescError(f"{ctype} cell node {j}: keeps inputs {inputs}, not {k} of the node's edges")
-                    row.append(sets.index(inputs))
-                    row += [_ops(node, i).index(op) for i, op in chosen]
-            return tuple(row)
-
-        return Genome(tuple(genes), encode, decode)
+    return Genome(tuple(genes), encode, decode, specs)
 
 
 def _ops(node: NodeDesc, edge: int) -> list[str]:

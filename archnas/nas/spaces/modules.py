@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
+import torch
 import yaml
 from torch import nn
 
@@ -31,6 +32,7 @@ from archnas.latency.table import arch_to_row, option_count, row_to_arch
 from archnas.nas.arch_optimizer import bind_weighting
 from archnas.nas.spaces.base import Genome, Space
 from archnas.space import SearchSpaceModel, create_space, fixed_arch, freeze
+from archnas.space.choice import sample_choice
 from archnas.space.arch_io import arch_document, parse_arch, save_arch
 from archnas.space.registry import arch_parser
 from archnas.utils import atomic
@@ -93,6 +95,13 @@ class ModuleSpace(Space):
     def export(self, supernet: SearchSpaceModel, strategy: "Strategy") -> dict[str, Any]:
         """The strongest choice of every label by the architecture parameters."""
         return supernet.export()
+
+    def draw(self, supernet: SearchSpaceModel, generator: torch.Generator) -> dict[str, Any]:
+        """Every label in the store's order, uniformly or by its prior (`sample_choice`)."""
+        return {label: sample_choice(spec, generator) for label, spec in supernet.specs.items()}
+
+    def use(self, supernet: SearchSpaceModel, arch: Mapping[str, Any]) -> None:
+        supernet.set_architecture(arch)
 
     # -- architectures -----------------------------------------------------------------------
 
@@ -171,7 +180,7 @@ class ModuleSpace(Space):
         """The option number of every label, in the store's order (`archnas.latency.table`)."""
         specs = self.supernet(info).specs
         return Genome(tuple(option_count(s) for s in specs.values()), lambda arch: tuple(arch_to_row(specs, arch)),
-                      lambda row: row_to_arch(specs, row))
+                      lambda row: row_to_arch(specs, row), specs)
 
 
 def module_space(conf: Mapping[str, Any], key: str = "nas.search.space") -> ModuleSpace:
