@@ -472,7 +472,8 @@ def test_bad_space_input_is_one_message(tmp_path):
          "'cell__0_1': 'conv_9x9' is not one of its candidates"),
         (["--no-search", "nas.eval.final_desc=|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'conv_9x9'"),
         (["--no-search", "nas.eval.final_desc={cell__7_7: none}"], "unknown labels 'cell__7_7'"),
-        (["nas.algo=pc_darts"], "pc_darts searches DARTS cells only"),
+        (["nas.algo=pc_darts", "nas.search.space={name: mobilenet, blocks_out_channels: [8], blocks_count: [1], "
+          "blocks_stride: [1], stem_channels: 4, head_channels: 16}"], "pc_darts cannot search it"),
     ]
     for extra, message in cases:
         out = run(*extra)
