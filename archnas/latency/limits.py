@@ -8,14 +8,16 @@ can meet is a usage error, raised before the supernet is pretrained and naming t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from torch import nn
 
 from archnas.config.schema import CostConf
 from archnas.errors import ConfigError
+from archnas.latency.constrained import best_row_within, first_row_allowed
 from archnas.latency.models import SpaceCosts, check_timing
 from archnas.latency.registry import check_cost_model, cost_model, exact_cost_models, latency_models
+from archnas.latency.table import row_to_arch
 from archnas.space.store import ChoiceSpec
 
 
@@ -101,6 +103,32 @@ class Limits:
 
     def describe(self) -> dict[str, float]:
         return {self.setting(m): b for m, b in self.bounds.items()}
+
+    def best_within(self, costs: SpaceCosts, scores: Mapping[str, Sequence[float]],
+                    max_tries: int = 100_000) -> dict[str, Any]:
+        """The architecture with the highest summed score (per label, one score per option in the
+        cost table's order: log-probabilities give the most probable architecture) among those
+        within every limit, found exactly (`archnas.latency.constrained`). ConfigError when none
+        is, naming the limit; a counted cost over coupled choices tries the `max_tries` best."""
+        labels = list(costs.specs)
+        missing = [label for label in labels if label not in scores]
+        if missing:
+            raise ValueError(f"best_within: no scores for {', '.join(missing)}")
+        rows = [list(map(float, scores[label])) for label in labels]
+        models = {name: costs.model(name) for name in self.bounds}
+        if all(m.uses_table for m in models.values()):
+            row = best_row_within(rows, [m.table for m in models.values()], list(self.bounds.values()))
+            if row is None:
+                self.check_reachable(costs)  # names the limit below the space's minimum
+                raise ConfigError(f"{', '.join(self.keys.values())}: no architecture of the space meets these "
+                                  "limits together; raise one of them")
+            return row_to_arch(costs.specs, row)
+        row, tried = first_row_allowed(rows, lambda r: self.allows(costs, row_to_arch(costs.specs, r)), max_tries)
+        if row is None:
+            self.check_reachable(costs)
+            raise ConfigError(f"{', '.join(self.keys.values())}: none of the {tried:,} most probable architectures "
+                              "meets the limits; raise them or let the search sharpen the architecture distribution")
+        return row_to_arch(costs.specs, row)
 
 
 def check_cost_conf(conf: CostConf, prefix: str = "nas.search.cost") -> Limits:
