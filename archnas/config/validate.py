@@ -6,7 +6,7 @@ import dataclasses
 from enum import Enum
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigKeyError,
     InterpolationResolutionError,
@@ -46,8 +46,10 @@ MAX_SEED = 2**63
 
 def validate(resolved: dict[str, Any], tree: ConfigTree) -> ExperimentConf:
     """Type-check `resolved` (copies already resolved), resolve `${...}` and build the dataclasses."""
+    schema = OmegaConf.structured(experiment_conf_class())
+    _check_containers(schema, resolved, (), tree)
     try:
-        merged: DictConfig = OmegaConf.merge(OmegaConf.structured(experiment_conf_class()), resolved)
+        merged: DictConfig = OmegaConf.merge(schema, resolved)
         OmegaConf.resolve(merged)
         conf = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -59,6 +61,24 @@ def validate(resolved: dict[str, Any], tree: ConfigTree) -> ExperimentConf:
         where = tree.source_of(tuple(exc.key.split("."))) or "config"
         raise ConfigError(f"{where}: {exc}") from None
     return conf
+
+
+def _check_containers(schema: Any, data: Any, path: tuple[str, ...], tree: ConfigTree) -> None:
+    """A mapping where the schema holds a list, or a list where it holds a section: OmegaConf's
+    merge stops on these with a bare TypeError that names no key, so they are found first."""
+    if isinstance(schema, DictConfig) and isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and key in schema and isinstance(value, (dict, list)):
+                _check_containers(schema._get_node(key), value, (*path, key), tree)
+        return
+    if isinstance(schema, ListConfig) and isinstance(data, dict):
+        expected, got = "a list", "a mapping"
+    elif isinstance(schema, DictConfig) and isinstance(data, list):
+        expected, got = "a mapping (a section of keys)", "a list"
+    else:
+        return
+    where = tree.source_of(path) or "config"
+    raise ConfigError(f"{where}: {dotted(path)}: expected {expected}, got {got}")
 
 
 def _check_common(conf: ExperimentConf, tree: ConfigTree) -> None:

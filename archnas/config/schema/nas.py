@@ -95,6 +95,16 @@ class TimingConf:
 
 
 @dataclass
+class PenaltyConf:
+    """The soft cost term a gradient search adds to its architecture loss (archnas/latency/penalty.py):
+    `weight * E[cost] / max cost of the space`, the expectation under the architecture distribution
+    (differentiable). 0: off."""
+
+    model: str = "macs"  # any registered cost model whose per-choice table is its cost (additive or fitted)
+    weight: float = 0.0
+
+
+@dataclass
 class CostConf:
     """What a subnet search (spos) may pick and how its candidates' costs are modelled
     (archnas/latency): hard limits (null: none), the cost on the Pareto front, the latency model.
@@ -111,6 +121,7 @@ class CostConf:
     pareto: str = "macs"  # the cost the Pareto front is drawn against: any registered cost model
     held_out: int = 20  # random architectures each cost table is checked against (its error is reported)
     timing: TimingConf = field(default_factory=TimingConf)
+    penalty: PenaltyConf = field(default_factory=PenaltyConf)  # the soft term of gradient searches (darts, gdas, enot)
 
 
 @dataclass
