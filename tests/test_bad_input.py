@@ -345,7 +345,7 @@ ROWS = [
     cfg("--stages", "search,evl", match=r"--stages: no stage named 'evl'; the stages of darts are search, eval$"),
     cfg("--skip", "export", match=r"--skip: no stage named 'export'; the stages of darts are search, eval$"),
     cfg("--stages", ",", match=r"--stages ',': no stage named; give stage names separated by commas"),
-    cfg("nas.extra_stages=[export]", match=r"nas\.extra_stages: unknown stage 'export'; registered: none"),
+    cfg("nas.extra_stages=[plot]", match=r"nas\.extra_stages: unknown stage 'plot'; registered: .*export"),
     cfg("--seeds", "-1", match=r"--seeds '-1': give distinct integers from 0"),
     cfg("--seeds", "1,1", match=r"--seeds '1,1'"),
     cfg("--seeds", "a,b", match=r"--seeds 'a,b'"),
