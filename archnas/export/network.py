@@ -59,7 +59,7 @@ class Exported:
     max_abs_diff: float
 
 
-def test_images(conf: ExperimentConf, n: int) -> Tensor:
+def parity_images(conf: ExperimentConf, n: int) -> Tensor:
     """The first `n` images of the run's test split (fewer if it has fewer), as the eval's loader
     hands them to the network: float, normalized, on the CPU."""
     data = build_data(conf.dataset, conf.nas.eval.loader, seed=conf.common.seed, device=torch.device("cpu"),
@@ -179,7 +179,7 @@ def prepare_export(model_file: Path, conf: ExperimentConf, formats: Sequence[str
     net = Logits(trained.model).eval()
     spec = trained.required_spec()
     arch = architecture(model_file, trained.model)
-    x = test_images(conf, images)
+    x = parity_images(conf, images)
     exported = check_parity(net, chosen, x, _doc(trained, arch, str(record.get("model_file", model_file))))
     stats = model_stats(trained.model, list(spec.shape))
     bundle = {

@@ -103,10 +103,10 @@ class Export(Phase):
     config_class = ExportConf
     marker = MARKER
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        """Its settings are judged when the runner builds the recipe, before any stage works."""
-        super().__init__(*args, **kwargs)
-        check_export_settings(self.section.formats, self.section.images, "nas.export.formats", "nas.export.images")
+    @classmethod
+    def check_config(cls, conf: ExperimentConf) -> None:
+        check_export_settings(conf.nas.export.formats, conf.nas.export.images, "nas.export.formats",
+                              "nas.export.images")
 
     def final(self) -> Optional[type[Phase]]:
         return final_network_stage(recipe(self.strategy))

@@ -95,6 +95,11 @@ class Phase:
     # network (`final_network_stage`), which `archnas export` and the export stage export.
     network_file: ClassVar[str] = ""
 
+    @classmethod
+    def check_config(cls, conf: Any) -> None:
+        """Judge the stage's own settings (ConfigError) when the config is loaded, before anything runs;
+        called for the stages `nas.extra_stages` names."""
+
     def __init__(self, experiment: Experiment, folder: Optional[str] = None, run: Optional[RunContext] = None):
         """`folder`: relative to the experiment, default `name`; `run`: the run this phase belongs
         to when it is not the experiment's (a macro combination carries its own config)."""
