@@ -184,7 +184,7 @@ def network_source(net: nn.Module, doc: str) -> tuple[str, dict[str, Tensor]]:
     code = graph.python_code(root_module="self")
     used = {name for name in code.globals if re.search(rf"\b{re.escape(name)}\b", code.src)}
     imports = sorted({_import_line(name, code.globals[name], "export --format py") for name in used} | {"import torch"})
-    forward = "\n".join(("    " + line) if line.strip() else "" for line in code.src.strip("\n").splitlines())
+    forward = "\n".join(("    " + line) if line.strip() else "" for line in code.src.strip().splitlines())
     source = "\n".join([
         f'"""{doc}"""', "", "from __future__ import annotations", "", "import os", *imports, "",
         f'WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "{WEIGHTS_FILE}")', "", "",

@@ -28,8 +28,8 @@ from archnas.utils.usage_parser import UsageParser
 def build_export_parser() -> argparse.ArgumentParser:
     parser = UsageParser(
         prog="archnas export",
-        description="Export the final network of a finished experiment (the network its eval, or the last "
-        "stage that trains one, saved as model_last.pt) and check it: the largest absolute difference between "
+        description="Export the final network of a finished experiment (model_last.pt of its eval, or of the "
+        "last stage of its recipe that trains a network) and check it: the largest absolute difference between "
         "the exported model's logits and the trained network's, on real images of the run's test split, must be "
         "at most 1e-4 (else nothing is written and the exit code is 2). Each format goes to DIR/<format>/ with a "
         "bundle.json (architecture, config, metrics, parameter and multiply-add counts, versions, git commit, the "
