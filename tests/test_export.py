@@ -58,7 +58,8 @@ for folder in sys.argv[2:]:
     sys.path.insert(0, folder + "/py")
     import model
     with torch.no_grad():
-        out[folder] = {"py": model.load()(x), "pt": torch.export.load(folder + "/pt/model.pt2").module()(x)}
+        out[folder] = {"py": model.load()(x), "pt": torch.export.load(folder + "/pt/model.pt2").module()(x),
+                       "torchscript": torch.jit.load(folder + "/torchscript/model.torchscript")(x)}
     sys.path.pop(0)
     del sys.modules["model"]
 torch.save(out, sys.argv[1] + ".out")
@@ -145,8 +146,8 @@ def test_every_format_matches_the_trained_network(experiments, exported, which):
 
 @pytest.mark.slow
 def test_pt_and_py_run_without_archnas(experiments, exported, tmp_path):
-    """Both results' pt and py files run in a Python that cannot import archnas: the same logits as
-    the trained network's, within 1e-4."""
+    """Both results' pt and py files (and the TorchScript one) run in a Python that cannot import
+    archnas: the same logits as the trained network's, within 1e-4."""
     folders = [exported[which][0] for which in experiments]
     conf = load_config([str(experiments["cells"] / "eval" / "config.yaml")], [])
     x = parity_images(conf, 16)
@@ -161,7 +162,7 @@ def test_pt_and_py_run_without_archnas(experiments, exported, tmp_path):
     for which, folder in zip(experiments, folders):
         with torch.no_grad():
             trained = Logits(load_model_file(experiments[which] / "eval" / "model_last.pt").model).eval()(x)
-        for name in ("pt", "py"):
+        for name in ("pt", "py", "torchscript"):
             diff = float((out[str(folder)][name] - trained).abs().max())
             print(f"{which} {name} without archnas: max |logit difference| {diff:.3g}")
             assert diff <= 1e-4
