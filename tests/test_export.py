@@ -36,7 +36,8 @@ MOBILE = [str(REPO / "confs" / "darts_nb201.yaml"),
           "blocks_out_channels: [8, 16], blocks_count: [1, 2], blocks_stride: [1, 2], stem_channels: 8, "
           "head_channels: 16}"]
 ALL = "onnx,torchscript,pt,py"
-FILES = {"onnx": ["model.onnx"], "torchscript": ["model.torchscript"], "pt": ["model.pt2"], "py": ["model.py", "weights.pt"]}
+FILES = {"onnx": ["model.onnx"], "torchscript": ["model.torchscript"], "pt": ["model.pt2"],
+         "py": ["model.py", "weights.pt"]}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -73,6 +73,11 @@ def parity_images(conf: ExperimentConf, n: int) -> Tensor:
     return torch.cat(batches)[:n].contiguous()
 
 
+def images_text(n: int) -> str:
+    """"16 test images", "1 test image": how many the parity check ran, for messages."""
+    return f"{n} test image{'s' if n != 1 else ''}"
+
+
 def _fail(fmt: Format, exc: Exception) -> ExportError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     return ExportError(f"export --format {fmt.name}: the network cannot be exported ({type(exc).__name__}: {first})")
@@ -83,10 +88,13 @@ def check_parity(net: nn.Module, formats: Sequence[Format], images: Tensor, doc:
     when one cannot be made or differs by more than TOLERANCE."""
     with torch.no_grad():
         reference = net(images)
+    # The batch the exporters trace: at least 2 images, which torch.export keeps a dynamic size (it
+    # specializes a size of 1).
+    example = images if images.shape[0] >= 2 else images.expand(2, *images.shape[1:]).contiguous()
     exported = []
     for fmt in formats:
         try:
-            files = fmt.write(net, images, doc)
+            files = fmt.write(net, example, doc)
             with torch.no_grad():
                 logits = fmt.load(files)(images)
         except UsageError:
@@ -96,8 +104,8 @@ def check_parity(net: nn.Module, formats: Sequence[Format], images: Tensor, doc:
         diff = float((logits.float() - reference).abs().max()) if logits.shape == reference.shape else float("inf")
         if not diff <= TOLERANCE:  # NaN too
             raise ExportError(f"export --format {fmt.name}: the exported model's logits differ from the trained "
-                              f"network's by up to {diff:.3g} on {images.shape[0]} test images (over the {TOLERANCE:g} "
-                              f"allowed; run with {fmt.runtime}); nothing was written")
+                              f"network's by up to {diff:.3g} on {images_text(images.shape[0])} (over the "
+                              f"{TOLERANCE:g} allowed; run with {fmt.runtime}); nothing was written")
         exported.append(Exported(fmt, files, diff))
     return exported
 
@@ -129,13 +137,14 @@ def _doc(trained: TrainedModel, arch: dict[str, Any], source: str) -> str:
     spec = trained.required_spec()
     what = f"a network of the {arch.get('name') or arch.get('factory')} space" if arch["kind"] == "modules" \
         else f"DARTS cells {arch.get('genotype') or ''}".rstrip()
-    return (f"{what}, trained by archnas ({source}) and exported by archnas {ARCHNAS_VERSION}: standalone PyTorch,\n"
-            "needing only torch.\n\n"
+    return (f"{what},\ntrained by archnas ({source}) and exported by archnas {ARCHNAS_VERSION}: standalone PyTorch "
+            "that needs only torch.\n\n"
             "    import model\n"
             "    net = model.load()              # weights.pt beside this file, eval mode\n"
-            f"    logits = net(x)                  # x: float [N, {', '.join(map(str, spec.shape))}], pixels in [0, 1] "
+            f"    logits = net(x)                 # x: float [N, {', '.join(map(str, spec.shape))}], pixels in [0, 1] "
             "normalized per channel\n"
-            f"                                     # as (x - mean) / std, mean {list(spec.mean)}, std {list(spec.std)}\n"
+            f"                                    # as (x - mean) / std: mean {list(spec.mean)}, std "
+            f"{list(spec.std)}\n"
             f"\nlogits: [N, {len(trained.classes)}], classes in order: {list(trained.classes)}\n")
 
 

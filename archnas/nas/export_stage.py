@@ -19,7 +19,7 @@ from archnas.config import ExperimentConf
 from archnas.context import PhaseContext, git_commit
 from archnas.errors import ConfigError, ExportError
 from archnas.export.formats import FORMAT_NAMES, format_named
-from archnas.export.network import ExportPlan, prepare_export
+from archnas.export.network import ExportPlan, images_text, prepare_export
 from archnas.nas.phase import Phase, final_network_stage
 from archnas.nas.registry import register_stage
 from archnas.nas.runner import recipe
@@ -94,7 +94,7 @@ def plan_export(exp_dir: Path, conf: ExperimentConf, stages: Sequence[type[Phase
 def summary_lines(plan: ExportPlan, folders: dict[str, Path]) -> list[str]:
     """One line per format: where it went and its parity."""
     return [f"{done.format.name}: {folders[done.format.name]} (max |logit difference| {done.max_abs_diff:.3g} over "
-            f"{plan.images} test images, {done.format.runtime})" for done in plan.exported]
+            f"{images_text(plan.images)}, {done.format.runtime})" for done in plan.exported]
 
 
 @register_stage
