@@ -84,7 +84,8 @@ def build_run_parser() -> argparse.ArgumentParser:
         "(search, finalize, then evaluate the final architecture; spos: pretrain, search, ranking, eval; "
         "then nas.extra_stages). Rerunning the same command resumes an interrupted run. "
         "Use 'archnas stats --help' for parameter and multiply-add counts, 'archnas predict --help' to "
-        "classify images with a saved model file.",
+        "classify images with a saved model file, 'archnas export --help' to export the final network "
+        "(ONNX, TorchScript, torch.export, standalone PyTorch source).",
         epilog=OVERRIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -186,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _stats(argv[1:])
             if argv and argv[0] == "predict":
                 return _predict(argv[1:])
+            if argv and argv[0] == "export":
+                return _export(argv[1:])
             if argv and argv[0] == "run":
                 argv = argv[1:]
             return _run(argv)
@@ -291,6 +294,14 @@ def _predict(argv: list[str]) -> int:
     args = build_predict_parser().parse_args(argv)
     import_plugins(args.imports)
     return predict_from_cli(args)
+
+
+def _export(argv: list[str]) -> int:
+    from archnas.launch.export import build_export_parser, export_from_cli
+
+    args = build_export_parser().parse_args(argv)
+    import_plugins(args.imports)
+    return export_from_cli(args)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,11 @@ class SpaceError(UsageError):
     """A search space, or an architecture of one, is invalid (a label, a value, a nesting)."""
 
 
+class ExportError(UsageError):
+    """A trained network cannot be exported as asked: no final network, a format that cannot
+    express it, or an exported model whose outputs differ from the trained one's."""
+
+
 class OutputError(UsageError):
     """A result, checkpoint or cache file cannot be written: a read-only or full file system, no
     permission. Files written before stay as they were (writes are atomic)."""

@@ -1,9 +1,9 @@
-"""Named stages: a plugin's stage (tests/fixtures/plugins/export_stage.py, one module) runs after the
-eval with its own folder, marker, section (`nas.export`) and `result.json` entry, and leaves the
+"""Named stages: a plugin's stage (tests/fixtures/plugins/onnx_check.py, one module) runs after the
+eval with its own folder, marker, section (`nas.onnx_check`) and `result.json` entry, and leaves the
 eval's entry byte-identical; `--stages`, `--skip`, `--no-search` and `--no-eval` pick the stages that
 run, reusing the finished results the picked ones read; a stage the recipe lacks is one usage error.
 
-One tiny experiment (search and eval, export skipped) is made once through the `archnas` command;
+One tiny experiment (search and eval, onnx_check skipped) is made once through the `archnas` command;
 every test reruns a copy of it.
 """
 
@@ -21,20 +21,20 @@ import pytest
 import torch
 
 from archnas.cli import main
-from archnas.latency.measure import ort_session
+from archnas.export.onnx import ort_session
 from archnas.model.model_file import load_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "tests" / "fixtures" / "plugins"
 TINY = str(REPO / "tests" / "fixtures" / "confs" / "tiny_darts.yaml")
 BASE = ["common.tensorboard=false", "common.log_every_steps=0", "nas.search.trainer.bilevel_order=first",
-        "nas.search.trainer.epochs=1", "nas.eval.trainer.epochs=1", "nas.extra_stages=[export]"]
+        "nas.search.trainer.epochs=1", "nas.eval.trainer.epochs=1", "nas.extra_stages=[onnx_check]"]
 
 
 def archnas(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    """The `archnas` command on the experiment `root/tiny`, with the export stage's plugin."""
+    """The `archnas` command on the experiment `root/tiny`, with the onnx_check stage's plugin."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(PLUGINS)]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "archnas", "--import", "export_stage", "--config", TINY, "--exp-name", "tiny",
+    command = [sys.executable, "-m", "archnas", "--import", "onnx_check", "--config", TINY, "--exp-name", "tiny",
                f"common.results_dir={root}", f"common.cache_dir={root.parent / 'cache'}", *BASE, *extra]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=root.parent, timeout=600)
 
@@ -49,9 +49,9 @@ def result(exp: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """results/ holding tiny/ with search and eval finished and the export skipped (`--skip export`)."""
+    """results/ holding tiny/ with search and eval finished and the onnx_check skipped (`--skip onnx_check`)."""
     root = tmp_path_factory.mktemp("stages") / "results"
-    out = archnas(root, "--skip", "export")
+    out = archnas(root, "--skip", "onnx_check")
     assert out.returncode == 0, out.stderr[-3000:]
     return root
 
@@ -66,7 +66,7 @@ def exp(finished: Path, tmp_path: Path) -> Path:
 def test_skip_leaves_the_stage_out(finished):
     exp = finished / "tiny"
     assert list(result(exp)) == ["algorithm", "search", "eval"]
-    assert not (exp / "export").exists()
+    assert not (exp / "onnx_check").exists()
     assert (exp / "search" / "search_result.json").is_file() and (exp / "eval" / "metrics.json").is_file()
 
 
@@ -76,33 +76,33 @@ def test_export_runs_after_eval_and_leaves_the_eval_entry_byte_identical(exp):
     out = archnas(exp.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     after = result(exp)
-    assert list(after) == ["algorithm", "search", "eval", "export"]
+    assert list(after) == ["algorithm", "search", "eval", "onnx_check"]
     assert json.dumps(after["eval"]) == json.dumps(before["eval"])
     assert digest(exp / "eval" / "metrics.json") == eval_marker  # reused, not rerun
-    export = after["export"]
+    export = after["onnx_check"]
     assert export["format"] == "onnx" and export["test_top1"] == before["eval"]["test_top1"]
     assert export["params"] == before["eval"]["params"] and export["peak_memory"] > 0
     # the stage's own marker, recording its own section, and an ONNX graph that computes the eval's model
-    marker = json.loads((exp / "export" / "export.json").read_text())
-    assert marker["config"]["nas"] == {"algo": "darts", "export": {"model": "model_last.pt", "format": "onnx"}}
+    marker = json.loads((exp / "onnx_check" / "export.json").read_text())
+    assert marker["config"]["nas"] == {"algo": "darts", "onnx_check": {"model": "model_last.pt", "format": "onnx"}}
     trained = load_model_file(exp / "eval" / "model_last.pt")
     images = torch.randint(0, 256, (2, *trained.required_spec().shape), dtype=torch.uint8)
-    session = ort_session((exp / "export" / "model.onnx").read_bytes(), threads=1)
+    session = ort_session((exp / "onnx_check" / "model.onnx").read_bytes(), threads=1)
     (logits,) = session.run(None, {"input": trained.preprocess(images).numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), trained.logits(images), rtol=1e-4, atol=1e-5)
-    assert "darts search, eval and export finished" in out.stderr + out.stdout
+    assert "darts search, eval and onnx_check finished" in out.stderr + out.stdout
 
 
 @pytest.mark.slow
 def test_the_stage_s_section_shapes_it(exp):
-    """Another `nas.export.format` is another result: a finished export is refused, not reused."""
-    out = archnas(exp.parent, "--stages", "export")
+    """Another `nas.onnx_check.format` is another result: a finished export is refused, not reused."""
+    out = archnas(exp.parent, "--stages", "onnx_check")
     assert out.returncode == 0, out.stderr[-3000:]
-    refused = archnas(exp.parent, "nas.export.format=json")
+    refused = archnas(exp.parent, "nas.onnx_check.format=json")
     line = refused.stderr.strip().splitlines()[-1]
-    assert refused.returncode == 2 and "nas.export.format" in line
-    assert "export.json records a finished export phase" in line
-    assert json.loads((exp / "export" / "export.json").read_text())["format"] == "onnx"
+    assert refused.returncode == 2 and "nas.onnx_check.format" in line
+    assert "export.json records a finished onnx_check phase" in line
+    assert json.loads((exp / "onnx_check" / "export.json").read_text())["format"] == "onnx"
 
 
 @pytest.mark.slow
@@ -112,7 +112,7 @@ def test_stages_eval_runs_only_the_eval_reusing_the_finished_search(exp):
     out = archnas(exp.parent, "--stages", "eval")
     assert out.returncode == 0, out.stderr[-3000:]
     assert list(result(exp)) == ["algorithm", "eval"]
-    assert (exp / "eval" / "metrics.json").is_file() and not (exp / "export").exists()
+    assert (exp / "eval" / "metrics.json").is_file() and not (exp / "onnx_check").exists()
     assert {p.name: digest(p) for p in (exp / "search").iterdir() if p.is_file()} == search  # read, not run
     cells = json.loads((exp / "eval" / "metrics.json").read_text())
     assert cells["test_top1"] == result(exp)["eval"]["test_top1"]
@@ -120,20 +120,20 @@ def test_stages_eval_runs_only_the_eval_reusing_the_finished_search(exp):
 
 def test_a_stage_whose_input_has_not_finished_says_so(exp):
     (exp / "eval" / "metrics.json").unlink()  # an eval that was interrupted
-    out = archnas(exp.parent, "--stages", "export")
+    out = archnas(exp.parent, "--stages", "onnx_check")
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
-        "archnas: error: export: there is no finished eval in"), out.stderr[-3000:]
-    assert not (exp / "export").exists()
+        "archnas: error: onnx_check: there is no finished eval in"), out.stderr[-3000:]
+    assert not (exp / "onnx_check").exists()
 
 
 def test_no_eval_leaves_out_only_the_stages_of_nas_eval(exp):
     """--no-eval skips the eval (section nas.eval), not a stage of its own section that reads it:
-    the export runs on the finished eval, which is read back, never rerun."""
+    the onnx_check runs on the finished eval, which is read back, never rerun."""
     eval_marker = digest(exp / "eval" / "metrics.json")
     out = archnas(exp.parent, "--no-eval")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert list(result(exp)) == ["algorithm", "search", "export"]
-    assert (exp / "export" / "model.onnx").is_file() and digest(exp / "eval" / "metrics.json") == eval_marker
+    assert list(result(exp)) == ["algorithm", "search", "onnx_check"]
+    assert (exp / "onnx_check" / "model.onnx").is_file() and digest(exp / "eval" / "metrics.json") == eval_marker
 
 
 @pytest.fixture
@@ -145,23 +145,23 @@ def export_registered(monkeypatch):
     monkeypatch.setattr(registry, "_STAGES", dict(registry._STAGES))
     monkeypatch.setattr(schema, "_STAGE_SECTIONS", dict(schema._STAGE_SECTIONS))
     monkeypatch.syspath_prepend(str(PLUGINS))
-    sys.modules.pop("export_stage", None)
+    sys.modules.pop("onnx_check", None)
     yield
-    sys.modules.pop("export_stage", None)
+    sys.modules.pop("onnx_check", None)
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--stages", "eval,exprt"], "--stages: no stage named 'exprt'; the stages of darts are search, eval, export"),
-    (["--skip", "ranking"], "--skip: no stage named 'ranking'; the stages of darts are search, eval, export"),
-    (["nas.extra_stages=[export,export]"], "nas.extra_stages: 'export' is named twice or is already a stage of "
-                                           "darts (search, eval)"),
-    (["nas.export.formt=json"], "unknown config key 'nas.export.formt'"),
-    (["--no-search", "--no-eval", "--skip", "export"],
-     "--skip export --no-search --no-eval: that leaves none of the stages of darts (search, eval, export), so "
+    (["--stages", "eval,exprt"], "--stages: no stage named 'exprt'; the stages of darts are search, eval, onnx_check"),
+    (["--skip", "ranking"], "--skip: no stage named 'ranking'; the stages of darts are search, eval, onnx_check"),
+    (["nas.extra_stages=[onnx_check,onnx_check]"], "nas.extra_stages: 'onnx_check' is named twice or is already a "
+                                                   "stage of darts (search, eval)"),
+    (["nas.onnx_check.formt=json"], "unknown config key 'nas.onnx_check.formt'"),
+    (["--no-search", "--no-eval", "--skip", "onnx_check"],
+     "--skip onnx_check --no-search --no-eval: that leaves none of the stages of darts (search, eval, onnx_check), so "
      "nothing would run"),
 ])
 def test_a_stage_the_recipe_lacks_is_one_usage_error(tmp_path, capsys, export_registered, flags, message):
-    code = main(["--import", "export_stage", "--config", TINY, f"common.results_dir={tmp_path}", *BASE, *flags])
+    code = main(["--import", "onnx_check", "--config", TINY, f"common.results_dir={tmp_path}", *BASE, *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("archnas: error: ") and message in err[0], err
     assert not any(tmp_path.iterdir())

@@ -14,17 +14,15 @@ idle times).
 from __future__ import annotations
 
 import contextlib
-import io
 import statistics
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from archnas.errors import ConfigError
+from archnas.export.onnx import INPUT_NAME, onnx_bytes, ort_session
 from archnas.latency.registry import register_cost_model
 from archnas.stats import count_macs, count_params
 
@@ -83,38 +81,12 @@ def cpu_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> 
         net.train(was_training)
 
 
-def onnx_bytes(net: nn.Module, input_shape: list[int], batch_size: int = 1) -> bytes:
-    """The network exported to ONNX in memory (the TorchScript exporter, which needs no extra package)."""
-    was_training = net.training
-    net.eval()
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation notes
-            torch.onnx.export(net, (torch.zeros(batch_size, *input_shape),), buffer, input_names=["input"],
-                              output_names=["logits"], dynamo=False)
-    finally:
-        net.train(was_training)
-    return buffer.getvalue()
-
-
-def ort_session(model: bytes, threads: int):
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError("the ort_ms cost model measures with onnxruntime, which is not installed: "
-                          "pip install \"archnas[onnx]\" (onnxruntime and onnx), or use cpu_ms") from None
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 @register_cost_model("ort_ms", unit="ms", exact=False)
 def ort_ms(net: nn.Module, input_shape: list[int], protocol: TimingProtocol) -> float:
-    """Milliseconds per batch of the exported network in onnxruntime on the CPU."""
-    session = ort_session(onnx_bytes(net, input_shape, protocol.batch_size), protocol.threads)
-    feed = {"input": torch.zeros(protocol.batch_size, *input_shape).numpy()}
+    """Milliseconds per batch of the network exported to ONNX (`archnas.export.onnx`, as `archnas
+    export` writes it) in onnxruntime on the CPU."""
+    x = torch.zeros(protocol.batch_size, *input_shape)
+    session = ort_session(onnx_bytes(net, x), protocol.threads)
+    feed = {INPUT_NAME: x.numpy()}
     return median_ms(lambda: session.run(None, feed), protocol)
 

@@ -98,6 +98,7 @@ class Evaluater(Phase):
     name = "eval"
     section_key = "nas.eval"
     marker = METRICS_FILE
+    network_file = LAST_MODEL  # the network whose test accuracy the eval reports (`test_top1`)
 
     def searched(self) -> Optional[SearchResult]:
         """This experiment's search result, if the search ran or had finished."""

@@ -38,7 +38,7 @@ import fnmatch
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from archnas.config import config_to_dict
 from archnas.config.compat import config_changes, is_safe_key, lookup, phase_config
@@ -54,6 +54,12 @@ if TYPE_CHECKING:
 
 PEAK_MEMORY_FILE = "peak_memory.json"
 EPOCHS_KEY = "*.trainer.epochs"  # the training lengths a rerun may raise (train on) but not lower
+
+
+def final_network_stage(stages: Sequence[type["Phase"]]) -> Optional[type["Phase"]]:
+    """The stage of `stages` (a recipe, in order) whose trained network is the experiment's final
+    one: the last that declares a `network_file` (the eval; a tune stage after it would be later)."""
+    return next((stage for stage in reversed(stages) if stage.network_file), None)
 
 
 @dataclass
@@ -84,6 +90,15 @@ class Phase:
     # Keys of the algorithm's own subsection of its section (`nas.search.<algo>`) it reads; None: all.
     algorithm_keys: ClassVar[Optional[tuple[str, ...]]] = None
     marker: ClassVar[str] = "result.json"
+    # The model file (`archnas.model.model_file`) in its folder holding the network this stage
+    # trained, "" for none: the last stage of a recipe that has one produces the experiment's final
+    # network (`final_network_stage`), which `archnas export` and the export stage export.
+    network_file: ClassVar[str] = ""
+
+    @classmethod
+    def check_config(cls, conf: Any) -> None:
+        """Judge the stage's own settings (ConfigError) when the config is loaded, before anything runs;
+        called for the stages `nas.extra_stages` names."""
 
     def __init__(self, experiment: Experiment, folder: Optional[str] = None, run: Optional[RunContext] = None):
         """`folder`: relative to the experiment, default `name`; `run`: the run this phase belongs

@@ -41,6 +41,7 @@ def recipe(strategy: Strategy) -> tuple[type[Phase], ...]:
     stages = tuple(strategy.phases)
     for name in strategy.conf.nas.extra_stages:
         cls = stage_class(name)
+        cls.check_config(strategy.conf)
         if any(s.name == name for s in stages):
             raise ConfigError(f"nas.extra_stages: {name!r} is named twice or is already a stage of {strategy.name} "
                               f"({', '.join(s.name for s in strategy.phases)})")

@@ -42,8 +42,9 @@ def cpu_channels_last(x: Tensor) -> Tensor:
     tensors and its 1x1 convolutions become plain matrix products (`archnas.ops.pointwise`);
     the fused cell is slower than the plain one on NCHW (8x8 digits: 1.2 s vs 1.0 s per weight
     step) and 1.7x faster on channels_last. On CUDA the layout is the trainer's choice
-    (`trainer.channels_last`)."""
-    if x.device.type != "cpu" or x.dim() != 4:
+    (`trainer.channels_last`). Under `torch.fx` tracing (`archnas export --format py`) the layout,
+    a choice of speed, not of what is computed, is left out of the graph."""
+    if isinstance(x, torch.fx.Proxy) or x.device.type != "cpu" or x.dim() != 4:
         return x
     return x.contiguous(memory_format=torch.channels_last)
 

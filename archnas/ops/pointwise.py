@@ -24,9 +24,10 @@ def pointwise(x: Tensor, conv: nn.Conv2d, weight: Tensor | None = None) -> Tenso
 
     `weight` replaces `conv.weight` (a recomputation differentiates with respect to a copy).
     A conv with forward hooks (feature extraction, counting tools) is called as the module, so
-    its hooks see the call.
+    its hooks see the call, and so is one traced by `torch.fx` (`archnas export --format py`),
+    whose graph then holds the conv as a module rather than this function's layout test.
     """
-    if weight is None and (conv._forward_hooks or conv._forward_pre_hooks):
+    if weight is None and (conv._forward_hooks or conv._forward_pre_hooks or isinstance(x, torch.fx.Proxy)):
         return conv(x)
     weight = conv.weight if weight is None else weight
     if x.device.type != "cpu" or x.dim() != 4 or not is_plain_1x1(conv) or x.is_contiguous() \
