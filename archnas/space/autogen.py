@@ -166,9 +166,9 @@ def _check_exclude(model: nn.Module, exclude: Iterable[str]) -> list[str]:
     names = {name for name, _ in model.named_modules() if name}
     for path in paths:
         if not isinstance(path, str) or path not in names:
-            top = ", ".join(name for name, _ in model.named_children())
+            examples = [name for name, _ in model.named_children()] + [n for n in sorted(names) if "." in n][:1]
             raise SpaceError(f"autogen: exclude {path!r} is not a module of {type(model).__name__} (module paths "
-                             f"such as {top or 'none'}, or deeper: layer1.0.conv1)")
+                             f"such as {', '.join(examples) or 'none: it has no submodules'})")
     return paths
 
 
