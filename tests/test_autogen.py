@@ -211,3 +211,12 @@ def test_darts_and_spos_search_the_generated_space_and_the_eval_retrains_it(tmp_
         net = create_space("autogen", input_shape=DIGITS, model={"name": "plain_cnn", **SMALL}, kernel_sizes=[3, 5])
     assert result["eval"]["params"] == sum(p.numel() for p in net.parameters())
     assert 0.0 <= result["eval"]["test_top1"] <= 1.0
+
+
+def test_the_readme_example_runs_as_written():
+    """README "Search space autogeneration": its Python block."""
+    text = (REPO / "README.md").read_text().split("### Search space autogeneration", 1)[1]
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert isinstance(scope["small"], nn.Module) and scope["small"](scope["x"]).shape == (2, 10)
