@@ -29,8 +29,8 @@ A block's candidates are named `w<multiplier>[_k<kernel>]` (the kernel part only
 has kernel variants) and `skip`; the first is the source's block itself (multiplier 1.0 at its
 own kernel), so the default architecture computes exactly what the source model computes. Each
 choice is labelled by the module path of its block: the innermost module holding all of the
-block's layers (`layer1.0`), or its first conv's path where that module holds another block or
-is the model itself. The choice takes the first conv's place in the module tree.
+block's convs and BatchNorms (`layer1.0`), or its first conv's path where that module holds
+another block or is the model itself. The choice takes the first conv's place in the module tree.
 
 `exclude` names modules (paths, with everything below them) to leave untouched: they are not
 traced into (an untraceable submodule can be excluded), and no block is formed of their layers.
@@ -85,6 +85,8 @@ def generate_space(model: nn.Module, input_shape: Sequence[int], width_multiplie
     `width_multipliers` in [0, 1]; 1.0 is always a candidate (the source's width), 0.0 gives the
     `skip` variant of residual blocks. `kernel_sizes`: odd sizes every spatial conv of a block may
     take besides its own; None keeps the kernels. `model` itself is left as it was."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"generate_space: model must be a torch.nn.Module, got {type(model).__name__}")
     widths = _check_widths(width_multipliers)
     kernels = _check_kernels(kernel_sizes)
     excluded = _check_exclude(model, exclude)
@@ -104,6 +106,7 @@ def generate_space(model: nn.Module, input_shape: Sequence[int], width_multiplie
         block.replace(gm, label)
     gm.delete_all_unused_submodules()
     gm.recompile()
+    gm.training = model.training  # the root's flag; the modules keep theirs
     return gm
 
 
@@ -283,15 +286,15 @@ class _Graph:
         return node.args == (source,) and not node.kwargs
 
     def conv(self, node: fx.Node) -> Optional[nn.Conv2d]:
-        m = self.module(node)
-        if not isinstance(m, nn.Conv2d) or len(node.args) != 1 or node.kwargs or _shape(node.args[0]) is None or \
+        m = self.module(node)  # torch's own Conv2d: a subclass may compute something its narrowed copy would not
+        if type(m) is not nn.Conv2d or len(node.args) != 1 or node.kwargs or _shape(node.args[0]) is None or \
                 len(_shape(node.args[0])) != 4:
             return None
         return m if m.groups == 1 or m.groups == m.in_channels == m.out_channels else None
 
     def bn(self, node: Optional[fx.Node], source: fx.Node, channels: int) -> bool:
         m = None if node is None else self.module(node)
-        return isinstance(m, nn.BatchNorm2d) and m.num_features == channels and self.reads_only(node, source)
+        return type(m) is nn.BatchNorm2d and m.num_features == channels and self.reads_only(node, source)
 
     def act(self, node: Optional[fx.Node], source: fx.Node) -> Optional[Callable[[], nn.Module]]:
         """What makes a copy of the activation `node` computes, when it is one on `source` alone."""
@@ -303,10 +306,7 @@ class _Graph:
                 return lambda: copy.deepcopy(m)
             return None
         table = _ACT_FUNCTIONS if node.op == "call_function" else _ACT_METHODS if node.op == "call_method" else {}
-        try:
-            make = table.get(node.target)
-        except TypeError:  # an unhashable target is no activation
-            return None
+        make = table.get(node.target)
         if make is None or node.args != (source,) or set(node.kwargs) - {"inplace"}:
             return None
         return make
@@ -381,15 +381,15 @@ class _Block:
         self.kernel = spatial[0].kernel_size[0] if spatial and all(_resizable(c) for c in spatial) and \
             len({c.kernel_size for c in spatial}) == 1 else None
         self.residual = self._residual()
-        self.names: list[str] = []
         self.makers: dict[str, Callable[[], nn.Module]] = {}
 
     @property
     def nodes(self) -> list[fx.Node]:
         return [n for u in self.chain for n in u.nodes]
 
-    def module_paths(self) -> list[str]:
-        return [n.target for n in self.nodes if n.op == "call_module"]
+    def owned_paths(self) -> list[str]:
+        """The paths of its convs and BatchNorms (an activation module may be shared with the model)."""
+        return [n.target for u in self.chain for n in (u.conv, u.bn) if n is not None]
 
     def _residual(self) -> bool:
         """Whether the chain's output is added to its own input (identity shortcut, same shape)."""
@@ -413,11 +413,10 @@ class _Block:
         for channels, m in by_width.items():
             for k in sizes:
                 parts = [f"w{m:g}"] * (len(by_width) > 1 or len(sizes) == 1) + [f"k{k}"] * (len(sizes) > 1)
-                self.makers["_".join(parts)] = (lambda: self.original()) if not self.makers else self._maker(channels, k)
+                self.makers["_".join(parts)] = self._maker(channels, k) if self.makers else self.original
         if 0.0 in widths and self.residual:
             self.makers[SKIP] = Zero
-        self.names = list(self.makers)
-        return self.names if len(self.names) > 1 else []
+        return list(self.makers) if len(self.makers) > 1 else []
 
     def original(self) -> nn.Sequential:
         """The source's layers themselves (copies), as one module: exactly what the source computes."""
@@ -525,10 +524,10 @@ def _bn_variant(bn: nn.BatchNorm2d, keep: Optional[Tensor]) -> nn.BatchNorm2d:
 
 
 def _labels(blocks: list[_Block]) -> list[str]:
-    """Each block's label: the innermost module holding all its layers, unless that module holds
+    """Each block's label: the innermost module holding its convs and BatchNorms, unless that module holds
     another block too or is the model itself; then its first conv's path."""
     def parent(block: _Block) -> str:
-        parts = [p.split(".") for p in block.module_paths()]
+        parts = [p.split(".") for p in block.owned_paths()]
         common = []
         for names in zip(*parts):
             if len(set(names)) != 1:
