@@ -141,6 +141,12 @@ def test_a_skipped_residual_block_is_its_identity_path(source, space):
     assert "skip" not in space.specs["stages.1.0"].choices
 
 
+def test_multipliers_that_give_the_same_width_are_one_candidate():
+    narrow = PlainCNN(DIGITS, 10, widths=[2], blocks=[1])  # 2 inner channels: 0.75 rounds to 2, 0.25 to 0 -> 1
+    specs = SearchSpaceModel(generate_space(narrow, DIGITS)).specs
+    assert {label: list(spec.choices) for label, spec in specs.items()} == {"stages.0.0": ["w1", "w0.5", "skip"]}
+
+
 def test_exclude_leaves_modules_whole(source):
     generated = generate_space(source, DIGITS, exclude=["stages.1", "stem"], kernel_sizes=[3, 5])
     assert list(SearchSpaceModel(generated).specs) == ["stages.0.0"]
