@@ -264,6 +264,10 @@ ROWS = [
         prepare=files(**{"c.yaml": 'common:\n  results_dir: "a\\0b"\n'})),
     cfg("--exp-name", "y" * 300, name="--exp-name too long", match=r"--exp-name.*(not a usable folder name|File name too long)"),
     cfg("nas.search.space={name: nope}", match=r"unknown space 'nope'"),
+    cfg("nas.search.space={name: autogen, model: {name: plain_cnn}, exclude: [nope]}",
+        match=r"nas\.search\.space \(autogen\): autogen: exclude 'nope' is not a module of PlainCNN"),
+    cfg("nas.search.space={name: autogen, model: {name: plain_cnn}, width_multipliers: [1.0]}",
+        match=r"nas\.search\.space \(autogen\): autogen: PlainCNN has no convolution block with two variants"),
     cfg("common.ray.enabled=true", "common.ray.address=auto", "--seeds", "0",
         match=r"common\.ray\.address=auto: no running Ray cluster was found.*ray start --head"),
     # descs and genotypes

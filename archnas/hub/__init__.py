@@ -7,11 +7,14 @@ a config's `nas.search.space: {name: ...}`). Importing this package registers th
 - `shufflenet`: Single Path One-Shot's ShuffleNetV2 space as NNI's ShuffleNetSpace
   (`ShuffleNetSpace`; the named architecture `spos`);
 - `mobilenet`: a MobileNetV2-like space from ENOT's op strings (`MobileNetSpace`, `MIB_k=3_t=6`),
-  small enough by default to search 8x8 digits.
+  small enough by default to search 8x8 digits;
+- `autogen`: the space generated from a plain model (`archnas.space.autogen`), such as the
+  registered model `plain_cnn` (`PlainCNN`, a small ResNet-like CNN) or a plugin's.
 """
 
 from archnas.hub.mobilenet import MobileNetSpace, parse_op
 from archnas.hub.nb201 import NasBench201, parse_nb201_string
+from archnas.hub.plain_cnn import PlainCNN
 from archnas.hub.proxylessnas import (
     ProxylessNAS,
     from_nni_arch,
@@ -19,12 +22,15 @@ from archnas.hub.proxylessnas import (
     proxyless_mobile_arch,
 )
 from archnas.hub.shufflenet import ShuffleNetSpace, parse_shufflenet_arch, spos_arch
-from archnas.space.registry import register_space
+from archnas.space.autogen import autogen_space
+from archnas.space.registry import register_model, register_space
 
 register_space("nb201", parse_arch=parse_nb201_string)(NasBench201)
 register_space("proxylessnas", parse_arch=parse_proxylessnas_arch)(ProxylessNAS)
 register_space("shufflenet", parse_arch=parse_shufflenet_arch)(ShuffleNetSpace)
 register_space("mobilenet")(MobileNetSpace)
+register_space("autogen")(autogen_space)
+register_model("plain_cnn")(PlainCNN)
 
-__all__ = ["MobileNetSpace", "NasBench201", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch", "parse_nb201_string",
-           "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]
+__all__ = ["MobileNetSpace", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
+           "parse_nb201_string", "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]

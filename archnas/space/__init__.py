@@ -6,9 +6,11 @@ NNI's primitives (`LayerChoice`, `InputChoice`, `ValueChoice`, `Repeat`, `Cell`,
 (`ArchStore`), which every strategy reads and writes, and which the DARTS cell supernet uses too.
 `freeze` and `fixed_arch` give plain networks of one architecture; `archnas.space.arch_io` reads
 and writes architectures; `create_space` builds a registered space (`archnas.hub`: `nb201`,
-`proxylessnas`, `shufflenet`, `mobilenet`).
+`proxylessnas`, `shufflenet`, `mobilenet`, `autogen`); `generate_space` makes a space of a plain
+model (`archnas.space.autogen`).
 """
 
+from archnas.space.autogen import generate_space
 from archnas.space.cells import Cell, NasBench201Cell
 from archnas.space.choice import Choice
 from archnas.space.choices import (
@@ -34,6 +36,6 @@ from archnas.space.value import ValueChoice
 __all__ = [
     "ArchBinding", "ArchStore", "ArchWeights", "Cell", "Choice", "ChoiceSpec", "FixedWeighting", "InputChoice",
     "LayerChoice", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
-    "ValueChoice", "Weighting", "create_space", "fixed_arch", "freeze", "register_space", "register_supernet_module",
-    "space_names",
+    "ValueChoice", "Weighting", "create_space", "fixed_arch", "freeze", "generate_space", "register_space",
+    "register_supernet_module", "space_names",
 ]

@@ -1,5 +1,7 @@
 """The space registry (timm-style): a name -> the factory of a search space (an `nn.Module` with
-choices in it), and `create_space(name, input_shape, n_classes, **params)`.
+choices in it), and `create_space(name, input_shape, n_classes, **params)`; and beside it the
+plain models a space can be generated from (`register_model`, `create_model`: the `model` of
+`archnas.space.autogen`'s space), built the same way.
 
 Built-in spaces register when `archnas.hub` is imported (the nas layer and the CLI import it); a
 plugin module registers its own at import. A factory takes the dataset's `input_shape`
@@ -25,6 +27,7 @@ SpaceFactory = Callable[..., nn.Module]
 ArchParser = Callable[[str], dict]  # a space's own architecture strings (NB201's, names) -> {label: choice}
 _SPACES: dict[str, SpaceFactory] = {}
 _PARSERS: dict[str, ArchParser] = {}
+_MODELS: dict[str, SpaceFactory] = {}  # plain models (no choices) that spaces are generated from
 
 
 def register_space(name: str, parse_arch: ArchParser | None = None) -> Callable[[SpaceFactory], SpaceFactory]:
@@ -38,6 +41,21 @@ def register_space(name: str, parse_arch: ArchParser | None = None) -> Callable[
         return factory
 
     return add
+
+
+def register_model(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Register the factory of a plain model under `name` (same signature as a space's factory)."""
+    def add(factory: SpaceFactory) -> SpaceFactory:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = factory
+        return factory
+
+    return add
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
 
 
 def arch_parser(name: str | None) -> ArchParser | None:
@@ -90,19 +108,39 @@ def create_space(name: str | None = None, *, factory: str | None = None, input_s
     """The model of a registered space (or of a factory), with its choices, not yet wrapped; an
     unknown parameter is a SpaceError listing the ones the factory takes."""
     what, fn = space_factory(name, factory)
+    return _call(f"space {what}", fn, input_shape, n_classes, params)
+
+
+def create_model(name: str | None = None, *, factory: str | None = None, input_shape: Sequence[int] = (3, 32, 32),
+                 n_classes: int = 10, **params: Any) -> nn.Module:
+    """A plain model: a registered one (`plain_cnn`) or a loaded plugin's `module:function`,
+    called as a space's factory is (a SpaceError naming what is wrong)."""
+    if (name is None) == (factory is None):
+        raise SpaceError("a model is named by exactly one of name (a registered model: "
+                         f"{', '.join(model_names()) or 'none'}) and factory ('package.module:function')")
+    if factory is not None:
+        return _call(f"model {factory}", plugin_factory(factory), input_shape, n_classes, params)
+    if name not in _MODELS:
+        raise SpaceError(f"unknown model {name!r}; registered models: {', '.join(model_names()) or 'none'} (or "
+                         "factory: 'package.module:function' of a plugin loaded with --import)")
+    return _call(f"model {name}", _MODELS[name], input_shape, n_classes, params)
+
+
+def _call(what: str, fn: SpaceFactory, input_shape: Sequence[int], n_classes: int, params: dict[str, Any]) -> nn.Module:
+    """`fn(input_shape=, n_classes=, **params)`, its parameters checked first."""
     signature = inspect.signature(fn)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     accepted = [n for n in signature.parameters if n not in ("input_shape", "n_classes")]
     unknown = [k for k in params if k not in accepted]
     if unknown and not takes_any:
-        raise SpaceError(f"space {what}: unknown parameters {', '.join(unknown)}; it takes {', '.join(accepted) or 'none'}")
+        raise SpaceError(f"{what}: unknown parameters {', '.join(unknown)}; it takes {', '.join(accepted) or 'none'}")
     kwargs = {"input_shape": tuple(input_shape), "n_classes": n_classes, **params}
     try:
         signature.bind(**kwargs)
     except TypeError as exc:
-        raise SpaceError(f"space {what}: {exc} (a space factory takes input_shape=, n_classes= and its own "
+        raise SpaceError(f"{what}: {exc} (a factory takes input_shape=, n_classes= and its own "
                          "parameters by keyword)") from None
     model = fn(**kwargs)
     if not isinstance(model, nn.Module):
-        raise SpaceError(f"space {what}: its factory returned a {type(model).__name__}, not an nn.Module")
+        raise SpaceError(f"{what}: its factory returned a {type(model).__name__}, not an nn.Module")
     return model

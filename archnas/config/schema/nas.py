@@ -138,7 +138,9 @@ class SearchConf:
     # What is searched. Empty: the DARTS cell supernet of model_desc. Otherwise a space over a
     # module: {name: nb201, C: 16, N: 5} (a registered space and its parameters) or
     # {factory: "my_package.my_module:build_model", ...} (called with input_shape=[C, H, W],
-    # n_classes= and the other keys as keyword arguments).
+    # n_classes= and the other keys as keyword arguments). {name: autogen, model: {name: plain_cnn},
+    # width_multipliers: [1.0, 0.75, 0.5, 0.25, 0.0], kernel_sizes: [3, 5], exclude: [...]} generates
+    # the space of a plain model (a registered one, or {factory: ...} of a plugin): archnas/space/autogen.py.
     space: Dict[str, Any] = field(default_factory=dict)
     # What trains (or samples) the supernet's architecture: a registered architecture optimizer
     # (archnas/nas/arch_optimizer.py: bilevel, uniform_paths, or a plugin's). null: the algorithm's
