@@ -66,6 +66,8 @@ def validate(resolved: dict[str, Any], tree: ConfigTree) -> ExperimentConf:
 def _check_containers(schema: Any, data: Any, path: tuple[str, ...], tree: ConfigTree) -> None:
     """A mapping where the schema holds a list, or a list where it holds a section: OmegaConf's
     merge stops on these with a bare TypeError that names no key, so they are found first."""
+    if isinstance(schema, (DictConfig, ListConfig)) and (schema._is_none() or schema._is_missing()):
+        return  # a null default (Optional section) takes what it is given; the merge judges it
     if isinstance(schema, DictConfig) and isinstance(data, dict):
         for key, value in data.items():
             if isinstance(key, str) and key in schema and isinstance(value, (dict, list)):
