@@ -62,6 +62,8 @@ class ArchOptimizer:
     needs_val: ClassVar[bool] = True
     # Whether its architecture loss takes the soft cost term (`nas.search.cost.penalty`, from `cost`).
     takes_cost_term: ClassVar[bool] = False
+    # Whether it distills sampled paths from the largest subnet (`nas.search.distill`; uniform_paths does).
+    distills: ClassVar[bool] = False
     trainer: "ArchTrainer"
     # The search's limits and penalty (`archnas.nas.cost_search.CostGuide`), set by the trainer; None: none.
     cost: Optional["CostGuide"] = None

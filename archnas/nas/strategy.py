@@ -113,7 +113,14 @@ class Strategy:
                               f"(its stages: {', '.join(p.name for p in self.phases)}), so no architecture optimizer "
                               "would run; leave it null")
         if trains:
-            build_arch_optimizer(self).check()
+            optimizer = build_arch_optimizer(self)
+            optimizer.check()
+            if search.distill.enabled and not optimizer.distills:
+                raise ConfigError(f"nas.search.distill.enabled: the architecture optimizer "
+                                  f"{arch_optimizer_name(self)!r} of {self.name} trains no sampled subnets to distill; "
+                                  "in-place distillation is for single-path pretrains (spos: uniform_paths)")
+        elif search.distill.enabled:
+            raise ConfigError(f"nas.search.distill.enabled: {self.name} trains no supernet; leave it false")
         if any(p.section_key == "nas.search" for p in self.phases) and search.loader.val_ratio <= 0:
             raise ConfigError(
                 f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "

@@ -29,6 +29,7 @@ from archnas.config.schema.nas import (
     HessianVectorProduct,
     NasConf,
     PostTrainConf,
+    DistillConf,
     RankingCheckConf,
     SPACE_SECTIONS,
     SearchCombinationsConf,
@@ -124,7 +125,7 @@ __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf", "CostConf",
     "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf", "FinalizerRank",
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
-    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf",
+    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "DistillConf", "RayConf",
     "SPACE_SECTIONS", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",
     "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section", "register_stage_section",
 ]
