@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from archnas import load_model_file
 from archnas.errors import SpaceError
 from archnas.space import SearchSpaceModel, build_network
 from archnas.space.store import Weighting
@@ -75,6 +76,8 @@ def test_darts_ends_within_a_mac_limit_and_a_penalty_lowers_the_expected_macs(tm
     alphas = {label: state[f"arch.alphas.{label.replace('.', '_')}"] for label in arch}
     assert arch == best_within_by_enumeration(alphas, MAX_MACS)
     assert yaml.safe_load((tmp_path / "limited" / "eval" / "arch.yaml").read_text())["arch"] == arch  # retrained
+    trained = load_model_file(tmp_path / "limited" / "eval" / "model_last.pt", plugins=["containers"])  # its network, built again
+    assert trained.model(torch.zeros(2, *SHAPE)).shape == (2, 10)
     assert "expected cost under the architecture distribution: macs" in out.stderr + out.stdout
 
     # the same search with the soft term: the architecture distribution ends cheaper
