@@ -77,7 +77,8 @@ class CostGuide:
         self.limits = Limits.from_conf(conf)
         self.labels = list(costs.specs)
         self.penalty: Optional[CostPenalty] = None
-        self.reported = list(dict.fromkeys([*([conf.penalty.model] if conf.penalty.weight else []), *self.limits.bounds]))
+        penalized = [conf.penalty.model] if conf.penalty.weight else []
+        self.reported = list(dict.fromkeys([*penalized, *self.limits.bounds]))
 
     @classmethod
     def build(cls, conf: CostConf, space: Space, store: ArchStore, info: DatasetInfo,

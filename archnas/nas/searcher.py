@@ -126,7 +126,8 @@ class Searcher(SearchPhase):
         ctx.log.info(f"search: {space.describe_supernet(model)}; {len(data.parts['train'])} train / "
                      f"{len(data.parts['val'])} val images")
         fingerprint = space.supernet_fingerprint(model)
-        cost = CostGuide.build(ctx.conf.cost, space, model.arch, data.info, ctx.seed) if space.kind == "modules" else None
+        cost = None if space.kind != "modules" else CostGuide.build(ctx.conf.cost, space, model.arch, data.info,
+                                                                     ctx.seed)
         trainer = self.build_trainer(ctx, model, fingerprint, data, cost)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
         arch = space.export(model, self.strategy)
@@ -155,8 +156,8 @@ class Searcher(SearchPhase):
         """The trainer of the search (also what `scripts/bench_supernet.py` times); `cost`: the
         search's limits and penalty over a module space."""
         return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
-                           val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, fingerprint),
-                           cost=cost)
+                           val_stream=data.loader("val", training=True),
+                           checkpointer=self.checkpointer(ctx, fingerprint), cost=cost)
 
 
 class PostTrain(Phase):

@@ -36,6 +36,6 @@ from archnas.space.value import ValueChoice
 __all__ = [
     "ArchBinding", "ArchStore", "ArchWeights", "Cell", "Choice", "ChoiceSpec", "FixedWeighting", "InputChoice",
     "LayerChoice", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
-    "ValueChoice", "Weighting", "build_network", "create_space", "fixed_arch", "freeze", "generate_space", "register_space",
-    "register_supernet_module", "space_names",
+    "ValueChoice", "Weighting", "build_network", "create_space", "fixed_arch", "freeze", "generate_space",
+    "register_space", "register_supernet_module", "space_names",
 ]

@@ -178,8 +178,10 @@ class ArchStore(nn.Module):
     def trained(self) -> bool:
         """Whether the architecture parameters are more than their random initialization: a gradient
         reached them, a state dict loaded them (trained elsewhere, perhaps), or they were set by hand."""
-        return self._touched or any(not (alpha.is_meta or initial.is_meta) and not torch.equal(alpha.detach(), initial.to(alpha.device))
-                                    for alpha, initial in zip(self.alphas.values(), self._initial))
+        if self._touched:
+            return True
+        return any(not (alpha.is_meta or initial.is_meta) and not torch.equal(alpha.detach(), initial.to(alpha.device))
+                   for alpha, initial in zip(self.alphas.values(), self._initial))
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)

@@ -22,6 +22,7 @@ from archnas.config.schema.nas import (
     ArchTrainerConf,
     BilevelOrder,
     CostConf,
+    DistillConf,
     EvalConf,
     EvalMode,
     FinalizerConf,
@@ -29,7 +30,6 @@ from archnas.config.schema.nas import (
     HessianVectorProduct,
     NasConf,
     PostTrainConf,
-    DistillConf,
     RankingCheckConf,
     SPACE_SECTIONS,
     SearchCombinationsConf,
@@ -123,9 +123,10 @@ def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[t
 
 __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf", "CostConf",
-    "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf", "FinalizerRank",
+    "DARTS_PRIMITIVES", "DatasetConf", "DistillConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf",
+    "FinalizerRank",
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
-    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "DistillConf", "RayConf",
+    "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf",
     "SPACE_SECTIONS", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",
     "ValidationConf", "WarmupConf", "experiment_conf_class", "field_kinds", "register_search_section", "register_stage_section",
 ]
