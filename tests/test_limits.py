@@ -125,3 +125,16 @@ def test_get_network_with_best_arch_refuses_untrained_architecture_parameters() 
     space.arch.use(Weighting())  # the softmax of the alphas, as DARTS weighs them
     torch.nn.functional.cross_entropy(space(x), y).backward()
     assert isinstance(space.get_network_with_best_arch(), torch.nn.Module)
+
+
+def test_limits_on_darts_cells_are_one_clear_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "archnas", "--config", str(REPO / "confs" / "darts.yaml"),
+           f"common.results_dir={tmp_path}", "nas.search.cost.max_macs=100000"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                                         os.environ.get("PYTHONPATH")]))})
+    errors = [line for line in out.stderr.splitlines() if line.startswith("archnas: error")]
+    assert out.returncode == 2 and len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert errors[0].startswith("archnas: error: nas.search.cost.max_macs: darts honours cost limits and the cost "
+                                "penalty only over a space over a module (nas.search.space)")
+    assert not any(tmp_path.iterdir())  # nothing written
