@@ -307,7 +307,7 @@ def test_bad_spos_settings_exit_2_with_one_message(tmp_path, override, message):
 
 def test_cost_limits_are_refused_by_algorithms_that_do_not_pick_subnets(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "main.py"), "--config", str(REPO / "confs" / "darts_nb201.yaml"),
-           f"common.results_dir={tmp_path}", "nas.search.cost.max_macs=1000000"]
+           f"common.results_dir={tmp_path}", "nas.algo=pc_darts", "nas.search.cost.max_macs=1000000"]
     out = run(cmd)
-    assert out.returncode == 2 and "darts does not pick subnets under limits" in out.stderr
+    assert out.returncode == 2 and "pc_darts does not pick subnets under limits" in out.stderr
 

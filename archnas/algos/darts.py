@@ -13,3 +13,4 @@ from archnas.nas.strategy import Strategy
 @register_algorithm
 class Darts(Strategy):
     name = "darts"
+    cost_aware = True  # nas.search.cost limits and penalty over a module space

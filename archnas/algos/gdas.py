@@ -186,6 +186,7 @@ class GdasFinalizers(Finalizers):
 @register_algorithm
 class Gdas(Strategy):
     name = "gdas"
+    cost_aware = True  # nas.search.cost limits and penalty over a module space (on the softmax of the alphas)
     config_class = GdasConf
     first_order_only = "every forward draws another architecture, so an unrolled step would compare different networks"
     find_unused_parameters = True

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from archnas.descs.model_desc import ModelDesc
 from archnas.errors import DescError, UsageError
 from archnas.model.model import Model
-from archnas.space import create_space, fixed_arch
+from archnas.space import build_network, create_space
 from archnas.space.registry import space_module, space_names
 from archnas.utils import atomic, reads
 from archnas.utils.plugins import load_plugins
@@ -368,9 +368,8 @@ class _Fields:
             raise self.error(f"space {_show(name)} is not registered (registered: {', '.join(space_names())}); {hint}")
 
         def build() -> nn.Module:
-            with fixed_arch(space["arch"]):
-                return create_space(name, factory=factory, input_shape=space["input_shape"],
-                                    n_classes=space["n_classes"], **params)
+            return build_network(lambda: create_space(name, factory=factory, input_shape=space["input_shape"],
+                                                      n_classes=space["n_classes"], **params), space["arch"])
 
         return lambda: self._call(f"building its network from space {name or factory}", build)
 

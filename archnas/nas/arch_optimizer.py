@@ -14,8 +14,9 @@ default, `Strategy.arch_optimizer()`, or a registered name in `nas.search.arch_o
 - `step(train, next_val)`: the ONE call per training step, before the weight step, with the
   step's train batch and a function that draws the next val batch (only `needs_val` optimizers
   may call it: the trainer checkpoints the val stream's position only for them).
-- `loss_terms(model, outputs, batch)`: a term added to the weight step's loss (a latency
-  penalty), or None.
+- `loss_terms(model, outputs, batch)`: a term added to the weight step's loss, or None.
+- `cost` (set by the trainer): the search's limits and soft cost term; an optimizer with
+  `takes_cost_term` adds the gradient of `cost.term()` to its architecture step (the bilevel step does).
 - `epoch_metrics()`: its fields of each epoch's record; `states()`: its checkpoint entries by
   name, which the trainer registers itself, so nothing is saved by hand.
 - `settings()`, `reconfigure(changed)`, `replay_schedule()`: what a resume under a changed config
@@ -47,6 +48,7 @@ from archnas.training.schedules import build_scheduler
 
 if TYPE_CHECKING:
     from archnas.nas.arch_trainer import ArchTrainer
+    from archnas.nas.cost_search import CostGuide
     from archnas.nas.strategy import Strategy
 
 _ARCH_OPTIMIZERS: dict[str, "type[ArchOptimizer]"] = {}
@@ -58,7 +60,13 @@ class ArchOptimizer:
 
     trains_alphas: ClassVar[bool] = True
     needs_val: ClassVar[bool] = True
+    # Whether its architecture loss takes the soft cost term (`nas.search.cost.penalty`, from `cost`).
+    takes_cost_term: ClassVar[bool] = False
+    # Whether it distills sampled paths from the largest subnet (`nas.search.distill`; uniform_paths does).
+    distills: ClassVar[bool] = False
     trainer: "ArchTrainer"
+    # The search's limits and penalty (`archnas.nas.cost_search.CostGuide`), set by the trainer; None: none.
+    cost: Optional["CostGuide"] = None
 
     def __init__(self, strategy: "Strategy"):
         self.strategy = strategy

@@ -40,6 +40,7 @@ from archnas.training.hooks import HookBase
 from archnas.training.trainer import Trainer
 
 if TYPE_CHECKING:
+    from archnas.nas.cost_search import CostGuide
     from archnas.nas.strategy import Strategy
 
 WATCHED_OPS = ("skip_connect", "none")
@@ -66,9 +67,10 @@ class ArchTrainer(Trainer):
     hooks and record fields of its own."""
 
     def __init__(self, conf: ArchTrainerConf, model: Searchable, env: TrainingEnv, *, strategy: "Strategy",
-                 val_stream: Optional[BatchLoader] = None, **kwargs):
+                 val_stream: Optional[BatchLoader] = None, cost: Optional["CostGuide"] = None, **kwargs):
         """`model` has its weighting bound already (`ArchOptimizer.weighting()`, by the phase that
-        built it); `val_stream`: the search val batches, for an optimizer that reads them."""
+        built it); `val_stream`: the search val batches, for an optimizer that reads them; `cost`:
+        the search's limits and penalty (`archnas.nas.cost_search`), None for a plain search."""
         super().__init__(conf, model, env, params=model.weights(),
                          find_unused_parameters=strategy.find_unused_parameters, **kwargs)
         if not list(self.base_model.arch_params()):
@@ -79,8 +81,10 @@ class ArchTrainer(Trainer):
             raise ValueError(f"architecture optimizer {type(self.arch_optimizer).__name__} reads val batches: "
                              "pass a val_stream")
         self.val_stream = val_stream
+        self.cost = cost
+        self.arch_optimizer.cost = cost
         self.arch_optimizer.setup(self)
-        hooks: list[HookBase] = []
+        hooks: list[HookBase] = [] if cost is None else cost.hooks()
         if self.arch_optimizer.trains_alphas:
             self.register_state("arch_params", ArchParamsState(self.base_model))
             self.alphas_at_start = alpha_report(self.base_model.arch)  # before resume: the seeded init of every run
@@ -93,6 +97,8 @@ class ArchTrainer(Trainer):
         self.arch_optimizer.begin(len(train_loader))
         for name, obj in self.arch_optimizer.states().items():
             self.register_state(name, obj)
+        if self.cost is not None:
+            self.register_state("cost_tables", self.cost)  # a resumed search keeps its measured tables
         return super().fit(train_loader, val_loader)
 
     def _replay_schedule(self) -> None:
@@ -126,6 +132,8 @@ class ArchTrainer(Trainer):
                     if op in report["argmax_share"]:
                         record[f"argmax_{op}_{label}"] = report["argmax_share"][op]
         record.update(self.strategy.epoch_metrics(self.base_model))
+        if self.cost is not None:
+            record.update(self.cost.expected())
         return record
 
     def alpha_summary(self) -> dict[str, Any]:

@@ -118,9 +118,17 @@ class BilevelOptimizer:
             return ArchStepResult(loss.detach())
         return self._second_order(train, val)
 
-    def step(self, train: Batch, val: Batch, sync_grads: Callable[[list[Tensor]], None] | None = None) -> ArchStepResult:
+    def step(self, train: Batch, val: Batch, sync_grads: Callable[[list[Tensor]], None] | None = None,
+             extra: Callable[[], Tensor | None] | None = None) -> ArchStepResult:
+        """`extra`: a term of the architecture loss that depends on the alphas alone (the soft cost
+        term), its gradient added to the val loss's."""
         self.alpha_optimizer.zero_grad(set_to_none=True)
         result = self.compute_grads(train, val)
+        term = None if extra is None else extra()
+        if term is not None:
+            for p, g in zip(self.arch_params, torch.autograd.grad(term, self.arch_params, allow_unused=True)):
+                if g is not None:
+                    p.grad = g.detach() if p.grad is None else p.grad + g.detach()
         if sync_grads is not None:
             sync_grads(self.arch_params)
         self.alpha_optimizer.step()
@@ -216,9 +224,12 @@ def _zero_if_none(t: Tensor | None, like: Tensor) -> Tensor:
 
 class BilevelStep(AlphaArchOptimizer):
     """The DARTS architecture step as an architecture optimizer: the alpha optimizer over
-    `model.arch_params()` steps on the val loss, first or second order, whenever the strategy
-    takes an architecture step; the alpha lr schedule runs on every step. Records the epoch's mean
-    arch-step val loss (`arch_val_loss`) and the alpha lr at the epoch's end (`alpha_lr`)."""
+    `model.arch_params()` steps on the val loss (plus the soft cost term, when the search has one),
+    first or second order, whenever the strategy takes an architecture step; the alpha lr schedule
+    runs on every step. Records the epoch's mean arch-step val loss (`arch_val_loss`) and the alpha
+    lr at the epoch's end (`alpha_lr`)."""
+
+    takes_cost_term = True
 
     def check(self) -> None:
         strategy, order = self.strategy, self.strategy.conf.nas.search.trainer.bilevel_order
@@ -244,7 +255,8 @@ class BilevelStep(AlphaArchOptimizer):
         """One bilevel step on a val batch, with the train batch for the unrolled step (what
         `scripts/bench_supernet.py` times)."""
         prepare = self.trainer.precision.prepare_input
-        result = self.bilevel.step((prepare(train[0]), train[1]), (prepare(val[0]), val[1]), sync_grads=sync_grads)
+        result = self.bilevel.step((prepare(train[0]), train[1]), (prepare(val[0]), val[1]), sync_grads=sync_grads,
+                                   extra=None if self.cost is None else self.cost.term)
         self.arch_loss.add(result.val_loss)
 
     def epoch_metrics(self) -> dict[str, Any]:

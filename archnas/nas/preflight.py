@@ -29,6 +29,8 @@ def check_before_work(experiment: Experiment, stages: Sequence[Phase]) -> None:
     check_splits(conf, search, eval)
     if search and any(issubclass(p, SubnetSearchPhase) for p in experiment.strategy.phases):
         check_subnet_search(experiment)
+    elif search and experiment.strategy.cost_aware and given_limits(conf.nas.search.cost):
+        check_gradient_limits(experiment)
 
 
 def check_splits(conf: Any, search: bool, eval: bool) -> None:
@@ -67,3 +69,18 @@ def check_subnet_search(experiment: Experiment) -> None:
     if limits_given:
         check_limits_reachable(search.cost, genome.specs, lambda choices: space.network(genome.arch_of(choices), info),
                                [info.channels, *info.image_size], seed=conf.common.seed)
+
+
+def check_gradient_limits(experiment: Experiment) -> None:
+    """A cost-aware gradient search's limits against the space's cheapest architecture, before it
+    trains (skipped once it has finished)."""
+    conf = experiment.run.conf
+    search = conf.nas.search
+    phases = [p(experiment) for p in experiment.strategy.phases if p.section_key == "nas.search"]
+    if any((p.dir / p.marker).is_file() for p in phases):
+        return
+    space = space_of(search)
+    info = dataset_info(conf.dataset, conf.common.cache_dir)
+    genome = space.genome(info)
+    check_limits_reachable(search.cost, genome.specs, lambda choices: space.network(genome.arch_of(choices), info),
+                           [info.channels, *info.image_size], seed=conf.common.seed)

@@ -28,6 +28,7 @@ from archnas.descs.model_desc import ModelDesc
 from archnas.errors import ConfigError
 from archnas.model import Model
 from archnas.nas.arch_trainer import ArchTrainer
+from archnas.nas.cost_search import CostGuide
 from archnas.nas.phase import Phase
 from archnas.nas.spaces import space_of
 from archnas.space.store import Searchable
@@ -125,9 +126,20 @@ class Searcher(SearchPhase):
         ctx.log.info(f"search: {space.describe_supernet(model)}; {len(data.parts['train'])} train / "
                      f"{len(data.parts['val'])} val images")
         fingerprint = space.supernet_fingerprint(model)
-        trainer = self.build_trainer(ctx, model, fingerprint, data)
+        cost = None if space.kind != "modules" else CostGuide.build(ctx.conf.cost, space, model.arch, data.info,
+                                                                     ctx.seed)
+        trainer = self.build_trainer(ctx, model, fingerprint, data, cost)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
         arch = space.export(model, self.strategy)
+        cost_metrics: dict[str, Any] = {}
+        if cost is not None:
+            argmax, arch = arch, cost.pick(arch)
+            cost_metrics = {"limits": cost.limits.describe(), "costs": cost.costs_of(arch),
+                            "argmax_costs": cost.costs_of(argmax), "argmax_within_limits": argmax == arch,
+                            "penalty": {"model": ctx.conf.cost.penalty.model, "weight": ctx.conf.cost.penalty.weight}}
+            if cost.limits:
+                ctx.log.info(f"the most probable architecture within {cost.limits.describe()}: costs "
+                             f"{cost.costs_of(arch)} (the argmax costs {cost.costs_of(argmax)})")
         metrics = {
             "search_time": sum(r.get("epoch_time", 0.0) for r in history.records),
             "epochs": len(history.records),
@@ -135,13 +147,17 @@ class Searcher(SearchPhase):
             "final_val_top1": history.last.get("val_top1") if history.last else None,
             "supernet_fingerprint": fingerprint,
             "alphas": trainer.alpha_summary(),  # mean edge entropy at the start and the end, per label
+            **cost_metrics,
         }
         return self.save_result(ctx, arch, metrics, data.info)
 
-    def build_trainer(self, ctx: PhaseContext, model: Searchable, fingerprint: str, data: DataBundle) -> ArchTrainer:
-        """The trainer of the search (also what `scripts/bench_supernet.py` times)."""
+    def build_trainer(self, ctx: PhaseContext, model: Searchable, fingerprint: str, data: DataBundle,
+                      cost: Optional[CostGuide] = None) -> ArchTrainer:
+        """The trainer of the search (also what `scripts/bench_supernet.py` times); `cost`: the
+        search's limits and penalty over a module space."""
         return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
-                           val_stream=data.loader("val", training=True), checkpointer=self.checkpointer(ctx, fingerprint))
+                           val_stream=data.loader("val", training=True),
+                           checkpointer=self.checkpointer(ctx, fingerprint), cost=cost)
 
 
 class PostTrain(Phase):

@@ -35,7 +35,9 @@ from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import ConfigError
 from archnas.latency import check_cost_conf, given_limits
 from archnas.model.builder import ModelDescBuilder, darts_mixed_op
-from archnas.nas.arch_optimizer import build_arch_optimizer
+from archnas.latency.penalty import check_penalty
+from archnas.nas.arch_optimizer import arch_optimizer_name, build_arch_optimizer
+from archnas.nas.cost_search import cost_settings
 from archnas.nas.evaluater import Evaluater, check_eval_mode
 from archnas.nas.finalizers import Finalizers, RandomFinalizers, random_arch_seed
 from archnas.nas.searcher import Searcher
@@ -59,6 +61,10 @@ class Strategy:
     # What `nas.search.finalizer.type: default | random` build.
     default_finalizers: ClassVar[type[Finalizers]] = Finalizers
     random_finalizers: ClassVar[type[RandomFinalizers]] = RandomFinalizers
+    # Takes nas.search.cost limits and the soft cost term over a module space: its search trains a
+    # distribution over the choices and exports the most probable architecture within the limits
+    # (`archnas.nas.cost_search`; darts, gdas).
+    cost_aware: ClassVar[bool] = False
 
     def __init__(self, conf: ExperimentConf):
         self.conf = conf
@@ -80,10 +86,20 @@ class Strategy:
         cost = search.cost
         limits = given_limits(cost)
         picks_subnets = any(getattr(phase, "picks_subnets", False) for phase in self.phases)
-        if not picks_subnets and (limits or search.ranking_check.n_archs):
+        cost_aware = self.cost_aware and bool(cost_settings(cost))
+        if cost_aware:
+            self.check_cost_aware(cost_settings(cost))
+        if cost.penalty.weight and not self.cost_aware:
+            raise ConfigError(f"nas.search.cost.penalty.weight: {cost.penalty.weight!r}, but {self.name} trains no "
+                              "architecture distribution under a soft cost term; leave it 0 (gradient searches over a "
+                              "module space take it: darts, gdas)")
+        if not picks_subnets and not cost_aware and (limits or search.ranking_check.n_archs):
             what = ", ".join(f"nas.search.cost.{k}" for k in limits) or "nas.search.ranking_check.n_archs"
             raise ConfigError(f"{what}: {self.name} does not pick subnets under limits or rank them; use an algorithm "
                               "that scores subnets (spos), or leave it unset")
+        if search.ranking_check.n_archs and not picks_subnets:
+            raise ConfigError(f"nas.search.ranking_check.n_archs: {self.name} does not pick subnets under limits or "
+                              "rank them; use an algorithm that scores subnets (spos), or leave it unset")
         if search.ranking_check.n_archs and (search.ranking_check.n_archs < 5 or search.ranking_check.epochs < 1):
             raise ConfigError(f"nas.search.ranking_check: n_archs {search.ranking_check.n_archs} must be at least 5 "
                               f"(or 0: off) and epochs {search.ranking_check.epochs} at least 1; fewer architectures "
@@ -97,13 +113,38 @@ class Strategy:
                               f"(its stages: {', '.join(p.name for p in self.phases)}), so no architecture optimizer "
                               "would run; leave it null")
         if trains:
-            build_arch_optimizer(self).check()
+            optimizer = build_arch_optimizer(self)
+            optimizer.check()
+            if search.distill.enabled and not optimizer.distills:
+                raise ConfigError(f"nas.search.distill.enabled: the architecture optimizer "
+                                  f"{arch_optimizer_name(self)!r} of {self.name} trains no sampled subnets to distill; "
+                                  "in-place distillation is for single-path pretrains (spos: uniform_paths)")
+        elif search.distill.enabled:
+            raise ConfigError(f"nas.search.distill.enabled: {self.name} trains no supernet; leave it false")
         if any(p.section_key == "nas.search" for p in self.phases) and search.loader.val_ratio <= 0:
             raise ConfigError(
                 f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "
                 f"{self.name} search trains or scores architectures on them; set it between 0 and 1 "
                 "(confs/darts.yaml: 0.5)"
             )
+
+    def check_cost_aware(self, keys: list[str]) -> None:
+        """Limits or a penalty on a cost-aware gradient search: only over a space over a module,
+        with an architecture optimizer that takes the cost term when a penalty is set."""
+        search = self.conf.nas.search
+        first = f"nas.search.cost.{keys[0]}"
+        space = space_of(search)
+        if space.kind != "modules":
+            raise ConfigError(f"{first}: {self.name} honours cost limits and the cost penalty only over a space over a "
+                              "module (nas.search.space); DARTS cells' finalizer keeps the strongest edges whatever "
+                              "they cost; search a module space, or leave the limits unset")
+        check_cost_conf(search.cost)
+        check_penalty(search.cost)
+        optimizer = build_arch_optimizer(self)
+        if search.cost.penalty.weight and not optimizer.takes_cost_term:
+            raise ConfigError(f"nas.search.cost.penalty.weight: the architecture optimizer "
+                              f"{arch_optimizer_name(self)!r} does not add the soft cost term to its architecture "
+                              "loss; use the bilevel step (nas.search.arch_optimizer: null) or leave it 0")
 
     # -- the space ---------------------------------------------------------------------------
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from archnas.config.schema import CostConf
 from archnas.context import PhaseContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError
 from archnas.latency import Limits, SpaceCosts, cost_model
 from archnas.latency.table import row_to_arch
 from archnas.nas.samplers import Genomes, Sampler, build_sampler, sampler_class
+from archnas.nas.cost_search import space_costs
 from archnas.nas.pareto import write_pareto
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.selection import InheritedWeights, select
@@ -50,13 +50,6 @@ class CostTables:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.costs.load_state_dict(state)
-
-
-def space_costs(conf: CostConf, space: Space, genome: Genome, info: DatasetInfo, seed: int) -> SpaceCosts:
-    """The cost models of the space's genomes, each counted on the network of the architecture
-    (`space.network`) of a genome's `{label: choice}`."""
-    return SpaceCosts.from_conf(conf, genome.specs, lambda choices: space.network(genome.arch_of(choices), info),
-                                [info.channels, *info.image_size], seed=seed)
 
 
 class SubnetSearchPhase(SearchPhase):

@@ -20,7 +20,7 @@ from archnas.space.choices import (
     SearchVariantsContainer,
 )
 from archnas.space.fixed import fixed_arch
-from archnas.space.model import SearchSpaceModel, freeze, register_supernet_module
+from archnas.space.model import SearchSpaceModel, build_network, freeze, register_supernet_module
 from archnas.space.registry import create_space, register_space, space_names
 from archnas.space.store import (
     ArchBinding,
@@ -36,6 +36,6 @@ from archnas.space.value import ValueChoice
 __all__ = [
     "ArchBinding", "ArchStore", "ArchWeights", "Cell", "Choice", "ChoiceSpec", "FixedWeighting", "InputChoice",
     "LayerChoice", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
-    "ValueChoice", "Weighting", "create_space", "fixed_arch", "freeze", "generate_space", "register_space",
-    "register_supernet_module", "space_names",
+    "ValueChoice", "Weighting", "build_network", "create_space", "fixed_arch", "freeze", "generate_space",
+    "register_space", "register_supernet_module", "space_names",
 ]

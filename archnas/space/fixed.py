@@ -7,8 +7,9 @@ Inside the block every choice constructor returns what the architecture chooses 
 choice (a LayerChoice its chosen candidate, a ValueChoice its value as a `FixedValue`, a Repeat
 the chosen number of blocks, ...), so the network has exactly the modules, parameters and state-dict keys that
 `freeze` of a trained search-space model gives at the same architecture. Choices need labels
-here: an unlabelled choice only gets its label (its module path) once a SearchSpaceModel sees
-the whole model, which a network built from scratch never does.
+here: an unlabelled choice (a SearchVariantsContainer takes none) only gets its label (its module
+path) once a SearchSpaceModel sees the whole model, which a network built from scratch never
+does; `archnas.space.build_network` then builds the whole model and freezes it at the architecture.
 
 The architecture in force is context-local state (a ContextVar), the one way a constructor
 called from a user's own `__init__` can learn it; it is set only inside the `with` block.
@@ -25,6 +26,10 @@ from archnas.errors import SpaceError
 from archnas.ops.frozen import FixedValue
 
 
+class UnlabelledChoice(SpaceError):
+    """A choice without a label met under `fixed_arch`: the network must be built whole and frozen."""
+
+
 @dataclass
 class FixedArch:
     arch: dict[str, Any]
@@ -33,8 +38,9 @@ class FixedArch:
     def choose(self, label: Optional[str], kind: str, choices: tuple) -> Any:
         """The architecture's value for `label`, checked against the choices it may take."""
         if label is None:
-            raise SpaceError(f"fixed_arch: a {kind} without a label cannot be resolved while the model is built; "
-                             "give every choice a label (label=...)")
+            raise UnlabelledChoice(f"fixed_arch: a {kind} without a label cannot be resolved while the model is "
+                                   "built (its label is its module path, known once the whole model exists); build "
+                                   "the network with archnas.space.build_network, which freezes the whole model")
         if label not in self.arch:
             raise SpaceError(f"fixed_arch: the architecture has no value for {label!r}; "
                              f"it sets {', '.join(sorted(self.arch)) or 'nothing'}")

@@ -30,7 +30,7 @@ import copy
 import hashlib
 import json
 import operator
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from archnas.errors import SpaceError
 from archnas.space.choice import Choice, choice_index, choice_value, default_index, sample_choice
 from archnas.space.choices import SearchVariantsContainer
+from archnas.space.fixed import UnlabelledChoice, fixed_arch
 from archnas.space.store import ArchBinding, ArchStore, ChoiceSpec, FixedWeighting, Searchable
 from archnas.space.value import ValueChoice, leaves_of
 
@@ -350,6 +351,15 @@ class SearchSpaceModel(Searchable):
         return freeze(self, self._by_indexes(selected_op_index))
 
     def get_network_with_best_arch(self) -> nn.Module:
+        """The network of the most probable architecture. Refused while no gradient has reached
+        the architecture parameters (a single-path pretrain trains none): their argmax would be
+        an accident of their random initialization."""
+        if not self.arch.trained:
+            raise SpaceError("get_network_with_best_arch: no architecture parameter of this space has been trained "
+                             "(a pretrain samples paths and trains only the weights), so the best architecture is "
+                             "the argmax of their random initialization; search first (a search optimizer, or "
+                             "archnas's search stage), or take a network of your choice with "
+                             "get_network_by_indexes([...])")
         return freeze(self, self.export())
 
 
@@ -423,4 +433,16 @@ def freeze(space: SearchSpaceModel, arch: Mapping[str, Any]) -> nn.Module:
     return net
 
 
-__all__ = ["SearchSpaceModel", "freeze", "register_supernet_module"]
+def build_network(make: Callable[[], nn.Module], arch: Mapping[str, Any]) -> nn.Module:
+    """The plain network of `arch`, from scratch: `make()` under `fixed_arch` (only the chosen
+    candidates are built) when every choice it meets has a label; a model with unlabelled choices
+    (SearchVariantsContainers) is built whole, wrapped, so that each gets its module path as its
+    label, and frozen at `arch` (the same modules and state-dict keys as `freeze` of its supernet)."""
+    try:
+        with fixed_arch(arch):
+            return make()
+    except UnlabelledChoice:
+        return freeze(SearchSpaceModel(make()), arch)
+
+
+__all__ = ["SearchSpaceModel", "build_network", "freeze", "register_supernet_module"]

@@ -164,6 +164,28 @@ class ArchStore(nn.Module):
         )
         self.binding = ArchBinding(self)
         self.weighting = Weighting()
+        # Whether a gradient ever reached the architecture parameters (or a state dict loaded them):
+        # until then their argmax is their random initialization, no architecture worth exporting.
+        self._touched = False
+        self._initial = [alpha.detach().clone() for alpha in self.alphas.values()]  # not state: a copy
+        for alpha in self.alphas.values():
+            alpha.register_post_accumulate_grad_hook(self._mark_trained)
+
+    def _mark_trained(self, param: Tensor) -> None:
+        self._touched = True
+
+    @property
+    def trained(self) -> bool:
+        """Whether the architecture parameters are more than their random initialization: a gradient
+        reached them, a state dict loaded them (trained elsewhere, perhaps), or they were set by hand."""
+        if self._touched:
+            return True
+        return any(not (alpha.is_meta or initial.is_meta) and not torch.equal(alpha.detach(), initial.to(alpha.device))
+                   for alpha, initial in zip(self.alphas.values(), self._initial))
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._touched = True
 
     def alpha(self, label: str) -> nn.Parameter:
         if label not in self.specs:

@@ -22,6 +22,7 @@ from archnas.config.schema.nas import (
     ArchTrainerConf,
     BilevelOrder,
     CostConf,
+    DistillConf,
     EvalConf,
     EvalMode,
     FinalizerConf,
@@ -122,7 +123,8 @@ def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[t
 
 __all__ = [
     "AmpConf", "AmpDtype", "ArchTrainerConf", "BilevelOrder", "CheckpointConf", "CommonConf", "CostConf",
-    "DARTS_PRIMITIVES", "DatasetConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf", "FinalizerRank",
+    "DARTS_PRIMITIVES", "DatasetConf", "DistillConf", "EvalConf", "EvalMode", "ExperimentConf", "FinalizerConf",
+    "FinalizerRank",
     "HessianVectorProduct", "LoaderConf", "LossConf", "LrScheduleConf", "LrScheduleType", "ModelDescConf",
     "ModelStemsConf", "NasConf", "OptimizerConf", "OptimizerType", "PostTrainConf", "RankingCheckConf", "RayConf",
     "SPACE_SECTIONS", "SearchCombinationsConf", "SearchConf", "TimingConf", "TrainerConf",

@@ -125,6 +125,19 @@ class CostConf:
 
 
 @dataclass
+class DistillConf:
+    """In-place distillation in a single-path pretrain (once-for-all's and BigNAS's sandwich rule,
+    in the spirit of ENOT's unpublished "output distribution optimization"): each step trains the
+    largest subnet on the labels and the step's sampled subnet on the largest's softened outputs
+    (KL divergence), one optimizer step for both (archnas/nas/pretrain.py)."""
+
+    enabled: bool = False
+    largest_by: str = "params"  # the exact cost model whose most expensive architecture is the teacher (params | macs)
+    temperature: float = 1.0  # softmax temperature of both outputs; the KL term is scaled by its square
+    weight: float = 1.0  # the KL term's weight against the largest subnet's label loss
+
+
+@dataclass
 class RankingCheckConf:
     """Train `n_archs` sampled architectures stand-alone for `epochs` and compare their ranking with
     the supernet's (Kendall's tau, Spearman's rho; ranking.json). 0: off; else at least 5."""
@@ -154,6 +167,7 @@ class SearchConf:
     combinations: SearchCombinationsConf = field(default_factory=SearchCombinationsConf)
     cost: CostConf = field(default_factory=CostConf)  # limits and cost models of subnet searches (spos)
     ranking_check: RankingCheckConf = field(default_factory=RankingCheckConf)  # subnet searches (spos)
+    distill: DistillConf = field(default_factory=DistillConf)  # the single-path pretrain's in-place distillation
     # An algorithm with settings of its own adds them as `nas.search.<algorithm>` (its config
     # dataclass, registered with the algorithm: archnas/algos/<algorithm>.py documents its keys).
 

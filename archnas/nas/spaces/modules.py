@@ -31,7 +31,7 @@ from archnas.errors import ConfigError, DescError, SpaceError
 from archnas.latency.table import arch_to_row, option_count, row_to_arch
 from archnas.nas.arch_optimizer import bind_weighting
 from archnas.nas.spaces.base import Genome, Space
-from archnas.space import SearchSpaceModel, create_space, fixed_arch, freeze
+from archnas.space import SearchSpaceModel, build_network, create_space, freeze
 from archnas.space.choice import sample_choice
 from archnas.space.arch_io import arch_document, parse_arch, save_arch
 from archnas.space.registry import arch_parser
@@ -145,9 +145,9 @@ class ModuleSpace(Space):
     # -- networks ----------------------------------------------------------------------------
 
     def network(self, arch: Mapping[str, Any], info: DatasetInfo) -> nn.Module:
-        """The plain network of `arch`, from scratch (as `fixed_arch` builds it)."""
-        with fixed_arch(arch):
-            return self.model(info)
+        """The plain network of `arch`, from scratch (as `fixed_arch` builds it; a model with
+        unlabelled choices is built whole and frozen: `build_network`)."""
+        return build_network(lambda: self.model(info), arch)
 
     def tuned(self, arch: Mapping[str, Any], info: DatasetInfo, state: dict[str, Any],
               strategy: Optional["Strategy"] = None) -> nn.Module:
