@@ -114,7 +114,7 @@ def test_a_limit_below_the_space_minimum_exits_2_naming_it_before_the_pretrain(t
 
 
 def test_tune_before_pretrain_is_one_line_exit_2(tmp_path, capsys):
-    assert "pretrain" in refusal(tmp_path, capsys, "--stages", "tune")
+    assert "run the pretrain and search stages first" in refusal(tmp_path, capsys, "--stages", "tune")
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -237,6 +237,11 @@ class EnotTune(Evaluater):
 
     name = "tune"
 
+    def _no_architecture(self) -> ConfigError:
+        return ConfigError(f"tune fine-tunes the architecture of a finished search, and {self.run.exp_dir / 'search'} "
+                           "holds none: run the pretrain and search stages first (leave out --stages, or "
+                           "--stages pretrain,search,tune), or set nas.eval.final_desc to an architecture")
+
 
 @register_algorithm
 class Enot(Strategy):
