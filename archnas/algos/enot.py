@@ -228,7 +228,7 @@ class EnotSearch(SearchPhase):
 
     def report(self, summary: dict[str, Any]) -> list[str]:
         return super().report(summary) + [
-            f"  within {row['limit']} {row['bound']:,g}: {row['cost_model']} {row['cost']:,.6g} "
+            f"  within {row['limit']} {row['bound']:,.10g}: {row['cost_model']} {row['cost']:,.10g} "
             f"{cost_model(row['cost_model']).unit}" for row in summary.get("best_within_limits") or ()]
 
 
