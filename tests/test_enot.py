@@ -77,9 +77,9 @@ def test_the_final_architecture_is_the_most_probable_within_the_limit_by_enumera
     macs = costs.model("macs")
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for label, spec in supernet.specs.items():
+        for (label, spec), deltas in zip(supernet.specs.items(), macs.table.deltas):
             alpha = supernet.arch.alpha(label)
-            dear = max(range(len(spec.candidates)), key=lambda k: macs.table.deltas[list(supernet.specs).index(label)][k])
+            dear = max(range(len(spec.candidates)), key=lambda k: deltas[k])
             alpha.copy_(torch.randn(alpha.shape, generator=gen))
             alpha[dear] += 3.0
     conf = CostConf(max_macs=float(costs.statistics("macs")["median"]))

@@ -48,7 +48,7 @@ from archnas.context import PhaseContext
 from archnas.data.loader import Batch, BatchLoader
 from archnas.enot.core import SearchCore, unsearchable_label
 from archnas.errors import ConfigError, SpaceError
-from archnas.latency import Limits, SpaceCosts, cost_model
+from archnas.latency import Limits, cost_model
 from archnas.latency.penalty import CostPenalty
 from archnas.nas.evaluater import Evaluater
 from archnas.nas.pretrain import Pretrain
@@ -173,8 +173,9 @@ class EnotSearch(SearchPhase):
             if isinstance(saved, dict):
                 diff = [k for k in config_changes(saved, self.config_record()) if not is_safe_key(k)]
                 if diff and all(any(fnmatch.fnmatchcase(k, p) for p in RERUN_KEYS) for k in diff):
-                    self.run.log.info(f"{self.folder}: {', '.join(diff)} changed since it finished: the search runs "
-                                      f"again on the finished {self.strategy.supernet_phase()} (the old folder is kept)")
+                    self.run.log.info(f"{self.folder}: {', '.join(diff)} changed since it finished: the search "
+                                      f"runs again on the finished {self.strategy.supernet_phase()} (the old folder is "
+                                      "kept)")
                     self.restart = True
                     return None
         return super().finished()
