@@ -24,6 +24,7 @@ from archnas.enot import (
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # about 10 s on 2 cores: the README's three phases on digits
 def test_the_readme_plain_loop_runs_as_written():
     text = (REPO / "README.md").read_text().split("### ENOT's workflow", 1)[1]
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
