@@ -16,8 +16,9 @@ a registered space, a factory, or `autogen` from a plain model).
   without limits), BN-tuned on `bn_validation_tune_batches` train batches and scored on val.
   Each epoch records val top-1, the expected cost of every cost model with a per-choice table
   and the chosen architecture and its costs (`search/metrics.jsonl`); the final architecture is
-  `search/arch.yaml`. A finished search whose only changes are under `nas.search.cost` or
-  `nas.search.enot` runs again (its old folder kept), on the finished pretrain.
+  `search/arch.yaml`, each cost's min, max, mean and median over the space
+  `search/latency_stats.json` (as spos writes it). A finished search whose only changes are under
+  `nas.search.cost` or `nas.search.enot` runs again (its old folder kept), on the finished pretrain.
 - `tune` (`EnotTune`, folder `tune/`): the eval phase under another name: the found network cut
   out of the pretrained supernet and fine-tuned (`nas.eval.mode: tune`, at a small lr: ENOT's
   tutorial uses 2e-4) or retrained from scratch (`retrain`); `tune/model_last.pt` is what
@@ -56,12 +57,12 @@ from archnas.nas.registry import register_algorithm
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.spaces import CellSpace, Space, space_of
 from archnas.nas.strategy import Strategy
-from archnas.nas.subnet_search import CostTables, space_costs
+from archnas.nas.subnet_search import LATENCY_STATS_FILE, CostTables, space_costs
 from archnas.nas.subnets import inherited_supernet
 from archnas.training.env import TrainingEnv
 from archnas.training.hooks import HookBase
 from archnas.training.trainer import Trainer
-from archnas.utils import reads
+from archnas.utils import atomic, reads
 from archnas.utils.seeding import derive_seed
 
 OPTIMIZERS = ("adam", "radam")
@@ -198,6 +199,8 @@ class EnotSearch(SearchPhase):
         names = limits.reported(conf.cost.pareto)
         if conf.cost.penalty.weight > 0 and conf.cost.penalty.model not in names:
             names.append(conf.cost.penalty.model)
+        report = {"space": space.description(), **costs.report(names)}
+        ctx.write(lambda: atomic.write_json(ctx.dir / LATENCY_STATS_FILE, report))  # held until the phase commits
         validation = first_batches(data.loader("train", training=True), section.bn_validation_tune_batches)
         trainer = EnotSearchTrainer(
             search_trainer_conf(conf, section), core, ctx, section=section,
