@@ -34,6 +34,7 @@ class SearchSpaceModel(BaseSearchSpaceModel):
     def __init__(self, original_model: torch.nn.Module, **kwargs: Any):
         super().__init__(original_model, **kwargs)
         self._latency: Optional[tuple[str, SpaceCosts]] = None
+        self._stats: dict[str, Any] = {}  # min, max, mean, median over the space, computed once
 
     def initialize_latency(self, kind: str, sample_inputs: Tensor, seed: int = 0) -> None:
         """Build the cost model `kind` of the registry over this space's choices, counted or timed
@@ -47,7 +48,7 @@ class SearchSpaceModel(BaseSearchSpaceModel):
         costs = SpaceCosts(self.specs, lambda arch: freeze(self, arch).eval(), list(sample_inputs.shape[1:]),
                            seed=seed)
         costs.model(kind)  # built (and checked) now, not at the first step
-        self._latency = (kind, costs)
+        self._latency, self._stats = (kind, costs), costs.statistics(kind)
 
     @property
     def latency_type(self) -> Optional[str]:
@@ -56,15 +57,19 @@ class SearchSpaceModel(BaseSearchSpaceModel):
     @property
     def space_costs(self) -> SpaceCosts:
         """The cost models over the space (what the fixed-latency search optimizer limits)."""
+        self._require_latency()
+        return self._latency[1]  # type: ignore[index]
+
+    def _require_latency(self) -> None:
         if self._latency is None:
             raise ValueError("latency is not initialized: call initialize_latency(kind, sample_inputs) first")
-        return self._latency[1]
 
     def _model(self) -> CostModel:
         return self.space_costs.model(self.latency_type or "")
 
     def _stat(self, key: str) -> float:
-        return float(self.space_costs.statistics(self.latency_type or "")[key])
+        self._require_latency()
+        return float(self._stats[key])
 
     @property
     def min_latency(self) -> float:
