@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import archnas.hub  # noqa: F401
 from archnas.cli import main
@@ -83,18 +84,23 @@ def test_the_final_architecture_is_the_most_probable_within_the_limit_by_enumera
             alpha.copy_(torch.randn(alpha.shape, generator=gen))
             alpha[dear] += 3.0
     conf = CostConf(max_macs=float(costs.statistics("macs")["median"]))
-    limits = Limits.from_conf(conf)
-    core = SearchCore(supernet, costs, limits)
-    scores = core.log_probs()
+    core = SearchCore(supernet, costs, Limits.from_conf(conf))
     unconstrained = SearchCore(supernet, costs).best_arch()
     assert macs.cost(unconstrained) > conf.max_macs, "the test needs an argmax over the limit"
+    best = best_within_by_enumeration(core, costs, conf.max_macs)
+    assert core.best_arch() == best and macs.cost(best) <= conf.max_macs
+
+
+def best_within_by_enumeration(core: SearchCore, costs: SpaceCosts, max_macs: float) -> dict:
+    """The architecture of the highest summed log-probability among all those within max_macs."""
+    scores = core.log_probs()
     best, best_score = None, -float("inf")
     for row in itertools.product(*(range(len(s)) for s in scores.values())):
         arch = row_to_arch(costs.specs, row)
         score = sum(s[k] for s, k in zip(scores.values(), row))
-        if macs.cost(arch) <= conf.max_macs and score > best_score:
+        if costs.model("macs").cost(arch) <= max_macs and score > best_score:
             best, best_score = arch, score
-    assert core.best_arch() == best and macs.cost(best) <= conf.max_macs
+    return best
 
 
 def refusal(tmp_path: Path, capsys: pytest.CaptureFixture, *extra: str) -> str:
@@ -137,6 +143,14 @@ def test_a_run_killed_in_each_stage_ends_bit_identical_and_a_new_limit_reruns_se
         wa, wb = (torch.load(d / stage / "checkpoint_last.pt", weights_only=True)["state"]["model"] for d in (a, b))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), stage
     assert (a / "search" / "arch.yaml").read_text() == (b / "search" / "arch.yaml").read_text()
+    # the stage's final architecture: the most probable within max_macs by its final logits
+    supernet, costs = tiny_costs()
+    state = torch.load(a / "search" / "checkpoint_last.pt", weights_only=True)["state"]["model"]
+    with torch.no_grad():
+        for label in supernet.specs:
+            supernet.arch.alpha(label).copy_(state[f"arch.alphas.{label}"])
+    found = yaml.safe_load((a / "search" / "arch.yaml").read_text())["arch"]
+    assert found == best_within_by_enumeration(SearchCore(supernet), costs, 60000)
     # only the limit changes: the pretrain is reused, search and tune run again
     before = digest(a / "pretrain")
     out = run(command(tmp_path / "a", "nas.search.cost.max_macs=40000"))
