@@ -158,6 +158,7 @@ class EnotSearch(SearchPhase):
     """`search` of enot (see the module docstring)."""
 
     picks_subnets = True  # takes cost limits; preflight judges them before the pretrain
+    takes_cost_penalty = True  # adds nas.search.cost.penalty to its own loss (Strategy.check lets it through)
 
     def inputs(self) -> tuple[str, ...]:
         return (self.strategy.supernet_phase(),)
