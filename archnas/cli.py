@@ -82,7 +82,7 @@ def build_run_parser() -> argparse.ArgumentParser:
         prog="archnas",
         description="Run a neural architecture search experiment: the named stages of the algorithm's recipe "
         "(search, finalize, then evaluate the final architecture; spos: pretrain, search, ranking, eval; "
-        "then nas.extra_stages). Rerunning the same command resumes an interrupted run. "
+        "enot: pretrain, search, tune; then nas.extra_stages). Rerunning the same command resumes an interrupted run. "
         "Use 'archnas stats --help' for parameter and multiply-add counts, 'archnas predict --help' to "
         "classify images with a saved model file, 'archnas export --help' to export the final network "
         "(ONNX, TorchScript, torch.export, standalone PyTorch source).",
@@ -97,8 +97,8 @@ def build_run_parser() -> argparse.ArgumentParser:
                         "nas.eval.final_desc or a finished search)")
     parser.add_argument("--skip", metavar="A,B", help="leave these stages out (e.g. --skip ranking)")
     parser.add_argument("--no-search", action="store_true", help="leave out every stage of nas.search (spos: pretrain, "
-                        "search, ranking); eval needs nas.eval.final_desc or a finished search")
-    parser.add_argument("--no-eval", action="store_true", help="leave out the stages of nas.eval (the eval; a registered "
+                        "search, ranking; enot: pretrain, search); eval needs nas.eval.final_desc or a finished search")
+    parser.add_argument("--no-eval", action="store_true", help="leave out the stages of nas.eval (the eval, enot's tune; a registered "
                         "stage of its own section, such as an export, still runs)")
     parser.add_argument("--algos", metavar="A,B", help="run several algorithms in sequence, each with confs/<algo>.yaml under "
                         "the given configs, and write summary.md and summary.csv")

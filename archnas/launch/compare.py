@@ -118,7 +118,7 @@ def _run_child(command: list[str]) -> int:
 def summary_rows(results: Sequence[ExperimentResult]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
-        s, e = r.stage("search"), r.stage("eval")
+        s, e = r.stage("search"), r.final()
         mb = lambda b: None if b is None else round(b / 2**20)  # noqa: E731
         rows.append({
             "algorithm": r.algorithm, "test_top1": e.get("test_top1"), "params": e.get("params_without_aux"),

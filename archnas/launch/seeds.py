@@ -85,7 +85,7 @@ def _run_seeds(conf: ExperimentConf, top: RunContext, seeds: Sequence[int], sele
         report(trials[i].run, result)
 
     results = run_trials(trials, conf.common.ray, on_result=reported)
-    accuracies = [r.stage("eval")["test_top1"] for r in results if r.stage("eval").get("test_top1") is not None]
+    accuracies = [r.final()["test_top1"] for r in results if r.final().get("test_top1") is not None]
     summary: dict[str, Any] = {
         "seeds": {str(s): r.stages for s, r in zip(seeds, results)},
         "test_top1": accuracies,

@@ -190,13 +190,13 @@ class Evaluater(Phase):
         val = data.parts.get("val")
         held_out = f"{len(val)} val (model selection) / " if val is not None else ""
         ctx.log.info(
-            f"eval: {network.what}, {stats['params_without_aux']:,} parameters without the aux tower, "
+            f"{self.name}: {network.what}, {stats['params_without_aux']:,} parameters without the aux tower, "
             f"{stats['macs']:,} multiply-adds per image; {len(data.parts['train'])} train / {held_out}"
             f"{len(data.parts['test'])} test images"
         )
         if val is None:
-            ctx.log.info("eval: nas.eval.loader.val_ratio is 0: no model selection, the last epoch's model is the "
-                         "result (and there is no model_best.pt)")
+            ctx.log.info(f"{self.name}: nas.eval.loader.val_ratio is 0: no model selection, the last epoch's model "
+                         "is the result (and there is no model_best.pt)")
         input_spec = InputSpec((data.info.channels, *data.info.image_size), data.info.mean, data.info.std)
         classes = data.info.classes or tuple(str(i) for i in range(data.info.n_classes))
         trainer = self.build_trainer(ctx, model, network, input_spec, classes, data.info.name)

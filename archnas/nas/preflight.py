@@ -27,7 +27,7 @@ def check_before_work(experiment: Experiment, stages: Sequence[Phase]) -> None:
     sections = {stage.section_path() for stage in stages}
     search, eval = "nas.search" in sections, "nas.eval" in sections
     check_splits(conf, search, eval)
-    if search and any(issubclass(p, SubnetSearchPhase) for p in experiment.strategy.phases):
+    if search and any(getattr(p, "picks_subnets", False) for p in experiment.strategy.phases):
         check_subnet_search(experiment)
     elif search and experiment.strategy.cost_aware and given_limits(conf.nas.search.cost):
         check_gradient_limits(experiment)
@@ -50,20 +50,21 @@ def check_splits(conf: Any, search: bool, eval: bool) -> None:
 
 
 def check_subnet_search(experiment: Experiment) -> None:
-    """A subnet search's limits against the space's cheapest architecture, its sampler and its
+    """A subnet search's (a phase with `picks_subnets`: spos, enot) limits against the space's cheapest architecture, its sampler and its
     ranking check's count against the space's size, before the supernet is pretrained. Skipped
     once the search has finished (its limits were judged then; a latency table is not measured
     twice)."""
     conf = experiment.run.conf
     search = conf.nas.search
     limits_given = bool(given_limits(search.cost))
-    searched = [p(experiment) for p in experiment.strategy.phases if issubclass(p, SubnetSearchPhase)]
+    searched = [p(experiment) for p in experiment.strategy.phases if getattr(p, "picks_subnets", False)]
     if any((p.dir / p.marker).is_file() for p in searched):
         return
     space = space_of(search)
     info = dataset_info(conf.dataset, conf.common.cache_dir)
     genome = space.genome(info)
-    SubnetSearchPhase.check_space(experiment.strategy.section, genome)
+    if any(isinstance(p, SubnetSearchPhase) for p in searched):
+        SubnetSearchPhase.check_space(experiment.strategy.section, genome)
     if search.ranking_check.n_archs:
         check_ranking_count(genome.specs, search.ranking_check.n_archs)
     if limits_given:

@@ -101,6 +101,11 @@ class ExperimentResult:
         """A stage's summary; empty when it did not run."""
         return self.stages.get(name, {})
 
+    def final(self) -> dict[str, Any]:
+        """The summary of the stage that trained the final network (the eval; enot's tune): the
+        last that records a test accuracy; empty when none ran."""
+        return next((s for s in reversed(self.stages.values()) if isinstance(s, dict) and "test_top1" in s), {})
+
     def to_json(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm, **self.stages}
 

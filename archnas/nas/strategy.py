@@ -89,7 +89,8 @@ class Strategy:
         cost_aware = self.cost_aware and bool(cost_settings(cost))
         if cost_aware:
             self.check_cost_aware(cost_settings(cost))
-        if cost.penalty.weight and not self.cost_aware:
+        takes_penalty = self.cost_aware or any(getattr(p, "takes_cost_penalty", False) for p in self.phases)
+        if cost.penalty.weight and not takes_penalty:
             raise ConfigError(f"nas.search.cost.penalty.weight: {cost.penalty.weight!r}, but {self.name} trains no "
                               "architecture distribution under a soft cost term; leave it 0 (gradient searches over a "
                               "module space take it: darts, gdas)")

@@ -1,4 +1,4 @@
-"""Optimizers from config: sgd, adam, adamw, with weight decay optionally lifted from BN and biases.
+"""Optimizers from config: sgd, adam, adamw, radam, with weight decay optionally lifted from BN and biases.
 
 The caller says which parameters an optimizer trains (a supernet's weight optimizer gets its
 weights, never its architecture parameters).
@@ -38,7 +38,9 @@ def build_optimizer(
         raise ValueError("the optimizer got no parameters to train")
     if conf.type == OptimizerType.sgd:
         return torch.optim.SGD(groups, lr=conf.lr, momentum=conf.momentum, nesterov=conf.nesterov)
-    cls = torch.optim.Adam if conf.type == OptimizerType.adam else torch.optim.AdamW
+    classes = {OptimizerType.adam: torch.optim.Adam, OptimizerType.adamw: torch.optim.AdamW,
+               OptimizerType.radam: torch.optim.RAdam}
+    cls = classes[conf.type]
     return cls(groups, lr=conf.lr, betas=(conf.betas[0], conf.betas[1]))
 
 

@@ -11,6 +11,7 @@ class OptimizerType(StrEnum):
     sgd = "sgd"
     adam = "adam"
     adamw = "adamw"
+    radam = "radam"  # Liu et al. 2020 (ENOT's search optimizer)
 
 
 class LrScheduleType(StrEnum):
@@ -49,7 +50,7 @@ class OptimizerConf:
     decay_bn: Optional[float] = None  # weight decay of 1-d params (norm scales/shifts, biases); null: decay, 0: exempt
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw/radam only
 
 
 @dataclass
