@@ -35,6 +35,12 @@ MOBILE = [str(REPO / "confs" / "darts_nb201.yaml"),
           "nas.search.space={name: mobilenet, search_ops: [MIB_k=3_t=3, MIB_k=5_t=3, identity], "
           "blocks_out_channels: [8, 16], blocks_count: [1, 2], blocks_stride: [1, 2], stem_channels: 8, "
           "head_channels: 16}"]
+ENOT = [str(REPO / "confs" / "enot_mobilenet.yaml"),
+        "nas.search.space={name: mobilenet, search_ops: [MIB_k=3_t=3, MIB_k=5_t=3, identity], "
+        "blocks_out_channels: [8, 16], blocks_count: [1, 2], blocks_stride: [1, 2], stem_channels: 8, "
+        "head_channels: 16}", "nas.search.enot.epochs=1", "nas.search.enot.bn_tune_batches=1",
+        "nas.search.enot.bn_validation_tune_batches=1", "nas.search.cost.max_macs=200000"]
+FINAL = {"cells": "eval", "mobile": "eval", "enot": "tune"}  # the stage whose network is exported
 ALL = "onnx,torchscript,pt,py"
 FILES = {"onnx": ["model.onnx"], "torchscript": ["model.torchscript"], "pt": ["model.pt2"],
          "py": ["model.py", "weights.pt"]}
@@ -81,12 +87,14 @@ def run(config: list[str], results: Path, name: str, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory) -> dict[str, Path]:
-    """A darts result on DARTS cells whose config ends with the export stage (py), and one on a
-    MobileNet space run with the stage named but skipped (`--skip export`)."""
+    """A darts result on DARTS cells whose config ends with the export stage (py), one on a
+    MobileNet space run with the stage named but skipped (`--skip export`), and an enot result
+    (its final network is the tune stage's)."""
     results = tmp_path_factory.mktemp("export")
     cells = run(CELLS, results, "cells", "nas.extra_stages=[export]", "nas.export.formats=[py]")
     mobile = run(MOBILE, results, "mobile", "nas.extra_stages=[export]", "--skip", "export")
-    return {"cells": cells, "mobile": mobile}
+    enot = run(ENOT, results, "enot")
+    return {"cells": cells, "mobile": mobile, "enot": enot}
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +125,13 @@ def test_the_stage_ends_the_experiment_and_skip_leaves_it_out(experiments):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["cells", "mobile"])
+@pytest.mark.parametrize("which", ["cells", "mobile", "enot"])
 def test_every_format_matches_the_trained_network(experiments, exported, which):
     exp = experiments[which]
     out, lines = exported[which]
-    assert lines[0] == f"archnas export: eval/model_last.pt of {exp}"
-    eval_metrics = json.loads((exp / "eval" / "metrics.json").read_text())
+    stage = FINAL[which]
+    assert lines[0] == f"archnas export: {stage}/model_last.pt of {exp}"
+    eval_metrics = json.loads((exp / stage / "metrics.json").read_text())
     for name, line in zip(ALL.split(","), lines[1:], strict=True):
         bundle = json.loads((out / name / "bundle.json").read_text())
         diff = bundle["parity"]["max_abs_diff"]
@@ -132,9 +141,9 @@ def test_every_format_matches_the_trained_network(experiments, exported, which):
         assert sorted(p.name for p in (out / name).iterdir()) == sorted([*FILES[name], "bundle.json"])
         assert bundle["format"] == name and bundle["files"] == FILES[name]
         assert bundle["cost"]["params"] == eval_metrics["params"] and bundle["cost"]["macs"] == eval_metrics["macs"]
-        assert bundle["metrics"]["test_top1"] == eval_metrics["test_top1"] and bundle["stage"] == "eval"
+        assert bundle["metrics"]["test_top1"] == eval_metrics["test_top1"] and bundle["stage"] == stage
         assert bundle["versions"]["torch"] == torch.__version__ and "archnas" in bundle["versions"]
-        assert "git_commit" in bundle and bundle["config"]["nas"]["algo"] == "darts"
+        assert "git_commit" in bundle and bundle["config"]["nas"]["algo"] == ("enot" if which == "enot" else "darts")
         assert bundle["input"]["shape"] == [1, 8, 8] and len(bundle["classes"]) == 10
     arch = json.loads((out / "onnx" / "bundle.json").read_text())["architecture"]
     if which == "cells":
@@ -162,7 +171,7 @@ def test_pt_and_py_run_without_archnas(experiments, exported, tmp_path):
     out = torch.load(tmp_path / "x.pt.out", weights_only=True)
     for which, folder in zip(experiments, folders):
         with torch.no_grad():
-            trained = Logits(load_model_file(experiments[which] / "eval" / "model_last.pt").model).eval()(x)
+            trained = Logits(load_model_file(experiments[which] / FINAL[which] / "model_last.pt").model).eval()(x)
         for name in ("pt", "py", "torchscript"):
             diff = float((out[str(folder)][name] - trained).abs().max())
             print(f"{which} {name} without archnas: max |logit difference| {diff:.3g}")

@@ -1,5 +1,6 @@
 """Hard limits and the soft cost term of gradient searches over a module space, and models of
-unlabelled SearchVariantsContainers in every pipeline (tests/fixtures/plugins/containers.py:
+unlabelled SearchVariantsContainers in every pipeline: darts -> retrain, spos, enot
+(tests/fixtures/plugins/containers.py:
 three blocks, each a 3x3 conv, a 1x1 conv or nothing; labels blocks.0 .. blocks.2, their paths)."""
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def test_spos_searches_and_retrains_a_model_of_unlabelled_containers(tmp_path: P
     arch = yaml.safe_load((tmp_path / "spos" / "search" / "arch.yaml").read_text())["arch"]
     assert set(arch) == {"blocks.0", "blocks.1", "blocks.2"}
     assert yaml.safe_load((tmp_path / "spos" / "eval" / "arch.yaml").read_text())["arch"] == arch
+
+
+def test_enot_pretrains_searches_and_tunes_a_model_of_unlabelled_containers(tmp_path: Path) -> None:
+    out = run(tmp_path, "enot", "enot_mobilenet.yaml", "nas.search.trainer.epochs=1", "nas.search.enot.epochs=1",
+              "nas.search.enot.bn_tune_batches=1", "nas.search.enot.bn_validation_tune_batches=1",
+              f"nas.search.cost.max_macs={MAX_MACS}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    arch = yaml.safe_load((tmp_path / "enot" / "search" / "arch.yaml").read_text())["arch"]
+    assert set(arch) == {"blocks.0", "blocks.1", "blocks.2"} and macs_of(arch) <= MAX_MACS
+    assert yaml.safe_load((tmp_path / "enot" / "tune" / "arch.yaml").read_text())["arch"] == arch
+    assert (tmp_path / "enot" / "tune" / "model_last.pt").is_file()
 
 
 def test_a_network_of_unlabelled_containers_is_the_frozen_model_at_its_path_labels() -> None:
