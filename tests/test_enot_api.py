@@ -93,3 +93,39 @@ def test_bad_input_is_a_value_or_type_error_as_enot_documents():
     assert type(build_enot_optimizer("search", space, sgd)) is EnotSearchOptimizer
     assert isinstance(build_enot_optimizer("pretrain", space, sgd), EnotPretrainOptimizer)
     assert isinstance(build_enot_optimizer("train", nn.Linear(2, 2), sgd), EnotTrainOptimizer)
+
+
+def test_output_distribution_optimization_trains_the_largest_on_labels_and_the_path_on_its_outputs():
+    """One pretrain step with it on equals the sandwich rule written out: the largest architecture's
+    label loss plus the sampled path's T^2-scaled KL from the largest's softened logits, one step."""
+    x, y = torch.randn(6, 16, generator=torch.Generator().manual_seed(2)), torch.arange(6) % 3
+    space = linear_space()
+    assert not space.output_distribution_optimization_enabled
+    space.initialize_output_distribution_optimization(x[:2])
+    assert space.output_distribution_optimization_enabled and space.largest_architecture is not None
+    with pytest.raises(RuntimeError, match="already enabled"):
+        space.initialize_output_distribution_optimization(x[:2])
+    reference = linear_space()
+    temperature, weight = 2.0, 0.5
+    opt = build_enot_optimizer("pretrain", space, torch.optim.SGD(space.model_parameters(), lr=0.5), seed=3,
+                               distill_temperature=temperature, distill_weight=weight)
+    opt.zero_grad()
+    loss = opt.step(lambda: (lambda loss: (loss.backward(), loss)[1])(nn.functional.cross_entropy(space(x), y)))
+    path = space.architecture
+
+    reference.set_architecture(space.largest_architecture)
+    teacher = reference(x)
+    label_loss = nn.functional.cross_entropy(teacher, y)
+    reference.set_architecture(path)
+    student = reference(x)
+    kl = nn.functional.kl_div(torch.log_softmax(student / temperature, -1), torch.log_softmax(teacher.detach()
+                              / temperature, -1), reduction="batchmean", log_target=True) * temperature ** 2
+    manual = torch.optim.SGD(reference.model_parameters(), lr=0.5)
+    (label_loss + weight * kl).backward()
+    manual.step()
+    assert torch.allclose(loss, label_loss)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(space.model_parameters(), reference.model_parameters()))
+    plain = linear_space()  # and it changes the training: without it the weights end elsewhere
+    opt = build_enot_optimizer("pretrain", plain, torch.optim.SGD(plain.model_parameters(), lr=0.5), seed=3)
+    opt.step(lambda: nn.functional.cross_entropy(plain(x), y).backward())
+    assert not all(torch.allclose(a, b) for a, b in zip(space.model_parameters(), plain.model_parameters()))

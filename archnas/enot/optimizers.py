@@ -118,25 +118,85 @@ def _search_space(model: nn.Module, who: str) -> BaseSearchSpaceModel:
     return model
 
 
+class _DistillGradient(torch.autograd.Function):
+    """Identity on the student's logits whose backward is the gradient of the distillation loss
+    `weight * T**2 * KL(softmax(teacher / T) || softmax(logits / T))` (batch mean) with respect to
+    the logits, `weight * T * (softmax(logits / T) - softmax(teacher / T)) / N`, in place of the
+    gradient the user's label loss sends: the sampled path learns from the teacher only, as in
+    the sandwich rule, while the user's closure stays as it is."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                weight: float) -> torch.Tensor:
+        ctx.save_for_backward(logits, teacher)
+        ctx.temperature, ctx.weight = temperature, weight
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None]:
+        logits, teacher = ctx.saved_tensors
+        t = ctx.temperature
+        diff = torch.softmax(logits.float() / t, dim=-1) - torch.softmax(teacher.float() / t, dim=-1)
+        return (ctx.weight * t * diff / logits.shape[0]).to(grad.dtype), None, None, None
+
+
 class EnotPretrainOptimizer(BaseEnotOptimizer):
     """Pretrain: each ghost batch trains one uniformly drawn path (as the `enot` and `spos`
-    pretrain stage: a path is a function of `seed` and the step number)."""
+    pretrain stage: a path is a function of `seed` and the step number).
+
+    With output distribution optimization on (`search_space.initialize_output_distribution_optimization`)
+    each closure runs twice: on the largest architecture (its loss on the labels, as the user's
+    closure computes it; the logits are kept as the teacher's) and on the ghost batch's path, whose
+    logits then learn the teacher's softened outputs instead of the labels (`_DistillGradient`;
+    `distill_temperature`, `distill_weight` options, default 1.0). The closure's result returned is
+    the largest architecture's loss."""
 
     phase = "pretrain"
-    options = ("check_recommended_optimizations", "seed")
+    options = ("check_recommended_optimizations", "seed", "distill_temperature", "distill_weight")
 
     def __init__(self, search_space: BaseSearchSpaceModel, optimizer: torch.optim.Optimizer,
                  check_recommended_optimizations: bool = True, **options: Any):
         super().__init__(_search_space(search_space, type(self).__name__), optimizer, **options)
         self.seed = int(options.get("seed", 0))
+        self.temperature = float(options.get("distill_temperature", 1.0))
+        self.weight = float(options.get("distill_weight", 1.0))
+        if not self.temperature > 0 or not self.weight >= 0:
+            raise ValueError(f"EnotPretrainOptimizer: distill_temperature ({self.temperature}) must be above 0 and "
+                             f"distill_weight ({self.weight}) at least 0")
+        self._path: Optional[dict[str, Any]] = None
 
     @property
     def search_space(self) -> BaseSearchSpaceModel:
         return self._model  # type: ignore[return-value]
 
     def _begin_ghost_batch(self) -> None:
-        self.search_space.sample_random_arch(torch.Generator().manual_seed(derive_seed(self.seed, "paths",
-                                                                                        self.steps)))
+        self._path = self.search_space.sample_random_arch(
+            torch.Generator().manual_seed(derive_seed(self.seed, "paths", self.steps)))
+
+    def _run(self, closure: Closure) -> Any:
+        space = self.search_space
+        largest = getattr(space, "largest_architecture", None)
+        if largest is None:
+            return closure()
+        kept: list[torch.Tensor] = []
+        hook = space.register_forward_hook(lambda module, args, out: kept.append(out.detach()))
+        try:
+            space.set_architecture(largest)
+            result = closure()
+        finally:
+            hook.remove()
+            space.set_architecture(self._path)
+        if len(kept) != 1:
+            raise RuntimeError(f"EnotPretrainOptimizer: the closure ran the model {len(kept)} times; output "
+                               "distribution optimization needs exactly one forward per closure")
+        teacher = kept[0]
+        hook = space.register_forward_hook(
+            lambda module, args, out: _DistillGradient.apply(out, teacher, self.temperature, self.weight))
+        try:
+            closure()
+        finally:
+            hook.remove()
+        return result
 
 
 class EnotSearchOptimizer(BaseEnotOptimizer):
