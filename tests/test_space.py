@@ -453,33 +453,47 @@ def test_a_strategy_weighting_drives_a_space_and_alphas_never_reach_the_weight_o
     ctx.close()
 
 
-@pytest.mark.slow  # about 35 s: ten archnas processes
-def test_bad_space_input_is_one_message(tmp_path):
-    def run(*extra):
-        return subprocess.run([sys.executable, "-m", "archnas", "--config", str(REPO / "confs" / "darts_nb201.yaml"),
-                               f"common.results_dir={tmp_path}", "nas.search.trainer.epochs=1", *extra],
-                              capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(PLUGINS),
-                                                                                "PATH": "/usr/bin:/bin"})
+PLUGIN_CASES = [  # in fresh processes: which plugins are loaded is the point
+    (["nas.search.space={factory: 'no_such_module:build'}"], "'no_such_module' is not a loaded plugin"),
+    (["nas.search.space={factory: 'my_space:build'}"], "--import my_space"),  # a factory's module is a plugin
+    (["--import", "my_space", "nas.search.space={factory: 'my_space:nothing'}"], "has no callable 'nothing'"),
+]
+SPACE_CASES = [
+    (["nas.search.space={name: nb201, C: 4, M: 2}"], "unknown parameters M"),
+    (["nas.search.space={name: nb999}"], "unknown space 'nb999'"),
+    (["--no-search", "nas.eval.final_desc={cell__0_1: none}"], "no value for"),
+    (["--no-search", "nas.eval.final_desc=" + json.dumps({**next(all_nb201_archs()), "cell__0_1": "conv_9x9"})],
+     "'cell__0_1': 'conv_9x9' is not one of its candidates"),
+    (["--no-search", "nas.eval.final_desc=|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'conv_9x9'"),
+    (["--no-search", "nas.eval.final_desc={cell__7_7: none}"], "unknown labels 'cell__7_7'"),
+    (["nas.algo=pc_darts", "nas.search.space={name: mobilenet, blocks_out_channels: [8], blocks_count: [1], "
+      "blocks_stride: [1], stem_channels: 4, head_channels: 16}"], "pc_darts cannot search it"),
+]
 
-    cases = [
-        (["nas.search.space={factory: 'no_such_module:build'}"], "'no_such_module' is not a loaded plugin"),
-        (["nas.search.space={factory: 'my_space:build'}"], "--import my_space"),  # a factory's module is a plugin
-        (["--import", "my_space", "nas.search.space={factory: 'my_space:nothing'}"], "has no callable 'nothing'"),
-        (["nas.search.space={name: nb201, C: 4, M: 2}"], "unknown parameters M"),
-        (["nas.search.space={name: nb999}"], "unknown space 'nb999'"),
-        (["--no-search", "nas.eval.final_desc={cell__0_1: none}"], "no value for"),
-        (["--no-search", "nas.eval.final_desc=" + json.dumps({**next(all_nb201_archs()), "cell__0_1": "conv_9x9"})],
-         "'cell__0_1': 'conv_9x9' is not one of its candidates"),
-        (["--no-search", "nas.eval.final_desc=|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'conv_9x9'"),
-        (["--no-search", "nas.eval.final_desc={cell__7_7: none}"], "unknown labels 'cell__7_7'"),
-        (["nas.algo=pc_darts", "nas.search.space={name: mobilenet, blocks_out_channels: [8], blocks_count: [1], "
-          "blocks_stride: [1], stem_channels: 4, head_channels: 16}"], "pc_darts cannot search it"),
-    ]
-    for extra, message in cases:
-        out = run(*extra)
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr, \
-            (extra, out.stderr[-1500:])
+
+def _space_command(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--config", str(REPO / "confs" / "darts_nb201.yaml"), f"common.results_dir={tmp_path}",
+            "nas.search.trainer.epochs=1", *extra]
+
+
+@pytest.mark.parametrize("extra,message", PLUGIN_CASES)
+def test_a_bad_space_factory_is_one_message(tmp_path, extra, message):
+    out = subprocess.run([sys.executable, "-m", "archnas", *_space_command(tmp_path, *extra)], capture_output=True,
+                         text=True, cwd=tmp_path, env={"PYTHONPATH": str(PLUGINS), "PATH": "/usr/bin:/bin"})
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr, \
+        (extra, out.stderr[-1500:])
+
+
+@pytest.mark.parametrize("extra,message", SPACE_CASES)
+def test_bad_space_input_is_one_message(tmp_path, capsys, extra, message):
+    from archnas.cli import main
+
+    capsys.readouterr()
+    code = main(_space_command(tmp_path, *extra))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, (extra, err[-1500:])
 
 
 def test_a_choice_called_outside_its_model_runs_its_default():
