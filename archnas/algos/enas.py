@@ -28,10 +28,9 @@ from __future__ import annotations
 from typing import Optional
 
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
-from archnas.nas.controller import EnasConf
-from archnas.nas.finalizers import NONE_OP
+from archnas.nas.controller import EnasConf, single_path_refusal
 from archnas.nas.registry import register_algorithm
-from archnas.nas.spaces import CellSpace, Space
+from archnas.nas.spaces import Space
 from archnas.nas.strategy import Strategy
 
 
@@ -45,10 +44,7 @@ class Enas(Strategy):
         return "enas"
 
     def supports(self, space: Space) -> Optional[str]:
-        if isinstance(space, CellSpace) and NONE_OP not in space.conf.primitives:
-            return (f"a sampled path of DARTS cells runs {NONE_OP!r} on the edges its nodes drop, and "
-                    f"{space.key}.primitives {list(space.conf.primitives)} has no {NONE_OP!r}; add it")
-        return None
+        return single_path_refusal(space)
 
     def mixed_op(self, primitives: list[str], conv: ConvMacroParams, stride: int) -> OpDesc:
         """A cell supernet's edge runs only its path's op (the one-hot weights' chosen candidate)."""

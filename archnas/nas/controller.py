@@ -61,7 +61,8 @@ from archnas.data.loader import Batch
 from archnas.distributed import all_reduce_mean
 from archnas.errors import ConfigError
 from archnas.nas.arch_optimizer import ArchOptimizer, RunningMean, register_arch_optimizer
-from archnas.nas.spaces import Genome, Space, space_of
+from archnas.nas.finalizers import NONE_OP
+from archnas.nas.spaces import CellSpace, Genome, Space, space_of
 from archnas.stats import dataset_info
 from archnas.training.checkpoint import Stateful
 from archnas.training.losses import split_outputs
@@ -99,6 +100,15 @@ def check_enas(conf: EnasConf, key: str = "nas.search.enas") -> None:
         value = getattr(conf, name)
         if value is not None and not value > 0:
             raise ConfigError(f"{key}.{name}: {value!r}; expected a number above 0, or null (off)")
+
+
+def single_path_refusal(space: Space) -> Optional[str]:
+    """Why the controller cannot run one path of `space` at a time, or None: a path of DARTS cells
+    runs `none` on the edges its nodes drop, so their primitives must hold it."""
+    if isinstance(space, CellSpace) and NONE_OP not in space.conf.primitives:
+        return (f"a sampled path of DARTS cells runs {NONE_OP!r} on the edges its nodes drop, and "
+                f"{space.key}.primitives {list(space.conf.primitives)} has no {NONE_OP!r}; add it")
+    return None
 
 
 class Policy(nn.Module):
@@ -211,6 +221,10 @@ class Controller(ArchOptimizer):
 
     def check(self) -> None:
         check_enas(self.conf)
+        space = space_of(self.strategy.conf.nas.search)
+        refusal = single_path_refusal(space)
+        if refusal is not None:
+            raise ConfigError(f"{space.key}: the enas architecture optimizer cannot search {space.title}: {refusal}")
 
     def weighting(self) -> None:
         return None  # each step fixes a whole path (`space.use`)
