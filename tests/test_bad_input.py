@@ -416,6 +416,19 @@ ROWS = [
     Row("spos: NSGA-II population of 1", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
                                           "nas.search.spos.strategy=optuna_nsga2", "nas.search.spos.optuna_nsga2.population=1"],
         r"nas\.search\.spos\.optuna_nsga2: need population >= 2", run=False),
+    Row("enas: DARTS cells without none", ["--config", str(REPO / "confs" / "enas.yaml"), "common.results_dir={res}",
+                                           "nas.search.model_desc.primitives=[skip_connect, max_pool_3x3]"],
+        r"nas\.search\.model_desc: enas cannot search .*runs 'none' on the edges its nodes drop", run=False),
+    Row("enas optimizer under darts: cells without none", ["--config", str(REPO / "confs" / "darts.yaml"),
+                                                          "common.results_dir={res}", "nas.search.arch_optimizer=enas",
+                                                          "nas.search.model_desc.primitives=[skip_connect, max_pool_3x3]"],
+        r"nas\.search\.model_desc: the enas architecture optimizer cannot search .*has no 'none'", run=False),
+    Row("enas: unknown controller", ["--config", str(REPO / "confs" / "enas_nb201.yaml"), "common.results_dir={res}",
+                                     "nas.search.enas.controller=gru"],
+        r"nas\.search\.enas\.controller: 'gru'; expected one of independent, lstm", run=False),
+    Row("enas: baseline decay of 1", ["--config", str(REPO / "confs" / "enas_nb201.yaml"), "common.results_dir={res}",
+                                      "nas.search.enas.baseline_decay=1.0"],
+        r"nas\.search\.enas\.baseline_decay: 1\.0; expected a number in \[0, 1\)", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

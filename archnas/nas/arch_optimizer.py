@@ -19,6 +19,9 @@ default, `Strategy.arch_optimizer()`, or a registered name in `nas.search.arch_o
   `takes_cost_term` adds the gradient of `cost.term()` to its architecture step (the bilevel step does).
 - `epoch_metrics()`: its fields of each epoch's record; `states()`: its checkpoint entries by
   name, which the trainer registers itself, so nothing is saved by hand.
+- `before_validation()`: set what the supernet's validation scores (a controller: its most
+  probable architecture); `final_arch()`: the architecture the search ends with when the optimizer
+  holds it itself (ENAS's controller), else None and the space exports the store's parameters.
 - `settings()`, `reconfigure(changed)`, `replay_schedule()`: what a resume under a changed config
   needs, as for the Trainer's own optimizer (hashes of what a checkpoint restores over the config).
 
@@ -96,6 +99,14 @@ class ArchOptimizer:
 
     def hooks(self) -> list[HookBase]:
         return []
+
+    def before_validation(self) -> None:
+        """Called before each validation of the supernet: set the path it should score, if any."""
+
+    def final_arch(self) -> Optional[Any]:
+        """The architecture the search ends with when this optimizer holds it (a controller's
+        policy, not the store's parameters); None: the space exports it from the store."""
+        return None
 
     def begin(self, steps_per_epoch: int) -> None:
         """Called by `fit` before it resumes: build what depends on the epoch's length (lr schedules)."""

@@ -116,6 +116,11 @@ class ArchTrainer(Trainer):
         self.arch_optimizer.step(batch, self._next_val)
         self.weight_step(batch)
 
+    def evaluate(self, loader: Any, prefix: str = "test") -> dict[str, float]:
+        if prefix == "val":
+            self.arch_optimizer.before_validation()
+        return super().evaluate(loader, prefix)
+
     def _next_val(self) -> Batch:
         return self.val_stream.next()
 

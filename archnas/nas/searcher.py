@@ -130,7 +130,9 @@ class Searcher(SearchPhase):
                                                                      ctx.seed)
         trainer = self.build_trainer(ctx, model, fingerprint, data, cost)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
-        arch = space.export(model, self.strategy)
+        arch = trainer.arch_optimizer.final_arch()
+        if arch is None:
+            arch = space.export(model, self.strategy)
         cost_metrics: dict[str, Any] = {}
         if cost is not None:
             argmax, arch = arch, cost.pick(arch)
