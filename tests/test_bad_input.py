@@ -416,6 +416,12 @@ ROWS = [
     Row("spos: NSGA-II population of 1", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
                                           "nas.search.spos.strategy=optuna_nsga2", "nas.search.spos.optuna_nsga2.population=1"],
         r"nas\.search\.spos\.optuna_nsga2: need population >= 2", run=False),
+    Row("zero_cost: unknown proxy", ["--config", str(REPO / "confs" / "zero_cost_nb201.yaml"), "common.results_dir={res}",
+                                     "nas.search.zero_cost.fallback=none", "nas.search.zero_cost.proxy=synflo"],
+        r"nas\.search\.zero_cost\.proxy: 'synflo' is not a zero-cost proxy; expected one of params, macs", run=False),
+    Row("zero_cost: trust check of 4 anchors", ["--config", str(REPO / "confs" / "zero_cost_nb201.yaml"),
+                                                "common.results_dir={res}", "nas.search.zero_cost.trust.anchors=4"],
+        r"nas\.search\.zero_cost\.trust\.anchors: 4 anchors; a trust check needs at least 5", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

@@ -76,3 +76,49 @@ def test_each_proxy_equals_its_hand_computation(name):
 
 def test_the_built_in_proxies_are_registered():
     assert set(proxy_names()) >= {"params", "macs", "synflow", "snip", "grad_norm", "naswot", "jacob_cov"}
+
+
+def test_scoring_streams_each_network_is_dropped_before_the_next_is_built():
+    import gc
+    import weakref
+
+    from archnas.nas.zero_cost import ProxyScores
+
+    alive = []
+
+    def network_of(row):
+        assert not any(ref() is not None for ref in alive), "an earlier network is still held"
+        net = nn.Sequential(nn.Flatten(), nn.Linear(6, 3 + row[0]), nn.ReLU(), nn.Linear(3 + row[0], 3))
+        alive.append(weakref.ref(net))
+        return net
+
+    x, y = batch()
+    scores = ProxyScores("snip", network_of, ProxyInputs([(x.float(), y)], [1, 2, 3]), torch.device("cpu"), 0)
+    gc.collect()
+    values = scores([(0,), (1,), (2,)])
+    assert len(values) == 3 and all(math.isfinite(v) for v in values)
+    assert values == scores([(0,), (1,), (2,)])  # a genome's network is seeded by the genome: the same score
+
+
+def anchors(accuracies):
+    from archnas.nas.anchors import Anchors
+
+    rows = [(i,) for i in range(len(accuracies))]
+    return Anchors(rows, [{"x": i} for i in range(len(rows))], list(accuracies), 1)
+
+
+@pytest.mark.parametrize("fallback,good,chosen", [("auto", "snip", "snip"), ("auto", None, "params"),
+                                                  ("none", None, "naswot")])
+def test_the_trust_check_picks_the_best_proxy_or_falls_back_to_a_baseline(fallback, good, chosen):
+    from archnas.nas.trust_check import trust_check
+
+    accuracy = [0.5, 0.9, 0.7, 0.6, 0.8, 0.4]
+    params = [3, 5, 2, 4, 6, 1]  # the baseline ranks fairly: 12 of 15 pairs agree, tau (12 - 3) / 15
+    order = {"params": params, "macs": [1, 1, 1, 1, 1, 2],
+             "snip": accuracy if good == "snip" else [-p for p in params], "naswot": [6, 5, 4, 3, 2, 1]}
+    report = trust_check(anchors(accuracy), list(order), lambda name, row: float(order[name][row[0]]), fallback,
+                         "naswot")
+    assert report["chosen"] == chosen, report["reason"]
+    assert report["proxies"]["params"]["kendall_tau"] == pytest.approx(0.6)
+    assert report["proxy_beats_baselines"] is (good is not None)
+    assert [a["standalone_val_top1"] for a in report["anchors"]] == accuracy

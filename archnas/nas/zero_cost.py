@@ -199,7 +199,8 @@ def jacob_cov(net: nn.Module, inputs: ProxyInputs) -> float:
         net.zero_grad(set_to_none=True)
         logits(net, x).sum().backward()
         jacobians = x.grad.detach().flatten(1).double().cpu().numpy()
-        corr = np.corrcoef(jacobians)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant row: NaN, scored below
+            corr = np.corrcoef(jacobians)
         if not np.all(np.isfinite(corr)):
             scores.append(-math.inf)  # a constant Jacobian row: no correlation to speak of
             continue
