@@ -422,6 +422,13 @@ ROWS = [
     Row("zero_cost: trust check of 4 anchors", ["--config", str(REPO / "confs" / "zero_cost_nb201.yaml"),
                                                 "common.results_dir={res}", "nas.search.zero_cost.trust.anchors=4"],
         r"nas\.search\.zero_cost\.trust\.anchors: 4 anchors; a trust check needs at least 5", run=False),
+    Row("ranking_monitor: 3 anchors", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
+                                       "nas.search.ranking_monitor.anchors=3"],
+        r"nas\.search\.ranking_monitor\.anchors: 3 anchors; a trust check needs at least 5", run=False),
+    Row("ranking_monitor: DARTS cells", ["--config", "{tiny}", "common.results_dir={res}",
+                                         "nas.search.ranking_monitor.anchors=5"],
+        r"nas\.search\.ranking_monitor\.anchors: the monitor's anchors are architectures of a space over a module",
+        run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}
