@@ -122,3 +122,38 @@ def test_the_trust_check_picks_the_best_proxy_or_falls_back_to_a_baseline(fallba
     assert report["proxies"]["params"]["kendall_tau"] == pytest.approx(0.6)
     assert report["proxy_beats_baselines"] is (good is not None)
     assert [a["standalone_val_top1"] for a in report["anchors"]] == accuracy
+
+
+TINY = ["common.device=cpu", "common.tensorboard=false", "common.log_every_steps=0", "dataset.limit_train=120",
+        "dataset.limit_test=40", "nas.search.space={name: nb201, C: 4, N: 1}", "nas.search.loader.train_batch=30",
+        "nas.eval.loader.train_batch=40", "nas.eval.trainer.epochs=1", "nas.search.zero_cost.trust.anchors=5",
+        "nas.search.zero_cost.trust.epochs=1", "nas.search.zero_cost.batch_size=16",
+        "nas.search.zero_cost.random={n_archs: 6, per_generation: 3}"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_zero_cost_run_reports_its_trust_check_and_a_rerun_trains_no_anchor_twice(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from archnas.cli import main
+
+    conf = str(Path(__file__).resolve().parents[1] / "confs" / "zero_cost_nb201.yaml")
+    args = ["--config", conf, f"common.results_dir={tmp_path}", "--exp-name", "z", *TINY]
+    assert main(args) == 0, capsys.readouterr().err[-2000:]
+    search = tmp_path / "z" / "search"
+    report = json.loads((search / "zero_cost.json").read_text())
+    assert report["n_anchors"] == 5 and len(report["anchors"]) == 5
+    assert set(report["proxies"]) == {"params", "macs", "grad_norm", "snip", "synflow", "naswot", "jacob_cov"}
+    assert report["chosen"] in report["proxies"]
+    summary = json.loads((tmp_path / "z" / "result.json").read_text())["search"]
+    assert summary["proxy"] == report["chosen"] and summary["candidates_scored"] == 6
+    assert summary["trust"]["kendall_tau"] == {n: c["kendall_tau"] for n, c in report["proxies"].items()}
+    markers = {p: p.stat().st_mtime_ns for p in search.glob("anchor_*/trial.json")}
+    assert len(markers) == 5
+    out = capsys.readouterr().out + (tmp_path / "z" / "search" / "log.txt").read_text()
+    assert "trust check over 5 anchors" in out and "zero-cost proxy:" in out
+    (search / "search_result.json").unlink()  # as if killed after its anchors: the rerun trains none again
+    assert main([*args, "--stages", "search"]) == 0, capsys.readouterr().err[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in search.glob("anchor_*/trial.json")} == markers
+    assert json.loads((search / "zero_cost.json").read_text())["chosen"] == report["chosen"]
