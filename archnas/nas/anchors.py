@@ -68,6 +68,7 @@ class Anchors:
     archs: list[Any]
     val_top1: list[float]  # stand-alone, last epoch
     epochs: int
+    train_time: float = 0.0  # s, all anchors' training together (as each recorded it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "archs": [{"arch": a, "standalone_val_top1": v}
@@ -93,11 +94,15 @@ def train_anchors(ctx: PhaseContext, folder: str, genome: Genome, n: int, epochs
         return Trial(f"anchor_{i + 1:03d}", ctx.run, run_anchor, (folder, i, genome.decode(row), epochs, force),
                      finished_anchor)
 
+    seconds: dict[int, float] = {}
+
     def on_result(i: int, row: Row, result: dict[str, Any]) -> None:
+        seconds[i] = result.get("train_time", 0.0)
         if report is not None:
             report(i, result)
 
     select(sampler, Standalone(trial, lambda result: result["val_top1"], ctx.run.conf.common.ray, on_result), None,
            None)
     rows = [s.row for s in sampler.scored]
-    return Anchors(rows, [genome.decode(r) for r in rows], [s.score for s in sampler.scored], epochs)
+    return Anchors(rows, [genome.decode(r) for r in rows], [s.score for s in sampler.scored], epochs,
+                   sum(seconds.values()))

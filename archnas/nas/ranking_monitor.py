@@ -156,6 +156,9 @@ def attach_ranking_monitor(trainer: Any, ctx: PhaseContext, space: Space, data: 
     conf = ctx.conf.ranking_monitor
     if not conf.anchors:
         return
+    if ctx.world_size > 1:
+        raise ConfigError("nas.search.ranking_monitor.anchors: the monitor runs in one process, not under torchrun "
+                          "(each rank would train the anchors); leave it 0 there")
     supernet = trainer.base_model
     scorer = subnet_scorer(space, supernet, data, ctx, conf.bn_batches, conf.score_batches)
     monitor = RankingMonitor(ctx, space, data.info, supernet, scorer, force)

@@ -52,6 +52,7 @@ def trust_check(anchors: Anchors, names: Sequence[str], score: Callable[[str, An
     return {
         "n_anchors": len(anchors.rows),
         "anchor_epochs": anchors.epochs,
+        "anchor_train_time": anchors.train_time,
         "fallback": fallback,
         "chosen": chosen,
         "reason": reason,
