@@ -429,6 +429,19 @@ ROWS = [
     Row("enas: baseline decay of 1", ["--config", str(REPO / "confs" / "enas_nb201.yaml"), "common.results_dir={res}",
                                       "nas.search.enas.baseline_decay=1.0"],
         r"nas\.search\.enas\.baseline_decay: 1\.0; expected a number in \[0, 1\)", run=False),
+    Row("zero_cost: unknown proxy", ["--config", str(REPO / "confs" / "zero_cost_nb201.yaml"), "common.results_dir={res}",
+                                     "nas.search.zero_cost.fallback=none", "nas.search.zero_cost.proxy=synflo"],
+        r"nas\.search\.zero_cost\.proxy: 'synflo' is not a zero-cost proxy; expected one of params, macs", run=False),
+    Row("zero_cost: trust check of 4 anchors", ["--config", str(REPO / "confs" / "zero_cost_nb201.yaml"),
+                                                "common.results_dir={res}", "nas.search.zero_cost.trust.anchors=4"],
+        r"nas\.search\.zero_cost\.trust\.anchors: 4 anchors; a trust check needs at least 5", run=False),
+    Row("ranking_monitor: 3 anchors", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
+                                       "nas.search.ranking_monitor.anchors=3"],
+        r"nas\.search\.ranking_monitor\.anchors: 3 anchors; a trust check needs at least 5", run=False),
+    Row("ranking_monitor: DARTS cells", ["--config", "{tiny}", "common.results_dir={res}",
+                                         "nas.search.ranking_monitor.anchors=5"],
+        r"nas\.search\.ranking_monitor\.anchors: the monitor's anchors are architectures of a space over a module",
+        run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

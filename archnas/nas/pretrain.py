@@ -49,6 +49,7 @@ from archnas.nas.arch_optimizer import ArchOptimizer, RunningMean, arch_optimize
 from archnas.nas.cost_search import space_costs
 from archnas.nas.arch_trainer import ArchTrainer
 from archnas.nas.phase import Phase
+from archnas.nas.ranking_monitor import attach_ranking_monitor
 from archnas.nas.searcher import load_data
 from archnas.nas.spaces import Space, space_of
 from archnas.space.store import Searchable
@@ -185,7 +186,7 @@ class Pretrain(Phase):
     trains_supernet = True  # its checkpoint is what the search scores subnets of and the eval may tune
     # Keys of nas.search the pretraining does not read: changing them reuses a finished pretrain;
     # nor does it read any of the algorithm's own (nas.search.spos: how subnets are searched).
-    unread_keys = ("cost", "ranking_check", "finalizer", "post_train", "combinations")
+    unread_keys = ("cost", "ranking_check", "finalizer", "post_train", "combinations", "ranking_monitor")
     algorithm_keys = ()
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
@@ -211,9 +212,11 @@ class Pretrain(Phase):
         """The pretraining trainer (also what `scripts/bench_spos.py` times) of the strategy's
         supernet (`space.supernet(info, strategy)`): the weights only, every step on the path its
         architecture optimizer sets (the strategy's: uniform paths)."""
-        return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
-                           val_stream=data.loader("val", training=True),
-                           checkpointer=self.checkpointer(ctx, fingerprint))
+        trainer = ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
+                              val_stream=data.loader("val", training=True),
+                              checkpointer=self.checkpointer(ctx, fingerprint))
+        attach_ranking_monitor(trainer, ctx, space_of(ctx.conf), data, self.force)
+        return trainer
 
     def load(self, done: dict[str, Any]) -> dict[str, Any]:
         return done["metrics"]

@@ -74,20 +74,23 @@ def check_ranking_count(specs: Any, n: int) -> None:
 
 class StandaloneArch(Phase):
     """One architecture of the ranking check, trained from scratch on the search's train split
-    for `ranking_check.epochs` and scored on its val split; marked by `trial.json`."""
+    for `ranking_check.epochs` (or `epochs`, in `folder`: the anchors of `archnas.nas.anchors`)
+    and scored on its val split; marked by `trial.json`."""
 
     section_key = "nas.search"
     marker = TRIAL_FILE
 
-    def __init__(self, experiment: Experiment, index: int, arch: dict[str, Any]):
-        super().__init__(experiment, f"ranking/arch_{index + 1:03d}")
-        self.index, self.arch = index, arch
+    def __init__(self, experiment: Experiment, index: int, arch: dict[str, Any], folder: Optional[str] = None,
+                 epochs: Optional[int] = None):
+        super().__init__(experiment, folder or f"ranking/arch_{index + 1:03d}")
+        self.index, self.arch, self.epochs = index, arch, epochs
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
         conf = ctx.conf
         space = space_of(conf)
         data = load_data(ctx, conf.loader)
-        trainer_conf = dataclasses.replace(conf.trainer, epochs=conf.ranking_check.epochs)
+        epochs = conf.ranking_check.epochs if self.epochs is None else self.epochs
+        trainer_conf = dataclasses.replace(conf.trainer, epochs=epochs)
         net = space.network(self.arch, data.info)
         trainer = Trainer(trainer_conf, net, ctx, checkpointer=self.checkpointer(ctx, space.fingerprint(self.arch)))
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))

@@ -157,9 +157,13 @@ class Searcher(SearchPhase):
                       cost: Optional[CostGuide] = None) -> ArchTrainer:
         """The trainer of the search (also what `scripts/bench_supernet.py` times); `cost`: the
         search's limits and penalty over a module space."""
-        return ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
-                           val_stream=data.loader("val", training=True),
-                           checkpointer=self.checkpointer(ctx, fingerprint), cost=cost)
+        from archnas.nas.ranking_monitor import attach_ranking_monitor  # it trains anchors, which load_data here
+
+        trainer = ArchTrainer(ctx.conf.trainer, model, ctx, strategy=self.strategy,
+                              val_stream=data.loader("val", training=True),
+                              checkpointer=self.checkpointer(ctx, fingerprint), cost=cost)
+        attach_ranking_monitor(trainer, ctx, space_of(ctx.conf), data, self.force)
+        return trainer
 
 
 class PostTrain(Phase):

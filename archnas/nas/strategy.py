@@ -122,6 +122,10 @@ class Strategy:
                                   "in-place distillation is for single-path pretrains (spos: uniform_paths)")
         elif search.distill.enabled:
             raise ConfigError(f"nas.search.distill.enabled: {self.name} trains no supernet; leave it false")
+        if search.ranking_monitor.anchors:
+            from archnas.nas.ranking_monitor import check_ranking_monitor  # it trains anchors through a strategy
+
+            check_ranking_monitor(search, space_of(search), trains, self.name)
         if any(p.section_key == "nas.search" for p in self.phases) and search.loader.val_ratio <= 0:
             raise ConfigError(
                 f"nas.search.loader.val_ratio: {search.loader.val_ratio} holds out no validation images, but the "

@@ -147,6 +147,22 @@ class RankingCheckConf:
 
 
 @dataclass
+class RankingMonitorConf:
+    """A weight-sharing search's live ranking check (archnas/nas/ranking_monitor.py): `anchors`
+    random architectures trained `epochs` stand-alone before the supernet trains, scored on its
+    inherited weights every `every` epochs; Kendall's tau against their stand-alone ranking and
+    against the previous check in the epoch records. 0 anchors: off; else at least 5."""
+
+    anchors: int = 0
+    every: int = 1  # epochs between two checks
+    epochs: int = 3  # each anchor's stand-alone epochs of nas.search.trainer
+    bn_batches: int = 5  # train batches each anchor's BatchNorm statistics are re-estimated on (0: off)
+    score_batches: int = 0  # val batches each anchor is scored on (0: the whole search val split)
+    warn_below: float = 0.3  # a warning when Kendall's tau stays below this ...
+    patience: int = 2  # ... for this many checks in a row
+
+
+@dataclass
 class SearchConf:
     # What is searched. Empty: the DARTS cell supernet of model_desc. Otherwise a space over a
     # module: {name: nb201, C: 16, N: 5} (a registered space and its parameters) or
@@ -168,6 +184,7 @@ class SearchConf:
     cost: CostConf = field(default_factory=CostConf)  # limits and cost models of subnet searches (spos)
     ranking_check: RankingCheckConf = field(default_factory=RankingCheckConf)  # subnet searches (spos)
     distill: DistillConf = field(default_factory=DistillConf)  # the single-path pretrain's in-place distillation
+    ranking_monitor: RankingMonitorConf = field(default_factory=RankingMonitorConf)  # weight-sharing searches
     # An algorithm with settings of its own adds them as `nas.search.<algorithm>` (its config
     # dataclass, registered with the algorithm: archnas/algos/<algorithm>.py documents its keys).
 
