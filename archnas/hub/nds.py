@@ -153,7 +153,7 @@ class NDS(nn.Module):
         N = _int_choice(name, "num_cells", "depth", num_cells)
         if N < 3:
             raise SpaceError(f"{name}: num_cells {N} must be at least 3 (three stages)")
-        self.dataset, self.auxiliary_loss, self.drop_path_prob = dataset, auxiliary_loss, drop_path_prob
+        self.dataset, self.auxiliary_loss, self.initial_drop_prob = dataset, auxiliary_loss, drop_path_prob
         self.op_candidates, self.num_nodes = tuple(op_candidates), num_nodes_per_cell
         # the supernet concatenates every node (NNI's one-shot reading of a loose end)
         self.merge_op = merge_op if current_fixed_arch() is not None else "all"
@@ -198,8 +198,8 @@ class NDS(nn.Module):
             def build(node: int, op: int, input_index: Optional[int]) -> nn.Module:
                 stride = 2 if reduce and (input_index is None or input_index < 2) else 1
                 built = _op(name, c, stride)
-                if self.drop_path_prob > 0 and not isinstance(built, Identity):
-                    return DropPathOp(built, self.drop_path_prob)
+                if self.initial_drop_prob > 0 and not isinstance(built, Identity):
+                    return DropPathOp(built, self.initial_drop_prob)
                 return built
             return build
 
@@ -208,10 +208,16 @@ class NDS(nn.Module):
                     label="reduce" if reduce else "normal", ops_per_input=True)
 
     def set_drop_path_prob(self, drop_prob: float) -> None:
-        """NNI's: the drop-path probability of every op (a schedule ramps it over training)."""
+        """NNI's: the drop-path probability of every op that has drop-path (built with
+        `drop_path_prob` > 0)."""
         for module in self.modules():
             if isinstance(module, DropPathOp):
                 module.drop_prob = drop_prob
+
+    def drop_path_prob(self, p: float) -> None:
+        """What the trainer's drop-path ramp calls each epoch (`trainer.drop_path_prob * epoch /
+        epochs`): the same as `set_drop_path_prob`."""
+        self.set_drop_path_prob(p)
 
     def forward(self, x: Tensor) -> Union[Tensor, tuple[Tensor, Tensor]]:
         if self.dataset == "imagenet":
