@@ -65,8 +65,9 @@ def _relu_conv_1x1(ch_in: int, ch_out: int) -> Op:
 
 
 class DropPathOp(nn.Module):
-    """An op whose output drop-path zeroes per sample while training (NNI wraps every op but the
-    identity so); `drop_prob` is what `NDS.set_drop_path_prob` sets."""
+    """An op whose output drop-path zeroes per sample while training (every op but the identity,
+    as NNI and DARTS do); `drop_prob` starts at the space's `drop_path_prob` and is what
+    `NDS.set_drop_path_prob` (and the trainer's ramp, `trainer.drop_path_prob`) sets."""
 
     def __init__(self, op: nn.Module, drop_prob: float):
         super().__init__()
@@ -198,9 +199,7 @@ class NDS(nn.Module):
             def build(node: int, op: int, input_index: Optional[int]) -> nn.Module:
                 stride = 2 if reduce and (input_index is None or input_index < 2) else 1
                 built = _op(name, c, stride)
-                if self.initial_drop_prob > 0 and not isinstance(built, Identity):
-                    return DropPathOp(built, self.initial_drop_prob)
-                return built
+                return built if isinstance(built, Identity) else DropPathOp(built, self.initial_drop_prob)
             return build
 
         return Cell({name: factory(name) for name in self.op_candidates}, self.num_nodes, 2, 2, self.merge_op,
@@ -208,8 +207,7 @@ class NDS(nn.Module):
                     label="reduce" if reduce else "normal", ops_per_input=True)
 
     def set_drop_path_prob(self, drop_prob: float) -> None:
-        """NNI's: the drop-path probability of every op that has drop-path (built with
-        `drop_path_prob` > 0)."""
+        """NNI's: the drop-path probability of every op but the identities."""
         for module in self.modules():
             if isinstance(module, DropPathOp):
                 module.drop_prob = drop_prob
