@@ -29,14 +29,20 @@ _KNOWN_DATASETS = {
 
 
 def dataset_info(conf: DatasetConf, cache_dir: str) -> DatasetInfo:
-    """The builder's view of `conf`'s dataset: from the table above, else from its provider
-    (`imagefolder`, `synthetic` and user providers know their shapes only once loaded)."""
+    """The builder's view of `conf`'s dataset: from the table above, else from what its params
+    declare (`imagefolder` with `size` and `n_classes`), else from its provider, which loads it
+    (`synthetic` and user providers know their shapes only once loaded)."""
     if conf.name in _KNOWN_DATASETS:
         return _KNOWN_DATASETS[conf.name]
-    from archnas.data import (
-        load_dataset,  # only needed for these sets; it imports the providers
+    from archnas.data import (  # only needed for these sets; it imports the providers
+        declared_shape,
+        load_dataset,
     )
 
+    shape = declared_shape(conf)
+    if shape is not None:
+        n_classes, channels, size = shape
+        return DatasetInfo(n_classes, channels, size)
     info = load_dataset(conf, cache_dir).info
     return DatasetInfo(info.n_classes, info.channels, tuple(info.image_size))
 

@@ -344,6 +344,8 @@ ROWS = [
     cfg("dataset.name=imagefolder", "dataset.dataroot={tmp}/data",
         prepare=lambda t: (imagefolder({"a": 2, "b": 2})(t), (t / "data/train/a/0.png").write_bytes(b"not a png")),
         match=r"0\.png: cannot decode image"),
+    cfg("dataset.name=imagefolder", "dataset.dataroot={tmp}/data", "dataset.params={n_classes: 3}",
+        prepare=imagefolder({"a": 2, "b": 2}), match=r"train has 2 class folders, but dataset.params.n_classes is 3"),
     # the command line
     cfg("--no-search", "--no-eval", match=r"--no-search --no-eval: that leaves none of the stages of darts \(search, eval\), so nothing would run"),
     cfg("--stages", "search,evl", match=r"--stages: no stage named 'evl'; the stages of darts are search, eval$"),
@@ -379,6 +381,9 @@ ROWS = [
         r"argument --genotype: expected one argument", run=False),
     Row("stats: --desc not UTF-8", ["stats", "--config", "{tiny}", "--desc", "{tmp}/d.yaml"], r"d\.yaml: not a desc file",
         run=False, prepare=files(**{"d.yaml": b"\xff\xfe"})),
+    Row("stats: an NDS supernet over several widths", ["stats", "--config", "{tiny}", "--space",
+        "nas.search.space={name: enas, width: [4, 8], num_cells: 3}"],
+        r"enas: width \(4, 8\) is a choice \('width'\); a supernet over several widths is not built", run=False),
     Row("stats: --space of DARTS cells", ["stats", "--config", "{tiny}", "--space"], r"--space / --arch count a space",
         run=False),
     Row("stats: --latency without --space", ["stats", "--config", "{tiny}", "--latency"], r"--latency .* use it with --space",

@@ -94,7 +94,7 @@ def test_desc_file_cells_are_counted_at_the_eval_macro(tmp_path, capsys):
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["stats", "--config", _config(tmp_path), "--genotype", "DARTS_V9"]) == 2
-    assert "unknown genotype 'DARTS_V9'; known genotypes: DARTS_V1" in capsys.readouterr().err
+    assert "unknown genotype 'DARTS_V9'; known genotypes: AMOEBANET, DARTS_V1" in capsys.readouterr().err
     assert main(["stats", "--config", _config(tmp_path), "--desc", str(tmp_path / "missing.yaml")]) == 2
     assert "desc file not found" in capsys.readouterr().err
 

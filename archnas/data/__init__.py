@@ -10,7 +10,7 @@ from archnas.data.augment import AugmentSpec, BatchTransform
 from archnas.data.bundle import DataBundle, build_data
 from archnas.data.info import DatasetInfo, FileImages, LoadedDataset, TensorImages, channel_stats
 from archnas.data.loader import Batch, BatchLoader
-from archnas.data.registry import load_dataset, provider_names, register_provider
+from archnas.data.registry import declared_shape, load_dataset, provider_names, register_provider
 from archnas.data.split import DataSplit
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "TensorImages",
     "build_data",
     "channel_stats",
+    "declared_shape",
     "load_dataset",
     "provider_names",
     "register_provider",

@@ -6,6 +6,8 @@
   size:   [H, W] (or one int) to resize every image to; default: every image must have the size
           of the first one
   mode:   Pillow mode, `RGB` (default) or `L` (grayscale)
+  n_classes: the number of class folders, checked when the set loads; with `size` it declares the
+          set's shape, so `archnas stats` counts a network for it without the data present
   mean, std: per-channel normalization; default: measured on the train split
 
 An archive is unpacked once into `<common.cache_dir>/unpacked/` (see `archnas.data.archive`), so
@@ -40,7 +42,7 @@ from archnas.data.registry import register_provider
 from archnas.errors import ConfigError, DatasetError
 from archnas.utils import atomic, reads
 
-PARAMS = ("train", "test", "size", "mode", "mean", "std")
+PARAMS = ("train", "test", "size", "mode", "mean", "std", "n_classes")
 COMMON = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # named in messages; Pillow reads many more
 STATS_SAMPLE = 1000  # streamed sets measure mean/std on this many train images (seeded choice)
 
@@ -214,17 +216,42 @@ def _stats(
     return channel_stats(torch.stack([train.decode(train.paths[i]) for i in pick.tolist()]))
 
 
-@register_provider("imagefolder", params=PARAMS)
-def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
-    params = dict(conf.params)
+def _mode(params: dict[str, Any]) -> str:
     mode = str(params.get("mode", "RGB"))
     if mode not in ("RGB", "L"):
         raise ConfigError(f"dataset.params.mode: {mode!r} is not RGB or L")
+    return mode
+
+
+def _n_classes(params: dict[str, Any]) -> Optional[int]:
+    n = params.get("n_classes")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
+        raise ConfigError(f"dataset.params.n_classes: {n!r} is not an int of at least 2")
+    return n
+
+
+def imagefolder_shape(conf: DatasetConf) -> Optional[tuple[int, int, tuple[int, int]]]:
+    """The shape `size`, `mode` and `n_classes` declare (None unless both size and n_classes are given)."""
+    params = dict(conf.params)
+    mode, size, n_classes = _mode(params), _size(params.get("size")), _n_classes(params)
+    if size is None or n_classes is None:
+        return None
+    return n_classes, 3 if mode == "RGB" else 1, size
+
+
+@register_provider("imagefolder", params=PARAMS, declared_shape=imagefolder_shape)
+def load_imagefolder(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
+    params = dict(conf.params)
+    mode = _mode(params)
     size = _size(params.get("size"))
+    n_classes = _n_classes(params)
     dataroot = Path(conf.dataroot).expanduser()
     train_root = _resolve(params.get("train"), dataroot / "train", cache_dir, "train")
     test_root = _resolve(params.get("test"), dataroot / "test", cache_dir, "test")
     classes, train_files, train_labels = scan(train_root)
+    if n_classes is not None and len(classes) != n_classes:
+        raise DatasetError(f"imagefolder: {train_root} has {len(classes)} class folders, but dataset.params.n_classes "
+                           f"is {n_classes}")
     _, test_files, test_labels = scan(test_root, classes)
     first = decode_image(train_files[0], mode, size, resize=True)
     channels, height, width = (int(n) for n in first.shape)

@@ -5,7 +5,9 @@ A genotype lists, for the regular (`normal`) and the reduction (`reduce`) cell, 
 from the DARTS string format (`Genotype(normal=[('sep_conv_3x3', 1), ...], normal_concat=[2, 3,
 4, 5], reduce=[...], reduce_concat=range(2, 6))`) without evaluating any code, or from the same
 fields as YAML. A genotype becomes a ModelDesc through the builder (`archnas.model.resolve`):
-its nodes are the template copied into every cell of the macro. Op names are checked against
+its nodes are the template copied into every cell of the macro, and its concat the nodes the
+cell output concatenates: all of them (DARTS), or a subset, as the NASNet-style cells (NASNet,
+AmoebaNet, ENAS) concatenate only their loose ends, the nodes no other node reads. Op names are checked against
 `known_ops` when the caller gives them (the op registry lives above this package).
 """
 
@@ -22,6 +24,7 @@ from archnas.descs.model_desc import CellType, ConvMacroParams, EdgeDesc, ModelD
 from archnas.errors import DescError
 
 CellNodes = dict[CellType, list[NodeDesc]]  # the nodes of each cell type, a template for the builder
+CellConcat = dict[CellType, tuple[int, ...]]  # the states each cell type concatenates (2 = its first node)
 
 Gene = tuple[tuple[str, int], ...]
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
@@ -69,6 +72,10 @@ class Genotype:
             out[ctype] = nodes
         return out
 
+    def cell_concat(self) -> CellConcat:
+        """The states each cell type's output concatenates, for the builder's post-op."""
+        return {CellType.regular: self.normal_concat, CellType.reduction: self.reduce_concat}
+
 
 def unknown_op_message(name: str, known_ops: Collection[str]) -> str:
     return f"unknown op {name!r}; registered ops: {', '.join(sorted(known_ops))}"
@@ -104,11 +111,12 @@ def _checked(fields: dict[str, Any], source: str, known_ops: Collection[str] | N
     for key, gene_key in (("normal_concat", "normal"), ("reduce_concat", "reduce")):
         concat = fields[key]
         n_nodes = len(genes[gene_key]) // 2
-        expected = list(range(2, 2 + n_nodes))
-        if not isinstance(concat, (list, tuple, range)) or list(concat) != expected:
-            raise DescError(f"{source}: {key}: cells concatenate all their intermediate nodes, "
-                            f"so it must be {expected}, got {concat!r}")
-        concats[key] = tuple(expected)
+        ids = list(concat) if isinstance(concat, (list, tuple, range)) else None
+        ok = bool(ids) and all(isinstance(i, int) and not isinstance(i, bool) and 2 <= i < 2 + n_nodes for i in ids)
+        if not ok or ids != sorted(set(ids)):
+            raise DescError(f"{source}: {key}: expected the increasing ids of the nodes the cell output "
+                            f"concatenates, some of {list(range(2, 2 + n_nodes))}, got {concat!r}")
+        concats[key] = tuple(ids)
     return Genotype(genes["normal"], concats["normal_concat"], genes["reduce"], concats["reduce_concat"])
 
 
@@ -162,6 +170,7 @@ def parse_genotype(text: str, source: str = "genotype", known_ops: Collection[st
 def desc_to_genotype(desc: ModelDesc) -> Genotype:
     """The genotype of a final desc's first regular and first reduction cell."""
     genes: dict[CellType, Gene] = {}
+    concat: dict[CellType, tuple[int, ...]] = {}
     for ctype in CellType:
         cell = desc.first_cell(ctype)
         if cell is None:
@@ -175,12 +184,37 @@ def desc_to_genotype(desc: ModelDesc) -> Genotype:
                     raise DescError(f"cell {cell.id} node {j}: op {edge.op_desc.name!r} is not a single-input final op")
                 pairs.append((edge.op_desc.name, edge.input_ids[0]))
         genes[ctype] = tuple(pairs)
-    concat = {t: tuple(range(2, 2 + len(g) // 2)) for t, g in genes.items()}
+        concat[ctype] = tuple(cell.post_op.params.get("concat", range(2, 2 + len(cell.nodes))))
     return Genotype(genes[CellType.regular], concat[CellType.regular], genes[CellType.reduction], concat[CellType.reduction])
 
 
-# The published cells (DARTS: Liu et al., 2019; PC-DARTS: Xu et al., 2020), as their code ships them.
+# The published cells (DARTS: Liu et al., 2019; PC-DARTS: Xu et al., 2020), as their code ships them,
+# and the cells of the NASNet family in the DARTS cell format: NASNet-A (Zoph et al., 2018) and
+# AmoebaNet-A (Real et al., 2019) as in the DARTS code's genotypes.py; PNASNet-5 (Liu et al., 2018)
+# and ENAS (Pham et al., 2018) as DARTS-derived code carries them (PNASNet.pytorch's cell; ENAS's
+# reduction cell concatenating its loose ends 2, 3, 6). Five nodes each; NASNet, AmoebaNet and ENAS
+# concatenate only the nodes no other node reads.
 _NAMED = {
+    "NASNET": "Genotype(normal=[('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('sep_conv_5x5', 0), ('sep_conv_3x3', 0), "
+    "('avg_pool_3x3', 1), ('skip_connect', 0), ('avg_pool_3x3', 0), ('avg_pool_3x3', 0), ('sep_conv_3x3', 1), "
+    "('skip_connect', 1)], normal_concat=[2, 3, 4, 5, 6], reduce=[('sep_conv_5x5', 1), ('sep_conv_7x7', 0), "
+    "('max_pool_3x3', 1), ('sep_conv_7x7', 0), ('avg_pool_3x3', 1), ('sep_conv_5x5', 0), ('skip_connect', 3), "
+    "('avg_pool_3x3', 2), ('sep_conv_3x3', 2), ('max_pool_3x3', 1)], reduce_concat=[4, 5, 6])",
+    "AMOEBANET": "Genotype(normal=[('avg_pool_3x3', 0), ('max_pool_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_5x5', 2), "
+    "('sep_conv_3x3', 0), ('avg_pool_3x3', 3), ('sep_conv_3x3', 1), ('skip_connect', 1), ('skip_connect', 0), "
+    "('avg_pool_3x3', 1)], normal_concat=[4, 5, 6], reduce=[('avg_pool_3x3', 0), ('sep_conv_3x3', 1), "
+    "('max_pool_3x3', 0), ('sep_conv_7x7', 2), ('sep_conv_7x7', 0), ('avg_pool_3x3', 1), ('max_pool_3x3', 0), "
+    "('max_pool_3x3', 1), ('conv_7x1_1x7', 0), ('sep_conv_3x3', 5)], reduce_concat=[3, 4, 6])",
+    "PNAS": "Genotype(normal=[('sep_conv_5x5', 0), ('max_pool_3x3', 0), ('sep_conv_7x7', 1), ('max_pool_3x3', 1), "
+    "('sep_conv_5x5', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 4), ('max_pool_3x3', 1), ('sep_conv_3x3', 0), "
+    "('skip_connect', 1)], normal_concat=[2, 3, 4, 5, 6], reduce=[('sep_conv_5x5', 0), ('max_pool_3x3', 0), "
+    "('sep_conv_7x7', 1), ('max_pool_3x3', 1), ('sep_conv_5x5', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 4), "
+    "('max_pool_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 1)], reduce_concat=[2, 3, 4, 5, 6])",
+    "ENAS": "Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 1), ('sep_conv_5x5', 1), ('skip_connect', 0), "
+    "('avg_pool_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('avg_pool_3x3', 0), ('sep_conv_5x5', 1), "
+    "('avg_pool_3x3', 0)], normal_concat=[2, 3, 4, 5, 6], reduce=[('sep_conv_5x5', 0), ('avg_pool_3x3', 1), "
+    "('sep_conv_3x3', 1), ('avg_pool_3x3', 1), ('avg_pool_3x3', 1), ('sep_conv_3x3', 1), ('sep_conv_5x5', 4), "
+    "('avg_pool_3x3', 1), ('sep_conv_3x3', 5), ('sep_conv_5x5', 0)], reduce_concat=[2, 3, 6])",
     "DARTS_V1": "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1), "
     "('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], normal_concat=[2, 3, 4, 5], "
     "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), "

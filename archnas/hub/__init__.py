@@ -8,12 +8,15 @@ a config's `nas.search.space: {name: ...}`). Importing this package registers th
   (`ShuffleNetSpace`; the named architecture `spos`);
 - `mobilenet`: a MobileNetV2-like space from ENOT's op strings (`MobileNetSpace`, `MIB_k=3_t=6`),
   small enough by default to search 8x8 digits;
+- `darts`, `nasnet`, `amoebanet`, `pnas`, `enas`: the NDS cell family as NNI's hub has it
+  (`DARTS`, `NASNet`, `AmoebaNet`, `PNAS`, `ENAS`; the named DARTS-format genotypes as architectures);
 - `autogen`: the space generated from a plain model (`archnas.space.autogen`), such as the
   registered model `plain_cnn` (`PlainCNN`, a small ResNet-like CNN) or a plugin's.
 """
 
 from archnas.hub.mobilenet import MobileNetSpace, parse_op
 from archnas.hub.nb201 import NasBench201, parse_nb201_string
+from archnas.hub.nds import DARTS, ENAS, NDS, PNAS, AmoebaNet, NASNet, parse_nds_arch
 from archnas.hub.plain_cnn import PlainCNN
 from archnas.hub.proxylessnas import (
     ProxylessNAS,
@@ -29,8 +32,13 @@ register_space("nb201", parse_arch=parse_nb201_string)(NasBench201)
 register_space("proxylessnas", parse_arch=parse_proxylessnas_arch)(ProxylessNAS)
 register_space("shufflenet", parse_arch=parse_shufflenet_arch)(ShuffleNetSpace)
 register_space("mobilenet")(MobileNetSpace)
+register_space("darts", parse_arch=parse_nds_arch)(DARTS)
+register_space("nasnet", parse_arch=parse_nds_arch)(NASNet)
+register_space("amoebanet", parse_arch=parse_nds_arch)(AmoebaNet)
+register_space("pnas", parse_arch=parse_nds_arch)(PNAS)
+register_space("enas", parse_arch=parse_nds_arch)(ENAS)
 register_space("autogen")(autogen_space)
 register_model("plain_cnn")(PlainCNN)
 
-__all__ = ["MobileNetSpace", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
+__all__ = ["DARTS", "ENAS", "NDS", "PNAS", "AmoebaNet", "NASNet", "parse_nds_arch", "MobileNetSpace", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
            "parse_nb201_string", "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]

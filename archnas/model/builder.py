@@ -11,7 +11,8 @@ Without a template, every cell gets the supernet: each node has one edge from ev
 state, each edge a mixed op over `conf.primitives`. With a template (a final desc from search,
 or a genotype's nodes), the node structure of its first regular and first reduction cell is
 copied into every cell of that type at this macro's channels, so a searched 8-cell/16-channel
-cell becomes a 20-cell/36-channel eval network.
+cell becomes a 20-cell/36-channel eval network; so are the nodes its output concatenates (all,
+or a genotype's concat: the loose ends of NASNet, AmoebaNet and ENAS cells).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Callable, Optional
 import archnas.ops  # noqa: F401  (registers the built-in ops the builder checks names against)
 from archnas.config.schema.model_desc import ModelDescConf
 from archnas.descs.dataset_info import DatasetInfo
-from archnas.descs.genotypes import CellNodes
+from archnas.descs.genotypes import CellConcat, CellNodes
 from archnas.descs.model_desc import (
     AuxTowerDesc,
     CellDesc,
@@ -56,6 +57,16 @@ def template_nodes(template: ModelDesc) -> CellNodes:
     return out
 
 
+def template_concat(template: ModelDesc) -> CellConcat:
+    """The states `template`'s first regular and first reduction cell concatenate, where not all."""
+    out: CellConcat = {}
+    for ctype in CellType:
+        cell = template.first_cell(ctype)
+        if cell is not None and "concat" in cell.post_op.params:
+            out[ctype] = tuple(cell.post_op.params["concat"])
+    return out
+
+
 def _halve(side: int, what: str) -> int:
     if side % 2:
         raise DescError(f"{what}: cannot reduce a map of odd size {side} (factorized reduce needs even sizes)")
@@ -67,10 +78,14 @@ class ModelDescBuilder:
         self.mixed_op_factory = mixed_op or darts_mixed_op
 
     def build(self, conf: ModelDescConf, dataset_info: DatasetInfo, template: ModelDesc | None = None) -> ModelDesc:
-        return self.build_with_nodes(conf, dataset_info, None if template is None else template_nodes(template))
+        if template is None:
+            return self.build_with_nodes(conf, dataset_info, None)
+        return self.build_with_nodes(conf, dataset_info, template_nodes(template), template_concat(template))
 
-    def build_with_nodes(self, conf: ModelDescConf, dataset_info: DatasetInfo, cell_nodes: CellNodes | None) -> ModelDesc:
-        """`build` with the node structure given directly (from a template or a genotype)."""
+    def build_with_nodes(self, conf: ModelDescConf, dataset_info: DatasetInfo, cell_nodes: CellNodes | None,
+                         concat: CellConcat | None = None) -> ModelDesc:
+        """`build` with the node structure given directly (from a template or a genotype), and the
+        states each cell type concatenates (a cell type left out concatenates all its nodes)."""
         self.check_conf(conf, searching=cell_nodes is None)
         stems, stem_shapes = self.build_model_stems(conf, dataset_info)
         reductions = set(self.reduction_positions(conf))
@@ -86,7 +101,8 @@ class ModelDescBuilder:
             if cell_nodes is not None and ctype not in cell_nodes:
                 raise DescError(f"template has no {ctype} cell to copy into cell {i}")
             template = None if cell_nodes is None else cell_nodes[ctype]
-            cell = self.build_cell(conf, i, ctype, first_of_type.setdefault(ctype, i), s0, s1, node_ch, template)
+            cell = self.build_cell(conf, i, ctype, first_of_type.setdefault(ctype, i), s0, s1, node_ch, template,
+                                   (concat or {}).get(ctype))
             cells.append(cell)
             aux_towers.append(self.build_aux_tower(conf, dataset_info, cell) if i == aux_at else None)
             s0, s1 = s1, cell.out_shape
@@ -157,14 +173,15 @@ class ModelDescBuilder:
         return prev_node_ch * 2 if cell_type == CellType.reduction else prev_node_ch
 
     def build_cell(self, conf: ModelDescConf, index: int, cell_type: CellType, trainables_from: int,
-                   s0: Shape, s1: Shape, node_ch: int, template: list[NodeDesc] | None) -> CellDesc:
+                   s0: Shape, s1: Shape, node_ch: int, template: list[NodeDesc] | None,
+                   concat: tuple[int, ...] | None = None) -> CellDesc:
         where = f"cell {index}"
         stems = self.build_cell_stems(conf, s0, s1, node_ch, where)
         reduction = cell_type == CellType.reduction
         size = [_halve(s, where) for s in s1[1:]] if reduction else list(s1[1:])
         nodes = self.build_nodes(conf, cell_type, node_ch) if template is None else self.copy_nodes(template, node_ch)
         node_shapes = [[n.conv_params.ch_out, *size] for n in nodes]
-        post_op = self.build_cell_post_op(conf, len(nodes), node_ch)
+        post_op = self.build_cell_post_op(conf, len(nodes), node_ch, concat)
         return CellDesc(
             id=index,
             cell_type=cell_type,
@@ -214,10 +231,19 @@ class ModelDescBuilder:
         conv = ConvMacroParams(node_ch, node_ch)
         return [NodeDesc([e.clone(conv, clear_trainables=True) for e in n.edges], conv) for n in template]
 
-    def build_cell_post_op(self, conf: ModelDescConf, n_nodes: int, node_ch: int) -> OpDesc:
-        """Concatenate all nodes (DARTS); `proj_channels` projects the concatenation back to node_ch."""
-        ch_out = node_ch if conf.cell_post_op == "proj_channels" else n_nodes * node_ch
-        return OpDesc(conf.cell_post_op, {"conv": ConvMacroParams(n_nodes * node_ch, ch_out)}, in_len=n_nodes)
+    def build_cell_post_op(self, conf: ModelDescConf, n_nodes: int, node_ch: int,
+                           concat: tuple[int, ...] | None = None) -> OpDesc:
+        """Concatenate all nodes (DARTS), or the states `concat` names (a desc concatenating all of
+        them is the DARTS one, without the param); `proj_channels` projects the concatenation back
+        to node_ch."""
+        if concat is not None and list(concat) == list(range(2, 2 + n_nodes)):
+            concat = None
+        n_merged = n_nodes if concat is None else len(concat)
+        ch_out = node_ch if conf.cell_post_op == "proj_channels" else n_merged * node_ch
+        params: dict = {"conv": ConvMacroParams(n_merged * node_ch, ch_out)}
+        if concat is not None:
+            params["concat"] = list(concat)
+        return OpDesc(conf.cell_post_op, params, in_len=n_nodes)
 
     def build_aux_tower(self, conf: ModelDescConf, dataset_info: DatasetInfo, cell: CellDesc) -> AuxTowerDesc:
         return AuxTowerDesc(cell.out_shape[0], dataset_info.n_classes, conf.aux_tower_stride, list(cell.out_shape[1:]),

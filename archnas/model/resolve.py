@@ -33,7 +33,8 @@ def parse_checked_genotype(text: str, source: str = "genotype") -> Genotype:
 def genotype_to_desc(genotype: Genotype, conf: ModelDescConf, dataset_info: DatasetInfo,
                      builder: ModelDescBuilder | None = None) -> ModelDesc:
     """The network of `conf`'s macro with the genotype's cells (e.g. DARTS_V2 at 36 ch, 20 cells)."""
-    return (builder or ModelDescBuilder()).build_with_nodes(conf, dataset_info, genotype.cell_nodes())
+    return (builder or ModelDescBuilder()).build_with_nodes(conf, dataset_info, genotype.cell_nodes(),
+                                                                  genotype.cell_concat())
 
 
 def desc_from_spec(spec: str, conf: ModelDescConf, dataset_info: DatasetInfo,

@@ -55,17 +55,22 @@ class Pool(Op):
 
     pooling = True
 
-    def __init__(self, desc: OpDesc, affine: bool, kind: str):
+    def __init__(self, desc: OpDesc, affine: bool, kind: str, kernel: int = 3):
         super().__init__(desc)
         op_conv(desc, same_channels=True)
         stride = op_stride(desc)
         if kind == "max":
-            self.op = nn.MaxPool2d(3, stride=stride, padding=1)
+            self.op = nn.MaxPool2d(kernel, stride=stride, padding=kernel // 2)
         else:
-            self.op = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+            self.op = nn.AvgPool2d(kernel, stride=stride, padding=kernel // 2, count_include_pad=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
+
+
+class WidePool(Pool):
+    """5x5 and 7x7 pooling of the NASNet search space (NDS's ops): a class of its own, so the fused
+    search cell, whose kernels pool 3x3, leaves it to its own forward."""
 
 
 def _kernel_and_padding(desc: OpDesc) -> tuple[int, int, int]:
@@ -74,12 +79,13 @@ def _kernel_and_padding(desc: OpDesc) -> tuple[int, int, int]:
 
 
 class ReLUConvBN(Op):
-    """ReLU, conv, BN: DARTS's cell preprocessing (1x1) and a general conv op."""
+    """ReLU, conv, BN: DARTS's cell preprocessing (1x1) and a general conv op (`kernel` fixes its
+    size: the NASNet space's `conv_1x1` and `conv_3x3`)."""
 
-    def __init__(self, desc: OpDesc, affine: bool):
+    def __init__(self, desc: OpDesc, affine: bool, kernel: int | None = None):
         super().__init__(desc)
         conv = op_conv(desc)
-        kernel, stride, padding = _kernel_and_padding(desc)
+        kernel, stride, padding = _kernel_and_padding(desc) if kernel is None else (kernel, op_stride(desc), kernel // 2)
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
             nn.Conv2d(conv.ch_in, conv.ch_out, kernel, stride=stride, padding=padding, bias=False),
@@ -128,18 +134,18 @@ class DilConv(Op):
 class SepConv(Op):
     """Two stacked ReLU, depthwise conv, pointwise conv, BN stages; only the first one strides."""
 
-    def __init__(self, desc: OpDesc, affine: bool, kernel: int, padding: int):
+    def __init__(self, desc: OpDesc, affine: bool, kernel: int, padding: int, dilation: int = 1):
         super().__init__(desc)
         conv = op_conv(desc)
         stride = op_stride(desc)
         c_in, c_out = conv.ch_in, conv.ch_out
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride, padding, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_in, 1, bias=False),
             nn.BatchNorm2d(c_in, affine=affine),
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, 1, padding, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_in, kernel, 1, padding, dilation=dilation, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
@@ -150,17 +156,23 @@ class SepConv(Op):
         return op[7](pointwise(op[5](op[4](y)), op[6]))
 
 
-class Conv7x1_1x7(Op):
-    """ReLU, 1x7 conv, 7x1 conv, BN (NASNet/AmoebaNet's factorized 7x7)."""
+class DilSepConv(SepConv):
+    """SepConv with both depthwise convs dilated (AmoebaNet's `dil_sep_conv_3x3`, as NDS defines it);
+    a class of its own, so the fused search cell leaves it to its own forward."""
 
-    def __init__(self, desc: OpDesc, affine: bool):
+
+class Conv7x1_1x7(Op):
+    """ReLU, 1xk conv, kx1 conv, BN (NASNet/AmoebaNet's factorized 7x7; `conv_3x1_1x3` at k=3)."""
+
+    def __init__(self, desc: OpDesc, affine: bool, kernel: int = 7):
         super().__init__(desc)
         conv = op_conv(desc)
         stride = op_stride(desc)
+        pad = kernel // 2
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(conv.ch_in, conv.ch_out, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
-            nn.Conv2d(conv.ch_out, conv.ch_out, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.Conv2d(conv.ch_in, conv.ch_out, (1, kernel), stride=(1, stride), padding=(0, pad), bias=False),
+            nn.Conv2d(conv.ch_out, conv.ch_out, (kernel, 1), stride=(stride, 1), padding=(pad, 0), bias=False),
             nn.BatchNorm2d(conv.ch_out, affine=affine),
         )
 
@@ -204,5 +216,13 @@ register_op("sep_conv_7x7", lambda d, a: SepConv(d, a, 7, 3))
 register_op("dil_conv_3x3", lambda d, a: DilConv(d, a, 3, 2, 2))
 register_op("dil_conv_5x5", lambda d, a: DilConv(d, a, 5, 4, 2))
 register_op("conv_7x1_1x7", Conv7x1_1x7)
+# the NASNet search space's others (Zoph et al., 2018; as NDS / NNI's hub nasnet.py define them)
+register_op("max_pool_5x5", lambda d, a: WidePool(d, a, "max", 5))
+register_op("max_pool_7x7", lambda d, a: WidePool(d, a, "max", 7))
+register_op("avg_pool_5x5", lambda d, a: WidePool(d, a, "avg", 5))
+register_op("conv_1x1", lambda d, a: ReLUConvBN(d, a, kernel=1))
+register_op("conv_3x3", lambda d, a: ReLUConvBN(d, a, kernel=3))
+register_op("conv_3x1_1x3", lambda d, a: Conv7x1_1x7(d, a, kernel=3))
+register_op("dil_sep_conv_3x3", lambda d, a: DilSepConv(d, a, 3, 2, dilation=2))
 register_op("relu_conv_bn", ReLUConvBN)
 register_op("conv_bn_relu", ConvBNReLU)

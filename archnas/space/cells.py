@@ -14,6 +14,14 @@ strategies treat a loose-end cell. So a supernet whose loose-end cell runs at mo
 architecture (sampled, or soft then frozen) needs a next layer that takes any multiple of the
 node width.
 
+With `ops_per_input=True` an op slot's factories are called once per input it may read,
+`f(node, op, input_index)`, as NNI's one-shot cells expand a Cell into one candidate set per edge
+(and as its fixed networks call them with the chosen input): a reduction cell's ops stride on the
+cell inputs and not on its nodes, whatever the slot reads. The slot's op choices share its label,
+and its input choice picks (or, under soft weights, mixes) the outputs of the inputs' ops, so
+DARTS searches such a cell edge by edge; only the chosen inputs' ops run at a fixed or sampled
+architecture.
+
 `NasBench201Cell(op_candidates, in_features, out_features, num_tensors=4, label)`: every earlier
 tensor feeds every later one through its own LayerChoice `<label>__<j>_<t>` (NNI's labels); cells
 that share a label share their architecture, as NAS-Bench-201's 15 cells do.
@@ -25,11 +33,12 @@ import copy
 from collections import OrderedDict
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 from archnas.descs.model_desc import ConvMacroParams, OpDesc
 from archnas.errors import SpaceError
-from archnas.ops.frozen import DenseCell, FixedCell, dense_cell_forward
+from archnas.ops.frozen import ChosenInputs, DenseCell, FixedCell, dense_cell_forward
 from archnas.ops.registry import Op, registered_ops
 from archnas.space.choices import InputChoice, LayerChoice
 from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
@@ -38,7 +47,8 @@ from archnas.space.partial import PartialChannelLayerChoice, current_partial_cha
 OpCandidates = Union[Sequence[Any], Mapping[str, Any]]
 
 
-def _candidate_ops(op_candidates: OpCandidates, node: int, op: int, channels: Optional[int]) -> "OrderedDict[Any, nn.Module]":
+def _candidate_ops(op_candidates: OpCandidates, node: int, op: int, channels: Optional[int],
+                   input_index: Optional[int] = None) -> "OrderedDict[Any, nn.Module]":
     """The candidates of one op slot: modules (deep-copied), registry op names (built at
     `channels`), or factories `f(node_index, op_index, input_index)` (input_index None: the op
     serves whichever input is chosen)."""
@@ -59,7 +69,7 @@ def _candidate_ops(op_candidates: OpCandidates, node: int, op: int, channels: Op
             out[candidate if not isinstance(op_candidates, Mapping) else key] = Op.create(
                 OpDesc(candidate, {"conv": conv, "stride": 1}), affine=True)
         elif callable(candidate):
-            out[key] = candidate(node, op, None)
+            out[key] = candidate(node, op, input_index)
         else:
             raise SpaceError(f"Cell: candidate {key!r} is neither a module, an op name nor a factory")
     return out
@@ -69,24 +79,29 @@ class Cell(Resolvable, nn.Module):
     @classmethod
     def _instead(cls, op_candidates: OpCandidates, num_nodes: int, num_ops_per_node: int = 1, num_predecessors: int = 1,
                 merge_op: str = "all", preprocessor: Optional[Callable] = None, postprocessor: Optional[Callable] = None,
-                concat_dim: int = 1, *, label: Optional[str] = None, channels: Optional[int] = None):
+                concat_dim: int = 1, *, label: Optional[str] = None, channels: Optional[int] = None,
+                ops_per_input: bool = False):
         if current_fixed_arch() is None:
             return KEEP
-        ops, inputs = _slots(op_candidates, num_nodes, num_ops_per_node, num_predecessors, label, channels)
+        ops, inputs = _slots(op_candidates, num_nodes, num_ops_per_node, num_predecessors, label, channels,
+                             ops_per_input)
         chosen = [[i for choose in node for i in choose.chosen] for node in inputs]
         return FixedCell(ops, inputs, num_predecessors, _outputs(merge_op, num_predecessors, num_nodes, chosen),
                          preprocessor, postprocessor, concat_dim)
 
     def __init__(self, op_candidates: OpCandidates, num_nodes: int, num_ops_per_node: int = 1, num_predecessors: int = 1,
                  merge_op: str = "all", preprocessor: Optional[Callable] = None, postprocessor: Optional[Callable] = None,
-                 concat_dim: int = 1, *, label: Optional[str] = None, channels: Optional[int] = None):
+                 concat_dim: int = 1, *, label: Optional[str] = None, channels: Optional[int] = None,
+                 ops_per_input: bool = False):
         super().__init__()
         if merge_op not in ("all", "loose_end"):
             raise SpaceError(f"Cell: merge_op {merge_op!r} is not 'all' or 'loose_end'")
         if label is None:
             raise SpaceError("Cell: give the cell a label (its ops and inputs are labelled <label>/op_<i>_<k> and "
                              "<label>/input_<i>_<k>)")
-        ops, inputs = _slots(op_candidates, num_nodes, num_ops_per_node, num_predecessors, label, channels)
+        ops, inputs = _slots(op_candidates, num_nodes, num_ops_per_node, num_predecessors, label, channels,
+                             ops_per_input)
+        self.ops_per_input = ops_per_input
         self.ops = nn.ModuleList(nn.ModuleList(node) for node in ops)
         self.inputs = nn.ModuleList(nn.ModuleList(node) for node in inputs)
         self.label, self.num_nodes, self.num_predecessors = label, num_nodes, num_predecessors
@@ -110,27 +125,73 @@ class Cell(Resolvable, nn.Module):
         return _outputs(self.merge_op, self.num_predecessors, self.num_nodes, chosen)
 
     def forward(self, *inputs):
-        return FixedCell.forward(self, *inputs)
+        if not self.ops_per_input:
+            return FixedCell.forward(self, *inputs)
+        predecessors = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else list(inputs)
+        states = self.preprocessor(predecessors) if self.preprocessor is not None else list(predecessors)
+        for ops, chooses in zip(self.ops, self.inputs):
+            node = None
+            for per_input, choose in zip(ops, chooses):
+                selected = choose.selected()
+                y = choose([op(states[j]) if selected is None or j in selected else None
+                            for j, op in enumerate(per_input)])
+                node = y if node is None else node + y
+            states.append(node)
+        out = torch.cat([states[i] for i in self.output_node_indices], self.concat_dim)
+        return self.postprocessor(out, predecessors) if self.postprocessor is not None else out
+
+    def reachable(self, arch: Mapping[str, Any]) -> list[nn.Module]:
+        """With ops per input, the op choices of the inputs `arch` picks (and what else the cell holds)."""
+        if not self.ops_per_input:
+            return list(self.children())
+        picked = [per_input[j] for node, chooses in zip(self.ops, self.inputs) for per_input, choose in zip(node, chooses)
+                  for j in _as_indices(arch.get(choose.label_key))]
+        rest = [m for name, m in self.named_children() if name != "ops"]
+        return picked + rest
 
     def frozen(self, arch: Mapping[str, Any]) -> nn.Module:
-        ops = [[op.frozen(arch) for op in node] for node in self.ops]
         inputs = [[choose.frozen(arch) for choose in node] for node in self.inputs]
+        if self.ops_per_input:
+            ops = [[per_input[choose.chosen[0]].frozen(arch) for per_input, choose in zip(node, chooses)]
+                   for node, chooses in zip(self.ops, inputs)]
+        else:
+            ops = [[op.frozen(arch) for op in node] for node in self.ops]
         chosen = [[i for choose in node for i in choose.chosen] for node in inputs]
         return FixedCell(ops, inputs, self.num_predecessors,
                          _outputs(self.merge_op, self.num_predecessors, self.num_nodes, chosen),
                          self.preprocessor, self.postprocessor, self.concat_dim)
 
 
+def _as_indices(value: Any) -> list[int]:
+    """An input choice's recorded value as a list of input indices (none while `arch` lacks it)."""
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
 def _slots(op_candidates: OpCandidates, num_nodes: int, num_ops_per_node: int, num_predecessors: int,
-           label: Optional[str], channels: Optional[int]) -> tuple[list[list[Any]], list[list[Any]]]:
+           label: Optional[str], channels: Optional[int], ops_per_input: bool = False) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Each node's op choices and input choices. With `ops_per_input`, a slot's op is a list of op
+    choices, one per input it may read (under `fixed_arch`: the chosen input's op alone)."""
     if num_nodes < 1 or num_ops_per_node < 1 or num_predecessors < 1:
         raise SpaceError(f"Cell: num_nodes ({num_nodes}), num_ops_per_node ({num_ops_per_node}) and num_predecessors "
                          f"({num_predecessors}) must be at least 1")
     ops, inputs = [], []
     for i in range(num_predecessors, num_predecessors + num_nodes):
-        ops.append([LayerChoice(_candidate_ops(op_candidates, i, k, channels), label=f"{label}/op_{i}_{k}")
-                    for k in range(num_ops_per_node)])
-        inputs.append([InputChoice(i, 1, label=f"{label}/input_{i}_{k}") for k in range(num_ops_per_node)])
+        chooses = [InputChoice(i, 1, label=f"{label}/input_{i}_{k}") for k in range(num_ops_per_node)]
+        node = []
+        for k, choose in enumerate(chooses):
+            def op_choice(j: Optional[int]) -> Any:
+                return LayerChoice(_candidate_ops(op_candidates, i, k, channels, j), label=f"{label}/op_{i}_{k}")
+
+            if not ops_per_input:
+                node.append(op_choice(None))
+            elif isinstance(choose, ChosenInputs):
+                node.append(op_choice(choose.chosen[0]))
+            else:
+                node.append(nn.ModuleList(op_choice(j) for j in range(i)))
+        ops.append(node)
+        inputs.append(chooses)
     return ops, inputs
 
 
