@@ -60,6 +60,7 @@ from archnas.nas.arch_optimizer import AlphaArchOptimizer, RunningMean, register
 from archnas.nas.cost_search import label_probabilities
 from archnas.space.store import ArchStore, ArchWeights, Weighting
 from archnas.training.checkpoint import Stateful
+from archnas.training.hooks import HookBase
 
 FORMS = ("multiplicative", "additive")
 
@@ -191,10 +192,13 @@ class BinaryGateStep(AlphaArchOptimizer):
             return loss
         probs = label_probabilities(self.cost.store, self.cost.labels)
         expected = self.cost.costs.model(latency_model_name(search)).expected(probs).to(loss.dtype)
-        ratio = expected.clamp_min(torch.finfo(loss.dtype).tiny) / s.latency_target
+        ratio = expected / s.latency_target
         if s.form == "multiplicative":
             return s.alpha * loss * ratio ** s.beta
         return loss + s.weight * ratio
+
+    def hooks(self) -> list[HookBase]:
+        return [LatencyCheck(self)]
 
     def epoch_metrics(self) -> dict[str, Any]:
         record: dict[str, Any] = {}
@@ -206,6 +210,30 @@ class BinaryGateStep(AlphaArchOptimizer):
 
     def states(self) -> dict[str, Stateful]:
         return {**super().states(), "arch_loss": self.arch_loss}
+
+
+class LatencyCheck(HookBase):
+    """Before the first step (after the cost tables are built or restored): the multiplicative
+    form raises the latency ratio to a power, which needs a positive expected latency for every
+    distribution, so the table's cheapest architecture must be predicted above 0. A measured
+    table fitted to noisy timings (a busy machine) can predict less; that is refused, naming the
+    fit's error, rather than trained on."""
+
+    def __init__(self, step: BinaryGateStep):
+        self.step = step
+
+    def before_fit(self) -> None:
+        search = self.step.strategy.conf.nas.search
+        if search.proxyless.latency_target is None or self.step.cost is None or search.proxyless.form != "multiplicative":
+            return
+        name = latency_model_name(search)
+        stats = self.step.cost.costs.statistics(name)
+        if not stats["min"] > 0:
+            model = self.step.cost.costs.model(name)
+            raise ConfigError(f"nas.search.proxyless.form: multiplicative needs a positive latency, but {name}'s table "
+                              f"predicts {stats['min']:.4g} for the space's cheapest architecture ({model.method}); "
+                              "time on a quieter machine or with more nas.search.cost.timing.repeats, or use "
+                              "form=additive")
 
 
 register_arch_optimizer("binary_gates", BinaryGateStep)
