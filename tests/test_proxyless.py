@@ -146,38 +146,38 @@ def test_the_weight_step_runs_one_path_and_the_arch_step_gates_it():
     assert all(w.probs.requires_grad and w.rerun and float(w.probs.detach().sum()) == 1.0 for w in gated.values())
 
 
-def run_in_process(capsys, *argv: str) -> int:
-    code = main(list(argv))
-    capsys.readouterr()
-    return code
+TARGET = 70000  # multiply-adds: the latency target and hard limit of the searches below
+LATENCY = ["--config", str(REPO / "confs" / "proxyless.yaml"), "--exp-name", "p", *TINY, "--stages", "search",
+           "nas.search.proxyless.latency_model=macs", f"nas.search.proxyless.latency_target={TARGET}",
+           "nas.search.proxyless.beta=4", "nas.search.trainer.alpha_optimizer.lr=0.2",
+           f"nas.search.cost.max_macs={TARGET}", "nas.search.cost.held_out=2"]
 
 
-def test_a_latency_target_pulls_the_expected_cost_down_and_the_limit_holds(tmp_path, capsys):
-    """The latency loss on an exact cost model (macs, so the test is deterministic), a strong beta
-    and a fast alpha lr: the expected MACs under the gate probabilities fall from epoch to epoch;
-    the hard limit at the target makes the final architecture meet it."""
-    target = 70000
-    argv = ["--config", str(REPO / "confs" / "proxyless.yaml"), "--exp-name", "lat", f"common.results_dir={tmp_path}",
-            *TINY, "--stages", "search", "nas.search.proxyless.latency_model=macs",
-            f"nas.search.proxyless.latency_target={target}", "nas.search.proxyless.beta=4",
-            "nas.search.trainer.alpha_optimizer.lr=0.2", f"nas.search.cost.max_macs={target}",
-            "nas.search.cost.held_out=2"]
-    assert run_in_process(capsys, *argv) == 0
-    search = tmp_path / "lat" / "search"
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    """A tiny search with a latency target on an exact cost model (macs: deterministic) and the
+    same hard limit, a strong beta and a fast alpha lr: results/p/search."""
+    root = tmp_path_factory.mktemp("searched")
+    assert main([*LATENCY, f"common.results_dir={root}"]) == 0
+    return root
+
+
+def test_a_latency_target_pulls_the_expected_cost_down_and_the_limit_holds(searched):
+    """The expected MACs under the gate probabilities fall from epoch to epoch; the hard limit at
+    the target makes the final architecture meet it."""
+    search = searched / "p" / "search"
     expected = [json.loads(line)["expected_macs"] for line in (search / "metrics.jsonl").read_text().splitlines()]
     assert expected[1] < expected[0] - 1000, expected
     result = json.loads((search / "search_result.json").read_text())["metrics"]
-    assert result["limits"] == {"max_macs": target} and result["costs"]["macs"] <= target
+    assert result["limits"] == {"max_macs": TARGET} and result["costs"]["macs"] <= TARGET
 
 
-@pytest.mark.slow  # a subprocess and two in-process searches: 49 s on 2 cores at load 12
-def test_a_search_killed_mid_epoch_reruns_bit_identically(tmp_path, capsys):
+@pytest.mark.slow  # a subprocess and an in-process search: 30 s on 2 cores at load 12
+def test_a_search_killed_mid_epoch_reruns_bit_identically(searched, tmp_path, capsys):
     """SIGKILL after the first step of an epoch (which one drawn from ARCHNAS_KILL_SEED), rerun: the
-    weights, the alphas, both optimizers, the arch-step loss and the architecture equal an
-    uninterrupted run's (the drawn paths come from the checkpointed RNG)."""
-    argv = ["--config", str(REPO / "confs" / "proxyless.yaml"), "--exp-name", "p", *TINY, "--stages", "search"]
-    assert run_in_process(capsys, *argv, f"common.results_dir={tmp_path / 'a'}") == 0
-    killed = [sys.executable, str(REPO / "scripts" / "main.py"), *argv, f"common.results_dir={tmp_path / 'b'}"]
+    weights, the alphas, both optimizers, the arch-step loss, the cost tables and the architecture
+    equal an uninterrupted run's (the drawn paths come from the checkpointed RNG)."""
+    killed = [sys.executable, str(REPO / "scripts" / "main.py"), *LATENCY, f"common.results_dir={tmp_path}"]
     epoch = random.Random(f"{KILL_SEED}:proxyless").randint(1, 2)  # killed after the first of its 2 steps
     where = f"ARCHNAS_KILL_SEED={KILL_SEED}, SIGKILL in epoch {epoch} after step 1"
     proc = subprocess.Popen(killed, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -187,10 +187,11 @@ def test_a_search_killed_mid_epoch_reruns_bit_identically(tmp_path, capsys):
             proc.kill()
             break
     assert proc.wait(timeout=300) == -signal.SIGKILL, where
-    assert not (tmp_path / "b" / "p" / "search" / "search_result.json").exists()
-    assert run_in_process(capsys, *argv, f"common.results_dir={tmp_path / 'b'}") == 0
-    assert "resumed from" in (tmp_path / "b" / "p" / "search" / "log.txt").read_text(), where  # not started over
-    a, b = (read_checkpoint(tmp_path / x / "p" / "search" / "checkpoint_last.pt") for x in ("a", "b"))
+    assert not (tmp_path / "p" / "search" / "search_result.json").exists()
+    assert main([*LATENCY, f"common.results_dir={tmp_path}"]) == 0
+    capsys.readouterr()
+    assert "resumed from" in (tmp_path / "p" / "search" / "log.txt").read_text(), where  # not started over
+    a, b = (read_checkpoint(root / "p" / "search" / "checkpoint_last.pt") for root in (searched, tmp_path))
     for name in ("model", "arch_params"):
         assert a["state"][name].keys() == b["state"][name].keys()
         assert all(torch.equal(a["state"][name][k], b["state"][name][k]) for k in a["state"][name]), f"{where}: {name}"
@@ -199,5 +200,6 @@ def test_a_search_killed_mid_epoch_reruns_bit_identically(tmp_path, capsys):
         assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i]), \
             f"{where}: {name}"
     assert a["state"]["arch_loss"] == b["state"]["arch_loss"], where
-    arch = [yaml.safe_load((tmp_path / x / "p" / "search" / "arch.yaml").read_text()) for x in ("a", "b")]
+    assert a["state"]["cost_tables"] == b["state"]["cost_tables"], where
+    arch = [yaml.safe_load((root / "p" / "search" / "arch.yaml").read_text()) for root in (searched, tmp_path)]
     assert arch[0] == arch[1], where
