@@ -146,6 +146,34 @@ def test_the_weight_step_runs_one_path_and_the_arch_step_gates_it():
     assert all(w.probs.requires_grad and w.rerun and float(w.probs.detach().sum()) == 1.0 for w in gated.values())
 
 
+@pytest.mark.parametrize("form", ["multiplicative", "additive"])
+def test_the_latency_loss_is_the_documented_formula_of_the_expected_latency(form):
+    """`alpha * loss * (E[lat] / T) ** beta` and `loss + weight * E[lat] / T`, with E[lat] the
+    cost model's expectation under softmax(alpha) (a stand-in table: constant 1 plus per-option
+    ms), differentiable in the architecture parameters."""
+    from types import SimpleNamespace
+
+    from archnas.config import find_config_file, load_config, parse_override_tokens
+    from archnas.nas.binary_gates import BinaryGateStep
+
+    overrides, _ = parse_override_tokens([f"nas.search.space={SPACE}", f"nas.search.proxyless.form={form}",
+                                          "nas.search.proxyless.latency_target=4", "nas.search.proxyless.beta=0.6",
+                                          "nas.search.proxyless.alpha=0.2", "nas.search.proxyless.weight=0.1"], set())
+    conf = load_config([find_config_file("proxyless")], overrides)
+    space = gated_space(nn.Identity())
+    rows = {"a": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), "b": torch.tensor([0.5, 0.0, 4.0], dtype=torch.float64)}
+    table = SimpleNamespace(expected=lambda probs: 1.0 + sum(probs[k] @ rows[k] for k in rows))
+    step = BinaryGateStep(SimpleNamespace(conf=conf))
+    step.cost = SimpleNamespace(store=space.arch, labels=["a", "b"], costs=SimpleNamespace(model=lambda name: table))
+    loss = torch.tensor(1.7, dtype=torch.float64)
+    total = step.latency_loss(loss)
+    pa, pb = (F.softmax(space.arch.alpha(k).detach(), -1) for k in ("a", "b"))
+    lat = 1.0 + float(pa @ rows["a"] + pb @ rows["b"])
+    hand = 0.2 * 1.7 * (lat / 4) ** 0.6 if form == "multiplicative" else 1.7 + 0.1 * lat / 4
+    assert float(total.detach()) == pytest.approx(hand, rel=1e-12)
+    assert torch.autograd.grad(total, [space.arch.alpha("b")])[0].abs().sum() > 0
+
+
 TARGET = 70000  # multiply-adds: the latency target and hard limit of the searches below
 LATENCY = ["--config", str(REPO / "confs" / "proxyless.yaml"), "--exp-name", "p", *TINY, "--stages", "search",
            "nas.search.proxyless.latency_model=macs", f"nas.search.proxyless.latency_target={TARGET}",
