@@ -28,7 +28,8 @@ from archnas.training.checkpoint import read_checkpoint
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 KILL_SEED = int(os.environ.get("ARCHNAS_KILL_SEED", "0"))  # set and printed by conftest.py
 SPACE = ("{name: mobilenet, search_ops: [MIB_k=3_t=3, MIB_k=5_t=6, identity], blocks_out_channels: [4, 8], "
          "blocks_count: [1, 2], blocks_stride: [1, 2], stem_channels: 4, head_channels: 8}")
@@ -161,7 +162,8 @@ def test_the_latency_loss_is_the_documented_formula_of_the_expected_latency(form
                                           "nas.search.proxyless.alpha=0.2", "nas.search.proxyless.weight=0.1"], set())
     conf = load_config([find_config_file("proxyless")], overrides)
     space = gated_space(nn.Identity())
-    rows = {"a": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), "b": torch.tensor([0.5, 0.0, 4.0], dtype=torch.float64)}
+    rows = {"a": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+            "b": torch.tensor([0.5, 0.0, 4.0], dtype=torch.float64)}
     table = SimpleNamespace(expected=lambda probs: 1.0 + sum(probs[k] @ rows[k] for k in rows))
     step = BinaryGateStep(SimpleNamespace(conf=conf))
     step.cost = SimpleNamespace(store=space.arch, labels=["a", "b"], costs=SimpleNamespace(model=lambda name: table))

@@ -71,7 +71,8 @@ class ProxylessConf:
     archnas/nas/binary_gates.py). The final architecture's hard limits are `nas.search.cost`'s."""
 
     latency_target: Optional[float] = None  # T, in the latency model's unit; null: no latency loss
-    latency_model: Optional[str] = None  # a registered cost model with a per-choice table; null: nas.search.cost.latency
+    # a registered cost model with a per-choice table (cpu_ms, ort_ms, macs, ...); null: nas.search.cost.latency
+    latency_model: Optional[str] = None
     form: str = "multiplicative"  # multiplicative: alpha * loss * (E[lat]/T)**beta | additive: loss + weight * E[lat]/T
     alpha: float = 0.2  # multiplicative: the scale of the product (FBNet's 0.2)
     beta: float = 0.6  # multiplicative: the exponent, the loss's elasticity in latency (FBNet's 0.6)
@@ -143,7 +144,8 @@ class BinaryGateStep(AlphaArchOptimizer):
     def check(self) -> None:
         search = self.strategy.conf.nas.search
         if BilevelOrder(search.trainer.bilevel_order) != BilevelOrder.first:
-            raise ConfigError(f"nas.search.trainer.bilevel_order: {BilevelOrder(search.trainer.bilevel_order).value!r}; "
+            order = BilevelOrder(search.trainer.bilevel_order).value
+            raise ConfigError(f"nas.search.trainer.bilevel_order: {order!r}; "
                               "binary gates train the architecture first order (each forward draws another path, so an "
                               "unrolled step would compare different networks). Set it to first")
         check_proxyless_conf(search)
@@ -224,7 +226,8 @@ class LatencyCheck(HookBase):
 
     def before_fit(self) -> None:
         search = self.step.strategy.conf.nas.search
-        if search.proxyless.latency_target is None or self.step.cost is None or search.proxyless.form != "multiplicative":
+        s = search.proxyless
+        if s.latency_target is None or self.step.cost is None or s.form != "multiplicative":
             return
         name = latency_model_name(search)
         stats = self.step.cost.costs.statistics(name)
