@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Peak memory and step time of the search step of DARTS, PC-DARTS and GDAS at the DARTS search shape.
+"""Peak memory and step time of the search step of DARTS, PC-DARTS, GDAS and ProxylessNAS at the DARTS search shape.
 
 Each variant builds its supernet and trainer as its search phase does (`space.supernet`,
 `Searcher.build_trainer`, with its algorithm's strategy) from confs/<algo>.yaml, at the shape of
@@ -14,6 +14,15 @@ every variant uses the same batch so the comparison is of the algorithms, not th
                    DARTS the PC-DARTS and GDAS papers measured themselves against
     pc_darts       partial channels (k from confs/pc_darts.yaml, 4) and edge normalization
     gdas           one Gumbel-sampled op per edge
+    proxyless      ProxylessNAS's binary gates: one drawn path per step, the architecture step's
+                   other candidates rerun without autograd in the backward (a space over a
+                   module only: `--space`)
+
+`--space` searches a space over a module instead of DARTS cells (`nas.search.space`, e.g.
+`{name: proxylessnas}`), every variant on it at the same batch and image size; the cell options
+are then unused. ProxylessNAS's claim is the memory of one path against DARTS's of every candidate:
+
+    python scripts/bench_algos.py --variants darts_first,proxyless --space '{name: proxylessnas}'
 
 Every variant runs in a fresh process, because memory a process frees stays in its resident set:
 only a new process measures one variant's peak. Reported per variant: the resident set after
@@ -62,6 +71,7 @@ VARIANTS = {
     "darts_first_unfused": ("darts", ["nas.search.trainer.bilevel_order=first"], False),
     "pc_darts": ("pc_darts", ["nas.search.pc_darts.arch_warmup_epochs=0"], True),
     "gdas": ("gdas", [], True),
+    "proxyless": ("proxyless", [], True),
 }
 MB = 2**20
 
@@ -77,6 +87,7 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         f"nas.search.model_desc.n_nodes={args.nodes}", f"nas.search.model_desc.model_stems.init_node_ch={args.channels}",
         f"nas.search.loader.train_batch={args.batch}", "dataset.name=synthetic",
         f"dataset.params={{n_train: {4 * args.batch}, n_test: 8, channels: 3, size: {args.size}}}", *extra,
+        *([f"nas.search.space={args.space}"] if args.space else []),
     ]
     overrides, _ = parse_override_tokens(tokens, set())
     conf = load_config([find_config_file(algo)], overrides)
@@ -111,7 +122,7 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps), "--batch", str(args.batch),
                "--size", str(args.size), "--cells", str(args.cells), "--nodes", str(args.nodes),
-               "--channels", str(args.channels), "--threads", str(args.threads)]
+               "--channels", str(args.channels), "--threads", str(args.threads), "--space", args.space]
     out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     if out.returncode:
         raise SystemExit(f"{variant} failed:\n{out.stderr[-4000:]}")
@@ -128,6 +139,8 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=8)
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--channels", type=int, default=16, help="initial node channels")
+    parser.add_argument("--space", default="", help="a space over a module (nas.search.space, YAML), e.g. "
+                        "'{name: proxylessnas}'; empty: DARTS cells")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (one: a busy 2-core box measures contention otherwise)")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     parser.add_argument("--worker", metavar="VARIANT", help=argparse.SUPPRESS)
@@ -140,8 +153,13 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    print(f"search step at batch {args.batch}, {args.size}x{args.size}x3, {args.cells} cells, C={args.channels}, "
-          f"{args.nodes} nodes; {args.steps} steps per variant, {args.rounds} round(s), {args.threads} thread(s)")
+    if args.space and "darts_first_unfused" in variants:
+        parser.error("darts_first_unfused unfuses DARTS cells; leave it out with --space")
+    if not args.space and "proxyless" in variants:
+        parser.error("proxyless searches a space over a module: give --space (e.g. '{name: proxylessnas}')")
+    shape = f"space {args.space}" if args.space else f"{args.cells} cells, C={args.channels}, {args.nodes} nodes"
+    print(f"search step at batch {args.batch}, {args.size}x{args.size}x3, {shape}; {args.steps} steps per variant, "
+          f"{args.rounds} round(s), {args.threads} thread(s)")
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for v in variants:

@@ -18,7 +18,7 @@ distribution (`expected_<model>`), and the log says it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,24 +72,28 @@ def check_categorical(store: ArchStore, keys: list[str]) -> None:
 class CostGuide:
     """The cost tables, limits and penalty of one gradient search, over the supernet's store."""
 
-    def __init__(self, conf: CostConf, costs: SpaceCosts, store: ArchStore):
+    def __init__(self, conf: CostConf, costs: SpaceCosts, store: ArchStore, models: Sequence[str] = ()):
+        """`models`: cost models the architecture optimizer reads the expectation of (proxyless's
+        latency loss), tabled and reported like the penalized and limited ones."""
         self.conf, self.costs, self.store = conf, costs, store
         self.limits = Limits.from_conf(conf)
         self.labels = list(costs.specs)
         self.penalty: Optional[CostPenalty] = None
         penalized = [conf.penalty.model] if conf.penalty.weight else []
-        self.reported = list(dict.fromkeys([*penalized, *self.limits.bounds]))
+        self.reported = list(dict.fromkeys([*penalized, *models, *self.limits.bounds]))
 
     @classmethod
     def build(cls, conf: CostConf, space: Space, store: ArchStore, info: DatasetInfo,
-              seed: int) -> Optional["CostGuide"]:
-        """None when the section sets no limit and no penalty (a plain search, unchanged)."""
+              seed: int, models: Sequence[str] = ()) -> Optional["CostGuide"]:
+        """None when the section sets no limit and no penalty and the strategy reads no cost
+        (`Strategy.cost_models()`): a plain search, unchanged."""
         keys = cost_settings(conf)
-        if not keys:
+        if not keys and not models:
             return None
-        check_categorical(store, keys)
+        if keys:
+            check_categorical(store, keys)
         genome = space.genome(info)
-        return cls(conf, space_costs(conf, space, genome, info, seed), store)
+        return cls(conf, space_costs(conf, space, genome, info, seed), store, models)
 
     def prepare(self) -> None:
         """Build the tables it uses (or take the restored ones), judge the limits against the

@@ -127,7 +127,7 @@ class Searcher(SearchPhase):
                      f"{len(data.parts['val'])} val images")
         fingerprint = space.supernet_fingerprint(model)
         cost = None if space.kind != "modules" else CostGuide.build(ctx.conf.cost, space, model.arch, data.info,
-                                                                     ctx.seed)
+                                                                     ctx.seed, self.strategy.cost_models())
         trainer = self.build_trainer(ctx, model, fingerprint, data, cost)
         history = trainer.fit(data.loader("train", training=True), data.loader("val", training=False))
         arch = trainer.arch_optimizer.final_arch()

@@ -197,6 +197,11 @@ class Strategy:
     def trainer_hooks(self) -> list[HookBase]:
         return []
 
+    def cost_models(self) -> list[str]:
+        """Cost models whose expectation its architecture optimizer reads (proxyless's latency loss):
+        the search tables them over a module space even without limits (`CostGuide.build`)."""
+        return []
+
     def epoch_metrics(self, model: "Model") -> dict[str, Any]:
         """Fields of the algorithm's own for each search epoch's record."""
         return {}

@@ -23,7 +23,7 @@ The contract every choice implements, as NNI's supernet modules do:
 from __future__ import annotations
 
 import itertools
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -234,3 +234,38 @@ def sampled_output(y: Any, weights: Tensor, k: int) -> Any:
     if not weights.requires_grad:
         return y
     return y * weights[k] + torch.cat([weights[:k], weights[k + 1:]]).sum()
+
+
+
+class _BinaryGates(torch.autograd.Function):
+    """Identity on the chosen candidate's output `y`; the backward gives every gate j the inner
+    product of the output's gradient with candidate j's output, rerunning the candidates not
+    chosen on the same inputs under `torch.no_grad` (nothing of theirs is kept for the backward:
+    each output lives only while its product is taken)."""
+
+    @staticmethod
+    def forward(ctx: Any, gates: Tensor, y: Tensor, k: int, rerun: Any) -> Tensor:
+        ctx.k, ctx.rerun, ctx.n = k, rerun, gates.shape[-1]
+        ctx.save_for_backward(y)
+        return y.clone()  # a fresh tensor: a later in-place op must not reach a view of `y`
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple:
+        (y,) = ctx.saved_tensors
+        dots = []
+        with torch.no_grad():
+            for j in range(ctx.n):
+                out = y if j == ctx.k else ctx.rerun(j)
+                dots.append((grad * out).sum())
+        return torch.stack(dots).to(grad.dtype), grad, None, None
+
+
+def gated_output(y: Any, gates: Tensor, k: int, rerun: Callable[[int], Tensor]) -> Tensor:
+    """Candidate `k`'s output `y` behind binary gates (`gates`: one-hot in value, with the gradient
+    of the gate probabilities): the forward is `y`, as `sum_j g_j o_j` is at a one-hot g; the
+    backward passes the gradient on to `y` and gives gate j `<dL/dy, o_j>`, with `o_j = rerun(j)`
+    computed without autograd. The chain rule through the probabilities then yields ProxylessNAS's
+    `dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i)` at the memory of one path."""
+    if not isinstance(y, Tensor):
+        raise SpaceError(f"binary gates need candidates that return one tensor, got {type(y).__name__}")
+    return _BinaryGates.apply(gates, y, k, rerun)

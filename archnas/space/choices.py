@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from archnas.errors import SpaceError
 from archnas.ops.frozen import REDUCTIONS, ChosenInputs, reduce_inputs
-from archnas.space.choice import Choice, choice_index, default_index, options, sampled_output, scaled
+from archnas.space.choice import Choice, choice_index, default_index, gated_output, options, sampled_output, scaled
 from archnas.space.fixed import KEEP, Resolvable, current_fixed_arch
 from archnas.space.store import ArchWeights, ChoiceSpec
 from archnas.space.value import ValueChoice
@@ -106,6 +106,9 @@ class LayerChoice(Resolvable, Choice):
             return self.candidates[self.default_index()](*args, **kwargs)
         if w.chosen is not None:
             k = w.chosen[0]
+            if w.rerun and w.probs.requires_grad:
+                return gated_output(self.candidates[k](*args, **kwargs), w.probs, k,
+                                    lambda j: self.candidates[j](*args, **kwargs))
             return sampled_output(self.candidates[k](*args, **kwargs), w.probs, k)
         out = None
         for k, candidate in enumerate(self.candidates):

@@ -81,6 +81,10 @@ class ArchWeights:
     # tuple of indices for an input choice of several), known on the host, so the choices run
     # only that candidate.
     chosen: list | None = None
+    # Binary gates (ProxylessNAS) over a one-hot sample whose probs carry a gradient: every
+    # candidate's gate gets dL/dg_j = <dL/dy, o_j>, the candidates not chosen rerun without autograd
+    # in the backward (`archnas.space.choice.gated_output`), so the forward keeps one path's graph.
+    rerun: bool = False
 
 
 class Weighting:

@@ -172,8 +172,9 @@ class SearchConf:
     # the space of a plain model (a registered one, or {factory: ...} of a plugin): archnas/space/autogen.py.
     space: Dict[str, Any] = field(default_factory=dict)
     # What trains (or samples) the supernet's architecture: a registered architecture optimizer
-    # (archnas/nas/arch_optimizer.py: bilevel, uniform_paths, or a plugin's). null: the algorithm's
-    # own (bilevel for darts, gdas, pc_darts; uniform_paths for the spos pretrain; enas for enas).
+    # (archnas/nas/arch_optimizer.py: bilevel, uniform_paths, binary_gates, enas, or a plugin's).
+    # null: the algorithm's own (bilevel for darts, gdas, pc_darts; uniform_paths for the spos
+    # pretrain; binary_gates for proxyless; enas for enas).
     arch_optimizer: Optional[str] = None
     model_desc: ModelDescConf = field(default_factory=ModelDescConf)
     loader: LoaderConf = field(default_factory=lambda: LoaderConf(val_ratio=0.5))
@@ -211,7 +212,7 @@ class EvalConf:
 
 @dataclass
 class NasConf:
-    algo: str = "darts"  # a registered algorithm: darts, gdas, pc_darts, enas, random, manual, or a plugin's
+    algo: str = "darts"  # a registered algorithm: darts, gdas, pc_darts, enas, proxyless, random, manual, zero_cost, ... or a plugin's
     search: SearchConf = field(default_factory=SearchConf)
     eval: EvalConf = field(default_factory=EvalConf)
     # Registered stages (a plugin's `register_stage`, e.g. an export) run after the algorithm's own,
