@@ -2,6 +2,8 @@
 a config's `nas.search.space: {name: ...}`). Importing this package registers them:
 
 - `nb201`: NAS-Bench-201's cell space (`NasBench201`; its architecture strings `|op~0|+...`);
+- `nasbench101`: NAS-Bench-101's space as NNI's `NasBench101` (its `NasBench101Cell`s; the
+  benchmark's `{module_adjacency, module_operations}` specs);
 - `proxylessnas`: ProxylessNAS's MobileNetV2-block space with NNI's labels (`ProxylessNAS`; the
   named architecture `proxyless-mobile`);
 - `shufflenet`: Single Path One-Shot's ShuffleNetV2 space as NNI's ShuffleNetSpace
@@ -13,6 +15,7 @@ a config's `nas.search.space: {name: ...}`). Importing this package registers th
 """
 
 from archnas.hub.mobilenet import MobileNetSpace, parse_op
+from archnas.hub.nasbench101 import NasBench101, nb101_spec, parse_nb101_spec
 from archnas.hub.nb201 import NasBench201, parse_nb201_string
 from archnas.hub.plain_cnn import PlainCNN
 from archnas.hub.proxylessnas import (
@@ -26,11 +29,12 @@ from archnas.space.autogen import autogen_space
 from archnas.space.registry import register_model, register_space
 
 register_space("nb201", parse_arch=parse_nb201_string)(NasBench201)
+register_space("nasbench101", parse_mapping=parse_nb101_spec)(NasBench101)
 register_space("proxylessnas", parse_arch=parse_proxylessnas_arch)(ProxylessNAS)
 register_space("shufflenet", parse_arch=parse_shufflenet_arch)(ShuffleNetSpace)
 register_space("mobilenet")(MobileNetSpace)
 register_space("autogen")(autogen_space)
 register_model("plain_cnn")(PlainCNN)
 
-__all__ = ["MobileNetSpace", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
-           "parse_nb201_string", "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]
+__all__ = ["MobileNetSpace", "NasBench101", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
+           "nb101_spec", "parse_nb101_spec", "parse_nb201_string", "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]

@@ -12,6 +12,7 @@ model (`archnas.space.autogen`).
 
 from archnas.space.autogen import generate_space
 from archnas.space.cells import Cell, NasBench201Cell
+from archnas.space.nasbench101 import NasBench101Cell
 from archnas.space.choice import Choice
 from archnas.space.choices import (
     InputChoice,
@@ -35,7 +36,7 @@ from archnas.space.value import ValueChoice
 
 __all__ = [
     "ArchBinding", "ArchStore", "ArchWeights", "Cell", "Choice", "ChoiceSpec", "FixedWeighting", "InputChoice",
-    "LayerChoice", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
+    "LayerChoice", "NasBench101Cell", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
     "ValueChoice", "Weighting", "build_network", "create_space", "fixed_arch", "freeze", "generate_space",
     "register_space", "register_supernet_module", "space_names",
 ]

@@ -219,7 +219,21 @@ class SearchSpaceModel(Searchable):
             if missing:
                 raise SpaceError(f"the architecture has no value for {', '.join(map(repr, missing))}")
             arch = {**self.default_architecture(), **arch}
-        return {label: choice_value(spec, choice_index(spec, arch[label])) for label, spec in self.specs.items()}
+        checked = {label: choice_value(spec, choice_index(spec, arch[label])) for label, spec in self.specs.items()}
+        problem = self.arch_problem(checked)
+        if problem is not None:
+            raise SpaceError(problem)
+        return checked
+
+    def arch_problem(self, arch: Mapping[str, Any]) -> Optional[str]:
+        """Why a complete architecture breaks a constraint over several labels (a choice's
+        `arch_problem`: NAS-Bench-101's edge limit), or None: what samplers and `check_arch` refuse."""
+        for module in self.model.modules():
+            if hasattr(module, "arch_problem") and type(module).__module__.startswith("archnas.space"):
+                problem = module.arch_problem(arch)
+                if problem is not None:
+                    return problem
+        return None
 
     def set_architecture(self, arch: Mapping[str, Any]) -> None:
         """Run `arch` at every forward from now on (until a strategy sets its own weighting)."""

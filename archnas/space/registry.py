@@ -25,19 +25,26 @@ from archnas.utils.plugins import plugin_module
 
 SpaceFactory = Callable[..., nn.Module]
 ArchParser = Callable[[str], dict]  # a space's own architecture strings (NB201's, names) -> {label: choice}
+MappingParser = Callable[[dict], dict]  # a space's own architecture mappings (NB101's spec) -> {label: choice}
 _SPACES: dict[str, SpaceFactory] = {}
 _PARSERS: dict[str, ArchParser] = {}
+_MAPPING_PARSERS: dict[str, MappingParser] = {}
 _MODELS: dict[str, SpaceFactory] = {}  # plain models (no choices) that spaces are generated from
 
 
-def register_space(name: str, parse_arch: ArchParser | None = None) -> Callable[[SpaceFactory], SpaceFactory]:
-    """Register a factory under `name`; `parse_arch` reads the space's own architecture strings."""
+def register_space(name: str, parse_arch: ArchParser | None = None,
+                   parse_mapping: MappingParser | None = None) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Register a factory under `name`; `parse_arch` reads the space's own architecture strings,
+    `parse_mapping` its own mappings (given every mapping read: it returns a `{label: choice}` one
+    as it is)."""
     def add(factory: SpaceFactory) -> SpaceFactory:
         if name in _SPACES:
             raise ValueError(f"space {name!r} is registered twice")
         _SPACES[name] = factory
         if parse_arch is not None:
             _PARSERS[name] = parse_arch
+        if parse_mapping is not None:
+            _MAPPING_PARSERS[name] = parse_mapping
         return factory
 
     return add
@@ -60,6 +67,10 @@ def model_names() -> list[str]:
 
 def arch_parser(name: str | None) -> ArchParser | None:
     return _PARSERS.get(name) if name is not None else None
+
+
+def mapping_parser(name: str | None) -> MappingParser | None:
+    return _MAPPING_PARSERS.get(name) if name is not None else None
 
 
 def space_names() -> list[str]:
