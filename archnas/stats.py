@@ -29,13 +29,18 @@ _KNOWN_DATASETS = {
 
 
 def dataset_info(conf: DatasetConf, cache_dir: str) -> DatasetInfo:
-    """The builder's view of `conf`'s dataset: from the table above, else from its provider
-    (`imagefolder`, `synthetic` and user providers know their shapes only once loaded)."""
+    """The builder's view of `conf`'s dataset: from the table above or `synthetic`'s params, else
+    from its provider (`imagefolder` and user providers know their shapes only once loaded)."""
     if conf.name in _KNOWN_DATASETS:
         return _KNOWN_DATASETS[conf.name]
     from archnas.data import (
         load_dataset,  # only needed for these sets; it imports the providers
     )
+    from archnas.data.synthetic import synthetic_shape
+
+    if conf.name == "synthetic":  # its params say its shape: no images generated to count a network
+        n_classes, channels, size = synthetic_shape(conf)
+        return DatasetInfo(n_classes, channels, (size, size))
 
     info = load_dataset(conf, cache_dir).info
     return DatasetInfo(info.n_classes, info.channels, tuple(info.image_size))

@@ -10,11 +10,15 @@ a config's `nas.search.space: {name: ...}`). Importing this package registers th
   (`ShuffleNetSpace`; the named architecture `spos`);
 - `mobilenet`: a MobileNetV2-like space from ENOT's op strings (`MobileNetSpace`, `MIB_k=3_t=6`),
   small enough by default to search 8x8 digits;
+- `mobilenetv3`: NNI's MobileNetV3Space, TuNAS's space of widths, expand ratios, kernels, SE and
+  depths as value choices (`MobileNetV3Space`; the named architectures of NNI's hub,
+  `mobilenetv3-large-100`, `mobilenetv3-small-<050|075|100>`, with `searched_model`);
 - `autogen`: the space generated from a plain model (`archnas.space.autogen`), such as the
   registered model `plain_cnn` (`PlainCNN`, a small ResNet-like CNN) or a plugin's.
 """
 
 from archnas.hub.mobilenet import MobileNetSpace, parse_op
+from archnas.hub.mobilenetv3 import MobileNetV3Space, parse_mobilenetv3_arch, searched_model
 from archnas.hub.nasbench101 import NasBench101, nb101_spec, parse_nb101_spec
 from archnas.hub.nb201 import NasBench201, parse_nb201_string
 from archnas.hub.plain_cnn import PlainCNN
@@ -33,8 +37,11 @@ register_space("nasbench101", parse_mapping=parse_nb101_spec)(NasBench101)
 register_space("proxylessnas", parse_arch=parse_proxylessnas_arch)(ProxylessNAS)
 register_space("shufflenet", parse_arch=parse_shufflenet_arch)(ShuffleNetSpace)
 register_space("mobilenet")(MobileNetSpace)
+register_space("mobilenetv3", parse_arch=parse_mobilenetv3_arch)(MobileNetV3Space)
 register_space("autogen")(autogen_space)
 register_model("plain_cnn")(PlainCNN)
 
-__all__ = ["MobileNetSpace", "NasBench101", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
-           "nb101_spec", "parse_nb101_spec", "parse_nb201_string", "parse_op", "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "spos_arch"]
+__all__ = ["MobileNetSpace", "MobileNetV3Space", "NasBench101", "NasBench201", "PlainCNN", "ProxylessNAS", "ShuffleNetSpace", "from_nni_arch",
+           "nb101_spec", "parse_nb101_spec", "parse_nb201_string", "parse_mobilenetv3_arch", "parse_op",
+           "parse_proxylessnas_arch", "parse_shufflenet_arch", "proxyless_mobile_arch", "searched_model",
+           "spos_arch"]
