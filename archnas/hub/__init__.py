@@ -17,6 +17,8 @@ a config's `nas.search.space: {name: ...}`). Importing this package registers th
   registered model `plain_cnn` (`PlainCNN`, a small ResNet-like CNN) or a plugin's.
 """
 
+from types import MappingProxyType
+
 from archnas.hub.mobilenet import MobileNetSpace, parse_op
 from archnas.hub.mobilenetv3 import MobileNetV3Space, parse_mobilenetv3_arch, searched_model
 from archnas.hub.nasbench101 import NasBench101, nb101_spec, parse_nb101_spec
@@ -32,12 +34,15 @@ from archnas.hub.shufflenet import ShuffleNetSpace, parse_shufflenet_arch, spos_
 from archnas.space.autogen import autogen_space
 from archnas.space.registry import register_model, register_space
 
-register_space("nb201", parse_arch=parse_nb201_string)(NasBench201)
-register_space("nasbench101", parse_mapping=parse_nb101_spec)(NasBench101)
-register_space("proxylessnas", parse_arch=parse_proxylessnas_arch)(ProxylessNAS)
-register_space("shufflenet", parse_arch=parse_shufflenet_arch)(ShuffleNetSpace)
-register_space("mobilenet")(MobileNetSpace)
-register_space("mobilenetv3", parse_arch=parse_mobilenetv3_arch)(MobileNetV3Space)
+# NNI's parameter names, with the older ones archnas took as aliases; NNI's `num_labels` is the dataset's classes.
+NNI = MappingProxyType({"n_classes": "num_labels"})
+register_space("nb201", parse_arch=parse_nb201_string,
+               aliases={**NNI, "C": "stem_out_channels", "N": "num_modules_per_stack"})(NasBench201)
+register_space("nasbench101", parse_mapping=parse_nb101_spec, aliases=NNI)(NasBench101)
+register_space("proxylessnas", parse_arch=parse_proxylessnas_arch, aliases=NNI)(ProxylessNAS)
+register_space("shufflenet", parse_arch=parse_shufflenet_arch, aliases=NNI)(ShuffleNetSpace)
+register_space("mobilenet", aliases=NNI)(MobileNetSpace)
+register_space("mobilenetv3", parse_arch=parse_mobilenetv3_arch, aliases=NNI)(MobileNetV3Space)
 register_space("autogen")(autogen_space)
 register_model("plain_cnn")(PlainCNN)
 
