@@ -1,12 +1,12 @@
 """Search spaces over any PyTorch model.
 
 NNI's primitives (`LayerChoice`, `InputChoice`, `ValueChoice`, `Repeat`, `Cell`,
-`NasBench201Cell`, the value-choice layers in `archnas.space.nn`) and ENOT's
+`NasBench201Cell`, `NasBench101Cell`, the value-choice layers in `archnas.space.nn`) and ENOT's
 (`SearchVariantsContainer`, `SearchSpaceModel`), on one label-keyed architecture store
 (`ArchStore`), which every strategy reads and writes, and which the DARTS cell supernet uses too.
 `freeze` and `fixed_arch` give plain networks of one architecture; `archnas.space.arch_io` reads
 and writes architectures; `create_space` builds a registered space (`archnas.hub`: `nb201`,
-`proxylessnas`, `shufflenet`, `mobilenet`, `autogen`); `generate_space` makes a space of a plain
+`nasbench101`, `proxylessnas`, `shufflenet`, `mobilenet`, `mobilenetv3`, `autogen`); `generate_space` makes a space of a plain
 model (`archnas.space.autogen`).
 """
 
