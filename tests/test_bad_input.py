@@ -425,6 +425,9 @@ ROWS = [
                                                       "common.results_dir={res}", "nas.search.space={name: nasbench101}"],
         r"nas\.search\.space: darts trains a supernet and cannot search nasbench101: its NasBench101Cell has no "
         r"supernet forward", run=False),
+    Row("hub: the cost range of nasbench101", ["stats", "--config", str(REPO / "confs" / "spos_nb201.yaml"),
+                                                "nas.search.space={name: nasbench101, num_stacks: 1}", "--space"],
+        r"--space: nasbench101's architectures are constrained across labels", run=False),
     Row("hub: an NNI parameter name and its alias both", ["stats", "--config", str(REPO / "confs" / "spos_nb201.yaml"),
                                                            "nas.search.space.stem_out_channels=4", "--arch", "x.yaml"],
         r"space nb201: C and stem_out_channels are the same parameter", run=False),
