@@ -120,6 +120,14 @@ def test_mobilenetv3_at_digits_size_and_nnis_named_networks():
     with fixed_arch(arch):
         fresh = create_space("mobilenetv3", input_shape=DIGITS, n_classes=10, **widths)
     assert params(fresh) == params(net)
+    # an architecture of the default space at 224 (the k-th label at option k * 2 mod its count):
+    # NNI 3.0's MobileNetV3Space builds the same labels, candidates and 1,552,152 parameters
+    with torch.device("meta"):
+        full = SearchSpaceModel(create_space("mobilenetv3", input_shape=(3, 224, 224), n_classes=1000))
+    picked = full.check_arch({label: spec.values[2 * (i + 1) % len(spec.values)]
+                              for i, (label, spec) in enumerate(full.specs.items())})
+    with torch.device("meta"), fixed_arch(picked):
+        assert params(create_space("mobilenetv3", input_shape=(3, 224, 224), n_classes=1000)) == 1_552_152
     # MobileNetV3-Large 1.0 as NNI's hub names it: torchvision's and timm's 5,483,032 parameters
     kwargs, large = searched_model("mobilenetv3-large-100")
     with torch.device("meta"), fixed_arch(large):
@@ -147,6 +155,10 @@ def test_shufflenet_channel_search_has_nnis_labels_and_counts():
     with torch.device("meta"), fixed_arch(one_x):
         net = create_space("shufflenet", input_shape=(3, 224, 224), n_classes=1000, channel_search=True)
     assert params(net) == 3_558_464  # SPOS's network at 1.0x: the count without channel search
+    widest = {**one_x, **{f"channel_{n}": specs[f"channel_{n}"].values[7] for n in range(1, 21)}}
+    with torch.device("meta"), fixed_arch(widest):
+        net = create_space("shufflenet", input_shape=(3, 224, 224), n_classes=1000, channel_search=True)
+    assert params(net) == 4_903_252  # at 1.6x: NNI 3.0's ShuffleNetSpace(channel_search=True) counts the same
     small = {"stage_out_channels": [8, 16, 24, 32, 40, 64], "stage_repeats": [1, 1, 2, 1], "channel_search": True}
     tiny = SearchSpaceModel(create_space("shufflenet", input_shape=DIGITS, n_classes=10, **small))
     arch = {**tiny.default_architecture(), "channel_2": tiny.specs["channel_2"].values[-1]}
