@@ -40,7 +40,7 @@ def dataset_info(conf: DatasetConf, cache_dir: str) -> DatasetInfo:
 
     if conf.name == "synthetic":  # its params say its shape: no images generated to count a network
         n_classes, channels, size = synthetic_shape(conf)
-        return DatasetInfo(n_classes, channels, (size, size))
+        return DatasetInfo(n_classes, channels, size)
 
     info = load_dataset(conf, cache_dir).info
     return DatasetInfo(info.n_classes, info.channels, tuple(info.image_size))

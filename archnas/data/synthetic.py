@@ -38,11 +38,12 @@ def _params(conf: DatasetConf) -> dict[str, float | int]:
     return params
 
 
-def synthetic_shape(conf: DatasetConf) -> tuple[int, int, int]:
-    """(classes, channels, size) its params give, without generating an image: what counting a
-    network needs (`archnas stats` of an ImageNet-sized model, `confs/datasets/imagenet_shape.yaml`)."""
+def synthetic_shape(conf: DatasetConf) -> tuple[int, int, tuple[int, int]]:
+    """(classes, channels, (height, width)) its params give, without generating an image: what
+    counting a network needs (`archnas stats` of an ImageNet-sized model,
+    `confs/datasets/imagenet_shape.yaml`)."""
     p = _params(conf)
-    return int(p["n_classes"]), int(p["channels"]), int(p["size"])
+    return int(p["n_classes"]), int(p["channels"]), (int(p["size"]), int(p["size"]))
 
 
 @register_provider("synthetic", params=tuple(DEFAULTS))
