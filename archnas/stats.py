@@ -30,8 +30,8 @@ _KNOWN_DATASETS = {
 
 def dataset_info(conf: DatasetConf, cache_dir: str) -> DatasetInfo:
     """The builder's view of `conf`'s dataset: from the table above, else from what its params
-    declare (`imagefolder` with `size` and `n_classes`), else from its provider, which loads it
-    (`synthetic` and user providers know their shapes only once loaded)."""
+    declare (`imagefolder` with `size` and `n_classes`; `synthetic`), else from its provider, which
+    loads it (user providers know their shapes only once loaded)."""
     if conf.name in _KNOWN_DATASETS:
         return _KNOWN_DATASETS[conf.name]
     from archnas.data import (  # only needed for these sets; it imports the providers

@@ -456,6 +456,21 @@ ROWS = [
                                          "nas.search.ranking_monitor.anchors=5"],
         r"nas\.search\.ranking_monitor\.anchors: the monitor's anchors are architectures of a space over a module",
         run=False),
+    Row("hub: a NAS-Bench-101 spec of 10 edges",
+        ["stats", "--config", str(REPO / "confs" / "spos_nb201.yaml"), "nas.search.space={name: nasbench101}", "--arch",
+         "{module_adjacency: [[0,1,1,1,1,1,1],[0,0,1,0,0,0,1],[0,0,0,1,0,0,1],[0,0,0,0,0,0,0],[0,0,0,0,0,0,0],"
+         "[0,0,0,0,0,0,0],[0,0,0,0,0,0,0]], module_operations: [input, maxpool3x3, maxpool3x3, maxpool3x3, maxpool3x3, "
+         "maxpool3x3, output]}"], r"NAS-Bench-101 spec: 10 edges, at most max_num_edges=9 allowed", run=False),
+    Row("hub: a supernet strategy over nasbench101", ["--config", str(REPO / "confs" / "darts_nb201.yaml"),
+                                                      "common.results_dir={res}", "nas.search.space={name: nasbench101}"],
+        r"nas\.search\.space: darts trains a supernet and cannot search nasbench101: its NasBench101Cell has no "
+        r"supernet forward", run=False),
+    Row("hub: the cost range of nasbench101", ["stats", "--config", str(REPO / "confs" / "spos_nb201.yaml"),
+                                                "nas.search.space={name: nasbench101, num_stacks: 1}", "--space"],
+        r"--space: nasbench101's architectures are constrained across labels", run=False),
+    Row("hub: an NNI parameter name and its alias both", ["stats", "--config", str(REPO / "confs" / "spos_nb201.yaml"),
+                                                           "nas.search.space.stem_out_channels=4", "--arch", "x.yaml"],
+        r"space nb201: C and stem_out_channels are the same parameter", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

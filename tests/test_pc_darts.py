@@ -228,8 +228,8 @@ def test_nb201_edges_run_their_candidates_on_a_kth_of_the_channels_then_shuffle(
 
     torch.manual_seed(0)
     with partial_channels(2):
-        space = SearchSpaceModel(NasBench201((1, 8, 8), 10, C=4, N=1))
-    assert space.labels_key() == SearchSpaceModel(NasBench201((1, 8, 8), 10, C=4, N=1)).labels_key()
+        space = SearchSpaceModel(NasBench201((1, 8, 8), 10, stem_out_channels=4, num_modules_per_stack=1))
+    assert space.labels_key() == SearchSpaceModel(NasBench201((1, 8, 8), 10, stem_out_channels=4, num_modules_per_stack=1)).labels_key()
     edges = [m for m in space.modules() if isinstance(m, PartialChannelLayerChoice)]
     assert len(edges) == 3 * 6 and all(m.k == 2 for m in edges)
     edge = edges[0]

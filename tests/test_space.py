@@ -319,7 +319,7 @@ def test_prior_biases_sampling():
 
 def test_freeze_equals_the_space_at_20_random_nb201_architectures():
     torch.manual_seed(0)
-    space = SearchSpaceModel(NasBench201((3, 8, 8), 10, C=4, N=1)).eval()
+    space = SearchSpaceModel(NasBench201((3, 8, 8), 10, stem_out_channels=4, num_modules_per_stack=1)).eval()
     x = torch.randn(4, 3, 8, 8)
     g = torch.Generator().manual_seed(3)
     for _ in range(20):
@@ -328,7 +328,7 @@ def test_freeze_equals_the_space_at_20_random_nb201_architectures():
         assert not space_modules(net)
         torch.testing.assert_close(space(x), net(x), rtol=1e-6, atol=1e-6)
         with fixed_arch(arch):
-            fresh = NasBench201((3, 8, 8), 10, C=4, N=1)
+            fresh = NasBench201((3, 8, 8), 10, stem_out_channels=4, num_modules_per_stack=1)
         assert list(fresh.state_dict()) == list(net.state_dict())
         assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in net.parameters())
 
@@ -345,7 +345,7 @@ def test_freeze_carries_the_trained_weights_and_running_statistics():
 
 
 def test_architecture_files_round_trip_and_refuse_other_spaces(tmp_path):
-    space = SearchSpaceModel(NasBench201((3, 8, 8), 10, C=4, N=1))
+    space = SearchSpaceModel(NasBench201((3, 8, 8), 10, stem_out_channels=4, num_modules_per_stack=1))
     arch = space.sample_random_arch(torch.Generator().manual_seed(0))
     path = save_arch(tmp_path, arch, "nb201", space.labels_key())
     assert parse_arch(str(path), space.labels_key()) == arch

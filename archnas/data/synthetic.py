@@ -38,7 +38,15 @@ def _params(conf: DatasetConf) -> dict[str, float | int]:
     return params
 
 
-@register_provider("synthetic", params=tuple(DEFAULTS))
+def synthetic_shape(conf: DatasetConf) -> tuple[int, int, tuple[int, int]]:
+    """(classes, channels, (height, width)) its params give, without generating an image: what
+    counting a network needs (`archnas stats` of an ImageNet-sized model,
+    `confs/datasets/imagenet_shape.yaml`)."""
+    p = _params(conf)
+    return int(p["n_classes"]), int(p["channels"]), (int(p["size"]), int(p["size"]))
+
+
+@register_provider("synthetic", params=tuple(DEFAULTS), declared_shape=synthetic_shape)
 def load_synthetic(conf: DatasetConf, cache_dir: Path) -> LoadedDataset:
     p = _params(conf)
     gen = torch.Generator().manual_seed(int(p["seed"]))

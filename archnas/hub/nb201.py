@@ -36,8 +36,10 @@ def edge_label(j: int, t: int) -> str:
 
 
 class NasBench201(nn.Module):
-    """The space at `C` stem channels and `N` cells per stage for images of `input_shape` (its
-    channels feed the stem; the reference is 3x32x32) and `n_classes` outputs.
+    """The space at `stem_out_channels` (C) stem channels and `num_modules_per_stack` (N) cells per
+    stage, NNI's names (`C` and `N` are their aliases in `create_space` and configs), for images of
+    `input_shape` (its channels feed the stem; the reference is 3x32x32) and `n_classes` outputs
+    (NNI: `num_labels`).
 
     `affine` and `track_running_stats` are those of the cells' BatchNorms. The benchmark's
     networks have both (the defaults); its reference code searches with both off, as DARTS does:
@@ -46,14 +48,16 @@ class NasBench201(nn.Module):
     statistics in eval mode make a supernet's val accuracy that of the paths it runs rather than
     of averaged running statistics."""
 
-    def __init__(self, input_shape: Sequence[int] = (3, 32, 32), n_classes: int = 10, C: int = 16, N: int = 5,
-                 op_candidates: Sequence[str] = NB201_OPS, affine: bool = True, track_running_stats: bool = True):
+    def __init__(self, input_shape: Sequence[int] = (3, 32, 32), n_classes: int = 10, stem_out_channels: int = 16,
+                 num_modules_per_stack: int = 5, op_candidates: Sequence[str] = NB201_OPS, affine: bool = True,
+                 track_running_stats: bool = True):
         super().__init__()
+        C, N = stem_out_channels, num_modules_per_stack
         unknown = [op for op in op_candidates if op not in NB201_OPS]
         if unknown or not op_candidates:
             raise SpaceError(f"nb201: op_candidates {list(op_candidates)} must be some of {', '.join(NB201_OPS)}")
         if C < 1 or N < 1:
-            raise SpaceError(f"nb201: C ({C}) and N ({N}) must be at least 1")
+            raise SpaceError(f"nb201: stem_out_channels (C: {C}) and num_modules_per_stack (N: {N}) must be at least 1")
         self.stem = nn.Sequential(nn.Conv2d(input_shape[0], C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         ops = {name: nb201_op(name, affine, track_running_stats) for name in op_candidates}
         cells: list[nn.Module] = []

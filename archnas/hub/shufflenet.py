@@ -9,9 +9,13 @@ conv to half the block's width inside (`archnas.ops.mobile.ShuffleBlock`): 4^20 
 Every candidate of a block has the block's input and output widths, so parameters and
 multiply-adds are additive over the choices.
 
-NNI's channel search (`channel_search=True`: each block's inner width one of 0.2x..1.6x) is left
-out: a width label would tie two costs together (its depthwise convs could be
-`archnas.space.nn.Conv2d` with `groups` a ValueChoice now).
+NNI's channel search (`channel_search=True`): each block's inner width (the first 1x1 conv's
+output, which its depthwise convs keep) is a ValueChoice `channel_<n>` of
+`int(c_out // 2 * (0.2 * k))` for k = 1..8 (0.2x to 1.6x of half the block's width, NNI's values),
+shared by the block's four candidates, whose layers are then `archnas.space.nn` layers that run
+a chosen width on the leading channels of the widest (as NNI's Mutable layers share weights).
+A block's cost then depends on two labels, so costs are counted per architecture, not summed
+over choices.
 
 Small inputs: as in `archnas.hub.proxylessnas`, a stride-2 layer runs at stride 1 once the map
 it gets has a side under `2 * min_size` (a stage's first block keeps its projection branch), so
@@ -27,7 +31,7 @@ from __future__ import annotations
 from functools import partial
 from itertools import pairwise
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
@@ -39,7 +43,9 @@ from archnas.ops.mobile import (
     init_spos_weights,
     strided_size,
 )
+import archnas.space.nn as snn
 from archnas.space.choices import LayerChoice
+from archnas.space.value import ValueChoice
 
 STAGE_OUT_CHANNELS = (16, 64, 160, 320, 640, 1024)  # stem, the four stages, the last conv
 STAGE_REPEATS = (4, 4, 8, 4)
@@ -55,7 +61,7 @@ class ShuffleNetSpace(nn.Module):
     `n_classes` outputs. `stage_out_channels` are NNI's widths (without its leading -1): stem, the
     stages of `stage_repeats` blocks, the last conv; `affine`: BatchNorm's scale and shift."""
 
-    def __init__(self, input_shape: Sequence[int] = (3, 224, 224), n_classes: int = 1000,
+    def __init__(self, input_shape: Sequence[int] = (3, 224, 224), n_classes: int = 1000, channel_search: bool = False,
                  stage_out_channels: Sequence[int] = STAGE_OUT_CHANNELS, stage_repeats: Sequence[int] = STAGE_REPEATS,
                  affine: bool = True, dropout_rate: float = 0.1, min_size: int = 2):
         super().__init__()
@@ -69,7 +75,7 @@ class ShuffleNetSpace(nn.Module):
         if bad:
             raise SpaceError(f"shufflenet: stage widths {bad} must be even and wider than the stage before "
                              f"(stage_out_channels {widths})")
-        norm = partial(nn.BatchNorm2d, affine=affine)
+        norm = partial(snn.BatchNorm2d if channel_search else nn.BatchNorm2d, affine=affine)
         size = min(input_shape[1:])
         stride = downsampling_stride(2, size, min_size)
         self.first_conv = nn.Sequential(nn.Conv2d(input_shape[0], widths[0], 3, stride, 1, bias=False),
@@ -81,7 +87,9 @@ class ShuffleNetSpace(nn.Module):
             for index in range(repeats):
                 n += 1
                 stride = downsampling_stride(2, size, min_size) if index == 0 else 1
-                blocks.append(LayerChoice.of_factories(_candidates(c_in, c_out, stride, index == 0, norm),
+                mid = channel_choice(c_out, n) if channel_search else c_out // 2
+                blocks.append(LayerChoice.of_factories(_candidates(c_in, c_out, mid, stride, index == 0, norm,
+                                                                   snn.Conv2d if channel_search else nn.Conv2d),
                                                       label=block_label(n)))
                 size, c_in = strided_size(size, stride), c_out
         self.features = nn.Sequential(*blocks)
@@ -97,12 +105,21 @@ class ShuffleNetSpace(nn.Module):
         return self.classifier(self.dropout(self.globalpool(x).flatten(1)))
 
 
-def _candidates(c_in: int, c_out: int, stride: int, project: bool,
-                norm: Callable[[int], nn.Module]) -> dict[str, Callable[[], nn.Module]]:
-    mid = c_out // 2
+def channel_choice(c_out: int, n: int) -> ValueChoice:
+    """Block n's inner width under channel search: NNI's 0.2x .. 1.6x of `c_out // 2`."""
+    base = c_out // 2
+    widths = [int(base * (.2 * k)) for k in range(1, 9)]
+    if widths[0] < 1 or len(set(widths)) != len(widths):
+        raise SpaceError(f"shufflenet: channel_search needs stage widths of at least 10 (block {n} at {c_out} "
+                         f"channels would choose among inner widths {widths})")
+    return ValueChoice(widths, label=f"channel_{n}")
+
+
+def _candidates(c_in: int, c_out: int, mid: Any, stride: int, project: bool, norm: Callable[[int], nn.Module],
+                conv: Callable[..., nn.Module]) -> dict[str, Callable[[], nn.Module]]:
     out: dict[str, Callable[[], nn.Module]] = {
-        f"k{k}": partial(ShuffleBlock, c_in, c_out, mid, k, stride, project, norm=norm) for k in (3, 5, 7)}
-    out["xcep"] = partial(ShuffleBlock, c_in, c_out, mid, 3, stride, project, xception=True, norm=norm)
+        f"k{k}": partial(ShuffleBlock, c_in, c_out, mid, k, stride, project, norm=norm, conv=conv) for k in (3, 5, 7)}
+    out["xcep"] = partial(ShuffleBlock, c_in, c_out, mid, 3, stride, project, xception=True, norm=norm, conv=conv)
     return out
 
 

@@ -52,6 +52,10 @@ def _space_stats(conf: ExperimentConf, args: Any, info: DatasetInfo) -> dict[str
     if args.arch:
         arch = supernet.check_arch(space.parse(args.arch, info, supernet.labels_key()))
         return {**out, "model": "architecture", "arch": arch, **model_stats(space.network(arch, info), shape)}
+    if supernet.constrained:
+        raise ConfigError(f"--space: {space.title}'s architectures are constrained across labels (NAS-Bench-101's edge "
+                          "limit), and its cost range is taken over every label's options alone; count one "
+                          "architecture with --arch")
     costs = SpaceCosts.from_conf(conf.nas.search.cost, supernet.specs, lambda arch: space.network(arch, info), shape,
                                  seed=conf.common.seed)
     latency = [check_cost_model(args.latency, "--latency")] if args.latency else []

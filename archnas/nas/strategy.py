@@ -113,6 +113,11 @@ class Strategy:
             raise ConfigError(f"nas.search.arch_optimizer: {search.arch_optimizer!r}, but {self.name} trains no supernet "
                               f"(its stages: {', '.join(p.name for p in self.phases)}), so no architecture optimizer "
                               "would run; leave it null")
+        if trains and search.space and any(p.section_key == "nas.search" for p in self.phases):
+            space = space_of(search)
+            refusal = space.supernet_refusal()
+            if refusal is not None:
+                raise ConfigError(f"{space.key}: {self.name} trains a supernet and cannot search {space.title}: {refusal}")
         if trains:
             optimizer = build_arch_optimizer(self)
             optimizer.check()

@@ -96,7 +96,7 @@ class SubnetSearchPhase(SearchPhase):
         """`nas.search.spos.strategy` with its settings over the space's genomes; the limits say
         which genomes it may propose, and a multi-objective one trades accuracy against the Pareto cost."""
         specs = genome.specs
-        genomes = Genomes(genome.counts, lambda row: limits.allows(costs, row_to_arch(specs, row)),
+        genomes = Genomes(genome.counts, lambda row: genome.allows(row) and limits.allows(costs, row_to_arch(specs, row)),
                           # the Pareto cost model is built (or restored) when first asked
                           lambda row: costs.model(pareto).cost(row_to_arch(specs, row)))
         return build_sampler(section.strategy, getattr(section, section.strategy, None), genomes, seed)

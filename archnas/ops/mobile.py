@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 Norm = Callable[[int], nn.Module]
 Activation = Callable[[], nn.Module]
+Conv = Callable[..., nn.Module]  # nn.Conv2d, or a layer that takes value choices (archnas.space.nn's)
 
 # What the `activation=` of an op string may name.
 ACTIVATIONS: Mapping[str, Activation] = MappingProxyType({
@@ -97,13 +98,13 @@ def inverted_residual(c_in: int, c_out: int, kernel_size: int, stride: int, hidd
     return Residual(nn.Sequential(*layers), stride == 1 and c_in == c_out)
 
 
-def _depthwise(channels: int, kernel_size: int, stride: int, norm: Norm) -> list[nn.Module]:
-    return [nn.Conv2d(channels, channels, kernel_size, stride, kernel_size // 2, groups=channels, bias=False),
+def _depthwise(channels: Any, kernel_size: int, stride: int, norm: Norm, conv: Conv) -> list[nn.Module]:
+    return [conv(channels, channels, kernel_size, stride, kernel_size // 2, groups=channels, bias=False),
             norm(channels)]
 
 
-def _pointwise(c_in: int, c_out: int, norm: Norm) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
+def _pointwise(c_in: Any, c_out: Any, norm: Norm, conv: Conv) -> list[nn.Module]:
+    return [conv(c_in, c_out, 1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
 
 
 class ShuffleBlock(nn.Module):
@@ -114,25 +115,27 @@ class ShuffleBlock(nn.Module):
     it carries the stage's stride. The others split their input channel-shuffled (even channels
     pass through, odd ones feed the main branch, to `c_out - c_in // 2` channels). The main branch
     is 1x1, depthwise k x k, 1x1 (`xception`: three depthwise 3x3 convs, each followed by a 1x1).
-    Outputs are concatenated, so every candidate of a slot has the same width.
+    Outputs are concatenated, so every candidate of a slot has the same width. `mid` may be a
+    value choice (a space's channel search) when `conv` and `norm` take one (`archnas.space.nn`'s).
     """
 
-    def __init__(self, c_in: int, c_out: int, mid: int, kernel_size: int, stride: int, project: bool,
-                 xception: bool = False, norm: Norm = nn.BatchNorm2d):
+    def __init__(self, c_in: int, c_out: int, mid: Any, kernel_size: int, stride: int, project: bool,
+                 xception: bool = False, norm: Norm = nn.BatchNorm2d, conv: Conv = nn.Conv2d):
         super().__init__()
         through = c_in if project else c_in // 2
         if c_out <= through or (not project and (c_in % 2 or stride != 1)):
             raise ValueError(f"ShuffleBlock: {c_in} -> {c_out} channels at stride {stride} "
                              f"({'projecting' if project else 'splitting'}) leaves no channels for its main branch")
         if xception:
-            main = [*_depthwise(through, 3, stride, norm), *_pointwise(through, mid, norm),
-                    *_depthwise(mid, 3, 1, norm), *_pointwise(mid, mid, norm),
-                    *_depthwise(mid, 3, 1, norm), *_pointwise(mid, c_out - through, norm)]
+            main = [*_depthwise(through, 3, stride, norm, conv), *_pointwise(through, mid, norm, conv),
+                    *_depthwise(mid, 3, 1, norm, conv), *_pointwise(mid, mid, norm, conv),
+                    *_depthwise(mid, 3, 1, norm, conv), *_pointwise(mid, c_out - through, norm, conv)]
         else:
-            main = [*_pointwise(through, mid, norm), *_depthwise(mid, kernel_size, stride, norm),
-                    *_pointwise(mid, c_out - through, norm)]
+            main = [*_pointwise(through, mid, norm, conv), *_depthwise(mid, kernel_size, stride, norm, conv),
+                    *_pointwise(mid, c_out - through, norm, conv)]
         self.main = nn.Sequential(*main)
-        self.proj = nn.Sequential(*_depthwise(c_in, kernel_size, stride, norm), *_pointwise(c_in, c_in, norm)) \
+        self.proj = nn.Sequential(*_depthwise(c_in, kernel_size, stride, norm, conv),
+                                  *_pointwise(c_in, c_in, norm, conv)) \
             if project else None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,17 +1,18 @@
 """Search spaces over any PyTorch model.
 
 NNI's primitives (`LayerChoice`, `InputChoice`, `ValueChoice`, `Repeat`, `Cell`,
-`NasBench201Cell`, the value-choice layers in `archnas.space.nn`) and ENOT's
+`NasBench201Cell`, `NasBench101Cell`, the value-choice layers in `archnas.space.nn`) and ENOT's
 (`SearchVariantsContainer`, `SearchSpaceModel`), on one label-keyed architecture store
 (`ArchStore`), which every strategy reads and writes, and which the DARTS cell supernet uses too.
 `freeze` and `fixed_arch` give plain networks of one architecture; `archnas.space.arch_io` reads
 and writes architectures; `create_space` builds a registered space (`archnas.hub`: `nb201`,
-`proxylessnas`, `shufflenet`, `mobilenet`, `autogen`); `generate_space` makes a space of a plain
+`nasbench101`, `proxylessnas`, `shufflenet`, `mobilenet`, `mobilenetv3`, `autogen`); `generate_space` makes a space of a plain
 model (`archnas.space.autogen`).
 """
 
 from archnas.space.autogen import generate_space
 from archnas.space.cells import Cell, NasBench201Cell
+from archnas.space.nasbench101 import NasBench101Cell
 from archnas.space.choice import Choice
 from archnas.space.choices import (
     InputChoice,
@@ -35,7 +36,7 @@ from archnas.space.value import ValueChoice
 
 __all__ = [
     "ArchBinding", "ArchStore", "ArchWeights", "Cell", "Choice", "ChoiceSpec", "FixedWeighting", "InputChoice",
-    "LayerChoice", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
+    "LayerChoice", "NasBench101Cell", "NasBench201Cell", "Repeat", "SearchSpaceModel", "SearchVariantsContainer", "Searchable",
     "ValueChoice", "Weighting", "build_network", "create_space", "fixed_arch", "freeze", "generate_space",
     "register_space", "register_supernet_module", "space_names",
 ]

@@ -51,9 +51,11 @@ def save_arch(folder: Path, arch: Mapping[str, Any], space: str, fingerprint: Op
 
 
 def parse_arch(text: str, fingerprint: Optional[str] = None,
-               parse_string: Optional[Callable[[str], dict]] = None) -> dict[str, Any]:
+               parse_string: Optional[Callable[[str], dict]] = None,
+               parse_mapping: Optional[Callable[[dict], dict]] = None) -> dict[str, Any]:
     """An architecture from a file (.yaml/.yml/.json), an inline mapping, or a string of the space's
-    own (`parse_string`: NAS-Bench-201's `|op~0|+...`, a named architecture); a file written for
+    own (`parse_string`: NAS-Bench-201's `|op~0|+...`, a named architecture); a mapping of the
+    space's own form is read by `parse_mapping` (NAS-Bench-101's spec); a file written for
     another space (its fingerprint differs from `fingerprint`) is refused."""
     source = text.strip()
     path = Path(source).expanduser()
@@ -92,6 +94,8 @@ def parse_arch(text: str, fingerprint: Optional[str] = None,
         data = data["arch"]
         if not isinstance(data, dict):
             raise SpaceError(f"{where}: arch must be a mapping {{label: choice}}")
+    if parse_mapping is not None:
+        data = parse_mapping(data)
     return {str(k): v for k, v in data.items()}
 
 

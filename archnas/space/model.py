@@ -219,7 +219,29 @@ class SearchSpaceModel(Searchable):
             if missing:
                 raise SpaceError(f"the architecture has no value for {', '.join(map(repr, missing))}")
             arch = {**self.default_architecture(), **arch}
-        return {label: choice_value(spec, choice_index(spec, arch[label])) for label, spec in self.specs.items()}
+        checked = {label: choice_value(spec, choice_index(spec, arch[label])) for label, spec in self.specs.items()}
+        problem = self.arch_problem(checked)
+        if problem is not None:
+            raise SpaceError(problem)
+        return checked
+
+    def _constraints(self) -> list[nn.Module]:
+        return [m for m in self.model.modules()
+                if hasattr(m, "arch_problem") and type(m).__module__.startswith("archnas.space")]
+
+    @property
+    def constrained(self) -> bool:
+        """Whether some architectures of its labels' product are not architectures of the space."""
+        return bool(self._constraints())
+
+    def arch_problem(self, arch: Mapping[str, Any]) -> Optional[str]:
+        """Why a complete architecture breaks a constraint over several labels (a choice's
+        `arch_problem`: NAS-Bench-101's edge limit), or None: what samplers and `check_arch` refuse."""
+        for module in self._constraints():
+            problem = module.arch_problem(arch)
+            if problem is not None:
+                return problem
+        return None
 
     def set_architecture(self, arch: Mapping[str, Any]) -> None:
         """Run `arch` at every forward from now on (until a strategy sets its own weighting)."""

@@ -49,6 +49,7 @@ from torch.nn import *  # noqa: F401,F403  every torch.nn name; the value-choice
 from archnas.errors import SpaceError
 from archnas.ops.frozen import ChosenInputs
 from archnas.space.cells import Cell, NasBench201Cell
+from archnas.space.nasbench101 import NasBench101Cell
 from archnas.space.choice import choice_index
 from archnas.space.choices import InputChoice, LayerChoice, Repeat
 from archnas.space.fixed import KEEP, Resolvable
@@ -519,5 +520,5 @@ VALUE_LAYERS = (
 
 __all__ = sorted({
     *(name for name in dir(_nn) if not name.startswith("_")), *VALUE_LAYERS, "VALUE_LAYERS", "ValueLayer",
-    "Cell", "ChosenInputs", "InputChoice", "LayerChoice", "NasBench201Cell", "Repeat", "ValueChoice",
+    "Cell", "ChosenInputs", "InputChoice", "LayerChoice", "NasBench101Cell", "NasBench201Cell", "Repeat", "ValueChoice",
 })

@@ -2,7 +2,7 @@
 supernet is built.
 
     with partial_channels(4):
-        model = NasBench201(C=16)     # every edge a PartialChannelLayerChoice of C/4-channel candidates
+        model = NasBench201(stem_out_channels=16)  # every edge a PartialChannelLayerChoice of C/4-channel candidates
 
 A choice that builds its candidates from factories of the channel count (`NasBench201Cell`'s edges)
 builds them for C/k channels inside the block and becomes a `PartialChannelLayerChoice`: the first

@@ -16,7 +16,7 @@ as a plugin (`--import module`, an `archnas.plugins` entry point) defines itself
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -25,19 +25,31 @@ from archnas.utils.plugins import plugin_module
 
 SpaceFactory = Callable[..., nn.Module]
 ArchParser = Callable[[str], dict]  # a space's own architecture strings (NB201's, names) -> {label: choice}
+MappingParser = Callable[[dict], dict]  # a space's own architecture mappings (NB101's spec) -> {label: choice}
 _SPACES: dict[str, SpaceFactory] = {}
 _PARSERS: dict[str, ArchParser] = {}
+_MAPPING_PARSERS: dict[str, MappingParser] = {}
+_ALIASES: dict[str, dict[str, str]] = {}  # space -> {an older name of a parameter: its name now (NNI's)}
 _MODELS: dict[str, SpaceFactory] = {}  # plain models (no choices) that spaces are generated from
 
 
-def register_space(name: str, parse_arch: ArchParser | None = None) -> Callable[[SpaceFactory], SpaceFactory]:
-    """Register a factory under `name`; `parse_arch` reads the space's own architecture strings."""
+def register_space(name: str, parse_arch: ArchParser | None = None, parse_mapping: MappingParser | None = None,
+                   aliases: Mapping[str, str] | None = None) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Register a factory under `name`; `parse_arch` reads the space's own architecture strings,
+    `parse_mapping` its own mappings (given every mapping read: it returns a `{label: choice}` one
+    as it is); `aliases` maps older names of its parameters to the names it takes (NNI's), which
+    `create_space` accepts too (both at once are refused). `n_classes: num_labels` lets the
+    parameters give NNI's `num_labels`, which must then be the dataset's number of classes."""
     def add(factory: SpaceFactory) -> SpaceFactory:
         if name in _SPACES:
             raise ValueError(f"space {name!r} is registered twice")
         _SPACES[name] = factory
         if parse_arch is not None:
             _PARSERS[name] = parse_arch
+        if parse_mapping is not None:
+            _MAPPING_PARSERS[name] = parse_mapping
+        if aliases:
+            _ALIASES[name] = dict(aliases)
         return factory
 
     return add
@@ -60,6 +72,10 @@ def model_names() -> list[str]:
 
 def arch_parser(name: str | None) -> ArchParser | None:
     return _PARSERS.get(name) if name is not None else None
+
+
+def mapping_parser(name: str | None) -> MappingParser | None:
+    return _MAPPING_PARSERS.get(name) if name is not None else None
 
 
 def space_names() -> list[str]:
@@ -108,7 +124,26 @@ def create_space(name: str | None = None, *, factory: str | None = None, input_s
     """The model of a registered space (or of a factory), with its choices, not yet wrapped; an
     unknown parameter is a SpaceError listing the ones the factory takes."""
     what, fn = space_factory(name, factory)
+    if name is not None and name in _ALIASES:
+        params = _renamed(name, n_classes, params)
     return _call(f"space {what}", fn, input_shape, n_classes, params)
+
+
+def _renamed(name: str, n_classes: int, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` under the names the factory takes: an alias renamed, NNI's `num_labels` checked
+    against the dataset's classes (a SpaceError naming both names when both are given)."""
+    out = dict(params)
+    for old, new in _ALIASES[name].items():
+        if old == "n_classes":
+            if new in out and out.pop(new) != n_classes:
+                raise SpaceError(f"space {name}: {new} is {params[new]!r}, but the dataset has {n_classes} classes "
+                                 f"(n_classes); leave {new} out or make it {n_classes}")
+        elif old in out:
+            if new in out:
+                raise SpaceError(f"space {name}: {old} and {new} are the same parameter ({new} is NNI's name, {old} "
+                                 f"its alias); give one of them")
+            out[new] = out.pop(old)
+    return out
 
 
 def create_model(name: str | None = None, *, factory: str | None = None, input_shape: Sequence[int] = (3, 32, 32),

@@ -21,11 +21,14 @@ import torch
 from torch import nn
 
 from archnas.descs.dataset_info import DatasetInfo
+from archnas.errors import SpaceError
 from archnas.latency.table import arch_to_row
 from archnas.space.store import ChoiceSpec, Searchable
 
 if TYPE_CHECKING:
     from archnas.nas.strategy import Strategy
+
+SAMPLE_TRIES = 10_000  # uniform draws `Space.sample` makes for one within the genome's constraints
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Genome:
     encode: Callable[[Any], tuple[int, ...]]
     decode: Callable[[Sequence[int]], Any]
     specs: Mapping[str, ChoiceSpec]
+    # Whether a genome is an architecture of the space at all (a constraint over several genes:
+    # NAS-Bench-101's edge limit); samplers propose only those.
+    allows: Callable[[Sequence[int]], bool] = lambda row: True
 
     def arch_of(self, choices: Mapping[str, Any]) -> Any:
         """The architecture of the genome whose genes take `choices` (`{label: choice}` over `specs`)."""
@@ -128,6 +134,11 @@ class Space(ABC):
     def network(self, arch: Any, info: DatasetInfo) -> nn.Module:
         """The network of `arch`, from scratch (retrain)."""
 
+    def supernet_refusal(self) -> Optional[str]:
+        """Why no supernet of this space can be trained (its choices have no weight-sharing
+        forward), or None: strategies that train one refuse it with this reason."""
+        return None
+
     def tune_refusal(self) -> Optional[str]:
         """Why `nas.eval.mode: tune` cannot cut this space's networks out of its supernet, or None."""
         return None
@@ -161,4 +172,8 @@ class Space(ABC):
         """A uniformly random architecture, a pure function of `seed` (random search's candidates)."""
         genome = self.genome(info)
         rng = random.Random(seed)
-        return genome.decode([rng.randrange(c) for c in genome.counts])
+        for _ in range(SAMPLE_TRIES):
+            row = [rng.randrange(c) for c in genome.counts]
+            if genome.allows(row):
+                return genome.decode(row)
+        raise SpaceError(f"{self.title}: no architecture within its constraints in {SAMPLE_TRIES} uniform draws")

@@ -34,7 +34,7 @@ from archnas.nas.spaces.base import Genome, Space
 from archnas.space import SearchSpaceModel, build_network, create_space, freeze
 from archnas.space.choice import sample_choice
 from archnas.space.arch_io import arch_document, parse_arch, save_arch
-from archnas.space.registry import arch_parser
+from archnas.space.registry import arch_parser, mapping_parser, space_factory
 from archnas.utils import atomic
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class ModuleSpace(Space):
         """An architecture file, a `{label: choice}` mapping, or the space's own string (NB201's, a
         named architecture); a file written for a space whose labels key is not `fingerprint`
         (`SearchSpaceModel.labels_key`) is refused."""
-        return parse_arch(text, fingerprint, arch_parser(self.name))
+        return parse_arch(text, fingerprint, arch_parser(self.name), mapping_parser(self.name))
 
     def check(self, arch: Mapping[str, Any], info: DatasetInfo) -> dict[str, Any]:
         return self.supernet(info).check_arch(arch)
@@ -178,9 +178,15 @@ class ModuleSpace(Space):
 
     def genome(self, info: DatasetInfo) -> Genome:
         """The option number of every label, in the store's order (`archnas.latency.table`)."""
-        specs = self.supernet(info).specs
+        supernet = self.supernet(info)
+        specs = supernet.specs
         return Genome(tuple(option_count(s) for s in specs.values()), lambda arch: tuple(arch_to_row(specs, arch)),
-                      lambda row: row_to_arch(specs, row), specs)
+                      lambda row: row_to_arch(specs, row), specs,
+                      lambda row: supernet.arch_problem(row_to_arch(specs, row)) is None)
+
+    def supernet_refusal(self) -> Optional[str]:
+        """A space's factory says so with a `supernet_refusal` attribute (NAS-Bench-101's)."""
+        return getattr(space_factory(self.name, self.factory)[1], "supernet_refusal", None)
 
 
 def module_space(conf: Mapping[str, Any], key: str = "nas.search.space") -> ModuleSpace:
