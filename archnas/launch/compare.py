@@ -16,8 +16,10 @@ from typing import Any, Sequence
 from archnas.config import find_config_file, load_config
 from archnas.errors import ConfigError
 from archnas.launch.experiment import default_experiment_name, experiment_lock
+from archnas.launch.plot import comparison_picture
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import ExperimentResult, StageSelection, recipe
+from archnas.plots import write_pictures
 from archnas.training.signals import RunInterrupted
 from archnas.utils import atomic, reads
 from archnas.utils.lock import child_env
@@ -31,7 +33,8 @@ SUMMARY_COLUMNS = [
 
 def run_algorithms(args: Any, argv: Sequence[str]) -> int:
     """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs and overrides,
-    into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv.
+    into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv (and comparison.png
+    unless the plot stage is left out).
 
     Every stage runs in a process of its own (`archnas --config confs/<algo>.yaml ... --exp-name
     <exp>/<algo> --stages search`, then `--stages eval`): memory a process has freed stays in its
@@ -91,6 +94,8 @@ def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], picked: 
         atomic.write_json(exp_dir / "result.json", result.to_json(), only_if_changed=True)
         results.append(result)
     write_summary(summary_dir, results)
+    if any("plot" in stages for stages in picked.values()):  # --skip plot draws nothing
+        write_pictures([comparison_picture(summary_dir)], summary_dir)
     sys.stdout.write((summary_dir / "summary.md").read_text())
     print(f"--algos: {len(names)} algorithms finished; summary in {summary_dir / 'summary.md'} and "
           f"{summary_dir / 'summary.csv'}", flush=True)

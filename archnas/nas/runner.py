@@ -29,7 +29,7 @@ from archnas.distributed import barrier
 from archnas.errors import ConfigError
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.preflight import check_before_work
-from archnas.nas.registry import algorithm_class, stage_class
+from archnas.nas.registry import algorithm_class, every_recipe_stages, stage_class
 from archnas.nas.strategy import Strategy
 from archnas.utils import atomic
 
@@ -37,14 +37,22 @@ SEARCH_SECTION, EVAL_SECTION = "nas.search", "nas.eval"  # what --no-search / --
 
 
 def recipe(strategy: Strategy) -> tuple[type[Phase], ...]:
-    """The stages an experiment of `strategy` runs, in order: its own, then `nas.extra_stages`."""
+    """The stages an experiment of `strategy` runs, in order: its own, then `nas.extra_stages`,
+    then the registered stages that end every recipe (`plot`)."""
     stages = tuple(strategy.phases)
+    always = every_recipe_stages()
     for name in strategy.conf.nas.extra_stages:
         cls = stage_class(name)
         cls.check_config(strategy.conf)
+        if cls in always:
+            raise ConfigError(f"nas.extra_stages: {name!r} ends every recipe already; leave it out (--skip {name} "
+                              "skips it)")
         if any(s.name == name for s in stages):
             raise ConfigError(f"nas.extra_stages: {name!r} is named twice or is already a stage of {strategy.name} "
                               f"({', '.join(s.name for s in strategy.phases)})")
+        stages += (cls,)
+    for cls in always:
+        cls.check_config(strategy.conf)
         stages += (cls,)
     return stages
 
