@@ -87,12 +87,17 @@ class StageSelection:
                 and not (self.no_search and section == SEARCH_SECTION)
                 and not (self.no_eval and section == EVAL_SECTION))
 
+    def works(self, stage: type[Phase]) -> bool:
+        """Whether it picks `stage` as work of its own: a stage that ends every recipe (`plot`)
+        counts only when `--stages` names it, so a selection that leaves nothing else is refused."""
+        return self.picks(stage) and (not stage.in_every_recipe or (self.only is not None and stage.name in self.only))
+
     def pick(self, stages: Sequence[type[Phase]], whose: str) -> list[str]:
-        """The names of the stages that run (checked; at least one, else a ConfigError)."""
+        """The names of the stages that run (checked; at least one that `works`, else a ConfigError)."""
         names = [s.name for s in stages]
         self.check(names, whose)
         picked = [s.name for s in stages if self.picks(s)]
-        if not picked:
+        if not any(self.works(s) for s in stages):
             raise ConfigError(f"{' '.join(self.flags())}: that leaves none of the stages of {whose} "
                               f"({', '.join(names)}), so nothing would run; drop one of them")
         return picked
