@@ -6,9 +6,10 @@ plot` draws a finished experiment again. It writes into `plot/` (and TensorBoard
 images under `plots/<name>`, when `common.tensorboard` is on), its marker `plot/plots.json` last:
 
 - `cell_normal.png`, `cell_reduce.png`: the final DARTS cells as diagrams (the search's final
-  desc, else the eval's); `architecture.png`: a module space's final `{label: choice}` as a table
-  with each choice's parameters and multiply-adds over its label's cheapest option (exact
-  per-choice cost tables, `archnas.latency`), and the network's totals;
+  desc, else the eval's); `architecture.png`: a module space's final `{label: choice}` as a table,
+  with what each choice costs over its label's cheapest option where the search built cost tables
+  (`archnas.latency`: spos, enot, limits or a penalty), and the final network's parameters and
+  multiply-adds;
 - `alphas_<group>.png` and `alphas_<group>_epochs.png` for each stage that records `alphas` per
   epoch in metrics.jsonl (search; `<stage>_` prefixed for another): the probabilities at the last
   epoch, and a grid over the epochs;
@@ -30,11 +31,11 @@ from archnas.config import ExperimentConf
 from archnas.context import PhaseContext
 from archnas.descs.desc_io import load_desc
 from archnas.descs.model_desc import CellType, ModelDesc
-from archnas.errors import ConfigError, PlotError
-from archnas.latency import CostTable, Limits, TimingProtocol, cost_model, exact_cost_models
+from archnas.errors import CheckpointError, ConfigError, PlotError
+from archnas.latency import CostTable, Limits, cost_model
 from archnas.latency.table import arch_to_row
 from archnas.nas.pareto import pareto_picture
-from archnas.nas.phase import Phase
+from archnas.nas.phase import Phase, final_network_stage
 from archnas.nas.registry import algorithm_class, register_stage
 from archnas.nas.runner import recipe
 from archnas.nas.spaces import ModuleSpace, eval_space
@@ -51,6 +52,7 @@ from archnas.plots import (
     write_pictures,
 )
 from archnas.stats import dataset_info
+from archnas.training.checkpoint import read_checkpoint
 from archnas.utils import reads
 
 MARKER = "plots.json"
@@ -100,42 +102,49 @@ def cell_pictures(desc: ModelDesc, algo: str) -> list[Picture]:
     return pictures
 
 
-def architecture_table(conf: ExperimentConf, arch: Mapping[str, Any], space: ModuleSpace) -> Picture:
-    """`{label: choice}` of a module space as a table: each choice with what it costs over its
-    label's cheapest option (per-choice tables of every exact cost model, counted once per
-    option), and the whole network's counts."""
-    info = dataset_info(conf.dataset, conf.common.cache_dir)
-    shape = [info.channels, *info.image_size]
-    supernet = space.supernet(info)
-    specs, arch = supernet.specs, supernet.check_arch(arch)
-    names = exact_cost_models()
-    counted: dict[str, dict[str, float]] = {}
+def recorded_tables(folder: Path) -> dict[str, CostTable]:
+    """The per-choice cost tables a search checkpointed (`cost_tables`: spos, enot, a gradient
+    search with cost limits or a penalty), by cost model; none when it built none."""
+    path = folder / "checkpoint_last.pt"
+    if not path.is_file():
+        return {}
+    try:
+        state = read_checkpoint(path).get("state", {}).get("cost_tables") or {}
+        return {str(name): CostTable.from_dict(entry["table"]) for name, entry in state.items()}
+    except (CheckpointError, AttributeError, KeyError, TypeError, ValueError):
+        return {}
 
-    def count(a: Mapping[str, Any]) -> dict[str, float]:
-        key = json.dumps(a, sort_keys=True, default=str)
-        if key not in counted:
-            net = space.network(dict(a), info)
-            counted[key] = {n: cost_model(n).measure(net, shape, TimingProtocol()) for n in names}
-        return counted[key]
 
-    tables = {n: CostTable.build(n, specs, lambda a, n=n: count(a)[n]) for n in names}
-    row = arch_to_row(specs, arch)
-    rows = []
-    for k, label in enumerate(specs):
-        extra = [f"+{t.deltas[k][row[k]] - min(t.deltas[k]):,.0f}" for t in tables.values()]
-        rows.append([label, str(arch[label]), *extra])
-    total = count(arch)
-    rows.append(["total", "", *[f"{total[n]:,.0f}" for n in names]])
-    additive = all(abs(tables[n].predict_row(row) - total[n]) <= 1e-6 * max(1.0, abs(total[n])) for n in names)
-    note = ("per choice: what it adds over its label's cheapest option; these sum to the total above the cheapest "
-            "architecture" if additive else "per choice: what it changes alone (the space's choices are coupled, so "
-            "these do not sum to the total exactly)")
+def architecture_table(exp_dir: Path, conf: ExperimentConf, arch: Mapping[str, Any], space: ModuleSpace,
+                       totals: Mapping[str, Any]) -> Picture:
+    """`{label: choice}` of a module space as a table: with the search's cost tables, what each
+    choice costs over its label's cheapest option; the final network's counts last."""
+    tables = recorded_tables(exp_dir / "search")
+    names = list(tables)
+    rows = [[str(label), str(choice)] for label, choice in arch.items()]
+    if tables:
+        supernet = space.supernet(dataset_info(conf.dataset, conf.common.cache_dir))
+        specs = supernet.specs
+        full = supernet.check_arch(arch)
+        option = dict(zip(specs, arch_to_row(specs, full)))
+        rows = []
+        for label in specs:
+            cells = []
+            for table in tables.values():
+                k = table.labels.index(label) if label in table.labels else None
+                cells.append("-" if k is None else f"+{table.deltas[k][option[label]] - min(table.deltas[k]):,.4g}")
+            rows.append([label, str(full[label]), *cells])
+    counts = [n for n in ("params", "macs") if isinstance(totals.get(n), (int, float))]
+    for n in counts:
+        rows.append([f"total {n}", f"{totals[n]:,}", *[""] * len(names)])
     columns = ["label", "choice", *[f"{n} ({cost_model(n).unit})" for n in names]]
+    note = ("per choice: what it adds over its label's cheapest option (the search's cost tables)" if names else "")
     return Picture("architecture", arch_table(f"final architecture ({conf.nas.algo}, {space.title})", rows, columns,
                                               note))
 
 
-def architecture_pictures(exp_dir: Path, conf: ExperimentConf, finished: Sequence[str]) -> list[Picture]:
+def architecture_pictures(exp_dir: Path, conf: ExperimentConf, stages: Sequence[type[Phase]],
+                          finished: Sequence[str]) -> list[Picture]:
     """The final architecture: DARTS cells as diagrams, a module space's choices as a table."""
     for folder, name in (("search", "final_model_desc.yaml"), ("eval", "full_model_desc.yaml")):
         if folder in finished and (exp_dir / folder / name).is_file():
@@ -145,13 +154,16 @@ def architecture_pictures(exp_dir: Path, conf: ExperimentConf, finished: Sequenc
     space = eval_space(conf)
     if not isinstance(space, ModuleSpace):
         return []
+    final = final_network_stage(stages)
+    marker = exp_dir / final.name / final.marker if final is not None and final.name in finished else None
+    totals = _read_json(marker) if marker is not None else {}
     for folder in ("search", "eval"):
         path = exp_dir / folder / "arch.json"
         if folder in finished and path.is_file():
             record = _read_json(path)
             arch = record.get("arch") if isinstance(record, dict) else None
             if isinstance(arch, dict):
-                return [architecture_table(conf, arch, space)]
+                return [architecture_table(exp_dir, conf, arch, space, totals if isinstance(totals, dict) else {})]
     return []
 
 
@@ -179,7 +191,7 @@ def experiment_pictures(exp_dir: Path, conf: ExperimentConf, stages: Sequence[ty
     if not finished:
         raise PlotError(f"{exp_dir}: no stage of {conf.nas.algo} ({', '.join(s.name for s in stages)}) has finished, "
                         "so there is nothing to draw; run the experiment first")
-    pictures = architecture_pictures(exp_dir, conf, finished)
+    pictures = architecture_pictures(exp_dir, conf, stages, finished)
     for name in finished:
         path = exp_dir / name / "metrics.jsonl"
         records = read_records(path) if path.is_file() else []

@@ -122,5 +122,5 @@ def cell_diagram(graph: CellGraph) -> Figure:
         ax.text(x, y, graph.label(node), ha="center", va="center", fontsize=10, zorder=4,
                 bbox={"boxstyle": "round,pad=0.45", "fc": face, "ec": "0.3", "lw": 1.0})
     ax.text(pos[OUT][0], pos[OUT][1] - 0.55, "concat", ha="center", va="top", fontsize=7, color="0.35")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
     return fig

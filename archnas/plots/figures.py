@@ -113,7 +113,9 @@ def _heatmap(ax: Any, matrix: np.ndarray, group: AlphaGroup, annotate: bool, tic
 def alphas_heatmap(group: AlphaGroup) -> Figure:
     """The group at its last recorded epoch, every probability written in (the row's argmax in bold)."""
     matrix = group.matrices[-1]
-    fig = Figure(figsize=(1.6 + 0.62 * len(group.ops), 1.3 + 0.27 * len(group.rows)), dpi=100, layout="constrained")
+    width, height = 2.6 + 0.62 * len(group.ops), 1.6 + 0.27 * len(group.rows)
+    fig = Figure(figsize=(width, height), dpi=100)
+    fig.subplots_adjust(left=1.1 / width, right=1 - 0.3 / width, bottom=1.0 / height, top=1 - 0.4 / height)
     ax = fig.add_subplot()
     image = _heatmap(ax, matrix, group, matrix.size <= ANNOTATE_UP_TO, (True, True))
     ax.set_title(f"{group.title}, probabilities at epoch {group.epochs[-1]}", fontsize=9)
@@ -134,7 +136,10 @@ def alphas_over_epochs(group: AlphaGroup, at_most: int = 12) -> Figure:
     cols = min(4, len(picked))
     rows = math.ceil(len(picked) / cols)
     cell_w, cell_h = 0.16 * len(group.ops) + 0.5, 0.09 * len(group.rows) + 0.5
-    fig = Figure(figsize=(1.2 + cols * cell_w + 0.6, 0.9 + rows * cell_h + 0.6), dpi=100, layout="constrained")
+    width, height = 1.1 + cols * cell_w + 1.0, 1.0 + rows * (cell_h + 0.3) + 0.4
+    fig = Figure(figsize=(width, height), dpi=100)
+    fig.subplots_adjust(left=1.0 / width, right=1 - 1.0 / width, bottom=0.8 / height, top=1 - 0.5 / height,
+                        wspace=0.15, hspace=0.35)
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for k, ax in enumerate(axes.flat):
@@ -219,7 +224,7 @@ def curves(stage: str, records: Sequence[Mapping[str, Any]]) -> Figure:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
     fig.suptitle(f"{stage}: training curves", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.16, top=0.82, wspace=0.3)
     return fig
 
 
@@ -238,7 +243,7 @@ def pareto_figure(costs: Sequence[float], accuracies: Sequence[float], front: Se
     ax.set_ylabel(accuracy_label)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.96)
     return fig
 
 
@@ -262,7 +267,8 @@ def arch_table(title: str, rows: Sequence[Sequence[str]], columns: Sequence[str]
     ax.set_title(title, fontsize=10)
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="0.35", va="bottom")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02 + (0.3 / fig.get_figheight() if note else 0),
+                        top=1 - 0.35 / fig.get_figheight())
     return fig
 
 
@@ -313,5 +319,5 @@ def comparison(title: str, groups: Sequence[RunGroup], curve_label: str = "eval 
     if right.get_legend_handles_labels()[0]:
         right.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.85, wspace=0.22)
     return fig
