@@ -231,7 +231,10 @@ class Plot(Phase):
         return tuple(s.name for s in self.stages())
 
     def work(self, ctx: PhaseContext) -> dict[str, Any]:
-        pictures = experiment_pictures(self.run.exp_dir, self.run.conf, self.stages(), ctx.conf.epochs_shown)
+        # under torchrun only rank 0 draws (the others would draw the same and write nothing); a
+        # results folder it cannot read is refused before the stage's folder is written
+        pictures = (experiment_pictures(self.run.exp_dir, self.run.conf, self.stages(), ctx.conf.epochs_shown)
+                    if ctx.is_main else [])
         ctx.commit()
         files: list[str] = []
         if ctx.is_main:

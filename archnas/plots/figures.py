@@ -113,9 +113,9 @@ def _heatmap(ax: Any, matrix: np.ndarray, group: AlphaGroup, annotate: bool, tic
 def alphas_heatmap(group: AlphaGroup) -> Figure:
     """The group at its last recorded epoch, every probability written in (the row's argmax in bold)."""
     matrix = group.matrices[-1]
-    width, height = 2.6 + 0.62 * len(group.ops), 1.6 + 0.27 * len(group.rows)
+    width, height = 3.0 + 0.62 * len(group.ops), 1.5 + 0.27 * len(group.rows)
     fig = Figure(figsize=(width, height), dpi=100)
-    fig.subplots_adjust(left=1.1 / width, right=1 - 0.3 / width, bottom=1.0 / height, top=1 - 0.4 / height)
+    fig.subplots_adjust(left=1.1 / width, right=1 - 0.4 / width, bottom=0.95 / height, top=1 - 0.35 / height)
     ax = fig.add_subplot()
     image = _heatmap(ax, matrix, group, matrix.size <= ANNOTATE_UP_TO, (True, True))
     ax.set_title(f"{group.title}, probabilities at epoch {group.epochs[-1]}", fontsize=9)
@@ -147,11 +147,11 @@ def alphas_over_epochs(group: AlphaGroup, at_most: int = 12) -> Figure:
             ax.axis("off")
             continue
         i = picked[k]
-        image = _heatmap(ax, group.matrices[i], group, False, (k // cols == rows - 1, k % cols == 0))
+        image = _heatmap(ax, group.matrices[i], group, False, (k + cols >= len(picked), k % cols == 0))
         ax.set_title(f"epoch {group.epochs[i]}", fontsize=7)
         ax.tick_params(labelsize=5)
     fig.suptitle(f"{group.title} over epochs", fontsize=9)
-    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, shrink=min(1.0, 2.5 / rows))
     return fig
 
 
