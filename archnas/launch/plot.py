@@ -97,6 +97,8 @@ def summary_runs(folder: Path) -> tuple[str, list[RunGroup], list[Path]]:
         raise PlotError(f"{folder / 'seeds.json'}: no seeds recorded")
     group, runs = RunGroup(folder.name), []
     for seed, stages in seeds.items():
+        if not str(seed).isdigit() or not isinstance(stages, dict):
+            raise PlotError(f"{folder / 'seeds.json'}: seed {seed!r} is not a seed's record archnas writes")
         run = folder / f"seed_{int(seed)}"
         final = next((s for s in reversed(list(stages.values())) if isinstance(s, dict) and "test_top1" in s), None)
         if final is not None and isinstance(final["test_top1"], (int, float)):
