@@ -12,9 +12,9 @@ images under `plots/<name>`, when `common.tensorboard` is on), its marker `plot/
   multiply-adds;
 - `alphas_<group>.png` and `alphas_<group>_epochs.png` for each stage that records `alphas` per
   epoch in metrics.jsonl (search; `<stage>_` prefixed for another): the probabilities at the last
-  epoch, and a grid over the epochs;
-- `curves_<stage>.png`: every finished stage's metrics.jsonl (loss, top-1, learning rates; the
-  alphas' entropy);
+  epoch, and a grid over the epochs (two or more);
+- `curves_<stage>.png`: every finished stage's metrics.jsonl of two or more epochs (loss, top-1,
+  learning rates; the alphas' entropy);
 - `pareto.png`: a search that wrote `pareto.csv`, drawn as the search draws `search/pareto.png`.
 """
 
@@ -198,12 +198,13 @@ def experiment_pictures(exp_dir: Path, conf: ExperimentConf, stages: Sequence[ty
         prefix = "" if name == "search" else f"{file_name(name)}_"
         for group in alpha_groups(records):
             stem = f"alphas_{prefix}{file_name(group.name)}"
-            pictures += [Picture(stem, alphas_heatmap(group)),
-                         Picture(f"{stem}_epochs", alphas_over_epochs(group, epochs_shown))]
+            pictures.append(Picture(stem, alphas_heatmap(group)))
+            if len(group.epochs) >= 2:  # one epoch's grid would be the heatmap again
+                pictures.append(Picture(f"{stem}_epochs", alphas_over_epochs(group, epochs_shown)))
     for name in finished:
         path = exp_dir / name / "metrics.jsonl"
         records = read_records(path) if path.is_file() else []
-        if records:
+        if len(records) >= 2:  # a curve needs two epochs; one is in the stage's marker and log
             pictures.append(Picture(f"curves_{file_name(name)}", curves(name, records)))
     return pictures + pareto_pictures(exp_dir, conf)
 
