@@ -145,7 +145,7 @@ def test_algos_runs_each_phase_in_its_own_process_and_writes_the_summary(tmp_pat
     for stage, stages in (("search", "search"), ("eval", "eval,plot"), ("plot", "eval,plot")):
         command = json.loads((folder / "pc_darts" / stage / "run.json").read_text())["command"]
         assert command[command.index("--stages") + 1] == stages and "cmp/pc_darts" in command
-    assert (folder / "comparison.png").is_file() and (folder / "manual" / "plot" / "curves_eval.png").is_file()
+    assert (folder / "comparison.png").is_file() and (folder / "manual" / "plot" / "plots.json").is_file()
     assert "| pc_darts |" in out.stdout and "| manual |" in out.stdout
     # each header before its work, each phase's closing line saying which phase finished, the summary's path last
     said = [line for line in out.stdout.splitlines() if line.startswith("--algos") or " finished; results in " in line]
