@@ -51,6 +51,7 @@ OVERRIDE_HELP = textwrap.dedent(
       archnas --config confs/darts.yaml --restart --no-search         # the eval again, old kept in eval.old-1
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
       archnas predict results/darts/eval/model_best.pt digit.png images.npy
+      archnas plot results/darts                # its pictures again, in results/darts/plot/
       archnas --import my_module --config confs/darts.yaml dataset.name=my_set   (a plugin's dataset)
 
     many processes, GPUs and machines:
@@ -85,7 +86,8 @@ def build_run_parser() -> argparse.ArgumentParser:
         "enot: pretrain, search, tune; then nas.extra_stages). Rerunning the same command resumes an interrupted run. "
         "Use 'archnas stats --help' for parameter and multiply-add counts, 'archnas predict --help' to "
         "classify images with a saved model file, 'archnas export --help' to export the final network "
-        "(ONNX, TorchScript, torch.export, standalone PyTorch source).",
+        "(ONNX, TorchScript, torch.export, standalone PyTorch source), 'archnas plot --help' to draw a finished "
+        "experiment's pictures again.",
         epilog=OVERRIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -189,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _predict(argv[1:])
             if argv and argv[0] == "export":
                 return _export(argv[1:])
+            if argv and argv[0] == "plot":
+                return _plot(argv[1:])
             if argv and argv[0] == "run":
                 argv = argv[1:]
             return _run(argv)
@@ -302,6 +306,14 @@ def _export(argv: list[str]) -> int:
     args = build_export_parser().parse_args(argv)
     import_plugins(args.imports)
     return export_from_cli(args)
+
+
+def _plot(argv: list[str]) -> int:
+    from archnas.launch.plot import build_plot_parser, plot_from_cli
+
+    args = build_plot_parser().parse_args(argv)
+    import_plugins(args.imports)
+    return plot_from_cli(args)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ class ExportError(UsageError):
     express it, or an exported model whose outputs differ from the trained one's."""
 
 
+class PlotError(UsageError):
+    """A results folder cannot be drawn: not an experiment or summary archnas wrote, nothing of it
+    finished, or a record in it that is not what archnas writes."""
+
+
 class OutputError(UsageError):
     """A result, checkpoint or cache file cannot be written: a read-only or full file system, no
     permission. Files written before stay as they were (writes are atomic)."""

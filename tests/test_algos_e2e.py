@@ -61,7 +61,7 @@ def test_search_then_eval(tmp_path, algo):
 def test_manual_evaluates_a_named_genotype_a_genotype_string_or_a_desc_file(tmp_path, capsys):
     assert run(tmp_path, "manual", "named") == 0
     result = json.loads((tmp_path / "named" / "result.json").read_text())
-    assert list(result) == ["algorithm", "eval"]
+    assert list(result) == ["algorithm", "eval", "plot"]
     assert result["eval"]["test_top1"] == pytest.approx(recomputed_test_top1(tmp_path / "named"), abs=1e-9)
     assert not (tmp_path / "named" / "search").exists()
     cells = load_desc(tmp_path / "named" / "eval" / "full_model_desc.yaml").cells
@@ -141,17 +141,19 @@ def test_algos_runs_each_phase_in_its_own_process_writes_the_summary_and_a_rerun
     pc = json.loads((folder / "pc_darts" / "result.json").read_text())
     assert float(rows[0]["search_time"]) == pc["search"]["search_time"] and rows[0]["genotype"] == pc["search"]["genotype"]
     assert rows[1]["search_time"] == "" and not (folder / "manual" / "search").exists()
-    # one process per stage: each stage folder records its own command
-    for stage in ("search", "eval"):
+    # one process per stage (the plot stage in the process of the stage before it): each records its command
+    for stage, stages in (("search", "search"), ("eval", "eval,plot"), ("plot", "eval,plot")):
         command = json.loads((folder / "pc_darts" / stage / "run.json").read_text())["command"]
-        assert command[command.index("--stages") + 1] == stage and "cmp/pc_darts" in command
+        assert command[command.index("--stages") + 1] == stages and "cmp/pc_darts" in command
+    assert (folder / "comparison.png").is_file() and (folder / "manual" / "plot" / "plots.json").is_file()
     assert "| pc_darts |" in out.stdout and "| manual |" in out.stdout
     # each header before its work, each phase's closing line saying which phase finished, the summary's path last
     said = [line for line in out.stdout.splitlines() if line.startswith("--algos") or " finished; results in " in line]
     norm = lambda s: s.split(" -> ")[0].split("; ")[0] if s.startswith("--algos") else s.split("; ")[0].split(" ", 1)[1]  # noqa: E731
     assert [norm(s) for s in said] == [
-        "--algos 1/2: pc_darts search", "pc_darts search finished", "--algos 1/2: pc_darts eval",
-        "pc_darts eval finished", "--algos 2/2: manual eval", "manual eval finished", "--algos: 2 algorithms finished",
+        "--algos 1/2: pc_darts search", "pc_darts search finished", "--algos 1/2: pc_darts eval,plot",
+        "pc_darts eval and plot finished", "--algos 2/2: manual eval,plot", "manual eval and plot finished",
+        "--algos: 2 algorithms finished",
     ], said
     assert said[-1].endswith(f"summary in {folder / 'summary.md'} and {folder / 'summary.csv'}")
     # a rerun skips every finished stage and writes the same summary

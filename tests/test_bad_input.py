@@ -117,6 +117,12 @@ def eval_unfinished(exp: Path) -> None:
     (exp / "eval" / "metrics.json").unlink()
 
 
+def nothing_finished(exp: Path) -> None:
+    """Every stage as if killed before its end: no marker left."""
+    for marker in ("search/search_result.json", "eval/metrics.json", "plot/plots.json"):
+        (exp / marker).unlink()
+
+
 def eval_checkpoint(write: Callable[[Path], None]) -> Callable[[Path], None]:
     def damage(exp: Path) -> None:
         eval_unfinished(exp)
@@ -356,11 +362,15 @@ ROWS = [
     cfg("dataset.name=imagefolder", "dataset.dataroot={tmp}/data", "dataset.params={n_classes: 3}",
         prepare=imagefolder({"a": 2, "b": 2}), match=r"train has 2 class folders, but dataset.params.n_classes is 3"),
     # the command line
-    cfg("--no-search", "--no-eval", match=r"--no-search --no-eval: that leaves none of the stages of darts \(search, eval\), so nothing would run"),
-    cfg("--stages", "search,evl", match=r"--stages: no stage named 'evl'; the stages of darts are search, eval$"),
-    cfg("--skip", "export", match=r"--skip: no stage named 'export'; the stages of darts are search, eval$"),
+    cfg("--no-search", "--no-eval", match=r"--no-search --no-eval: that leaves none of the stages of darts \(search, eval, plot\), so nothing would run"),
+    cfg("--stages", "search,evl", match=r"--stages: no stage named 'evl'; the stages of darts are search, eval, plot$"),
+    cfg("--skip", "export", match=r"--skip: no stage named 'export'; the stages of darts are search, eval, plot$"),
     cfg("--stages", ",", match=r"--stages ',': no stage named; give stage names separated by commas"),
-    cfg("nas.extra_stages=[plot]", match=r"nas\.extra_stages: unknown stage 'plot'; registered: .*export"),
+    cfg("nas.extra_stages=[plots]", match=r"nas\.extra_stages: unknown stage 'plots'; registered: .*export"),
+    cfg("nas.extra_stages=[plot]", match=r"nas\.extra_stages: 'plot' ends every recipe already; leave it out"),
+    cfg("nas.plot.epochs_shown=1", match=r"nas\.plot\.epochs_shown: 1; the grid over epochs shows at least the first "
+        r"and the last \(2 or more\)$"),
+    cfg("--skip", "search,eval,plot", match=r"--skip search,eval,plot: that leaves none of the stages of darts"),
     cfg("nas.extra_stages=[export]", "nas.export.formats=[onnx,tflite]",
         match=r"nas\.export\.formats: unknown format 'tflite'; expected one of onnx, torchscript, pt, py$"),
     # archnas export
@@ -370,6 +380,15 @@ ROWS = [
         match=r"--format: unknown format 'tflite'; expected one of onnx, torchscript, pt, py$"),
     Row("export: no such folder", ["export", "{tmp}/nope", "--format", "py"], r"nope: no such experiment folder$",
         run=False),
+    # archnas plot
+    Row("plot: no such folder", ["plot", "{tmp}/nope"], r"nope: no such results folder$", run=False),
+    Row("plot: a folder without results", ["plot", "{tmp}/f"], r"f: not an archnas experiment, or nothing of it has "
+        r"run: no stage folder", run=False, prepare=lambda t: ((t / "f" / "eval").mkdir(parents=True),
+                                                              (t / "f" / "notes.txt").write_text("mine"))),
+    Row("plot: unfinished run", ["plot", "{res}/e"], r"e: no stage of darts \(search, eval\) has finished, so "
+        r"there is nothing to draw; run the experiment first$", run=False, damage=nothing_finished),
+    Row("plot: a summary that is not archnas's", ["plot", "{tmp}/s"], r"seeds\.json: no seeds recorded$", run=False,
+        prepare=files(**{"s__seeds.json": b"{\"seeds\": 5}"})),
     cfg("--seeds", "-1", match=r"--seeds '-1': give distinct integers from 0"),
     cfg("--seeds", "1,1", match=r"--seeds '1,1'"),
     cfg("--seeds", "a,b", match=r"--seeds 'a,b'"),

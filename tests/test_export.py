@@ -112,7 +112,7 @@ def exported(experiments, tmp_path_factory) -> dict[str, tuple[Path, list[str]]]
 def test_the_stage_ends_the_experiment_and_skip_leaves_it_out(experiments):
     cells, mobile = experiments["cells"], experiments["mobile"]
     result = json.loads((cells / "result.json").read_text())
-    assert list(result) == ["algorithm", "search", "eval", "export"]
+    assert list(result) == ["algorithm", "search", "eval", "export", "plot"]
     stage = result["export"]
     assert stage["network"] == "eval/model_last.pt" and list(stage["formats"]) == ["py"]
     assert stage["formats"]["py"]["max_abs_diff"] <= 1e-4 and stage["images"] == 16
@@ -120,7 +120,7 @@ def test_the_stage_ends_the_experiment_and_skip_leaves_it_out(experiments):
     assert bundle["parity"]["max_abs_diff"] == stage["formats"]["py"]["max_abs_diff"]
     assert json.loads((cells / "export" / "export.json").read_text())["config"]["nas"]["export"] == \
         {"formats": ["py"], "images": 16}
-    assert list(json.loads((mobile / "result.json").read_text())) == ["algorithm", "search", "eval"]
+    assert list(json.loads((mobile / "result.json").read_text())) == ["algorithm", "search", "eval", "plot"]
     assert not (mobile / "export").exists()
 
 

@@ -268,7 +268,7 @@ def test_a_limited_run_picks_within_the_limit_records_the_front_and_checks_the_r
     assert ranking["kendall_tau"] == pytest.approx(tau, nan_ok=True) or (ranking["kendall_tau"] is None and tau != tau)
     assert ranking["spearman_rho"] == pytest.approx(rho, nan_ok=True) or (ranking["spearman_rho"] is None and rho != rho)
     assert "Kendall's tau" in out.stdout + out.stderr
-    assert list(result) == ["algorithm", "pretrain", "search", "ranking", "eval"] and result["ranking"]["n_archs"] == 5
+    assert list(result) == ["algorithm", "pretrain", "search", "ranking", "eval", "plot"] and result["ranking"]["n_archs"] == 5
     assert result["pretrain"]["epochs"] == 2 and result["pretrain"]["peak_memory"] > 0
     assert f"best within max_params 9,000: {arch}" in out.stdout + out.stderr, "the summary names it"
 

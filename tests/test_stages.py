@@ -65,7 +65,7 @@ def exp(finished: Path, tmp_path: Path) -> Path:
 
 def test_skip_leaves_the_stage_out(finished):
     exp = finished / "tiny"
-    assert list(result(exp)) == ["algorithm", "search", "eval"]
+    assert list(result(exp)) == ["algorithm", "search", "eval", "plot"]
     assert not (exp / "onnx_check").exists()
     assert (exp / "search" / "search_result.json").is_file() and (exp / "eval" / "metrics.json").is_file()
 
@@ -76,7 +76,7 @@ def test_export_runs_after_eval_and_leaves_the_eval_entry_byte_identical(exp):
     out = archnas(exp.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     after = result(exp)
-    assert list(after) == ["algorithm", "search", "eval", "onnx_check"]
+    assert list(after) == ["algorithm", "search", "eval", "onnx_check", "plot"]
     assert json.dumps(after["eval"]) == json.dumps(before["eval"])
     assert digest(exp / "eval" / "metrics.json") == eval_marker  # reused, not rerun
     export = after["onnx_check"]
@@ -90,7 +90,7 @@ def test_export_runs_after_eval_and_leaves_the_eval_entry_byte_identical(exp):
     session = ort_session((exp / "onnx_check" / "model.onnx").read_bytes(), threads=1)
     (logits,) = session.run(None, {"input": trained.preprocess(images).numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), trained.logits(images), rtol=1e-4, atol=1e-5)
-    assert "darts search, eval and onnx_check finished" in out.stderr + out.stdout
+    assert "darts search, eval, onnx_check and plot finished" in out.stderr + out.stdout
 
 
 @pytest.mark.slow
@@ -132,7 +132,7 @@ def test_no_eval_leaves_out_only_the_stages_of_nas_eval(exp):
     eval_marker = digest(exp / "eval" / "metrics.json")
     out = archnas(exp.parent, "--no-eval")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert list(result(exp)) == ["algorithm", "search", "onnx_check"]
+    assert list(result(exp)) == ["algorithm", "search", "onnx_check", "plot"]
     assert (exp / "onnx_check" / "model.onnx").is_file() and digest(exp / "eval" / "metrics.json") == eval_marker
 
 
@@ -151,13 +151,13 @@ def export_registered(monkeypatch):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--stages", "eval,exprt"], "--stages: no stage named 'exprt'; the stages of darts are search, eval, onnx_check"),
-    (["--skip", "ranking"], "--skip: no stage named 'ranking'; the stages of darts are search, eval, onnx_check"),
+    (["--stages", "eval,exprt"], "--stages: no stage named 'exprt'; the stages of darts are search, eval, onnx_check, plot"),
+    (["--skip", "ranking"], "--skip: no stage named 'ranking'; the stages of darts are search, eval, onnx_check, plot"),
     (["nas.extra_stages=[onnx_check,onnx_check]"], "nas.extra_stages: 'onnx_check' is named twice or is already a "
                                                    "stage of darts (search, eval)"),
     (["nas.onnx_check.formt=json"], "unknown config key 'nas.onnx_check.formt'"),
     (["--no-search", "--no-eval", "--skip", "onnx_check"],
-     "--skip onnx_check --no-search --no-eval: that leaves none of the stages of darts (search, eval, onnx_check), so "
+     "--skip onnx_check --no-search --no-eval: that leaves none of the stages of darts (search, eval, onnx_check, plot), so "
      "nothing would run"),
 ])
 def test_a_stage_the_recipe_lacks_is_one_usage_error(tmp_path, capsys, export_registered, flags, message):
@@ -170,11 +170,11 @@ def test_a_stage_the_recipe_lacks_is_one_usage_error(tmp_path, capsys, export_re
 def test_algos_check_stage_names_against_every_recipe(tmp_path, capsys):
     assert main(["--algos", "darts,manual", "--stages", "pretrain", f"common.results_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["archnas: error: --stages: no stage named 'pretrain'; the stages of darts, manual are search, eval"]
+    assert err == ["archnas: error: --stages: no stage named 'pretrain'; the stages of darts, manual are search, eval, plot"]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
     assert main(["--algos", "manual", "--skip", "eval", f"common.results_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["archnas: error: --algos with --skip eval: that leaves none of the stages (eval) to run, so nothing "
+    assert err == ["archnas: error: --algos with --skip eval: that leaves none of the stages (eval, plot) to run, so nothing "
                    "would run; drop one of them"]
 
 

@@ -2,4 +2,4 @@
 built-in stages `nas.extra_stages` can name (`export`)."""
 
 from archnas.algos import darts, enas, enot, gdas, manual, pc_darts, proxyless, random_search, spos, zero_cost  # noqa: F401  (registration)
-from archnas.nas import export_stage  # noqa: F401  (registration)
+from archnas.nas import export_stage, plot_stage  # noqa: F401  (registration)

@@ -16,8 +16,10 @@ from typing import Any, Sequence
 from archnas.config import find_config_file, load_config
 from archnas.errors import ConfigError
 from archnas.launch.experiment import default_experiment_name, experiment_lock
-from archnas.nas.registry import algorithm_class
+from archnas.launch.plot import comparison_picture
+from archnas.nas.registry import algorithm_class, every_recipe_stages
 from archnas.nas.runner import ExperimentResult, StageSelection, recipe
+from archnas.plots import write_pictures
 from archnas.training.signals import RunInterrupted
 from archnas.utils import atomic, reads
 from archnas.utils.lock import child_env
@@ -31,7 +33,8 @@ SUMMARY_COLUMNS = [
 
 def run_algorithms(args: Any, argv: Sequence[str]) -> int:
     """`--algos a,b`: each algorithm with confs/<algo>.yaml under the given configs and overrides,
-    into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv.
+    into results/<exp>/<algo>/, then results/<exp>/summary.md and summary.csv (and comparison.png
+    unless the plot stage is left out).
 
     Every stage runs in a process of its own (`archnas --config confs/<algo>.yaml ... --exp-name
     <exp>/<algo> --stages search`, then `--stages eval`): memory a process has freed stays in its
@@ -54,7 +57,7 @@ def run_algorithms(args: Any, argv: Sequence[str]) -> int:
     every = list(dict.fromkeys(s.name for name in names for s in stages[name]))
     selection.check(every, ", ".join(names))
     picked = {name: [s.name for s in stages[name] if selection.picks(s)] for name in names}
-    if not any(picked.values()):
+    if not any(selection.works(s) for name in names for s in stages[name]):
         raise ConfigError(f"--algos with {' '.join(selection.flags())}: that leaves none of the stages "
                           f"({', '.join(every)}) to run, so nothing would run; drop one of them")
     first = confs[names[0]]
@@ -72,7 +75,8 @@ def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], picked: 
     for number, name in enumerate(names, 1):
         exp_dir = Path(confs[name].common.results_dir).expanduser() / root / name
         result = ExperimentResult(name, exp_dir)
-        for stage in picked[name]:
+        for group in _process_groups(picked[name]):
+            stage = ",".join(group)
             # Said before the child starts (and flushed: the child writes to the same stdout).
             print(f"--algos {number}/{len(names)}: {name} {stage} -> {exp_dir}", flush=True)
             command = [sys.executable, "-m", "archnas", *(t for m in args.imports for t in ("--import", m)),
@@ -87,14 +91,30 @@ def _run_algorithms(args: Any, names: list[str], confs: dict[str, Any], picked: 
             if code:
                 sys.stderr.write(f"archnas: --algos: {name} {stage} failed (exit code {code}); stopping\n")
                 return code
-            result.stages[stage] = json.loads(reads.read_text(exp_dir / "result.json"))[stage]
+            done = json.loads(reads.read_text(exp_dir / "result.json"))
+            result.stages.update((n, done[n]) for n in group)
         atomic.write_json(exp_dir / "result.json", result.to_json(), only_if_changed=True)
         results.append(result)
     write_summary(summary_dir, results)
+    if any("plot" in stages for stages in picked.values()):  # --skip plot draws nothing
+        write_pictures([comparison_picture(summary_dir)], summary_dir)
     sys.stdout.write((summary_dir / "summary.md").read_text())
     print(f"--algos: {len(names)} algorithms finished; summary in {summary_dir / 'summary.md'} and "
           f"{summary_dir / 'summary.csv'}", flush=True)
     return 0
+
+
+def _process_groups(stages: Sequence[str]) -> list[list[str]]:
+    """The stages each child process runs: one each, except that a stage ending every recipe
+    (`plot`, which measures nothing) runs in the process of the stage before it."""
+    groups: list[list[str]] = []
+    always = {cls.name for cls in every_recipe_stages()}
+    for name in stages:
+        if groups and name in always:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
 
 
 def _run_child(command: list[str]) -> int:

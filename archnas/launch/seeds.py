@@ -13,8 +13,10 @@ from archnas.distributed import DistSession
 from archnas.config.validate import MAX_SEED
 from archnas.errors import ConfigError
 from archnas.launch.experiment import experiment_dir, experiment_lock, log_lock, open_experiment_dir, report
-from archnas.nas.registry import algorithm_class
+from archnas.launch.plot import comparison_picture
+from archnas.nas.registry import algorithm_class, stage_class
 from archnas.nas.runner import ExperimentResult, ExperimentRunner, StageSelection
+from archnas.plots import write_pictures
 from archnas.trials import Trial, check_ray_conf, run_trials
 from archnas.utils import atomic
 
@@ -56,7 +58,8 @@ def run_seeds(conf: ExperimentConf, argv: Sequence[str], seeds: Sequence[int],
               selection: StageSelection = StageSelection(), force: bool = False, session: Optional[DistSession] = None,
               restart: bool = False) -> list[ExperimentResult]:
     """The experiment once per seed, in `<experiment>/seed_<s>/`, then `<experiment>/seeds.json`
-    with each seed's results and the mean and standard deviation of the test accuracy. The
+    with each seed's results and the mean and standard deviation of the test accuracy (and
+    `comparison.png` unless the plot stage is left out). The
     experiment's lock is held throughout, and each seed's folder has its own while it runs."""
     algorithm_class(conf.nas.algo)  # a bad name fails before anything runs
     root = experiment_dir(conf)
@@ -97,6 +100,8 @@ def _run_seeds(conf: ExperimentConf, top: RunContext, seeds: Sequence[int], sele
         log.info(f"{len(accuracies)} seeds: test accuracy {mean:.2%} +- {std:.2%}")
     if top.is_main:
         atomic.write_json(root / SEEDS_FILE, summary)
+        if selection.picks(stage_class("plot")):  # --skip plot draws nothing
+            write_pictures([comparison_picture(root)], root)
     log.info(f"--seeds: {len(seeds)} seeds finished; summary in {root / SEEDS_FILE}")
     return results
 

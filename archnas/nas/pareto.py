@@ -4,7 +4,7 @@ A candidate is on the Pareto front when no other is at least as accurate and at 
 and strictly better in one of the two. `pareto.csv` lists every scored candidate with its costs
 (one column per cost model the search reports) and whether it is on the front; `pareto.png`
 plots accuracy against the chosen cost (`nas.search.cost.pareto`: any registered cost model)
-with the front highlighted. Both are written atomically into the search folder.
+with the front highlighted (drawn by `archnas.plots`; the plot stage draws it again from the CSV). Both are written atomically into the search folder.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from archnas.latency import cost_model
+from archnas.plots import Picture, pareto_figure, write_pictures
 from archnas.utils import atomic
 
 
@@ -45,31 +46,14 @@ def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, 
         writer.writerow([i, c["generation"], f"{c['accuracy']:.6f}", *[c[n] for n in cost_names], int(on),
                          json.dumps(c["arch"], sort_keys=False, default=str)])
     atomic.write_text(folder / "pareto.csv", buffer.getvalue())
-    _plot(folder / "pareto.png", candidates, front, cost, limits or {})
+    write_pictures([pareto_picture([c[cost] for c in candidates], [c["accuracy"] for c in candidates], front, cost,
+                                   limits or {})], folder)
     return front
 
 
-def _plot(path: Path, candidates: Sequence[dict[str, Any]], front: list[bool], cost: str,
-          limits: dict[str, float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=120)
-    ax = fig.add_subplot()
-    xs = [c[cost] for c in candidates]
-    ys = [100 * c["accuracy"] for c in candidates]
-    ax.scatter(xs, ys, s=10, color="0.6", label="scored candidates")
-    pts = sorted((x, y) for x, y, on in zip(xs, ys, front) if on)
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:red", ms=4, label="Pareto front")
-    if cost in limits:
-        ax.axvline(limits[cost], color="tab:blue", ls="--", lw=1, label=f"limit {limits[cost]:g}")
-    ax.set_xlabel(f"{cost} ({cost_model(cost).unit})")
-    ax.set_ylabel("inherited val top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic.write_bytes(path, buffer.getvalue())
+def pareto_picture(costs: Sequence[float], accuracies: Sequence[float], front: Sequence[bool], cost: str,
+                   limits: dict[str, float]) -> Picture:
+    """`pareto.png`: accuracy against `cost` with the front and the cost's limit, as the search and
+    the plot stage both draw it."""
+    return Picture("pareto", pareto_figure(costs, accuracies, front, f"{cost} ({cost_model(cost).unit})",
+                                           limits.get(cost)))

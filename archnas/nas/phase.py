@@ -94,6 +94,9 @@ class Phase:
     # trained, "" for none: the last stage of a recipe that has one produces the experiment's final
     # network (`final_network_stage`), which `archnas export` and the export stage export.
     network_file: ClassVar[str] = ""
+    # A registered stage that ends every recipe without being named (the `plot` stage): `recipe`
+    # appends it after `nas.extra_stages`; `--skip <name>` leaves it out.
+    in_every_recipe: ClassVar[bool] = False
 
     @classmethod
     def check_config(cls, conf: Any) -> None:

@@ -64,6 +64,11 @@ def register_stage(cls: P) -> P:
     return cls
 
 
+def every_recipe_stages() -> list["type[Phase]"]:
+    """The registered stages that end every recipe (`Phase.in_every_recipe`), in registration order."""
+    return [cls for cls in _STAGES.values() if cls.in_every_recipe]
+
+
 def stage_names() -> list[str]:
     return sorted(_STAGES)
 

@@ -29,7 +29,7 @@ from archnas.distributed import barrier
 from archnas.errors import ConfigError
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.preflight import check_before_work
-from archnas.nas.registry import algorithm_class, stage_class
+from archnas.nas.registry import algorithm_class, every_recipe_stages, stage_class
 from archnas.nas.strategy import Strategy
 from archnas.utils import atomic
 
@@ -37,14 +37,22 @@ SEARCH_SECTION, EVAL_SECTION = "nas.search", "nas.eval"  # what --no-search / --
 
 
 def recipe(strategy: Strategy) -> tuple[type[Phase], ...]:
-    """The stages an experiment of `strategy` runs, in order: its own, then `nas.extra_stages`."""
+    """The stages an experiment of `strategy` runs, in order: its own, then `nas.extra_stages`,
+    then the registered stages that end every recipe (`plot`)."""
     stages = tuple(strategy.phases)
+    always = every_recipe_stages()
     for name in strategy.conf.nas.extra_stages:
         cls = stage_class(name)
         cls.check_config(strategy.conf)
+        if cls in always:
+            raise ConfigError(f"nas.extra_stages: {name!r} ends every recipe already; leave it out (--skip {name} "
+                              "skips it)")
         if any(s.name == name for s in stages):
             raise ConfigError(f"nas.extra_stages: {name!r} is named twice or is already a stage of {strategy.name} "
                               f"({', '.join(s.name for s in strategy.phases)})")
+        stages += (cls,)
+    for cls in always:
+        cls.check_config(strategy.conf)
         stages += (cls,)
     return stages
 
@@ -79,12 +87,17 @@ class StageSelection:
                 and not (self.no_search and section == SEARCH_SECTION)
                 and not (self.no_eval and section == EVAL_SECTION))
 
+    def works(self, stage: type[Phase]) -> bool:
+        """Whether it picks `stage` as work of its own: a stage that ends every recipe (`plot`)
+        counts only when `--stages` names it, so a selection that leaves nothing else is refused."""
+        return self.picks(stage) and (not stage.in_every_recipe or (self.only is not None and stage.name in self.only))
+
     def pick(self, stages: Sequence[type[Phase]], whose: str) -> list[str]:
-        """The names of the stages that run (checked; at least one, else a ConfigError)."""
+        """The names of the stages that run (checked; at least one that `works`, else a ConfigError)."""
         names = [s.name for s in stages]
         self.check(names, whose)
         picked = [s.name for s in stages if self.picks(s)]
-        if not picked:
+        if not any(self.works(s) for s in stages):
             raise ConfigError(f"{' '.join(self.flags())}: that leaves none of the stages of {whose} "
                               f"({', '.join(names)}), so nothing would run; drop one of them")
         return picked
