@@ -33,10 +33,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 
 def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, cost_names: Sequence[str],
-                 limits: dict[str, float] | None = None) -> list[bool]:
+                 limits: dict[str, float] | None = None, scored_as: str = "inherited") -> list[bool]:
     """`pareto.csv` and `pareto.png` of `candidates` (dicts with `arch`, `accuracy`,
     `generation` and one entry per cost model in `cost_names`, the columns in that order);
-    returns which are on the front of `cost`."""
+    returns which are on the front of `cost`. `scored_as` says what the accuracy is (the plot's
+    axis): `inherited` weights of a supernet, or `stand-alone` trained trials."""
     front = pareto_front([(c[cost], c["accuracy"]) for c in candidates])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -45,12 +46,12 @@ def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, 
         writer.writerow([i, c["generation"], f"{c['accuracy']:.6f}", *[c[n] for n in cost_names], int(on),
                          json.dumps(c["arch"], sort_keys=False, default=str)])
     atomic.write_text(folder / "pareto.csv", buffer.getvalue())
-    _plot(folder / "pareto.png", candidates, front, cost, limits or {})
+    _plot(folder / "pareto.png", candidates, front, cost, limits or {}, scored_as)
     return front
 
 
 def _plot(path: Path, candidates: Sequence[dict[str, Any]], front: list[bool], cost: str,
-          limits: dict[str, float]) -> None:
+          limits: dict[str, float], scored_as: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -66,7 +67,7 @@ def _plot(path: Path, candidates: Sequence[dict[str, Any]], front: list[bool], c
     if cost in limits:
         ax.axvline(limits[cost], color="tab:blue", ls="--", lw=1, label=f"limit {limits[cost]:g}")
     ax.set_xlabel(f"{cost} ({cost_model(cost).unit})")
-    ax.set_ylabel("inherited val top-1 (%)")
+    ax.set_ylabel(f"{scored_as} val top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
