@@ -272,11 +272,10 @@ class MultiTrialSearch(SubnetSearchPhase):
         atomic.write_json(ctx.dir / TRIALS_JSON, {"trials": rows})
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["number", "generation", "val_top1", "best_val_top1", "params", "train_time",
+        writer.writerow(["number", "generation", "val_top1", "best_val_top1", "train_time",
                          *[f"{n} ({cost_model(n).unit})" for n in names], "folder", "arch"])
         for r in rows:
-            writer.writerow([r["number"], r["generation"], r["val_top1"], r["best_val_top1"], r["params"],
-                             f"{r['train_time']:.3f}", *[r[n] for n in names], r["folder"],
+            writer.writerow([r["number"], r["generation"], r["val_top1"], r["best_val_top1"], f"{r['train_time']:.3f}", *[r[n] for n in names], r["folder"],
                              json.dumps(r["arch"], default=str)])
         atomic.write_text(ctx.dir / TRIALS_CSV, buffer.getvalue())
 
