@@ -40,7 +40,8 @@ TINY = ["common.device=cpu", "common.tensorboard=false", "common.log_every_steps
         "nas.search.spos.evolution={population: 2, parents: 1, mutations: 1, crossovers: 0, generations: 1}",
         "nas.search.spos.bn_recalibration.batches=1", "nas.search.spos.score_batches=1",
         "nas.search.cost.max_macs=null", "nas.search.cost.pareto=params",
-        "nas.search.enot.bn_tune_batches=1", "nas.search.enot.bn_validation_tune_batches=1"]
+        "nas.search.enot.bn_tune_batches=1", "nas.search.enot.bn_validation_tune_batches=1",
+        "nas.search.multi_trial.max_trials=2"]
 
 
 def readme_table() -> dict[tuple[str, str], str]:

@@ -416,6 +416,14 @@ ROWS = [
     Row("spos: NSGA-II population of 1", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
                                           "nas.search.spos.strategy=optuna_nsga2", "nas.search.spos.optuna_nsga2.population=1"],
         r"nas\.search\.spos\.optuna_nsga2: need population >= 2", run=False),
+    Row("multi_trial: a trial budget of 0", ["--config", str(REPO / "confs" / "evolution_nb201.yaml"),
+                                             "common.results_dir={res}", "nas.search.multi_trial.max_trials=0"],
+        r"nas\.search\.multi_trial\.max_trials: 0; a search trains at least 1 trial", run=False),
+    Row("multi_trial: a tournament larger than the population", [
+        "--config", str(REPO / "confs" / "evolution_nb201.yaml"), "common.results_dir={res}",
+        "nas.search.multi_trial.regularized_evolution.sample_size=7"],
+        r"nas\.search\.multi_trial\.regularized_evolution\.sample_size: 7; a tournament draws between 1 and "
+        r"population_size \(6\)", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}
