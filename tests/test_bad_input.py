@@ -424,6 +424,14 @@ ROWS = [
         "nas.search.multi_trial.regularized_evolution.sample_size=7"],
         r"nas\.search\.multi_trial\.regularized_evolution\.sample_size: 7; a tournament draws between 1 and "
         r"population_size \(6\)", run=False),
+    Row("random baseline: a negative count", ["--config", str(REPO / "confs" / "darts.yaml"), "common.results_dir={res}",
+                                              "nas.eval.random_baseline.n_archs=-1"],
+        r"nas\.eval\.random_baseline\.n_archs: -1; expected 0 \(off\) or more", run=False),
+    Row("random baseline: the found architecture fine-tuned", [
+        "--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}", "nas.eval.mode=tune",
+        "nas.eval.random_baseline.n_archs=2"],
+        r"nas\.eval\.random_baseline\.n_archs: the random architectures are trained from scratch, but nas\.eval\.mode "
+        r"is tune", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}
