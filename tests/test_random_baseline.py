@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_the_found_accuracy_is_ranked_among_the_random_ones_ties_in_its_favour():
     s = compare(0.9, [0.8, 0.9, 0.95, 0.7])
     assert s["random_mean"] == pytest.approx(0.8375) and s["rank"] == 2 and s["of"] == 5 and s["beats"] == 2
+    assert s["random_median"] == pytest.approx(0.85)
     assert s["random_std"] == pytest.approx(((0.0375**2 + 0.0625**2 + 0.1125**2 + 0.1375**2) / 3) ** 0.5)
     assert compare(0.5, [0.6])["random_std"] is None
 

@@ -24,6 +24,7 @@ report from the same finished trials.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Optional, Sequence
 
 from archnas.config.schema import EvalMode
@@ -102,13 +103,14 @@ def finished_baseline_arch(run: RunContext, number: int, row: Row, force: bool) 
 
 
 def compare(found: float, random_accuracies: Sequence[float]) -> dict[str, Any]:
-    """The found test top-1 against the random ones: mean, sample std (None for one), the found
-    one's rank among all (1: best; ties in its favour) and how many it beats."""
+    """The found test top-1 against the random ones: mean, sample std (None for one), median (a
+    random network that cannot learn, e.g. NB201's with no path to the output, pulls the mean
+    down), the found one's rank among all (1: best; ties in its favour) and how many it beats."""
     n = len(random_accuracies)
     mean = sum(random_accuracies) / n
     std = math.sqrt(sum((a - mean) ** 2 for a in random_accuracies) / (n - 1)) if n > 1 else None
     return {"found_test_top1": found, "random_test_top1": list(random_accuracies), "random_mean": mean,
-            "random_std": std, "rank": 1 + sum(a > found for a in random_accuracies), "of": n + 1,
+            "random_std": std, "random_median": statistics.median(random_accuracies), "rank": 1 + sum(a > found for a in random_accuracies), "of": n + 1,
             "beats": sum(a < found for a in random_accuracies), "n_archs": n}
 
 
@@ -199,5 +201,6 @@ class RandomBaseline(Phase):
     def line(s: dict[str, Any]) -> str:
         spread = "" if s["random_std"] is None else f" +- {s['random_std']:.2%}"
         return (f"random baseline: the found architecture's test top-1 {s['found_test_top1']:.2%} against "
-                f"{s['n_archs']} random architectures' mean {s['random_mean']:.2%}{spread} (same eval); rank "
+                f"{s['n_archs']} random architectures' mean {s['random_mean']:.2%}{spread}, median "
+                f"{s['random_median']:.2%} (same eval); rank "
                 f"{s['rank']} of {s['of']}, better than {s['beats']}")
