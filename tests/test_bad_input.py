@@ -490,6 +490,22 @@ ROWS = [
     Row("hub: an NNI parameter name and its alias both", ["stats", "--config", str(REPO / "confs" / "spos_nb201.yaml"),
                                                            "nas.search.space.stem_out_channels=4", "--arch", "x.yaml"],
         r"space nb201: C and stem_out_channels are the same parameter", run=False),
+    Row("multi_trial: a trial budget of 0", ["--config", str(REPO / "confs" / "evolution_nb201.yaml"),
+                                             "common.results_dir={res}", "nas.search.multi_trial.max_trials=0"],
+        r"nas\.search\.multi_trial\.max_trials: 0; a search trains at least 1 trial", run=False),
+    Row("multi_trial: a tournament larger than the population", [
+        "--config", str(REPO / "confs" / "evolution_nb201.yaml"), "common.results_dir={res}",
+        "nas.search.multi_trial.regularized_evolution.sample_size=7"],
+        r"nas\.search\.multi_trial\.regularized_evolution\.sample_size: 7; a tournament draws between 1 and "
+        r"population_size \(6\)", run=False),
+    Row("random baseline: a negative count", ["--config", str(REPO / "confs" / "darts.yaml"), "common.results_dir={res}",
+                                              "nas.eval.random_baseline.n_archs=-1"],
+        r"nas\.eval\.random_baseline\.n_archs: -1; expected 0 \(off\) or more", run=False),
+    Row("random baseline: the found architecture fine-tuned", [
+        "--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}", "nas.eval.mode=tune",
+        "nas.eval.random_baseline.n_archs=2"],
+        r"nas\.eval\.random_baseline\.n_archs: the random architectures are trained from scratch, but nas\.eval\.mode "
+        r"is tune", run=False),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

@@ -22,12 +22,13 @@ Phases, each with the one Trainer, checkpoints and resume:
 
 `nas.search.spos` keys (a config may shrink the NNI SPOS example's defaults to fit its time):
 
-    strategy: evolution          # the sampler: evolution | random | grid | optuna_tpe | optuna_nsga2
+    strategy: evolution          # the sampler: evolution | random | grid | optuna_tpe | optuna_nsga2 | regularized_evolution
     evolution: {population: 50, parents: 10, mutations: 25, crossovers: 25, mutation_prob: 0.1, generations: 20}
     random: {n_archs: 1000, per_generation: 50}   # distinct candidates, and how many per checkpoint
     grid: {per_generation: 50, max_archs: 10000}  # every architecture in order; a larger space is refused
     optuna_tpe: {n_archs: 100, per_generation: 10, n_startup_trials: 10}
     optuna_nsga2: {population: 20, generations: 10, crossover_prob: 0.9, mutation_prob: null}  # accuracy against nas.search.cost.pareto
+    regularized_evolution: {population_size: 100, sample_size: 25, mutation_prob: 0.05, crossover: false, cycles: 100, per_generation: 1}
     bn_recalibration: {batches: 10}              # train batches per candidate's BN statistics (0: off)
     score_batches: 0             # val batches each candidate is scored on (0: the whole search val split)
 """
@@ -49,6 +50,7 @@ from archnas.nas.samplers import (
     GridSettings,
     Nsga2Settings,
     RandomSettings,
+    RegularizedEvolutionSettings,
     TpeSettings,
     sampler_class,
 )
@@ -71,6 +73,8 @@ class SposConf:
     grid: GridSettings = field(default_factory=GridSettings)  # every architecture of a small space, in order
     optuna_tpe: TpeSettings = field(default_factory=TpeSettings)  # Optuna's TPE on the accuracy
     optuna_nsga2: Nsga2Settings = field(default_factory=Nsga2Settings)  # Optuna's NSGA-II: accuracy vs pareto cost
+    # aging evolution (Real et al. 2019; NNI's names and defaults: archnas/nas/samplers/regularized_evolution.py)
+    regularized_evolution: RegularizedEvolutionSettings = field(default_factory=RegularizedEvolutionSettings)
     bn_recalibration: BnRecalibrationConf = field(default_factory=BnRecalibrationConf)
     score_batches: int = 0
 

@@ -27,7 +27,8 @@ from archnas.utils.lock import child_env
 SUMMARY_COLUMNS = [
     ("algorithm", "algorithm"), ("test_top1", "test top-1"), ("params", "params"), ("macs", "MACs"),
     ("search_time", "search s"), ("eval_time", "eval s"), ("search_peak_mb", "search peak MB"),
-    ("eval_peak_mb", "eval peak MB"), ("genotype", "genotype"),
+    ("eval_peak_mb", "eval peak MB"), ("random_mean", "random mean"), ("random_std", "random std"),
+    ("random_rank", "rank vs random"), ("genotype", "genotype"),
 ]
 
 
@@ -138,12 +139,15 @@ def _run_child(command: list[str]) -> int:
 def summary_rows(results: Sequence[ExperimentResult]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
-        s, e = r.stage("search"), r.final()
+        s, e, b = r.stage("search"), r.final(), r.stage("random_baseline")
         mb = lambda b: None if b is None else round(b / 2**20)  # noqa: E731
         rows.append({
             "algorithm": r.algorithm, "test_top1": e.get("test_top1"), "params": e.get("params_without_aux"),
             "macs": e.get("macs"), "search_time": s.get("search_time"), "eval_time": e.get("train_time"),
             "search_peak_mb": mb(s.get("peak_memory")), "eval_peak_mb": mb(e.get("peak_memory")),
+            # nas.eval.random_baseline: the random architectures' mean and std test top-1, the found one's rank
+            "random_mean": b.get("random_mean"), "random_std": b.get("random_std"),
+            "random_rank": f"{b['rank']}/{b['of']}" if b else None,
             "genotype": s.get("genotype") or "",
         })
     return rows
@@ -160,7 +164,7 @@ def write_summary(folder: Path, results: Sequence[ExperimentResult]) -> None:
     def cell(key: str, value: Any) -> str:
         if value is None:
             return "-"
-        if key == "test_top1":
+        if key in ("test_top1", "random_mean", "random_std"):
             return f"{value:.2%}"
         if key in ("search_time", "eval_time"):
             return f"{value:.0f}"
@@ -168,9 +172,12 @@ def write_summary(folder: Path, results: Sequence[ExperimentResult]) -> None:
             return f"{value:,}"
         return str(value)
 
-    header = "| " + " | ".join(title for _, title in SUMMARY_COLUMNS if _ != "genotype") + " |"
-    rule = "|" + "|".join("---" for k, _ in SUMMARY_COLUMNS if k != "genotype") + "|"
-    body = ["| " + " | ".join(cell(k, row[k]) for k, _ in SUMMARY_COLUMNS if k != "genotype") + " |" for row in rows]
+    # the random baseline's columns only when a run has one (nas.eval.random_baseline.n_archs)
+    shown = [(k, title) for k, title in SUMMARY_COLUMNS if k != "genotype"
+             and (not k.startswith("random_") or any(row[k] is not None for row in rows))]
+    header = "| " + " | ".join(title for _, title in shown) + " |"
+    rule = "|" + "|".join("---" for _ in shown) + "|"
+    body = ["| " + " | ".join(cell(k, row[k]) for k, _ in shown) + " |" for row in rows]
     genotypes = [f"- {row['algorithm']}: `{row['genotype']}`" for row in rows if row["genotype"]]
     text = "\n".join([header, rule, *body]) + "\n"
     if genotypes:

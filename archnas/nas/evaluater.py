@@ -98,6 +98,7 @@ class Evaluater(Phase):
     name = "eval"
     section_key = "nas.eval"
     marker = METRICS_FILE
+    unread_keys = ("random_baseline",)  # the stage after it reads that (archnas/nas/random_baseline.py)
     network_file = LAST_MODEL  # the network whose test accuracy the eval reports (`test_top1`)
 
     def searched(self) -> Optional[SearchResult]:

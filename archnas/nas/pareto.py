@@ -34,10 +34,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 
 def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, cost_names: Sequence[str],
-                 limits: dict[str, float] | None = None) -> list[bool]:
+                 limits: dict[str, float] | None = None, scored_as: str = "inherited") -> list[bool]:
     """`pareto.csv` and `pareto.png` of `candidates` (dicts with `arch`, `accuracy`,
     `generation` and one entry per cost model in `cost_names`, the columns in that order);
-    returns which are on the front of `cost`."""
+    returns which are on the front of `cost`. `scored_as` says what the accuracy is (the plot's
+    axis): `inherited` weights of a supernet, or `stand-alone` trained trials."""
     front = pareto_front([(c[cost], c["accuracy"]) for c in candidates])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -47,13 +48,14 @@ def write_pareto(folder: Path, candidates: Sequence[dict[str, Any]], cost: str, 
                          json.dumps(c["arch"], sort_keys=False, default=str)])
     atomic.write_text(folder / "pareto.csv", buffer.getvalue())
     write_pictures([pareto_picture([c[cost] for c in candidates], [c["accuracy"] for c in candidates], front, cost,
-                                   limits or {})], folder)
+                                   limits or {}, scored_as)], folder)
     return front
 
 
 def pareto_picture(costs: Sequence[float], accuracies: Sequence[float], front: Sequence[bool], cost: str,
-                   limits: dict[str, float]) -> Picture:
+                   limits: dict[str, float], scored_as: str = "inherited") -> Picture:
     """`pareto.png`: accuracy against `cost` with the front and the cost's limit, as the search and
-    the plot stage both draw it."""
+    the plot stage both draw it; `scored_as` names the accuracy (`inherited` weights or `stand-alone`
+    trials)."""
     return Picture("pareto", pareto_figure(costs, accuracies, front, f"{cost} ({cost_model(cost).unit})",
-                                           limits.get(cost)))
+                                           limits.get(cost), accuracy_label=f"{scored_as} val top-1 (%)"))

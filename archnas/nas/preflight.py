@@ -64,7 +64,7 @@ def check_subnet_search(experiment: Experiment) -> None:
     info = dataset_info(conf.dataset, conf.common.cache_dir)
     genome = space.genome(info)
     if any(isinstance(p, SubnetSearchPhase) for p in searched):
-        SubnetSearchPhase.check_space(experiment.strategy.section, genome)
+        SubnetSearchPhase.check_space(experiment.strategy.section, genome, f"nas.search.{experiment.strategy.name}")
     if search.ranking_check.n_archs:
         check_ranking_count(genome.specs, search.ranking_check.n_archs)
     if limits_given:

@@ -23,7 +23,7 @@ P = TypeVar("P", bound="type[Phase]")
 _ALGORITHMS: dict[str, "type[Strategy]"] = {}
 _STAGES: dict[str, "type[Phase]"] = {}
 # Names a registered stage cannot take: result.json's own key, and the built-in stages'.
-RESERVED_STAGE_NAMES = frozenset({"algorithm", "pretrain", "search", "ranking", "eval"})
+RESERVED_STAGE_NAMES = frozenset({"algorithm", "pretrain", "search", "ranking", "eval", "random_baseline"})
 
 
 def register_algorithm(cls: S) -> S:

@@ -4,8 +4,9 @@
     result = runner.run(StageSelection())     # results/<experiment>/<stage>/..., result.json
 
 The recipe (`recipe`) is the algorithm's stages (`Strategy.phases`: search then eval for the
-DARTS family; pretrain, search, ranking, eval for spos; eval only for `manual`) followed by the
-registered stages `nas.extra_stages` names. Each stage is skipped when its marker says it
+DARTS family; pretrain, search, ranking, eval for spos; eval only for `manual`), with the
+`random_baseline` stage after the eval when `nas.eval.random_baseline.n_archs` asks for it,
+followed by the registered stages `nas.extra_stages` names. Each stage is skipped when its marker says it
 finished, resumed from its checkpoint when it was interrupted, and run otherwise
 (`archnas.nas.phase`). A `StageSelection` (`--stages`, `--skip`, `--no-search`, `--no-eval`) leaves
 stages out; a left-out stage that a stage run now reads (`inputs()`, transitively) hands on its
@@ -29,6 +30,7 @@ from archnas.distributed import barrier
 from archnas.errors import ConfigError
 from archnas.nas.phase import Experiment, Phase
 from archnas.nas.preflight import check_before_work
+from archnas.nas.random_baseline import with_random_baseline
 from archnas.nas.registry import algorithm_class, every_recipe_stages, stage_class
 from archnas.nas.strategy import Strategy
 from archnas.utils import atomic
@@ -37,9 +39,10 @@ SEARCH_SECTION, EVAL_SECTION = "nas.search", "nas.eval"  # what --no-search / --
 
 
 def recipe(strategy: Strategy) -> tuple[type[Phase], ...]:
-    """The stages an experiment of `strategy` runs, in order: its own, then `nas.extra_stages`,
+    """The stages an experiment of `strategy` runs, in order: its own (with the random baseline
+    after the eval when `nas.eval.random_baseline.n_archs` asks for one), then `nas.extra_stages`,
     then the registered stages that end every recipe (`plot`)."""
-    stages = tuple(strategy.phases)
+    stages = with_random_baseline(tuple(strategy.phases), strategy.conf)
     always = every_recipe_stages()
     for name in strategy.conf.nas.extra_stages:
         cls = stage_class(name)

@@ -68,13 +68,26 @@ class Standalone:
 
 
 def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpointer],
-           log: Optional[logging.Logger]) -> None:
+           log: Optional[logging.Logger], max_candidates: Optional[int] = None,
+           stop: Optional[Callable[[], Optional[str]]] = None) -> Optional[str]:
     """Run `sampler` to its end (or until it finds nothing new within the limits), checkpointing
     after every batch; the sampler resumed from a checkpoint goes on from its next batch. `log`
-    gets a line per batch (None: the caller reports each candidate itself)."""
+    gets a line per batch (None: the caller reports each candidate itself).
+
+    A budget ends it early: `max_candidates` scored in all (the batch that reaches it is cut to
+    fit), or `stop()`, asked before each batch, saying why (None: go on). Both are judged from
+    the checkpointed state only (what was scored, what the caller recorded with it), so a resumed
+    selection stops where an uninterrupted one does. Returns why it stopped early, else None."""
     while not sampler.done:
+        if max_candidates is not None and len(sampler.scored) >= max_candidates:
+            return f"the budget of {max_candidates} candidates is spent"
+        why = stop() if stop is not None else None
+        if why is not None:
+            return why
         start = time.perf_counter()
         rows = sampler.ask()
+        if max_candidates is not None and len(rows) > max_candidates - len(sampler.scored):
+            rows = sampler.cut(max_candidates - len(sampler.scored))
         for row, score in zip(rows, evaluate(rows, len(sampler.scored))):
             sampler.tell(row, score)
         sampler.seconds += time.perf_counter() - start
@@ -88,3 +101,4 @@ def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpo
             if log is not None:
                 log.info("no new candidate within the limits: the search ends early")
             break
+    return None

@@ -19,7 +19,7 @@ weights, its architecture and fixed batches, it ends exactly where an uninterrup
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 from archnas.context import PhaseContext
 from archnas.descs.dataset_info import DatasetInfo
@@ -56,6 +56,7 @@ class SubnetSearchPhase(SearchPhase):
     """`search` of spos: a sampler over the pretrained supernet's subnets, scored on inherited weights."""
 
     picks_subnets: ClassVar[bool] = True  # a strategy with this phase takes cost limits and the ranking check
+    scored_as: ClassVar[str] = "inherited"  # what a candidate's accuracy is (the log, pareto.png)
 
     def inputs(self) -> tuple[str, ...]:
         return (self.strategy.supernet_phase(),)
@@ -102,10 +103,11 @@ class SubnetSearchPhase(SearchPhase):
         return build_sampler(section.strategy, getattr(section, section.strategy, None), genomes, seed)
 
     @staticmethod
-    def check_space(section: Any, genome: Genome) -> None:
-        """Before pretraining: the sampler can search a space of this size (a grid refuses a large one)."""
-        sampler_class(section.strategy).check_space(getattr(section, section.strategy, None), list(genome.counts),
-                                                    f"nas.search.spos.{section.strategy}")
+    def check_space(section: Any, genome: Genome, key: str = "nas.search.spos") -> None:
+        """Before pretraining: the sampler can search a space of this size (a grid refuses a large one);
+        `key`: the settings' section."""
+        sampler_class(section.strategy, f"{key}.strategy").check_space(
+            getattr(section, section.strategy, None), list(genome.counts), f"{key}.{section.strategy}")
 
     def log_costs(self, ctx: PhaseContext, report: dict[str, Any], names: list[str]) -> None:
         for name in names:
@@ -114,7 +116,9 @@ class SubnetSearchPhase(SearchPhase):
                          f"{s['max']:,} {cost_model(name).unit}; {s['method']}")
 
     def finish(self, ctx: PhaseContext, space: Space, genome: Genome, info: DatasetInfo, fingerprint: str,
-               search: Sampler, costs: SpaceCosts, limits: Limits, names: list[str]) -> SearchResult:
+               search: Sampler, costs: SpaceCosts, limits: Limits, names: list[str],
+               extra: Optional[dict[str, Any]] = None) -> SearchResult:
+        """pareto.csv/png, arch.yaml and the marker; `extra`: metrics of the subclass's own."""
         specs = genome.specs
         candidates = []
         for s in search.scored:
@@ -124,7 +128,7 @@ class SubnetSearchPhase(SearchPhase):
         if not candidates:
             raise ConfigError("the search scored no candidate: no architecture of the space is within the limits")
         pareto = ctx.conf.cost.pareto
-        front = write_pareto(ctx.dir, candidates, pareto, names, limits.bounds) if ctx.is_main else []
+        front = write_pareto(ctx.dir, candidates, pareto, names, limits.bounds, self.scored_as) if ctx.is_main else []
         best = search.best(1)[0]
         arch = genome.decode(best.row)
         chosen = candidates[search.scored.index(best)]
@@ -143,8 +147,9 @@ class SubnetSearchPhase(SearchPhase):
             "pareto_cost": pareto,
             "pareto_front_size": sum(front),
             "supernet_fingerprint": fingerprint,
+            **(extra or {}),
         }
-        ctx.log.info(f"best of {len(candidates)} candidates: val top-1 {best.score:.2%} (inherited), "
+        ctx.log.info(f"best of {len(candidates)} candidates: val top-1 {best.score:.2%} ({self.scored_as}), "
                      + ", ".join(f"{n} {chosen[n]:,.6g}" for n in names)
                      + ("" if not limits else f"; limits {limits.describe()}"))
         fields, path = space.save(ctx.dir, arch, info, write=ctx.is_main)

@@ -191,6 +191,14 @@ class SearchConf:
 
 
 @dataclass
+class RandomBaselineConf:
+    """After the eval, `n_archs` random architectures of the searched space trained by the same eval
+    (epochs, split, seed scheme) and the found one ranked among them (random_baseline.json). 0: off."""
+
+    n_archs: int = 0
+
+
+@dataclass
 class EvalConf:
     # What to train: null takes the search phase's final desc; otherwise a desc file path,
     # a DARTS genotype string, or a named genotype such as DARTS_V2.
@@ -208,6 +216,8 @@ class EvalConf:
     # set is evaluated once, after training); 0: no selection, the last epoch's model is the result.
     loader: LoaderConf = field(default_factory=lambda: LoaderConf(train_batch=96, cutout=16, val_ratio=0.1))
     trainer: TrainerConf = field(default_factory=lambda: TrainerConf(epochs=600, drop_path_prob=0.2, aux_weight=0.4))
+    # the random baseline under the same protocol, a stage after the eval (archnas/nas/random_baseline.py)
+    random_baseline: RandomBaselineConf = field(default_factory=RandomBaselineConf)
 
 
 @dataclass

@@ -120,6 +120,14 @@ class Sampler:
             self._close()
         return list(self._pending)
 
+    def cut(self, n: int) -> list[Row]:
+        """Keep only the first `n` genomes of the open batch (a budget that ends the search within
+        it); the batch then closes when those are told. Returns the batch as it now stands."""
+        if n < 1:
+            raise ValueError(f"a batch cut to {n} genomes would never close")
+        del self._pending[n:]
+        return list(self._pending)
+
     def tell(self, row: Sequence[int], score: float) -> None:
         row = tuple(int(k) for k in row)
         if row not in self._pending:
