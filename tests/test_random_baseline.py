@@ -54,7 +54,7 @@ def test_random_architectures_go_through_the_same_eval_and_a_larger_k_trains_onl
     assert base["rank"] == 1 + sum(a["test_top1"] > found["test_top1"] for a in archs)
     assert base["archs"][0]["row"] != base["archs"][1]["row"], "distinct architectures"
     result = json.loads((exp / "result.json").read_text())
-    assert list(result) == ["algorithm", "eval", "random_baseline"] and "archs" not in result["random_baseline"]
+    assert list(result) == ["algorithm", "eval", "random_baseline", "plot"] and "archs" not in result["random_baseline"]
     assert result["random_baseline"]["random_mean"] == base["random_mean"]
     stamps = {p: p.stat().st_mtime_ns for p in (exp / "eval" / "metrics.json",
                                                  *(exp / "random_baseline").glob("arch_*/metrics.json"))}
