@@ -30,6 +30,7 @@ from archnas.config.schema.common import RayConf
 from archnas.nas.samplers import Row, Sampler
 from archnas.nas.subnets import SubnetScorer
 from archnas.training.checkpoint import Checkpointer
+from archnas.training.probe import Probe, ProbeDone
 from archnas.trials import Trial, run_trials
 
 
@@ -68,10 +69,13 @@ class Standalone:
 
 
 def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpointer],
-           log: Optional[logging.Logger]) -> None:
+           log: Optional[logging.Logger], probe: Optional[Probe] = None) -> None:
     """Run `sampler` to its end (or until it finds nothing new within the limits), checkpointing
     after every batch; the sampler resumed from a checkpoint goes on from its next batch. `log`
-    gets a line per batch (None: the caller reports each candidate itself)."""
+    gets a line per batch (None: the caller reports each candidate itself). `probe` (a dry run's,
+    `PhaseContext.probe`): time the first candidates instead (`probe_selection`)."""
+    if probe is not None:
+        probe_selection(sampler, evaluate, probe)
     while not sampler.done:
         start = time.perf_counter()
         rows = sampler.ask()
@@ -88,3 +92,20 @@ def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpo
             if log is not None:
                 log.info("no new candidate within the limits: the search ends early")
             break
+
+
+def probe_selection(sampler: Sampler, evaluate: Evaluator, probe: Probe) -> None:
+    """A dry run's selection: the first batch asked, its first `probe.steps` candidates scored one
+    at a time and timed, then `ProbeDone`. The selection's size is estimated as the first batch's
+    times the sampler's batches (an evolution's later batches are as large or smaller). A
+    stand-alone evaluator's trial is a training, whose own probe stops it at its first candidate."""
+    started = time.perf_counter()
+    rows = sampler.ask()
+    probe.extra = {"started": started, "candidates": len(rows) * sampler.batches, "first_batch": len(rows), "batches": sampler.batches}
+    seconds = []
+    for i, row in enumerate(rows[:max(probe.steps, 1)]):
+        start = time.perf_counter()
+        evaluate([row], i)
+        seconds.append(time.perf_counter() - start)
+    probe.extra["candidate_s"] = seconds
+    raise ProbeDone("probed")
