@@ -416,6 +416,10 @@ ROWS = [
     Row("spos: NSGA-II population of 1", ["--config", str(REPO / "confs" / "spos_nb201.yaml"), "common.results_dir={res}",
                                           "nas.search.spos.strategy=optuna_nsga2", "nas.search.spos.optuna_nsga2.population=1"],
         r"nas\.search\.spos\.optuna_nsga2: need population >= 2", run=False),
+    # the dry run (--dry-run, archnas plan)
+    cfg("--dry-run", "nas.search.model_desc.model_stems.init_node_ch=0", name="dry run: a stage that cannot build",
+        match=r"^ dry run, stage search: model_desc\.model_stems\.init_node_ch: must be at least 1, got 0$"),
+    cfg("--json", name="dry run: --json without --dry-run", match=r"--json prints a dry run's plan: add --dry-run"),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

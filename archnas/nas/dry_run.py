@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -233,15 +234,27 @@ class SpaceSummary:
         """`samples`: architectures counted one by one where the costs do not add up over the
         choices (DARTS cells: a node's kept inputs change what its ops cost); a space over a module
         uses its cost tables, as a spos search does."""
-        self.conf = conf
-        self.info = dataset_info(conf.dataset, conf.common.cache_dir)
-        self.space = eval_space(conf)
-        self.genome = self.space.genome(self.info)
+        self.conf, self.samples = conf, samples
+
+    @cached_property
+    def info(self) -> Any:
+        return dataset_info(self.conf.dataset, self.conf.common.cache_dir)
+
+    @cached_property
+    def space(self) -> Any:
+        return eval_space(self.conf)
+
+    @cached_property
+    def genome(self) -> Any:
+        return self.space.genome(self.info)
+
+    @cached_property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Counted when first asked (after the first stage: a stage that cannot build says so first)."""
         if self.space.kind == "modules":
-            costs = space_costs(conf.nas.search.cost, self.space, self.genome, self.info, conf.common.seed)
-            self.stats = {name: costs.statistics(name) for name in exact_cost_models()}
-        else:
-            self.stats = self.sampled(samples)
+            costs = space_costs(self.conf.nas.search.cost, self.space, self.genome, self.info, self.conf.common.seed)
+            return {name: costs.statistics(name) for name in exact_cost_models()}
+        return self.sampled(self.samples)
 
     def sampled(self, n: int) -> dict[str, dict[str, Any]]:
         """Each exact cost model (`archnas.latency`) on the networks of `n` random architectures
