@@ -59,7 +59,8 @@ def _stage_lines(stage: StagePlan, device: str) -> list[str]:
                      f"(median of {s['measured']}, {s['min']:.3g}s to {s['max']:.3g}s)")
         extras = []
         if t["val_passes"]:
-            extras.append(f"{t['val_passes']} validation passes x {t['val_pass_s']:.3g}s ({t['val_batches']} batches)")
+            batches = f"{t['val_batches']} batch" + ("es" if t["val_batches"] != 1 else "")
+            extras.append(f"{t['val_passes']} validation passes x {t['val_pass_s']:.3g}s ({batches})")
         if t["checkpoints"]:
             extras.append(f"{t['checkpoints']} checkpoints x {t['checkpoint_s']:.3g}s")
         if extras:
@@ -79,7 +80,7 @@ def _stage_lines(stage: StagePlan, device: str) -> list[str]:
 def _space_lines(space: dict[str, Any]) -> list[str]:
     lines = [f"space {space['space']} ({space['archs']:,} architectures):"]
     for name, c in space["costs"].items():
-        lines.append(f"  {name}: min {_num(c['min'])}, median {_num(c['median'])}, max {_num(c['max'])} ({c['over']})")
+        lines.append(f"  {name}: min {_num(c['min'])}, median {_num(c['median'])}, max {_num(c['max'])}; {c['over']}")
     for end in ("cheapest", "largest"):
         r = space[end]
         onnx = f"ONNX {r['onnx_bytes']:,} bytes" if r["onnx"] else f"no ONNX ({r['onnx_error']})"
