@@ -49,6 +49,8 @@ OVERRIDE_HELP = textwrap.dedent(
           a plugin's stage (registered as export) run on the finished eval
       archnas --config confs/darts.yaml nas.eval.trainer.epochs=600   # train a finished eval on
       archnas --config confs/darts.yaml --restart --no-search         # the eval again, old kept in eval.old-1
+      archnas plan --config confs/darts.yaml                    # each stage's time and memory, from a few steps
+      archnas --config confs/darts.yaml --dry-run --json        # the same as JSON (nothing written under results/)
       archnas stats --config confs/darts_cifar10.yaml --genotype DARTS_V2 --detail
       archnas predict results/darts/eval/model_best.pt digit.png images.npy
       archnas plot results/darts                # its pictures again, in results/darts/plot/
@@ -87,7 +89,8 @@ def build_run_parser() -> argparse.ArgumentParser:
         "Use 'archnas stats --help' for parameter and multiply-add counts, 'archnas predict --help' to "
         "classify images with a saved model file, 'archnas export --help' to export the final network "
         "(ONNX, TorchScript, torch.export, standalone PyTorch source), 'archnas plot --help' to draw a finished "
-        "experiment's pictures again.",
+        "experiment's pictures again. 'archnas plan' (or --dry-run) estimates each stage's time and memory from a "
+        "few steps, writing nothing.",
         epilog=OVERRIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -112,6 +115,17 @@ def build_run_parser() -> argparse.ArgumentParser:
                         "model's structure is still refused)")
     parser.add_argument("--restart", action="store_true", help="start the stages that run over; each keeps its old "
                         "folder as <stage>.old-<k> (never overwriting an earlier one)")
+    parser.add_argument("--dry-run", action="store_true", help="plan instead of run: build every stage's model and "
+                        "data, take a few steps of each, and print per stage the estimated time (steps x measured "
+                        "step time x epochs, validation passes, checkpoints; with the spread of the steps) and peak "
+                        "memory, and for a search space its cost range and whether its cheapest and largest "
+                        "architectures build, train and export to ONNX. Writes nothing under results/ "
+                        "(same as 'archnas plan')")
+    parser.add_argument("--dry-run-steps", type=int, default=5, metavar="N", help="timed steps per training (and "
+                        "candidates per selection) in a dry run (default 5)")
+    parser.add_argument("--dry-run-warmup", type=int, default=1, metavar="N", help="untimed steps before them "
+                        "(default 1)")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as one JSON object")
     return parser
 
 
@@ -193,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _export(argv[1:])
             if argv and argv[0] == "plot":
                 return _plot(argv[1:])
+            if argv and argv[0] == "plan":
+                return _run([*argv[1:], "--dry-run"])
             if argv and argv[0] == "run":
                 argv = argv[1:]
             return _run(argv)
@@ -226,6 +242,14 @@ def _run(argv: list[str]) -> int:
     if args.print_config:
         sys.stdout.write(config_to_yaml(conf))
         return 0
+    if args.json and not args.dry_run:
+        raise ConfigError("--json prints a dry run's plan: add --dry-run (or run 'archnas plan')")
+    if args.dry_run:
+        if args.algos is not None or args.seeds is not None:
+            raise ConfigError("--dry-run plans one experiment: drop --algos / --seeds (plan each config on its own)")
+        from archnas.launch.plan import plan_from_cli
+
+        return plan_from_cli(conf, args.selection, args.dry_run_steps, args.dry_run_warmup, args.json, argv)
     return run_from_cli(conf, args, argv)
 
 

@@ -72,6 +72,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     control_group: Any = None  # `DistSession.control_group`: host-side agreement between ranks
+    probe: Any = None  # a dry run's `archnas.training.probe.Probe`, handed to every phase's TrainingEnv
 
     @classmethod
     def create(cls, conf: ExperimentConf, exp_dir: Path, argv: list[str], rank: int = 0, world_size: int = 1,
@@ -123,7 +124,8 @@ class RunContext:
                             log_every_seconds=common.log_every_seconds,
                             tensorboard=common.tensorboard, hparams=self.hparams(name, section),
                             rank=self.rank, world_size=self.world_size,
-                            control_group=self.control_group, section_key=".".join(path or ()))
+                            control_group=self.control_group, section_key=".".join(path or ()),
+                            probe=self.probe)
 
     def hparams(self, name: str, section: Any) -> dict[str, Any]:
         """The settings of a phase as TensorBoard's hparams record them: seed, dataset, the phase's section."""

@@ -506,6 +506,10 @@ ROWS = [
         "nas.eval.random_baseline.n_archs=2"],
         r"nas\.eval\.random_baseline\.n_archs: the random architectures are trained from scratch, but nas\.eval\.mode "
         r"is tune", run=False),
+    # the dry run (--dry-run, archnas plan)
+    cfg("--dry-run", "nas.search.model_desc.model_stems.init_node_ch=0", name="dry run: a stage that cannot build",
+        match=r"^ dry run, stage search: model_desc\.model_stems\.init_node_ch: must be at least 1, got 0$"),
+    cfg("--json", name="dry run: --json without --dry-run", match=r"--json prints a dry run's plan: add --dry-run"),
 ]
 def _row_ids() -> list[str]:
     seen: dict[str, int] = {}

@@ -237,7 +237,8 @@ class MultiTrialSearch(SubnetSearchPhase):
             self.write_trials(ctx, record, genome.specs, costs, names)
             return scores
 
-        stopped = select(search, evaluate, checkpointer, ctx.log, section.max_trials, self.deadline(section, record))
+        stopped = select(search, evaluate, checkpointer, ctx.log, section.max_trials, self.deadline(section, record),
+                         probe=ctx.probe)
         if stopped is not None:
             ctx.log.info(f"the search stops: {stopped}")
         self.write_trials(ctx, record, genome.specs, costs, names)

@@ -157,7 +157,8 @@ class RandomSearch(SearchPhase):
         def score(result: TrialResult) -> float:
             return -1.0 if result.val_top1 is None else result.val_top1
 
-        select(Grid([n_archs], n_archs, lambda row: True), Standalone(trial, score, ctx.common.ray, report), None, None)
+        select(Grid([n_archs], n_archs, lambda row: True), Standalone(trial, score, ctx.common.ray, report), None, None,
+               probe=ctx.probe)
         results = [finished[i] for i in range(n_archs)]
         best = max(results, key=lambda r: (-1.0 if r.val_top1 is None else r.val_top1, -r.number))
         info = dataset_info(ctx.run.conf.dataset, ctx.run.conf.common.cache_dir)

@@ -154,7 +154,7 @@ class ZeroCostSearch(SearchPhase):
                          f"{search.batches})")
             return values
 
-        select(search, evaluate, checkpointer, None)
+        select(search, evaluate, checkpointer, None, probe=ctx.probe)
         if not search.scored:
             raise ConfigError("nas.search.zero_cost: the sampler proposed no architecture")
         best = search.best(1)[0]

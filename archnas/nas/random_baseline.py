@@ -172,7 +172,7 @@ class RandomBaseline(Phase):
             return Trial(f"random_arch_{i + 1:03d}", ctx.run, run_baseline_arch, (i + 1, row, self.force),
                          finished_baseline_arch)
 
-        select(sampler, Standalone(trial, lambda r: r["test_top1"], conf.common.ray, report), None, None)
+        select(sampler, Standalone(trial, lambda r: r["test_top1"], conf.common.ray, report), None, None, probe=ctx.probe)
         if len(sampler.scored) < n:
             raise ConfigError(f"nas.eval.random_baseline.n_archs: {n} is more than the {len(sampler.scored)} distinct "
                               "architectures drawn from the space")

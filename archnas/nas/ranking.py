@@ -155,7 +155,7 @@ class RankingCheck(Phase):
             inherited.update(zip(rows, on_weights(rows)))  # before any training, as the search scores them
             return standalone_trials(rows, start)
 
-        select(sampler, evaluate, None, None)
+        select(sampler, evaluate, None, None, probe=ctx.probe)
         archs = [genome.decode(s.row) for s in sampler.scored]
         standalone = [s.score for s in sampler.scored]
         inherited_scores = [inherited[s.row] for s in sampler.scored]

@@ -139,7 +139,7 @@ class ExperimentRunner:
         picked = set(selection.pick([type(s) for s in stages], self.strategy.name))
         chosen = [s for s in stages if s.name in picked]
         check_before_work(self.experiment, chosen)  # what would be refused late, refused now
-        needed = _inputs_of(chosen, stages)
+        needed = inputs_of(chosen, stages)
         result = ExperimentResult(self.strategy.name, self.run_context.exp_dir)
         for stage in stages:
             if stage.name in picked:
@@ -165,7 +165,7 @@ class ExperimentRunner:
         return result
 
 
-def _inputs_of(chosen: Sequence[Phase], stages: Sequence[Phase]) -> set[str]:
+def inputs_of(chosen: Sequence[Phase], stages: Sequence[Phase]) -> set[str]:
     """The names of the stages the chosen ones read, directly or through a stage they read."""
     by_name = {s.name: s for s in stages}
     needed: set[str] = set()

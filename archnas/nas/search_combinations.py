@@ -79,7 +79,7 @@ def search_combinations(phase: Searcher, ctx: PhaseContext) -> SearchResult:
         top1 = result.metrics.get("best_val_top1")
         return -1.0 if top1 is None else top1
 
-    select(grid, Standalone(trial, score, ctx.common.ray, record), None, None)
+    select(grid, Standalone(trial, score, ctx.common.ray, record), None, None, probe=ctx.probe)
     rows = [finished[i] for i in range(grid.size)]
     best = max(rows, key=lambda r: -1.0 if r["best_val_top1"] is None else r["best_val_top1"])
     ctx.log.info(f"best combination: {best['n_reductions']} reductions, {best['n_cells']} cells, "

@@ -30,6 +30,7 @@ from archnas.config.schema.common import RayConf
 from archnas.nas.samplers import Row, Sampler
 from archnas.nas.subnets import SubnetScorer
 from archnas.training.checkpoint import Checkpointer
+from archnas.training.probe import Probe, ProbeDone
 from archnas.trials import Trial, run_trials
 
 
@@ -69,7 +70,7 @@ class Standalone:
 
 def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpointer],
            log: Optional[logging.Logger], max_candidates: Optional[int] = None,
-           stop: Optional[Callable[[], Optional[str]]] = None) -> Optional[str]:
+           stop: Optional[Callable[[], Optional[str]]] = None, probe: Optional[Probe] = None) -> Optional[str]:
     """Run `sampler` to its end (or until it finds nothing new within the limits), checkpointing
     after every batch; the sampler resumed from a checkpoint goes on from its next batch. `log`
     gets a line per batch (None: the caller reports each candidate itself).
@@ -77,7 +78,11 @@ def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpo
     A budget ends it early: `max_candidates` scored in all (the batch that reaches it is cut to
     fit), or `stop()`, asked before each batch, saying why (None: go on). Both are judged from
     the checkpointed state only (what was scored, what the caller recorded with it), so a resumed
-    selection stops where an uninterrupted one does. Returns why it stopped early, else None."""
+    selection stops where an uninterrupted one does. Returns why it stopped early, else None.
+    `probe` (a dry run's, `PhaseContext.probe`): time the first candidates instead
+    (`probe_selection`)."""
+    if probe is not None:
+        probe_selection(sampler, evaluate, probe)
     while not sampler.done:
         if max_candidates is not None and len(sampler.scored) >= max_candidates:
             return f"the budget of {max_candidates} candidates is spent"
@@ -102,3 +107,20 @@ def select(sampler: Sampler, evaluate: Evaluator, checkpointer: Optional[Checkpo
                 log.info("no new candidate within the limits: the search ends early")
             break
     return None
+
+
+def probe_selection(sampler: Sampler, evaluate: Evaluator, probe: Probe) -> None:
+    """A dry run's selection: the first batch asked, its first `probe.steps` candidates scored one
+    at a time and timed, then `ProbeDone`. The selection's size is estimated as the first batch's
+    times the sampler's batches (an evolution's later batches are as large or smaller). A
+    stand-alone evaluator's trial is a training, whose own probe stops it at its first candidate."""
+    started = time.perf_counter()
+    rows = sampler.ask()
+    probe.extra = {"started": started, "candidates": len(rows) * sampler.batches, "first_batch": len(rows), "batches": sampler.batches}
+    seconds = []
+    for i, row in enumerate(rows[:max(probe.steps, 1)]):
+        start = time.perf_counter()
+        evaluate([row], i)
+        seconds.append(time.perf_counter() - start)
+    probe.extra["candidate_s"] = seconds
+    raise ProbeDone("probed")

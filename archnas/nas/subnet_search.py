@@ -89,7 +89,7 @@ class SubnetSearchPhase(SearchPhase):
         else:
             ctx.log.info(f"resumed the search from {resumed.path} after generation {search.generation}")
         scorer = subnet_scorer(space, supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
-        select(search, InheritedWeights(scorer, genome.decode), checkpointer, ctx.log)
+        select(search, InheritedWeights(scorer, genome.decode), checkpointer, ctx.log, probe=ctx.probe)
         return self.finish(ctx, space, genome, data.info, fingerprint, search, costs, limits, names)
 
     def sampler(self, section: Any, genome: Genome, costs: SpaceCosts, limits: Limits, pareto: str,

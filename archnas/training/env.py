@@ -42,6 +42,7 @@ class TrainingEnv:
     world_size: int = 1
     control_group: Any = None  # a gloo group for host-side agreement between ranks (None: the default group)
     section_key: str = ""  # where the trained section sits in the config ("nas.eval"), for messages
+    probe: Any = None  # an `archnas.training.probe.Probe`: every Trainer here is timed and stopped (a dry run)
     _tb: Any = field(default=None, repr=False)
 
     @property

@@ -120,6 +120,8 @@ class Trainer:
         self._hooks: list[HookBase] = []
         self.register_hooks([DropPathRamp(), PeriodicCheckpoint(env.checkpoint), MetricsWriter()])
         self.register_hooks(hooks)
+        if env.probe is not None:  # a dry run: a few timed steps, then the training stops
+            self.register_hooks([env.probe.hook()])
         self.register_state("model", self.base_model)
         self.register_state("optimizer", self.optimizer)
         if self.precision.scaler.is_enabled():
