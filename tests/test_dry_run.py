@@ -59,8 +59,9 @@ def test_plan_of_darts_estimates_each_stage_and_writes_nothing(results, capsys):
     plan = plan_json(["plan", "--config", TINY, "--json", f"common.results_dir={results}", *QUICK], capsys)
     assert digests(results) == before and sorted(p.name for p in results.iterdir()) == ["README.md", "tiny_darts"]
     assert leftovers() == temps
-    assert [s["name"] for s in plan["stages"]] == ["search", "eval"]
-    search, eval_ = plan["stages"]
+    assert [s["name"] for s in plan["stages"]] == ["search", "eval", "plot"]
+    search, eval_, plot = plan["stages"]
+    assert plot["how"] == "not run"  # it draws the network eval trains, which a dry run does not train
     # tiny_darts: 240 train images, half of them the val split, batch 40 -> 3 steps; 2 epochs
     t = search["training"]
     assert (t["epochs"], t["steps_per_epoch"], t["val_passes"], t["checkpoints"]) == (2, 3, 2, 2)
