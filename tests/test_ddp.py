@@ -106,7 +106,7 @@ PAPER_ALPHAS = ["nas.search.trainer.alpha_optimizer.lr=0.003", "nas.search.train
 SEARCHES = {  # name: (algorithm, overrides)
     "darts_first": ("darts", ["nas.search.trainer.bilevel_order=first", *PAPER_ALPHAS]),
     "darts_second": ("darts", ["nas.search.trainer.bilevel_order=second", *PAPER_ALPHAS]),
-    "pc_darts": ("pc_darts", []),
+    "pc_darts": ("pc_darts", ["nas.search.trainer.alpha_optimizer.lr=0.006", *PAPER_ALPHAS[1:]]),  # as before confs/pc_darts.yaml's lr 0.3
 }
 
 
