@@ -47,6 +47,10 @@ def args(results: Path, *extra: str, config: str = "enas_nb201.yaml") -> list[st
             *extra]
 
 
+def genome_specs() -> list[str]:
+    return list(module_space(yaml.safe_load(NB201)).genome(dataset_info(DatasetConf(name="digits"), ".")).specs)
+
+
 def greedy_of_checkpoint(exp: Path, conf: EnasConf, counts: tuple[int, ...]) -> list[int]:
     """The greedy decode of the controller the search's last checkpoint holds."""
     state = read_checkpoint(exp / "search" / "checkpoint_last.pt")["state"]
@@ -79,7 +83,11 @@ def test_enas_searches_nb201_records_its_rewards_and_retrains_the_greedy_archite
     for r in records:
         assert 0.0 <= r["enas_val_top1"] <= 1.0 and r["enas_reward"] > r["enas_val_top1"]  # + the entropy bonus
         assert 0.0 < r["enas_entropy"] <= 6 * torch.log(torch.tensor(5.0)).item() + 1e-6
-        assert r["enas_baseline"] is not None and "alphas" not in r
+        assert r["enas_baseline"] is not None
+        # the controller's distribution along its greedy path, in the alphas' format (the heatmaps')
+        assert sorted(r["alphas"]) == sorted(genome_specs())
+        assert all(sum(e["softmax"][label]) == pytest.approx(1, abs=1e-5) and len(e["ops"]) == 5
+                   for label, e in r["alphas"].items())
     arch = yaml.safe_load((exp / "search" / "arch.yaml").read_text())["arch"]
     assert arch == records[-1]["enas_arch"]
     space = module_space(yaml.safe_load(NB201))

@@ -194,8 +194,19 @@ class Reinforce:
 
     def greedy(self) -> list[int]:
         """Each decision the most probable option given the ones before."""
+        return self.greedy_with_probs()[0]
+
+    def greedy_with_probs(self) -> tuple[list[int], list[list[float]]]:
+        """The greedy row and each decision's distribution along it (for independent logits, the
+        policy itself): what the heatmaps of the plot stage draw, as they draw softmaxed alphas."""
+        seen: list[list[float]] = []
+
+        def pick(probs: Tensor) -> int:
+            seen.append([round(float(p), 6) for p in probs])
+            return int(probs.argmax())
+
         with torch.no_grad():
-            return self.decide(lambda probs: int(probs.argmax()))[0]
+            return self.decide(pick)[0], seen
 
     def update(self, log_p: Tensor, entropy: Tensor, accuracy: float) -> float:
         """One REINFORCE step for a sampled row of log-probability `log_p` that scored `accuracy`;
@@ -282,7 +293,10 @@ class Controller(ArchOptimizer):
             if value is not None:
                 record[name] = value
         baseline = self.learner.baseline
-        record.update(enas_baseline=baseline, enas_arch=self.space.record(arch))
+        _, distributions = self.learner.greedy_with_probs()
+        record.update(enas_baseline=baseline, enas_arch=self.space.record(arch), alphas={
+            spec.label: {"ops": list(spec.candidates), "softmax": {spec.label: probs}}
+            for spec, probs in zip(self.genome.specs.values(), distributions)})
         if "enas_reward" in record:
             self.trainer.log.info(
                 f"enas epoch {self.trainer.epoch + 1}: mean reward {record['enas_reward']:.4f} (val top-1 of the "
