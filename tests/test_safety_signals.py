@@ -189,4 +189,4 @@ def test_sigterm_under_algos_gives_one_resume_line_the_parents(tmp_path):
     assert err.count("resume with: ") == 1, err
     resume = next(line for line in err.splitlines() if "resume with: " in line)
     assert "--algos manual" in resume and "cmp/manual" not in resume, resume  # not the child's own command
-    assert "stopped by SIGTERM" in err and "manual eval was stopped" in err, err
+    assert "stopped by SIGTERM" in err and "manual eval,plot was stopped" in err, err  # plot runs in the eval's process
