@@ -42,7 +42,7 @@ TINY = ["common.device=cpu", "common.tensorboard=false", "common.log_every_steps
         "nas.search.cost.max_macs=null", "nas.search.cost.pareto=params",
         "nas.search.enot.bn_tune_batches=1", "nas.search.enot.bn_validation_tune_batches=1",
         "nas.search.zero_cost.trust.epochs=1", "nas.search.zero_cost.batch_size=16",
-        "nas.search.zero_cost.random={n_archs: 2, per_generation: 2}", "nas.search.multi_trial.max_trials=2"]
+        "nas.search.zero_cost.random={n_archs: 2, per_generation: 2}", "nas.search.multi_trial.max_trials=1"]
 
 
 def readme_table() -> dict[tuple[str, str], str]:

@@ -114,6 +114,10 @@ class SearchSpaceModel(Searchable):
             raise SpaceError(f"{type(model).__name__} has no choices (LayerChoice, InputChoice, ValueChoice, Repeat, "
                              "Cell, SearchVariantsContainer): there is nothing to search")
         self.arch = ArchStore(list(specs.values()))
+        # the choice modules with a constraint over several labels, found once: samplers ask
+        # `arch_problem` of every architecture they consider (a whole space's worth, at times)
+        self._constraints = tuple(m for m in self.model.modules()
+                                  if hasattr(m, "arch_problem") and type(m).__module__.startswith("archnas.space"))
         for choice in self.choices:
             choice.bind_arch(self.arch.binding)
         self.set_architecture(self.default_architecture())
@@ -225,19 +229,15 @@ class SearchSpaceModel(Searchable):
             raise SpaceError(problem)
         return checked
 
-    def _constraints(self) -> list[nn.Module]:
-        return [m for m in self.model.modules()
-                if hasattr(m, "arch_problem") and type(m).__module__.startswith("archnas.space")]
-
     @property
     def constrained(self) -> bool:
         """Whether some architectures of its labels' product are not architectures of the space."""
-        return bool(self._constraints())
+        return bool(self._constraints)
 
     def arch_problem(self, arch: Mapping[str, Any]) -> Optional[str]:
         """Why a complete architecture breaks a constraint over several labels (a choice's
         `arch_problem`: NAS-Bench-101's edge limit), or None: what samplers and `check_arch` refuse."""
-        for module in self._constraints():
+        for module in self._constraints:
             problem = module.arch_problem(arch)
             if problem is not None:
                 return problem
