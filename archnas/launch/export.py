@@ -18,7 +18,7 @@ from archnas.config import ExperimentConf, load_config
 from archnas.errors import ExportError
 from archnas.export.formats import FORMAT_NAMES
 from archnas.nas.export_stage import check_export_settings, plan_export, summary_lines
-from archnas.nas.phase import final_network_stage
+from archnas.nas.phase import final_network_stage, recorded_config
 from archnas.nas.registry import algorithm_class
 from archnas.nas.runner import recipe
 from archnas.utils.lock import ExperimentLock
@@ -52,11 +52,11 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 def experiment_config(exp_dir: Path) -> ExperimentConf:
     """The config of an experiment folder, from its first stage folder (in name order) holding one."""
-    found = sorted(p / "config.yaml" for p in exp_dir.iterdir() if (p / "config.yaml").is_file())
-    if not found:
+    conf = recorded_config(exp_dir)
+    if conf is None:
         raise ExportError(f"{exp_dir}: not an experiment folder, or nothing of it has run (no stage folder such as "
                           "eval/ holds a config.yaml)")
-    return load_config([str(found[0])], [])
+    return conf
 
 
 def export_from_cli(args: argparse.Namespace) -> int:

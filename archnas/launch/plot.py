@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from archnas.config import ExperimentConf, load_config
+from archnas.config import ExperimentConf
 from archnas.errors import PlotError
+from archnas.nas.phase import recorded_config
 from archnas.nas.plot_stage import plot_into, read_records
 from archnas.plots import Picture, RunGroup, comparison, write_pictures
 from archnas.utils import reads
@@ -52,11 +53,11 @@ def build_plot_parser() -> argparse.ArgumentParser:
 
 def experiment_conf(exp_dir: Path) -> ExperimentConf:
     """The config an experiment folder ran under (its first stage folder with a config.yaml)."""
-    found = sorted(p / "config.yaml" for p in exp_dir.iterdir() if (p / "config.yaml").is_file())
-    if not found:
+    conf = recorded_config(exp_dir)
+    if conf is None:
         raise PlotError(f"{exp_dir}: not an archnas experiment, or nothing of it has run: no stage folder (search/, "
                         f"eval/, ...) holds a config.yaml, and there is no {' or '.join(SUMMARY_FILES)}")
-    return load_config([str(found[0])], [])
+    return conf
 
 
 def final_curve(run_dir: Path) -> tuple[list[int], list[float]]:

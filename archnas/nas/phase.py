@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
-from archnas.config import config_to_dict
+from archnas.config import ExperimentConf, config_to_dict, load_config
 from archnas.config.compat import config_changes, is_safe_key, lookup, phase_config
 from archnas.context import PhaseContext, RunContext
 from archnas.distributed import barrier
@@ -54,6 +54,13 @@ if TYPE_CHECKING:
 
 PEAK_MEMORY_FILE = "peak_memory.json"
 EPOCHS_KEY = "*.trainer.epochs"  # the training lengths a rerun may raise (train on) but not lower
+
+
+def recorded_config(exp_dir: Path) -> Optional[ExperimentConf]:
+    """The config an experiment folder ran under: its first stage folder (in name order) holding a
+    `config.yaml`; None when no stage of it has run (the callers say what they expected)."""
+    found = sorted(p / "config.yaml" for p in exp_dir.iterdir() if (p / "config.yaml").is_file())
+    return load_config([str(found[0])], []) if found else None
 
 
 def final_network_stage(stages: Sequence[type["Phase"]]) -> Optional[type["Phase"]]:
