@@ -61,7 +61,7 @@ from archnas.nas.searcher import SearchResult, load_data
 from archnas.nas.selection import Standalone, select
 from archnas.nas.spaces import space_of
 from archnas.nas.strategy import Strategy
-from archnas.nas.subnet_search import LATENCY_STATS_FILE, CostTables, SubnetSearchPhase
+from archnas.nas.subnet_search import CostTables, SubnetSearchPhase
 from archnas.config.schema import EvalMode
 from archnas.stats import dataset_info
 from archnas.training.trainer import Trainer
@@ -205,12 +205,7 @@ class MultiTrialSearch(SubnetSearchPhase):
         resumed = checkpointer.resume() if ctx.resume else None
         ctx.commit()  # the trials' folders are inside this phase's
         if resumed is None:
-            limits.check_reachable(costs)
-            report = {"space": space.description(), **costs.report(names)}
-            if ctx.is_main:
-                atomic.write_json(ctx.dir / LATENCY_STATS_FILE, report)
-            self.log_costs(ctx, report, names)
-            checkpointer.save(last=True)
+            self.start_tables(ctx, space, costs, limits, names, checkpointer)
         else:
             ctx.log.info(f"resumed the search from {resumed.path} after batch {search.generation}, "
                          f"{len(record.trials)} trials finished")

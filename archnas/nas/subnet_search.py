@@ -33,6 +33,7 @@ from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.selection import InheritedWeights, select
 from archnas.nas.spaces import Genome, Space, space_of
 from archnas.nas.subnets import inherited_supernet, subnet_scorer
+from archnas.training.checkpoint import Checkpointer
 from archnas.utils import atomic
 from archnas.utils.seeding import derive_seed
 
@@ -80,12 +81,7 @@ class SubnetSearchPhase(SearchPhase):
         resumed = checkpointer.resume() if ctx.resume else None
         ctx.commit()
         if resumed is None:
-            limits.check_reachable(costs)
-            report = {"space": space.description(), **costs.report(names)}
-            if ctx.is_main:
-                atomic.write_json(ctx.dir / LATENCY_STATS_FILE, report)
-            self.log_costs(ctx, report, names)
-            checkpointer.save(last=True)  # the tables, before any candidate is scored
+            self.start_tables(ctx, space, costs, limits, names, checkpointer)
         else:
             ctx.log.info(f"resumed the search from {resumed.path} after generation {search.generation}")
         scorer = subnet_scorer(space, supernet, data, ctx, section.bn_recalibration.batches, section.score_batches)
@@ -108,6 +104,18 @@ class SubnetSearchPhase(SearchPhase):
         `key`: the settings' section."""
         sampler_class(section.strategy, f"{key}.strategy").check_space(
             getattr(section, section.strategy, None), list(genome.counts), f"{key}.{section.strategy}")
+
+    def start_tables(self, ctx: PhaseContext, space: Space, costs: SpaceCosts, limits: Limits, names: list[str],
+                     checkpointer: Checkpointer) -> None:
+        """A fresh selection's start: the limits judged reachable, the space's cost statistics
+        written (`latency_stats.json`) and logged, and the tables checkpointed before any candidate
+        is scored, so a resumed one reads them back instead of building them again."""
+        limits.check_reachable(costs)
+        report = {"space": space.description(), **costs.report(names)}
+        if ctx.is_main:
+            atomic.write_json(ctx.dir / LATENCY_STATS_FILE, report)
+        self.log_costs(ctx, report, names)
+        checkpointer.save(last=True)
 
     def log_costs(self, ctx: PhaseContext, report: dict[str, Any], names: list[str]) -> None:
         for name in names:
