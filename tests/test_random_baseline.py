@@ -78,3 +78,16 @@ def test_the_algos_table_shows_the_baseline_only_when_a_run_has_one(tmp_path):
     assert lines[2].endswith("| 85.00% | 1.00% | 1/6 |") and lines[3].endswith("| - | - | - |")
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert rows[0]["random_rank"] == "1/6" and float(rows[0]["random_mean"]) == 0.85 and rows[1]["random_mean"] == ""
+
+
+def test_a_search_under_a_limit_is_compared_with_random_architectures_within_it(tmp_path):
+    """spos under max_params: the random architectures are drawn from those the search could pick
+    (the space's 4,822 .. 23,302 parameters; about a third are within 7,000)."""
+    spos = ["nas.search.trainer.epochs=1", "nas.search.loader.train_batch=40", "nas.search.cost.max_params=7000",
+            "nas.search.spos.evolution={population: 4, parents: 2, mutations: 2, crossovers: 2, generations: 1}",
+            "nas.search.spos.bn_recalibration.batches=1", "nas.eval.trainer.epochs=1"]
+    assert main(["--config", str(REPO / "confs" / "spos_nb201.yaml"), "--exp-name", "s", f"common.results_dir={tmp_path}",
+                 *TINY[:-2], *spos, "nas.eval.random_baseline.n_archs=3"]) == 0
+    base = json.loads((tmp_path / "s" / "random_baseline" / "random_baseline.json").read_text())
+    assert base["limits"] == {"max_params": 7000}
+    assert [a["params_without_aux"] <= 7000 for a in base["archs"]] == [True] * 3, base["archs"]

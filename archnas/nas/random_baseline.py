@@ -5,9 +5,11 @@ NAS papers are asked to report this (Lindauer and Hutter's NAS best-practices ch
 Talwalkar, "Random search and reproducibility for NAS", 2019; Yu et al., ICLR 2020, found random
 architectures of the DARTS space close to the searched ones). The stage `random_baseline` runs
 after the eval (the last stage of the recipe that trains the final network: `eval`, enot's
-`tune`) when `n_archs` > 0: k architectures drawn uniformly from the searched space (distinct,
-seeded by `derive_seed(common.seed, "random_baseline", "archs")`, so a larger k keeps the first
-ones) each go through the eval itself (`BaselineArch` is the `Evaluater` with the architecture
+`tune`) when `n_archs` > 0: k architectures drawn uniformly from those the search could pick
+(the space's valid genomes within the search's cost limits; distinct, seeded by
+`derive_seed(common.seed, "random_baseline", "archs")`, so a larger k keeps the first ones;
+a measured limit such as cpu_ms is judged on a table fitted here, from the same seed each run)
+each go through the eval itself (`BaselineArch` is the `Evaluater` with the architecture
 given): the eval macro, `nas.eval.trainer` (epochs, schedule), the eval's train/val split and
 test set, its RNGs seeded from (common.seed, its folder) as the eval's are from (common.seed,
 "eval"). Each is an independent trial (`archnas.trials`: in this process, or as Ray tasks with
@@ -25,18 +27,21 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from archnas.config.schema import EvalMode
 from archnas.context import PhaseContext, RunContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError
+from archnas.latency.limits import Limits
+from archnas.latency.table import row_to_arch
+from archnas.nas.cost_search import space_costs
 from archnas.nas.evaluater import Evaluater, Network
 from archnas.nas.phase import Experiment, Phase, final_network_stage
 from archnas.nas.registry import algorithm_class
 from archnas.nas.samplers import RandomSampling, Row
 from archnas.nas.selection import Standalone, select
-from archnas.nas.spaces import eval_space, space_of
+from archnas.nas.spaces import Genome, Space, eval_space, space_of
 from archnas.stats import dataset_info
 from archnas.trials import Trial
 from archnas.utils.seeding import derive_seed
@@ -158,9 +163,12 @@ class RandomBaseline(Phase):
         n = ctx.conf.random_baseline.n_archs
         ctx.commit()  # the trials' folders are inside this stage's
         conf = ctx.run.conf
-        genome = space_of(conf.nas.search).genome(dataset_info(conf.dataset, conf.common.cache_dir))
-        sampler = RandomSampling(list(genome.counts), n, n, derive_seed(conf.common.seed, STAGE, "archs"),
-                                 lambda row: True)
+        space = space_of(conf.nas.search)
+        info = dataset_info(conf.dataset, conf.common.cache_dir)
+        genome = space.genome(info)
+        limits = Limits.from_conf(conf.nas.search.cost)
+        allows = self.within_limits(ctx, limits, space, genome, info)
+        sampler = RandomSampling(list(genome.counts), n, n, derive_seed(conf.common.seed, STAGE, "archs"), allows)
         results: dict[int, dict[str, Any]] = {}
 
         def report(i: int, row: Row, result: dict[str, Any]) -> None:
@@ -176,17 +184,30 @@ class RandomBaseline(Phase):
         if len(sampler.scored) < n:
             raise ConfigError(f"nas.eval.random_baseline.n_archs: {n} is more than the {len(sampler.scored)} distinct "
                               "architectures drawn from the space")
-        space = space_of(conf.nas.search)
         archs = [{"number": i + 1, "arch": space.record(genome.decode(s.row)), "row": list(s.row),
                   **{k: results[i][k] for k in ("test_top1", "test_top1_best_val", "best_val_top1", "params_without_aux",
                                                 "macs", "train_time")}}
                  for i, s in enumerate(sampler.scored)]
         summary = {**compare(found["test_top1"], [a["test_top1"] for a in archs]),
                    "found_fingerprint": found.get("fingerprint"), "found_stage": self.final_stage(),
+                   "limits": limits.describe(),
                    "epochs": ctx.conf.trainer.epochs, "archs": archs}
         ctx.log.info(self.line(summary))
         self.write_marker(ctx, summary)
         return summary
+
+    def within_limits(self, ctx: PhaseContext, limits: Limits, space: Space, genome: Genome,
+                      info: DatasetInfo) -> Callable[[Row], bool]:
+        """What the search could have picked: the space's valid genomes within the search's cost
+        limits (`nas.search.cost`). A found network under a 400k multiply-add limit compared with
+        random ones of up to a million would measure the limit, not the search."""
+        if not limits:
+            return genome.allows
+        costs = space_costs(ctx.run.conf.nas.search.cost, space, genome, info,
+                            derive_seed(ctx.run.conf.common.seed, STAGE, "costs"))
+        ctx.log.info(f"random architectures drawn within the search's limits: "
+                     f"{', '.join(f'{k} {v:g}' for k, v in limits.describe().items())}")
+        return lambda row: genome.allows(row) and limits.allows(costs, row_to_arch(genome.specs, row))
 
     def load(self, done: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in done.items() if k != "config"}
