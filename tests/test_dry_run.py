@@ -84,7 +84,7 @@ def test_plan_of_darts_estimates_each_stage_and_writes_nothing(results, capsys):
 
 def test_the_text_plan_says_the_same_numbers(results, capsys):
     """`--dry-run` without --json: the lines a person reads, of the stages --skip leaves."""
-    from archnas.launch.plan import duration
+    from archnas.launch.plan import brief, duration
 
     before = digests(results)
     capsys.readouterr()
@@ -97,6 +97,7 @@ def test_the_text_plan_says_the_same_numbers(results, capsys):
     assert "largest architecture" not in out  # nas.eval.final_desc names the architecture the eval trains
     assert "space darts_cells" in out and "  largest (" in out
     assert (duration(42.0), duration(125), duration(7300)) == ("42.0s", "2m05s", "2h01m")
+    assert (brief(0.409), brief(224.0), brief(1970.0)) == ("0.409s", "3m44s", "32m50s")  # a pass at paper shape
 
 
 def test_plan_of_spos_probes_the_pretrain_and_the_subnet_selection(results, capsys):

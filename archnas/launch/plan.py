@@ -40,6 +40,11 @@ def duration(seconds: Optional[float]) -> str:
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours / 24:.1f} days"
 
 
+def brief(seconds: float) -> str:
+    """A step's or a pass's time: three digits below a minute, then as `duration` (never 1.97e+03s)."""
+    return f"{seconds:.3g}s" if seconds < 60 else duration(seconds)
+
+
 def memory(size: Optional[int]) -> str:
     return "-" if size is None else f"{size / 2**20:,.0f} MiB"
 
@@ -55,20 +60,20 @@ def _stage_lines(stage: StagePlan, device: str) -> list[str]:
     if t is not None:
         s = t["step_s"]
         per = "per candidate: " if stage.how == "trials" else ""
-        lines.append(f"  {per}{t['epochs']} epochs x {t['steps_per_epoch']} steps x {s['median']:.3g}s a step "
-                     f"(median of {s['measured']}, {s['min']:.3g}s to {s['max']:.3g}s)")
+        lines.append(f"  {per}{t['epochs']} epochs x {t['steps_per_epoch']} steps x {brief(s['median'])} a step "
+                     f"(median of {s['measured']}, {brief(s['min'])} to {brief(s['max'])})")
         extras = []
         if t["val_passes"]:
             batches = f"{t['val_batches']} batch" + ("es" if t["val_batches"] != 1 else "")
-            extras.append(f"{t['val_passes']} validation passes x {t['val_pass_s']:.3g}s ({batches})")
+            extras.append(f"{t['val_passes']} validation passes x {brief(t['val_pass_s'])} ({batches})")
         if t["checkpoints"]:
-            extras.append(f"{t['checkpoints']} checkpoints x {t['checkpoint_s']:.3g}s")
+            extras.append(f"{t['checkpoints']} checkpoints x {brief(t['checkpoint_s'])}")
         if extras:
             lines.append("  + " + ", ".join(extras))
     if stage.candidates is not None:
         c = stage.candidate_s
-        each = "" if c is None else (f" x {c['median']:.3g}s each (median of {c['measured']}, {c['min']:.3g}s to "
-                                     f"{c['max']:.3g}s)")
+        each = "" if c is None else (f" x {brief(c['median'])} each (median of {c['measured']}, {brief(c['min'])} to "
+                                     f"{brief(c['max'])})")
         lines.append(f"  {stage.candidates} candidates{each}")
     if stage.setup_s is not None:
         lines.append(f"  + setup {duration(stage.setup_s)} (data, model, tables)")
@@ -84,7 +89,7 @@ def _space_lines(space: dict[str, Any]) -> list[str]:
     for end in ("cheapest", "largest"):
         r = space[end]
         onnx = f"ONNX {r['onnx_bytes']:,} bytes" if r["onnx"] else f"no ONNX ({r['onnx_error']})"
-        lines.append(f"  {end} ({r['params']:,} params): builds, trains (a step {r['step_s']:.3g}s, "
+        lines.append(f"  {end} ({r['params']:,} params): builds, trains (a step {brief(r['step_s'])}, "
                      f"peak {memory(r['step_peak_memory'])}), {onnx}")
     return lines
 
