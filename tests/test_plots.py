@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from archnas.cli import main
 from archnas.descs.genotypes import named_genotype
 from archnas.launch.compare import write_summary
+from archnas.nas.plot_stage import cost_text
 from archnas.nas.runner import ExperimentResult
 from archnas.plots import CellGraph, cell_layout
 
@@ -132,3 +133,7 @@ def test_a_cell_s_layout_puts_every_node_right_of_its_inputs():
         assert all(pos[2 + j][0] > pos[i][0] for _, i in edges)
     assert pos["out"][0] > max(x for n, (x, _) in pos.items() if n != "out")
     assert len(set(pos.values())) == len(pos)  # no two nodes on one spot
+
+
+def test_the_architecture_table_writes_counts_whole_and_timings_to_three_digits():
+    assert [cost_text(v) for v in (175104.0, 0.0, 0.01234, 2.5)] == ["+175,104", "+0", "+0.0123", "+2.5"]

@@ -115,6 +115,13 @@ def recorded_tables(folder: Path) -> dict[str, CostTable]:
         return {}
 
 
+def cost_text(delta: float) -> str:
+    """A choice's added cost: counts whole with thousands separators (+175,104), timings to three digits."""
+    if abs(delta - round(delta)) < 1e-6:
+        return f"+{round(delta):,}"
+    return f"+{delta:,.3g}" if abs(delta) < 1000 else f"+{delta:,.0f}"
+
+
 def architecture_table(exp_dir: Path, conf: ExperimentConf, arch: Mapping[str, Any], space: ModuleSpace,
                        totals: Mapping[str, Any]) -> Picture:
     """`{label: choice}` of a module space as a table: with the search's cost tables, what each
@@ -132,7 +139,7 @@ def architecture_table(exp_dir: Path, conf: ExperimentConf, arch: Mapping[str, A
             cells = []
             for table in tables.values():
                 k = table.labels.index(label) if label in table.labels else None
-                cells.append("-" if k is None else f"+{table.deltas[k][option[label]] - min(table.deltas[k]):,.4g}")
+                cells.append("-" if k is None else cost_text(table.deltas[k][option[label]] - min(table.deltas[k])))
             rows.append([label, str(full[label]), *cells])
     counts = [n for n in ("params", "macs") if isinstance(totals.get(n), (int, float))]
     for n in counts:

@@ -249,7 +249,7 @@ def pareto_figure(costs: Sequence[float], accuracies: Sequence[float], front: Se
 
 def arch_table(title: str, rows: Sequence[Sequence[str]], columns: Sequence[str], note: str = "") -> Figure:
     """A table picture: one row per label (label, choice, its costs), a total row last."""
-    fig = Figure(figsize=(max(5.0, 1.5 + 1.45 * len(columns)), 1.1 + 0.24 * (len(rows) + 1) + (0.3 if note else 0)),
+    fig = Figure(figsize=(max(5.0, 1.5 + 1.45 * len(columns)), 0.5 + 0.19 * (len(rows) + 1) + (0.3 if note else 0)),
                  dpi=100)
     ax = fig.add_subplot()
     ax.axis("off")
