@@ -133,9 +133,6 @@ class Export(Phase):
         self.write_marker(ctx, result)
         return result
 
-    def load(self, done: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in done.items() if k != "config"}
-
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         return {**result, "peak_memory": self.peak_memory}
 

@@ -167,8 +167,9 @@ class Phase:
         raise NotImplementedError
 
     def load(self, done: dict[str, Any]) -> Any:
-        """The result of a finished phase, from its marker's contents and its folder."""
-        raise NotImplementedError
+        """The result of a finished phase, from its marker's contents and its folder: by default the
+        marker's contents without the config it records (a phase whose result is its marker)."""
+        return {k: v for k, v in done.items() if k != "config"}
 
     def summary(self, result: Any) -> dict[str, Any]:
         """What `result.json` records of the phase."""

@@ -252,9 +252,6 @@ class Plot(Phase):
         self.write_marker(ctx, result)
         return result
 
-    def load(self, done: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in done.items() if k != "config"}
-
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         return {**result, "peak_memory": self.peak_memory}
 

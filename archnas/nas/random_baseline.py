@@ -209,9 +209,6 @@ class RandomBaseline(Phase):
                      f"{', '.join(f'{k} {v:g}' for k, v in limits.describe().items())}")
         return lambda row: genome.allows(row) and limits.allows(costs, row_to_arch(genome.specs, row))
 
-    def load(self, done: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in done.items() if k != "config"}
-
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in result.items() if k != "archs"}
 

@@ -168,9 +168,6 @@ class RankingCheck(Phase):
         self.write_marker(ctx, result)
         return result
 
-    def load(self, done: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in done.items() if k != "config"}
-
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in result.items() if k != "archs"}
 
