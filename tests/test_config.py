@@ -136,6 +136,15 @@ def test_override_value_kinds():
     assert conf.common.tensorboard is False
 
 
+def test_a_number_key_a_file_set_to_a_whole_number_takes_a_fraction_from_the_command_line():
+    """confs/proxyless_mobilenet.yaml writes `latency_target: 400000`: still a number key."""
+    conf = load_config([REPO / "confs" / "proxyless_mobilenet.yaml"],
+                       overrides("nas.search.proxyless.latency_target=3.5", "nas.search.cost.max_macs=2.5e5"))
+    assert conf.nas.search.proxyless.latency_target == 3.5 and conf.nas.search.cost.max_macs == 250000.0
+    with pytest.raises(ConfigError, match=r"'nas\.search\.proxyless\.latency_target' expects a number"):
+        load_config([REPO / "confs" / "proxyless_mobilenet.yaml"], overrides("nas.search.proxyless.latency_target=fast"))
+
+
 def test_null_default_key_takes_mapping_and_scalar():
     conf = load_config([DARTS], overrides("nas.eval.trainer.lr_schedule.warmup={epochs: 2}"))
     assert conf.nas.eval.trainer.lr_schedule.warmup.epochs == 2

@@ -144,6 +144,8 @@ def _apply_one(
         # genotype, an inline {label: choice} architecture.
         _set_raw(tree, path, text.strip(), ov.origin)
         return
+    if kinds.get(path) == "float" and isinstance(current, int) and not isinstance(current, bool):
+        current = float(current)  # a whole number written into a number field: still a number field
     _set_raw(tree, path, _checked(ov, path, current, value, text), ov.origin)
 
 

@@ -103,7 +103,8 @@ def experiment_conf_class() -> type[ExperimentConf]:
 
 def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
     """What overrides need to know beyond the current values: mappings that take arbitrary keys
-    (Dict or Any fields: "free") and string fields (including nullable ones: "str")."""
+    (Dict or Any fields: "free"), string fields (including nullable ones: "str") and number fields
+    ("float": a file's `latency_target: 400000` must not make `=3.5` an error)."""
     cls = experiment_conf_class() if cls is None else cls
     kinds: dict[tuple[str, ...], str] = {}
     hints = typing.get_type_hints(cls)
@@ -118,6 +119,8 @@ def field_kinds(cls: type | None = None, prefix: tuple[str, ...] = ()) -> dict[t
             kinds[path] = "free"
         elif target is str:
             kinds[path] = "str"
+        elif target is float:
+            kinds[path] = "float"
     return kinds
 
 
