@@ -18,7 +18,7 @@ distribution (`expected_<model>`), and the log says it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError
 from archnas.latency import Limits, SpaceCosts, cost_model, given_limits
 from archnas.latency.penalty import CostPenalty
+from archnas.latency.table import row_to_arch
 from archnas.nas.spaces import Genome, Space
 from archnas.space.choice import several
 from archnas.space.store import ArchStore
@@ -40,6 +41,12 @@ def space_costs(conf: CostConf, space: Space, genome: Genome, info: DatasetInfo,
     (`space.network`) of a genome's `{label: choice}` (spos's subnet search and gradient searches)."""
     return SpaceCosts.from_conf(conf, genome.specs, lambda choices: space.network(genome.arch_of(choices), info),
                                 [info.channels, *info.image_size], seed=seed)
+
+
+def allowed_genomes(genome: Genome, costs: SpaceCosts, limits: Limits) -> Callable[[tuple[int, ...]], bool]:
+    """What a search may pick: a valid genome of the space within every cost limit (the subnet
+    search's samplers and the random baseline draw from the same set)."""
+    return lambda row: genome.allows(row) and limits.allows(costs, row_to_arch(genome.specs, row))
 
 
 def cost_settings(conf: CostConf) -> list[str]:

@@ -34,8 +34,7 @@ from archnas.context import PhaseContext, RunContext
 from archnas.descs.dataset_info import DatasetInfo
 from archnas.errors import ConfigError
 from archnas.latency.limits import Limits
-from archnas.latency.table import row_to_arch
-from archnas.nas.cost_search import space_costs
+from archnas.nas.cost_search import allowed_genomes, space_costs
 from archnas.nas.evaluater import Evaluater, Network
 from archnas.nas.phase import Experiment, Phase, final_network_stage
 from archnas.nas.registry import algorithm_class
@@ -207,7 +206,7 @@ class RandomBaseline(Phase):
                             derive_seed(ctx.run.conf.common.seed, STAGE, "costs"))
         ctx.log.info(f"random architectures drawn within the search's limits: "
                      f"{', '.join(f'{k} {v:g}' for k, v in limits.describe().items())}")
-        return lambda row: genome.allows(row) and limits.allows(costs, row_to_arch(genome.specs, row))
+        return allowed_genomes(genome, costs, limits)
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in result.items() if k != "archs"}

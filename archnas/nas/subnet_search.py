@@ -27,7 +27,7 @@ from archnas.errors import ConfigError
 from archnas.latency import Limits, SpaceCosts, cost_model
 from archnas.latency.table import row_to_arch
 from archnas.nas.samplers import Genomes, Sampler, build_sampler, sampler_class
-from archnas.nas.cost_search import space_costs
+from archnas.nas.cost_search import allowed_genomes, space_costs
 from archnas.nas.pareto import write_pareto
 from archnas.nas.searcher import SearchPhase, SearchResult, load_data
 from archnas.nas.selection import InheritedWeights, select
@@ -92,10 +92,9 @@ class SubnetSearchPhase(SearchPhase):
                 seed: int) -> Sampler:
         """`nas.search.spos.strategy` with its settings over the space's genomes; the limits say
         which genomes it may propose, and a multi-objective one trades accuracy against the Pareto cost."""
-        specs = genome.specs
-        genomes = Genomes(genome.counts, lambda row: genome.allows(row) and limits.allows(costs, row_to_arch(specs, row)),
+        genomes = Genomes(genome.counts, allowed_genomes(genome, costs, limits),
                           # the Pareto cost model is built (or restored) when first asked
-                          lambda row: costs.model(pareto).cost(row_to_arch(specs, row)))
+                          lambda row: costs.model(pareto).cost(row_to_arch(genome.specs, row)))
         return build_sampler(section.strategy, getattr(section, section.strategy, None), genomes, seed)
 
     @staticmethod
